@@ -1,0 +1,60 @@
+//! Validated settings the engine runs with: no clap types past this point.
+//!
+//! The command line is parsed in `cli.rs` and turned into a [`Config`]; everything below that
+//! (preflight, scan, plan, execute) reads only this plain structure, so it can be built by tests
+//! without going through argument parsing.
+
+use std::path::PathBuf;
+
+/// How two regular files of the same path are judged equal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Method {
+    /// Size and modification time (rsync's quick check).
+    #[default]
+    Quick,
+    /// Size alone.
+    SizeOnly,
+}
+
+/// The comparison rule for regular files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Compare {
+    pub method: Method,
+    /// Modification times this close (in nanoseconds, either way) count as equal.
+    pub modify_window_ns: u128,
+    /// Never overwrite a destination file that is newer than the source one.
+    pub update: bool,
+}
+
+/// Everything one run needs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub src: PathBuf,
+    pub dst: PathBuf,
+    /// Worker threads for scanning and copying (at least 1).
+    pub jobs: usize,
+    pub dry_run: bool,
+    pub compare: Compare,
+    /// Remove destination entries the source does not have.
+    pub delete: bool,
+    /// Refuse all deletions when more than this many would happen.
+    pub max_delete: Option<u64>,
+    /// Sync an empty SRC over a non-empty DST (which empties DST).
+    pub allow_empty_source: bool,
+}
+
+impl Config {
+    /// The defaults of `syncease SRC DST`.
+    pub fn new(src: impl Into<PathBuf>, dst: impl Into<PathBuf>) -> Config {
+        Config {
+            src: src.into(),
+            dst: dst.into(),
+            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            dry_run: false,
+            compare: Compare::default(),
+            delete: true,
+            max_delete: None,
+            allow_empty_source: false,
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The only code that writes below DST.
+//!
+//! Files and symlinks are first made under a temporary name in their target directory, given
+//! their mode and mtime, and only then renamed over the target, so an interrupted run leaves
+//! either the old or the new version at every path, never a mix. Temporary names follow one
+//! pattern ([`is_temp_name`]) so the next run can sweep what a killed run left. No function here
+//! follows a symlink found in DST: links are replaced, never written through.
+
+use std::fs::{self, File, Permissions};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::entry::{Mtime, Tag};
+use crate::error::{Context, Error, Op, Result};
+
+const TEMP_PREFIX: &str = ".syncease-";
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// True for names of temporaries this tool creates (`.syncease-XXXXXX.tmp`).
+pub fn is_temp_name(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(name) = path.file_name() else {
+        return false;
+    };
+    let name = name.as_bytes();
+    name.len() > TEMP_PREFIX.len() + TEMP_SUFFIX.len()
+        && name.starts_with(TEMP_PREFIX.as_bytes())
+        && name.ends_with(TEMP_SUFFIX.as_bytes())
+}
+
+/// How a file copy ended, when it did not fail.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Copied {
+    /// The file is in place; this many bytes were written.
+    Done(u64),
+    /// The source file disappeared before it could be opened.
+    Vanished,
+}
+
+/// Why a copy did not complete.
+#[derive(Debug)]
+pub enum CopyError {
+    /// The source's size or mtime moved while it was read; nothing was renamed into place.
+    Changed(PathBuf),
+    Io(Error),
+}
+
+impl From<Error> for CopyError {
+    fn from(e: Error) -> Self {
+        CopyError::Io(e)
+    }
+}
+
+/// Copy `src` to `dst` through a temporary file in `dst`'s directory; `replaces` is what the
+/// destination holds now when it is not a file (a directory is removed just before the rename).
+pub fn copy_file(src: &Path, dst: &Path, replaces: Option<Tag>) -> Result<Copied, CopyError> {
+    let mut from = match File::open(src) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Copied::Vanished),
+        Err(e) => return Err(Error::new(Op::Open, src, e).into()),
+    };
+    let before = from.metadata().at(Op::Stat, src)?;
+    let dir = dst.parent().unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .suffix(TEMP_SUFFIX)
+        .tempfile_in(dir)
+        .at(Op::CreateTemp, dir)?;
+    // std's File-to-File copy uses copy_file_range (and reflinks where the kernel does that).
+    let written = io::copy(&mut from, temp.as_file_mut()).map_err(|e| Error::copy(src, dst, e))?;
+    let after = from.metadata().at(Op::Stat, src)?;
+    if written != before.len()
+        || after.len() != before.len()
+        || Mtime::of(&after) != Mtime::of(&before)
+    {
+        return Err(CopyError::Changed(src.to_path_buf()));
+    }
+    let file = temp.as_file();
+    use std::os::unix::fs::MetadataExt;
+    file.set_permissions(Permissions::from_mode(before.mode() & 0o7777))
+        .at(Op::SetPermissions, dst)?;
+    filetime::set_file_handle_times(file, None, Some(Mtime::of(&before).as_filetime()))
+        .at(Op::SetTimes, dst)?;
+    if replaces == Some(Tag::Dir) {
+        remove_tree(dst)?;
+    }
+    temp.persist(dst)
+        .map_err(|e| Error::new(Op::Rename, dst, e.error))?;
+    Ok(Copied::Done(written))
+}
+
+/// Make a symlink at `path` pointing to `target` (the text, unresolved), with its mtime.
+pub fn make_symlink(target: &Path, path: &Path, mtime: Mtime, replaces: Option<Tag>) -> Result<()> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let temp = loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{TEMP_PREFIX}{:x}l{n}{TEMP_SUFFIX}", std::process::id());
+        let temp = dir.join(name);
+        match std::os::unix::fs::symlink(target, &temp) {
+            Ok(()) => break temp,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::new(Op::Symlink, path, e)),
+        }
+    };
+    let result = (|| {
+        let time = mtime.as_filetime();
+        filetime::set_symlink_file_times(&temp, time, time).at(Op::SetTimes, path)?;
+        if replaces == Some(Tag::Dir) {
+            remove_tree(path)?;
+        }
+        fs::rename(&temp, path).at(Op::Rename, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// Create a directory, after removing the non-directory at its path (a symlink is removed,
+/// never followed). Created owner-accessible; its real mode is set at the end of the run.
+pub fn make_dir(path: &Path, replaces: Option<Tag>) -> Result<()> {
+    if replaces.is_some() {
+        remove_entry(path, Tag::File)?;
+    }
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(path)
+        .at(Op::MakeDir, path)
+}
+
+/// Remove one entry: a directory must be empty by now; anything else is unlinked (a symlink
+/// itself, not its target). Already gone counts as done.
+pub fn remove_entry(path: &Path, tag: Tag) -> Result<()> {
+    let result = if tag == Tag::Dir {
+        fs::remove_dir(path)
+    } else {
+        fs::remove_file(path)
+    };
+    match result {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::new(Op::Remove, path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Remove a directory and everything below it, never following symlinks.
+pub fn remove_tree(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::new(Op::Remove, path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Set the permission bits of a file or directory (not used on symlinks).
+pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    fs::set_permissions(path, Permissions::from_mode(mode)).at(Op::SetPermissions, path)
+}
+
+/// Set the mtime of a directory or file, leaving its atime alone.
+pub fn set_mtime(path: &Path, mtime: Mtime) -> Result<()> {
+    filetime::set_file_mtime(path, mtime.as_filetime()).at(Op::SetTimes, path)
+}
+
+/// Set the mtime of a symlink itself.
+pub fn set_symlink_mtime(path: &Path, mtime: Mtime) -> Result<()> {
+    let time = mtime.as_filetime();
+    filetime::set_symlink_file_times(path, time, time).at(Op::SetTimes, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_are_recognised_only_in_full() {
+        assert!(is_temp_name(Path::new("a/.syncease-Ab12Cd.tmp")));
+        assert!(!is_temp_name(Path::new(".syncease-.tmp")));
+        assert!(!is_temp_name(Path::new("syncease-x.tmp")));
+        assert!(!is_temp_name(Path::new(".syncease-x.tmp/child")));
+    }
+}

@@ -1,0 +1,569 @@
+//! Deciding: two listings in, a plan of plain-data actions out. No I/O.
+//!
+//! [`plan`] walks the source and destination listings together in one merge pass (both are in
+//! path order) and decides, for every path, what must happen: create a directory, write a file
+//! or symlink (with the [`Reason`]), fix metadata, delete, or nothing. The result is grouped by
+//! the phase that executes it, in the order it must run: directories parent-first, deletions
+//! deepest-first, directory metadata last. A dry run prints this plan and stops; the executor
+//! runs it. Deletions are planned with the reason they may be withheld, so that the decision to
+//! delete nothing after an unreadable source is made here and tested without a disk.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::compare::{self, Reason, Verdict};
+use crate::config::Config;
+use crate::entry::{Entry, Kind, Mtime, RootMeta, Tag, Tree};
+use crate::fsops::is_temp_name;
+
+/// A count of files and their bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+impl Tally {
+    pub fn add(&mut self, bytes: u64) {
+        self.files += 1;
+        self.bytes += bytes;
+    }
+}
+
+/// Create a directory, first removing the non-directory that holds its path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MakeDir {
+    pub path: PathBuf,
+    pub replaces: Option<Tag>,
+}
+
+/// What a transfer writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Payload {
+    File { size: u64 },
+    Symlink { target: Box<Path>, mtime: Mtime },
+}
+
+/// Write one file or symlink at `path`, atomically replacing whatever is there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    pub path: PathBuf,
+    pub payload: Payload,
+    pub reason: Reason,
+}
+
+impl Transfer {
+    /// A destination entry existed at this path before (so this is an update, not a copy).
+    pub fn is_update(&self) -> bool {
+        self.reason != Reason::New
+    }
+}
+
+/// Metadata that differs on an otherwise unchanged file or symlink.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fix {
+    pub path: PathBuf,
+    pub tag: Tag,
+    pub mode: Option<u32>,
+    pub mtime: Option<Mtime>,
+}
+
+/// Remove one destination entry the source does not have.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delete {
+    pub path: PathBuf,
+    pub tag: Tag,
+}
+
+/// Give a directory its source mode and mtime once everything below it is done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirMeta {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub mtime: Mtime,
+    /// The existing directory lacks owner write/search permission and must be opened up
+    /// before anything is written in it.
+    pub unlock: bool,
+    /// The directory existed with another mode or mtime (worth an itemized line).
+    pub differed: bool,
+}
+
+/// Why no deletion will run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Withheld {
+    /// The source listing had errors: an unread part might hold what DST has.
+    SourceErrors(usize),
+    /// More deletions than `--max-delete` allows.
+    MaxDelete { planned: u64, max: u64 },
+    /// A write failed during the run (decided by the executor).
+    WriteErrors(u64),
+}
+
+impl fmt::Display for Withheld {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Withheld::SourceErrors(n) => write!(
+                f,
+                "the source could not be read completely ({n} error{})",
+                plural(*n as u64)
+            ),
+            Withheld::MaxDelete { planned, max } => {
+                write!(
+                    f,
+                    "{planned} deletions planned, more than --max-delete {max}"
+                )
+            }
+            Withheld::WriteErrors(n) => {
+                write!(f, "{n} write{} failed", plural(*n))
+            }
+        }
+    }
+}
+
+pub(crate) fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// Everything one run will do, grouped by phase, in execution order.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// DST does not exist and is created first.
+    pub make_root: bool,
+    /// Temporaries left by an interrupted run, removed before anything else.
+    pub temps: Vec<PathBuf>,
+    /// Parent before child.
+    pub dirs: Vec<MakeDir>,
+    pub transfers: Vec<Transfer>,
+    pub fixes: Vec<Fix>,
+    /// Deepest first. Empty when deletion is off.
+    pub deletes: Vec<Delete>,
+    /// Deepest first; includes the root (empty path).
+    pub dir_meta: Vec<DirMeta>,
+    /// Source entries that are not mirrored (FIFOs, sockets, devices).
+    pub skipped: Vec<PathBuf>,
+    /// `--update`: destination files kept because they are newer.
+    pub kept: Vec<PathBuf>,
+    pub unchanged: Tally,
+    /// Set when `deletes` must not run.
+    pub withheld: Option<Withheld>,
+    /// Type changes that would destroy a non-empty destination directory while deletions are
+    /// withheld: not carried out this run.
+    pub held_back: Vec<PathBuf>,
+}
+
+impl Plan {
+    /// The totals the plan would copy, update and delete.
+    pub fn totals(&self) -> (Tally, Tally) {
+        let mut copied = Tally::default();
+        let mut updated = Tally::default();
+        for t in &self.transfers {
+            let size = match t.payload {
+                Payload::File { size } => size,
+                Payload::Symlink { .. } => 0,
+            };
+            if t.is_update() {
+                updated.add(size)
+            } else {
+                copied.add(size)
+            }
+        }
+        (copied, updated)
+    }
+
+    /// One itemized line per action, in execution order (deletions only if they will run).
+    pub fn items(&self) -> Vec<Item<'_>> {
+        let mut items = Vec::new();
+        items.extend(
+            self.temps
+                .iter()
+                .map(|p| Item::new("-", Tag::File, "stale", p)),
+        );
+        for d in &self.dirs {
+            let (op, reason) = match d.replaces {
+                Some(_) => ("~", "type"),
+                None => ("+", "new"),
+            };
+            items.push(Item::new(op, Tag::Dir, reason, &d.path));
+        }
+        for t in &self.transfers {
+            items.push(Item::transfer(t));
+        }
+        for f in &self.fixes {
+            let reason = if f.mode.is_some() { "mode" } else { "time" };
+            items.push(Item::new(".", f.tag, reason, &f.path));
+        }
+        if self.withheld.is_none() {
+            items.extend(self.deletes.iter().map(Item::delete));
+        }
+        for d in self.dir_meta.iter().filter(|d| d.differed) {
+            items.push(Item::new(".", Tag::Dir, "meta", &d.path));
+        }
+        items
+    }
+}
+
+/// One itemized line: `<op><type> <reason> <path>`, e.g. `>f size    docs/a.txt`.
+///
+/// `op` is `+` created, `>` updated, `~` replaced by another type, `-` deleted, `.` metadata
+/// fixed; the type is `f` file, `d` directory, `l` symlink.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Item<'a> {
+    pub op: &'static str,
+    pub tag: Tag,
+    pub reason: &'static str,
+    pub path: &'a Path,
+    pub target: Option<&'a Path>,
+}
+
+impl<'a> Item<'a> {
+    fn new(op: &'static str, tag: Tag, reason: &'static str, path: &'a Path) -> Self {
+        Item {
+            op,
+            tag,
+            reason,
+            path,
+            target: None,
+        }
+    }
+
+    pub fn transfer(t: &'a Transfer) -> Self {
+        let op = match t.reason {
+            Reason::New => "+",
+            Reason::Type(_) => "~",
+            _ => ">",
+        };
+        match &t.payload {
+            Payload::File { .. } => Item::new(op, Tag::File, t.reason.word(), &t.path),
+            Payload::Symlink { target, .. } => Item {
+                target: Some(target),
+                ..Item::new(op, Tag::Symlink, t.reason.word(), &t.path)
+            },
+        }
+    }
+
+    pub fn delete(d: &'a Delete) -> Self {
+        Item::new("-", d.tag, "gone", &d.path)
+    }
+}
+
+impl fmt::Display for Item<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}{} {:<6} {}",
+            self.op,
+            self.tag.letter(),
+            self.reason,
+            Escaped(self.path)
+        )?;
+        if self.path.as_os_str().is_empty() {
+            f.write_str(".")?;
+        }
+        if self.tag == Tag::Dir {
+            f.write_str("/")?;
+        }
+        if let Some(target) = self.target {
+            write!(f, " -> {}", Escaped(target))?;
+        }
+        Ok(())
+    }
+}
+
+/// A path for a terminal: valid UTF-8 as is, control characters, backslashes and invalid bytes
+/// as `\xNN` escapes, so a name with a newline stays on one line and nothing is lost.
+#[derive(Debug)]
+pub struct Escaped<'a>(pub &'a Path);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use std::os::unix::ffi::OsStrExt;
+        for chunk in self.0.as_os_str().as_bytes().utf8_chunks() {
+            for c in chunk.valid().chars() {
+                if c.is_control() || c == '\\' {
+                    for b in c.to_string().bytes() {
+                        write!(f, "\\x{b:02x}")?;
+                    }
+                } else {
+                    fmt::Write::write_char(f, c)?;
+                }
+            }
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The parent of a relative path ("" for top-level entries).
+fn parent(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new(""))
+}
+
+/// A source directory and what the destination has at its path.
+struct DirPair {
+    path: PathBuf,
+    src: RootMeta,
+    dst: Option<RootMeta>,
+}
+
+/// Compare two listings and decide every action. Pure: reads no disk.
+pub fn plan(src: &Tree, dst: &Tree, config: &Config) -> Plan {
+    let mut plan = Plan {
+        make_root: dst.root.is_none(),
+        ..Plan::default()
+    };
+    let mut dirs = Vec::new();
+    // Destination directories that will be written in (created in, renamed in, deleted from).
+    let mut written: HashSet<PathBuf> = HashSet::new();
+    // Type changes that remove a non-empty destination directory, with the number of entries.
+    let mut dir_replacements: Vec<(usize, u64)> = Vec::new();
+    let mut replaced_entries = 0u64;
+
+    if let Some(root) = src.root {
+        dirs.push(DirPair {
+            path: PathBuf::new(),
+            src: root,
+            dst: dst.root,
+        });
+    }
+
+    let (s, d) = (&src.entries, &dst.entries);
+    let (mut i, mut j) = (0, 0);
+    while i < s.len() || j < d.len() {
+        let order = match (s.get(i), d.get(j)) {
+            (Some(a), Some(b)) => a.path.cmp(&b.path),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                source_only(&s[i], &mut plan, &mut dirs, &mut written);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                let entry = &d[j];
+                if is_temp_name(&entry.path) {
+                    written.insert(parent(&entry.path).to_path_buf());
+                    plan.temps.push(entry.path.clone());
+                } else if config.delete {
+                    written.insert(parent(&entry.path).to_path_buf());
+                    plan.deletes.push(Delete {
+                        path: entry.path.clone(),
+                        tag: entry.kind.tag(),
+                    });
+                }
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                let (a, b) = (&s[i], &d[j]);
+                i += 1;
+                j += 1;
+                let replaces_dir = both(a, b, config, &mut plan, &mut dirs, &mut written);
+                if replaces_dir {
+                    let mut inside = 0;
+                    while d.get(j).is_some_and(|e| e.path.starts_with(&a.path)) {
+                        inside += 1;
+                        j += 1;
+                    }
+                    if inside > 0 {
+                        dir_replacements.push((plan.transfers.len() - 1, inside));
+                        replaced_entries += inside + 1;
+                    }
+                }
+            }
+        }
+    }
+
+    plan.deletes.reverse();
+    let planned = plan.deletes.len() as u64 + replaced_entries;
+    plan.withheld = if !src.errors.is_empty() {
+        Some(Withheld::SourceErrors(src.errors.len()))
+    } else {
+        match config.max_delete {
+            Some(max) if planned > max => Some(Withheld::MaxDelete { planned, max }),
+            _ => None,
+        }
+    };
+    if plan.withheld.is_some() {
+        // Replacing a non-empty directory by a file or link destroys what is below it: that is a
+        // deletion too, and waits for a clean run.
+        for (index, _) in dir_replacements.into_iter().rev() {
+            let t = plan.transfers.remove(index);
+            plan.held_back.push(t.path);
+        }
+        plan.held_back.reverse();
+    }
+
+    for pair in dirs.into_iter().rev() {
+        let needs_write = written.contains(&pair.path);
+        let (differed, unlock) = match pair.dst {
+            None => (false, false),
+            // A directory written in gets a new mtime anyway; only an otherwise untouched one
+            // whose metadata drifted is worth an itemized line.
+            Some(dst) => (
+                !needs_write
+                    && (dst.mode != pair.src.mode
+                        || !compare::same_time(dst.mtime, pair.src.mtime, &config.compare)),
+                needs_write && dst.mode & 0o700 != 0o700,
+            ),
+        };
+        if pair.dst.is_none() || differed || needs_write {
+            plan.dir_meta.push(DirMeta {
+                path: pair.path,
+                mode: pair.src.mode,
+                mtime: pair.src.mtime,
+                unlock,
+                differed,
+            });
+        }
+    }
+    plan
+}
+
+fn source_only(
+    entry: &Entry,
+    plan: &mut Plan,
+    dirs: &mut Vec<DirPair>,
+    written: &mut HashSet<PathBuf>,
+) {
+    let path = entry.path.clone();
+    let payload = match &entry.kind {
+        Kind::Special => {
+            plan.skipped.push(path);
+            return;
+        }
+        Kind::Dir => {
+            dirs.push(dir_pair(entry, None));
+            plan.dirs.push(MakeDir {
+                path,
+                replaces: None,
+            });
+            written.insert(parent(&entry.path).to_path_buf());
+            return;
+        }
+        Kind::File => Payload::File { size: entry.size },
+        Kind::Symlink(target) => Payload::Symlink {
+            target: target.clone(),
+            mtime: entry.mtime,
+        },
+    };
+    written.insert(parent(&entry.path).to_path_buf());
+    plan.transfers.push(Transfer {
+        path,
+        payload,
+        reason: Reason::New,
+    });
+}
+
+/// Decide a path both sides have. Returns true when a destination directory is replaced by a
+/// non-directory (its contents go with it).
+fn both(
+    src: &Entry,
+    dst: &Entry,
+    config: &Config,
+    plan: &mut Plan,
+    dirs: &mut Vec<DirPair>,
+    written: &mut HashSet<PathBuf>,
+) -> bool {
+    let path = || src.path.clone();
+    let dst_tag = dst.kind.tag();
+    match (&src.kind, &dst.kind) {
+        (Kind::Special, _) => {
+            plan.skipped.push(path());
+            false
+        }
+        (Kind::Dir, Kind::Dir) => {
+            dirs.push(dir_pair(src, Some(dst)));
+            false
+        }
+        (Kind::Dir, _) => {
+            dirs.push(dir_pair(src, None));
+            written.insert(parent(&src.path).to_path_buf());
+            plan.dirs.push(MakeDir {
+                path: path(),
+                replaces: Some(dst_tag),
+            });
+            false
+        }
+        (Kind::File, Kind::File) => {
+            match compare::files(src, dst, &config.compare) {
+                Verdict::Unchanged if src.mode != dst.mode => plan.fixes.push(Fix {
+                    path: path(),
+                    tag: Tag::File,
+                    mode: Some(src.mode),
+                    mtime: None,
+                }),
+                Verdict::Unchanged => plan.unchanged.add(src.size),
+                Verdict::KeepNewer => plan.kept.push(path()),
+                Verdict::Write(reason) => {
+                    written.insert(parent(&src.path).to_path_buf());
+                    plan.transfers.push(Transfer {
+                        path: path(),
+                        payload: Payload::File { size: src.size },
+                        reason,
+                    });
+                }
+            }
+            false
+        }
+        (Kind::Symlink(a), Kind::Symlink(b)) if a == b => {
+            if src.mtime != dst.mtime {
+                plan.fixes.push(Fix {
+                    path: path(),
+                    tag: Tag::Symlink,
+                    mode: None,
+                    mtime: Some(src.mtime),
+                });
+            } else {
+                plan.unchanged.add(0);
+            }
+            false
+        }
+        (Kind::File | Kind::Symlink(_), _) => {
+            let (payload, reason) = match &src.kind {
+                Kind::File => (Payload::File { size: src.size }, Reason::Type(dst_tag)),
+                Kind::Symlink(target) => {
+                    let reason = if dst_tag == Tag::Symlink {
+                        Reason::Target
+                    } else {
+                        Reason::Type(dst_tag)
+                    };
+                    let payload = Payload::Symlink {
+                        target: target.clone(),
+                        mtime: src.mtime,
+                    };
+                    (payload, reason)
+                }
+                _ => unreachable!("matched above"),
+            };
+            written.insert(parent(&src.path).to_path_buf());
+            plan.transfers.push(Transfer {
+                path: path(),
+                payload,
+                reason,
+            });
+            dst_tag == Tag::Dir
+        }
+    }
+}
+
+fn dir_pair(src: &Entry, dst: Option<&Entry>) -> DirPair {
+    let meta = |e: &Entry| RootMeta {
+        mtime: e.mtime,
+        mode: e.mode,
+    };
+    DirPair {
+        path: src.path.clone(),
+        src: meta(src),
+        dst: dst.map(meta),
+    }
+}
+
+#[cfg(test)]
+mod tests;

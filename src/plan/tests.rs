@@ -1,0 +1,239 @@
+//! The planner as tables: (source listing, destination listing) → itemized plan. No disk.
+
+use std::io;
+use std::path::Path;
+
+use super::*;
+use crate::config::Config;
+use crate::entry::{Entry, Kind, Mtime, RootMeta, Tree};
+use crate::error::{Error, Op};
+
+fn entry(path: &str, kind: Kind, size: u64, sec: i64) -> Entry {
+    Entry {
+        path: path.into(),
+        kind,
+        size,
+        mtime: Mtime { sec, nsec: 0 },
+        mode: 0o644,
+    }
+}
+fn file(path: &str, size: u64, sec: i64) -> Entry {
+    entry(path, Kind::File, size, sec)
+}
+fn dir(path: &str) -> Entry {
+    Entry {
+        mode: 0o755,
+        ..entry(path, Kind::Dir, 0, 100)
+    }
+}
+fn link(path: &str, target: &str) -> Entry {
+    entry(path, Kind::Symlink(Path::new(target).into()), 0, 100)
+}
+fn special(path: &str) -> Entry {
+    entry(path, Kind::Special, 0, 100)
+}
+fn tree(mut entries: Vec<Entry>) -> Tree {
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    Tree {
+        root: Some(RootMeta {
+            mtime: Mtime { sec: 100, nsec: 0 },
+            mode: 0o755,
+        }),
+        entries,
+        errors: Vec::new(),
+    }
+}
+fn config() -> Config {
+    Config::new("src", "dst")
+}
+fn lines(plan: &Plan) -> Vec<String> {
+    plan.items().iter().map(ToString::to_string).collect()
+}
+
+/// (name, source entries, destination entries, expected itemized lines)
+type Case = (&'static str, Vec<Entry>, Vec<Entry>, Vec<&'static str>);
+
+#[test]
+fn decisions() {
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        ("new file", vec![file("a", 1, 1)], vec![], vec!["+f new    a"]),
+        ("new dir before its file", vec![dir("d"), file("d/a", 1, 1)], vec![],
+            vec!["+d new    d/", "+f new    d/a"]),
+        ("new symlink", vec![link("l", "../x")], vec![], vec!["+l new    l -> ../x"]),
+        ("unchanged file", vec![file("a", 1, 1)], vec![file("a", 1, 1)], vec![]),
+        ("size differs", vec![file("a", 2, 1)], vec![file("a", 1, 1)], vec![">f size   a"]),
+        ("time differs", vec![file("a", 1, 2)], vec![file("a", 1, 1)], vec![">f time   a"]),
+        ("mode differs only", vec![file("a", 1, 1)], vec![Entry { mode: 0o600, ..file("a", 1, 1) }],
+            vec![".f mode   a"]),
+        ("unchanged symlink", vec![link("l", "t")], vec![link("l", "t")], vec![]),
+        ("symlink retargeted", vec![link("l", "new")], vec![link("l", "old")],
+            vec![">l target l -> new"]),
+        ("symlink time", vec![link("l", "t")], vec![Entry { mtime: Mtime { sec: 5, nsec: 0 }, ..link("l", "t") }],
+            vec![".l time   l"]),
+        ("file deleted", vec![], vec![file("a", 1, 1)], vec!["-f gone   a"]),
+        ("subtree deleted deepest first", vec![], vec![dir("d"), dir("d/e"), file("d/e/f", 1, 1), link("d/l", "x")],
+            vec!["-l gone   d/l", "-f gone   d/e/f", "-d gone   d/e/", "-d gone   d/"]),
+        ("file becomes dir", vec![dir("x"), file("x/a", 1, 1)], vec![file("x", 1, 1)],
+            vec!["~d type   x/", "+f new    x/a"]),
+        ("dir becomes file, contents go with it", vec![file("x", 1, 1)], vec![dir("x"), file("x/a", 1, 1)],
+            vec!["~f type   x"]),
+        ("symlink becomes dir", vec![dir("x")], vec![link("x", "/elsewhere")], vec!["~d type   x/"]),
+        ("dir becomes symlink", vec![link("x", "t")], vec![dir("x")], vec!["~l type   x -> t"]),
+        ("file becomes symlink", vec![link("x", "t")], vec![file("x", 1, 1)], vec!["~l type   x -> t"]),
+        ("symlink becomes file", vec![file("x", 1, 1)], vec![link("x", "t")], vec!["~f type   x"]),
+        ("special in dst replaced", vec![file("x", 1, 1)], vec![special("x")], vec!["~f type   x"]),
+        ("special in src skipped, dst entry kept", vec![special("p")], vec![file("p", 1, 1)], vec![]),
+        ("stale temporary swept", vec![], vec![file(".syncease-abc123.tmp", 1, 1)],
+            vec!["-f stale  .syncease-abc123.tmp"]),
+        ("sibling order is bytes, children follow parents", vec![dir("a"), file("a/z", 1, 1), file("a-b", 1, 1)],
+            vec![file("a-b", 1, 1)], vec!["+d new    a/", "+f new    a/z"]),
+    ];
+    for (name, src, dst, expected) in cases {
+        let plan = plan(&tree(src), &tree(dst), &config());
+        assert_eq!(lines(&plan), expected, "case: {name}");
+    }
+}
+
+#[test]
+fn missing_destination_is_created_and_given_the_source_root_metadata() {
+    let dst = Tree::default();
+    let plan = plan(&tree(vec![file("a", 1, 1)]), &dst, &config());
+    assert!(plan.make_root);
+    let root = plan.dir_meta.last().expect("root metadata");
+    assert_eq!(root.path, Path::new(""));
+    assert_eq!(root.mode, 0o755);
+}
+
+#[test]
+fn unchanged_tree_plans_nothing_at_all() {
+    let entries = || vec![dir("d"), file("d/a", 3, 1), link("l", "d/a")];
+    let plan = plan(&tree(entries()), &tree(entries()), &config());
+    assert!(plan.items().is_empty());
+    assert!(plan.dir_meta.is_empty(), "{:?}", plan.dir_meta);
+    assert_eq!(plan.unchanged, Tally { files: 2, bytes: 3 });
+}
+
+#[test]
+fn directories_get_metadata_deepest_first_after_writes() {
+    let plan = plan(
+        &tree(vec![dir("d"), dir("d/e"), file("d/e/f", 1, 1)]),
+        &tree(vec![]),
+        &config(),
+    );
+    let order: Vec<_> = plan.dir_meta.iter().map(|d| d.path.clone()).collect();
+    assert_eq!(order, [Path::new("d/e"), Path::new("d"), Path::new("")]);
+}
+
+#[test]
+fn read_only_destination_dir_is_unlocked_before_writing_in_it() {
+    let ro = Entry {
+        mode: 0o555,
+        ..dir("d")
+    };
+    let plan = plan(
+        &tree(vec![ro.clone(), file("d/a", 1, 1)]),
+        &tree(vec![ro]),
+        &config(),
+    );
+    let d = plan
+        .dir_meta
+        .iter()
+        .find(|d| d.path == Path::new("d"))
+        .unwrap();
+    assert!(d.unlock);
+    assert_eq!(d.mode, 0o555);
+}
+
+#[test]
+fn drifted_directory_metadata_is_fixed() {
+    let src = Entry {
+        mode: 0o700,
+        ..dir("d")
+    };
+    let plan = plan(&tree(vec![src]), &tree(vec![dir("d")]), &config());
+    assert_eq!(lines(&plan), [".d meta   d/"]);
+}
+
+#[test]
+fn no_delete_keeps_extra_entries_but_still_sweeps_temporaries() {
+    let config = Config {
+        delete: false,
+        ..config()
+    };
+    let dst = tree(vec![
+        file("extra", 1, 1),
+        file(".syncease-x1y2z3.tmp", 1, 1),
+    ]);
+    let plan = plan(&tree(vec![file("a", 1, 1)]), &dst, &config);
+    assert_eq!(
+        lines(&plan),
+        ["-f stale  .syncease-x1y2z3.tmp", "+f new    a"]
+    );
+}
+
+#[test]
+fn source_errors_withhold_every_deletion_and_directory_replacement() {
+    let mut src = tree(vec![file("x", 1, 1), dir("unread")]);
+    src.errors.push(Error::new(
+        Op::ReadDir,
+        "src/unread",
+        io::Error::from_raw_os_error(13),
+    ));
+    let dst = tree(vec![
+        dir("x"),
+        file("x/keep", 1, 1),
+        dir("unread"),
+        file("unread/f", 1, 1),
+    ]);
+    let plan = plan(&src, &dst, &config());
+    assert_eq!(plan.withheld, Some(Withheld::SourceErrors(1)));
+    assert_eq!(plan.held_back, [Path::new("x")]);
+    assert!(plan.transfers.is_empty());
+    assert!(
+        lines(&plan).iter().all(|l| !l.starts_with('-')),
+        "{:?}",
+        lines(&plan)
+    );
+}
+
+#[test]
+fn max_delete_counts_every_entry_including_replaced_subtrees() {
+    let src = tree(vec![file("x", 1, 1)]);
+    let dst = tree(vec![dir("x"), file("x/a", 1, 1), file("gone", 1, 1)]);
+    let at = |max| {
+        let config = Config {
+            max_delete: Some(max),
+            ..config()
+        };
+        plan(&src, &dst, &config).withheld
+    };
+    assert_eq!(at(3), None);
+    assert_eq!(at(2), Some(Withheld::MaxDelete { planned: 3, max: 2 }));
+}
+
+#[test]
+fn update_keeps_a_newer_destination_file() {
+    let config = Config {
+        compare: crate::config::Compare {
+            update: true,
+            ..Default::default()
+        },
+        ..config()
+    };
+    let plan = plan(
+        &tree(vec![file("a", 1, 1)]),
+        &tree(vec![file("a", 2, 9)]),
+        &config,
+    );
+    assert!(plan.items().is_empty());
+    assert_eq!(plan.kept, [Path::new("a")]);
+}
+
+#[test]
+fn escaped_paths_stay_on_one_line() {
+    use std::os::unix::ffi::OsStrExt;
+    let raw = std::ffi::OsStr::from_bytes(b"a\nb\\c\xff");
+    assert_eq!(Escaped(Path::new(raw)).to_string(), "a\\x0ab\\x5cc\\xff");
+    assert_eq!(Escaped(Path::new("caf\u{e9} x")).to_string(), "caf\u{e9} x");
+}

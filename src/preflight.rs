@@ -1,0 +1,168 @@
+//! Refusals: the checks that run before anything is changed.
+//!
+//! A refusal exits with status 2 and leaves DST exactly as it was. The checks are about the two
+//! roots only — existence, type, overlap after resolving symlinks and `..` — plus the empty-source
+//! guard, which protects a backup from a source disk that is not mounted.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+
+/// Why a run was refused.
+#[derive(Debug)]
+pub enum Refusal {
+    SourceMissing(PathBuf),
+    SourceNotDir(PathBuf),
+    SourceUnreadable(PathBuf, io::Error),
+    DestinationNotDir(PathBuf),
+    DestinationParentMissing(PathBuf),
+    DestinationUnreadable(PathBuf, io::Error),
+    Same(PathBuf),
+    DestinationInsideSource {
+        src: PathBuf,
+        dst: PathBuf,
+    },
+    SourceInsideDestination {
+        src: PathBuf,
+        dst: PathBuf,
+    },
+    EmptySource {
+        src: PathBuf,
+        dst: PathBuf,
+    },
+    /// Invalid option values, caught after parsing.
+    Usage(String),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Refusal::*;
+        match self {
+            SourceMissing(p) => write!(f, "source '{}' does not exist", p.display()),
+            SourceNotDir(p) => write!(f, "source '{}' is not a directory", p.display()),
+            SourceUnreadable(p, e) => write!(f, "cannot read source '{}': {e}", p.display()),
+            DestinationNotDir(p) => write!(
+                f,
+                "destination '{}' exists and is not a directory",
+                p.display()
+            ),
+            DestinationParentMissing(p) => write!(
+                f,
+                "the parent of destination '{}' does not exist (create it first)",
+                p.display()
+            ),
+            DestinationUnreadable(p, e) => {
+                write!(f, "cannot read destination '{}': {e}", p.display())
+            }
+            Same(p) => write!(
+                f,
+                "source and destination are the same directory '{}'",
+                p.display()
+            ),
+            DestinationInsideSource { src, dst } => write!(
+                f,
+                "destination '{}' is inside source '{}'",
+                dst.display(),
+                src.display()
+            ),
+            SourceInsideDestination { src, dst } => write!(
+                f,
+                "source '{}' is inside destination '{}', which the mirror would delete",
+                src.display(),
+                dst.display()
+            ),
+            EmptySource { src, dst } => write!(
+                f,
+                "source '{}' is empty but destination '{}' is not; is the source mounted? \
+                 Pass --allow-empty-source to empty the destination",
+                src.display(),
+                dst.display()
+            ),
+            Usage(msg) => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// Check the roots. Nothing is written.
+pub fn check(config: &Config) -> Result<(), Refusal> {
+    let src = &config.src;
+    let dst = &config.dst;
+    let src_real = match fs::canonicalize(src) {
+        Ok(p) => p,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Refusal::SourceMissing(src.clone()))
+        }
+        Err(e) => return Err(Refusal::SourceUnreadable(src.clone(), e)),
+    };
+    if !src_real.is_dir() {
+        return Err(Refusal::SourceNotDir(src.clone()));
+    }
+    let mut src_entries =
+        fs::read_dir(src).map_err(|e| Refusal::SourceUnreadable(src.clone(), e))?;
+    let src_empty = src_entries.next().is_none();
+
+    let (dst_real, dst_exists) = match fs::metadata(dst) {
+        Ok(meta) if meta.is_dir() => {
+            let real = fs::canonicalize(dst)
+                .map_err(|e| Refusal::DestinationUnreadable(dst.clone(), e))?;
+            (real, true)
+        }
+        Ok(_) => return Err(Refusal::DestinationNotDir(dst.clone())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if fs::symlink_metadata(dst).is_ok() {
+                // A dangling symlink: creating DST would write through it.
+                return Err(Refusal::DestinationNotDir(dst.clone()));
+            }
+            (resolve_missing(dst)?, false)
+        }
+        Err(e) => return Err(Refusal::DestinationUnreadable(dst.clone(), e)),
+    };
+
+    if src_real == dst_real {
+        return Err(Refusal::Same(src_real));
+    }
+    if dst_real.starts_with(&src_real) {
+        return Err(Refusal::DestinationInsideSource {
+            src: src.clone(),
+            dst: dst.clone(),
+        });
+    }
+    if src_real.starts_with(&dst_real) {
+        return Err(Refusal::SourceInsideDestination {
+            src: src.clone(),
+            dst: dst.clone(),
+        });
+    }
+    if src_empty && dst_exists && !config.allow_empty_source {
+        let mut dst_entries =
+            fs::read_dir(dst).map_err(|e| Refusal::DestinationUnreadable(dst.clone(), e))?;
+        if dst_entries.next().is_some() {
+            return Err(Refusal::EmptySource {
+                src: src.clone(),
+                dst: dst.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The real path a missing DST will have: its parent resolved, plus its name.
+fn resolve_missing(dst: &Path) -> Result<PathBuf, Refusal> {
+    let name = match dst.file_name() {
+        Some(name) => name,
+        None => return Err(Refusal::DestinationParentMissing(dst.to_path_buf())),
+    };
+    let parent = match dst.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match fs::canonicalize(parent) {
+        Ok(real) if real.is_dir() => Ok(real.join(name)),
+        _ => Err(Refusal::DestinationParentMissing(dst.to_path_buf())),
+    }
+}

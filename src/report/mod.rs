@@ -1,0 +1,260 @@
+//! What the user is told: events from the engine, rendered by a front end.
+//!
+//! The engine never prints. It calls a [`Reporter`] with each action done, each warning and
+//! each error as they happen (from worker threads, so implementations are `Sync`), and once
+//! with the [`Summary`] at the end. The human front end lives in [`human`]; tracing is kept for
+//! diagnostics and the log file, never for the user's report.
+
+pub mod human;
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::plan::{plural, Escaped, Item, Tally, Withheld};
+use crate::preflight::Refusal;
+
+/// Something worth saying that is not a failure.
+#[derive(Debug)]
+pub enum Warning<'a> {
+    /// A FIFO, socket or device in SRC: not mirrored.
+    Special(&'a Path),
+    /// A source file disappeared before it could be copied.
+    Vanished(&'a Path),
+    /// No deletion ran, and why.
+    DeletionsWithheld { reason: &'a Withheld, count: u64 },
+    /// A destination directory that would be replaced by a file or link, kept because
+    /// deletions are withheld.
+    HeldBack(&'a Path),
+    /// A destination directory that still holds entries after its planned deletion.
+    NotEmpty(&'a Path),
+}
+
+impl fmt::Display for Warning<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Warning::Special(p) => write!(
+                f,
+                "skipping '{}': not a regular file, directory or symlink",
+                Escaped(p)
+            ),
+            Warning::Vanished(p) => write!(f, "'{}' vanished before it was copied", Escaped(p)),
+            Warning::DeletionsWithheld { reason, count } => write!(
+                f,
+                "deleting nothing ({count} entr{} kept): {reason}",
+                if *count == 1 { "y" } else { "ies" }
+            ),
+            Warning::HeldBack(p) => write!(
+                f,
+                "not replacing directory '{}' while deletions are withheld",
+                Escaped(p)
+            ),
+            Warning::NotEmpty(p) => write!(
+                f,
+                "directory '{}' is not empty, so it was not deleted",
+                Escaped(p)
+            ),
+        }
+    }
+}
+
+/// The totals of one run (or of a plan, in a dry run).
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub copied: Tally,
+    pub updated: Tally,
+    pub deleted: u64,
+    pub unchanged: Tally,
+    /// Entries whose metadata alone was fixed.
+    pub fixed: u64,
+    /// Special files not mirrored.
+    pub skipped: u64,
+    /// `--update`: destination files kept because they are newer.
+    pub kept: u64,
+    /// Source files that disappeared during the run.
+    pub vanished: u64,
+    pub errors: u64,
+    pub withheld: Option<Withheld>,
+    pub elapsed: Duration,
+    pub dry_run: bool,
+}
+
+impl Summary {
+    /// Add another part's counts (used to merge the results of parallel workers).
+    pub fn merge(mut self, other: Summary) -> Summary {
+        self.copied.files += other.copied.files;
+        self.copied.bytes += other.copied.bytes;
+        self.updated.files += other.updated.files;
+        self.updated.bytes += other.updated.bytes;
+        self.deleted += other.deleted;
+        self.fixed += other.fixed;
+        self.vanished += other.vanished;
+        self.errors += other.errors;
+        self
+    }
+
+    /// How the run ended.
+    pub fn status(&self) -> Status {
+        if self.errors > 0 || self.withheld.is_some() {
+            Status::Partial
+        } else {
+            Status::Synced
+        }
+    }
+}
+
+/// The three ways a run ends, mapped to exit codes 0, 1 and 2 in one place (`main.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Everything synced.
+    Synced,
+    /// Some entries failed or deletions were withheld; the rest synced.
+    Partial,
+    /// Refused or invalid usage: nothing was changed.
+    Refused,
+}
+
+impl Status {
+    pub fn code(self) -> u8 {
+        match self {
+            Status::Synced => 0,
+            Status::Partial => 1,
+            Status::Refused => 2,
+        }
+    }
+}
+
+/// Receives the engine's events. Called from worker threads.
+pub trait Reporter: Sync {
+    /// An action was carried out (or, in a dry run, planned).
+    fn item(&self, item: &Item<'_>);
+    fn warning(&self, warning: &Warning<'_>);
+    fn error(&self, error: &Error);
+    /// The run was refused before anything changed.
+    fn refused(&self, refusal: &Refusal);
+    fn finish(&self, summary: &Summary);
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Bytes in binary units with one decimal: `512 B`, `3.4 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// The one-line summary printed at the end of a run.
+pub fn summary_line(s: &Summary) -> String {
+    let mut parts = Vec::new();
+    if s.dry_run {
+        let mut line = format!(
+            "dry run: would copy {} file{} ({}), update {} ({}), delete {}; {} unchanged",
+            thousands(s.copied.files),
+            plural(s.copied.files),
+            human_bytes(s.copied.bytes),
+            thousands(s.updated.files),
+            human_bytes(s.updated.bytes),
+            thousands(s.deleted),
+            thousands(s.unchanged.files),
+        );
+        for (n, word) in [
+            (s.fixed, "to fix"),
+            (s.skipped, "skipped"),
+            (s.kept, "kept newer"),
+        ] {
+            if n > 0 {
+                line.push_str(&format!(", {} {word}", thousands(n)));
+            }
+        }
+        if s.errors > 0 {
+            line.push_str(&format!(
+                ", {} error{}",
+                thousands(s.errors),
+                plural(s.errors)
+            ));
+        }
+        return line;
+    }
+    parts.push(format!("{} copied", thousands(s.copied.files)));
+    parts.push(format!("{} updated", thousands(s.updated.files)));
+    parts.push(format!("{} deleted", thousands(s.deleted)));
+    parts.push(format!("{} unchanged", thousands(s.unchanged.files)));
+    for (n, word) in [
+        (s.fixed, "fixed"),
+        (s.skipped, "skipped"),
+        (s.kept, "kept newer"),
+        (s.vanished, "vanished"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{} {word}", thousands(n)));
+        }
+    }
+    if s.errors > 0 {
+        parts.push(format!("{} error{}", thousands(s.errors), plural(s.errors)));
+    }
+    format!(
+        "{}, {} in {:.2} s",
+        parts.join(", "),
+        human_bytes(s.copied.bytes + s.updated.bytes),
+        s.elapsed.as_secs_f64()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(10_234), "10,234");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3_565_158), "3.4 MiB");
+    }
+
+    #[test]
+    fn summary_reads_like_the_spec() {
+        let s = Summary {
+            copied: Tally {
+                files: 12,
+                bytes: 3_565_158,
+            },
+            updated: Tally { files: 2, bytes: 0 },
+            deleted: 5,
+            unchanged: Tally {
+                files: 10_234,
+                bytes: 0,
+            },
+            elapsed: Duration::from_millis(410),
+            ..Summary::default()
+        };
+        assert_eq!(
+            summary_line(&s),
+            "12 copied, 2 updated, 5 deleted, 10,234 unchanged, 3.4 MiB in 0.41 s"
+        );
+    }
+}

@@ -1,0 +1,103 @@
+//! Listing one side: every entry below a root, with one `lstat` each, and every error.
+//!
+//! Symlinks are recorded as links (target text read, never followed). An entry that cannot be
+//! listed or stat'ed becomes an error in [`Tree::errors`], never an empty directory: the planner
+//! withholds deletions when the source listing is incomplete. An entry that disappears between
+//! being listed and being stat'ed is simply not there.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+
+use tracing::debug;
+use walkdir::WalkDir;
+
+use crate::entry::{Entry, Kind, Mtime, RootMeta, Tree};
+use crate::error::{Error, Op};
+
+/// List everything below `root`. A missing root gives an empty tree with `root: None`.
+pub fn scan(root: &Path) -> Tree {
+    let mut tree = Tree::default();
+    let root_meta = match fs::metadata(root) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return tree,
+        Err(e) => {
+            tree.errors.push(Error::new(Op::Stat, root, e));
+            return tree;
+        }
+    };
+    use std::os::unix::fs::MetadataExt;
+    tree.root = Some(RootMeta {
+        mtime: Mtime::of(&root_meta),
+        mode: root_meta.mode() & 0o7777,
+    });
+    let walk = WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .min_depth(1);
+    for item in walk {
+        let dirent = match item {
+            Ok(dirent) => dirent,
+            Err(e) => {
+                let path = e.path().unwrap_or(root).to_path_buf();
+                let source = e
+                    .into_io_error()
+                    .unwrap_or_else(|| io::Error::other("filesystem loop"));
+                if source.kind() == io::ErrorKind::NotFound {
+                    continue;
+                }
+                tree.errors.push(Error::new(Op::ReadDir, path, source));
+                continue;
+            }
+        };
+        let path = dirent.path();
+        let meta = match dirent.metadata() {
+            Ok(meta) => meta,
+            Err(e) => {
+                let source = e
+                    .into_io_error()
+                    .unwrap_or_else(|| io::Error::other("filesystem loop"));
+                if source.kind() != io::ErrorKind::NotFound {
+                    tree.errors.push(Error::new(Op::Stat, path, source));
+                }
+                continue;
+            }
+        };
+        let file_type = meta.file_type();
+        let kind = if file_type.is_file() {
+            Kind::File
+        } else if file_type.is_dir() {
+            Kind::Dir
+        } else if file_type.is_symlink() {
+            match fs::read_link(path) {
+                Ok(target) => Kind::Symlink(target.into_boxed_path()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    tree.errors.push(Error::new(Op::ReadLink, path, e));
+                    continue;
+                }
+            }
+        } else {
+            debug_assert!(
+                file_type.is_fifo()
+                    || file_type.is_socket()
+                    || file_type.is_block_device()
+                    || file_type.is_char_device()
+            );
+            Kind::Special
+        };
+        let rel = path
+            .strip_prefix(root)
+            .expect("walkdir yields paths below its root")
+            .to_path_buf();
+        tree.entries.push(Entry::from_metadata(rel, &meta, kind));
+    }
+    debug!(
+        root = %root.display(),
+        entries = tree.entries.len(),
+        errors = tree.errors.len(),
+        "scanned"
+    );
+    tree
+}

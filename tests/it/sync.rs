@@ -1,0 +1,335 @@
+//! The default mirror: what `syncease SRC DST` does to DST (SPEC section 1).
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::util::*;
+
+/// A small tree with one of everything a mirror carries.
+fn populate(f: &Fixture) {
+    f.write("src/top.txt", "top");
+    f.write("src/a/b/deep.txt", "deep");
+    f.write("src/a/empty-file", "");
+    f.mkdir("src/empty-dir");
+    f.symlink("src/a/rel-link", "b/deep.txt");
+    f.symlink("src/abs-link", "/etc/hostname");
+    f.symlink("src/dangling", "no/such/target");
+    set_mtime(&f.path("src/top.txt"), 1_600_000_000, 123_456_789);
+}
+
+#[test]
+fn first_run_creates_dst_as_an_exact_mirror() {
+    let f = Fixture::new();
+    populate(&f);
+    let run = f.sync(&[]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    assert!(
+        run.stdout.is_empty(),
+        "nothing on stdout without -v: {run:?}"
+    );
+    assert!(
+        run.stderr
+            .contains("6 copied, 0 updated, 0 deleted, 0 unchanged"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn second_run_writes_nothing() {
+    let f = Fixture::new();
+    populate(&f);
+    f.sync(&[]).expect(0);
+    let before = identity(&f.dst);
+    let run = f.sync(&["-v"]).expect(0);
+    assert_eq!(before, identity(&f.dst), "inodes, mtimes or ctimes moved");
+    assert_eq!(run.stdout, "", "no action expected");
+    assert!(
+        run.stderr
+            .contains("0 copied, 0 updated, 0 deleted, 6 unchanged"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn changed_files_are_updated_by_size_and_by_time() {
+    let f = Fixture::new();
+    f.write("src/grows.txt", "a");
+    f.write("src/touched.txt", "same");
+    f.sync(&[]).expect(0);
+    f.write("src/grows.txt", "abc");
+    f.write("src/touched.txt", "SAME");
+    set_mtime(&f.path("src/touched.txt"), 1_700_000_000, 1);
+    let run = f.sync(&["-v"]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    assert!(run.stdout.contains(">f size   grows.txt"), "{run:?}");
+    assert!(run.stdout.contains(">f time   touched.txt"), "{run:?}");
+    assert!(run.stderr.contains("0 copied, 2 updated"), "{run:?}");
+}
+
+#[test]
+fn entries_src_no_longer_has_are_deleted_with_whole_subtrees() {
+    let f = Fixture::new();
+    populate(&f);
+    f.sync(&[]).expect(0);
+    fs::remove_dir_all(f.path("src/a")).unwrap();
+    fs::remove_file(f.path("src/dangling")).unwrap();
+    let run = f.sync(&["-v"]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    let deletions: Vec<_> = run.stdout.lines().filter(|l| l.starts_with('-')).collect();
+    assert_eq!(
+        deletions,
+        [
+            "-l gone   dangling",
+            "-l gone   a/rel-link",
+            "-f gone   a/empty-file",
+            "-f gone   a/b/deep.txt",
+            "-d gone   a/b/",
+            "-d gone   a/",
+        ]
+    );
+}
+
+#[test]
+fn every_type_change_is_replaced() {
+    let f = Fixture::new();
+    let kinds = ["file", "dir", "link"];
+    let make = |side: &str, name: &str, kind: &str| match kind {
+        "file" => {
+            f.write(format!("{side}/{name}"), kind);
+        }
+        "dir" => {
+            f.write(format!("{side}/{name}/inside"), kind);
+        }
+        _ => {
+            f.symlink(format!("{side}/{name}"), "target");
+        }
+    };
+    for from in kinds {
+        for to in kinds.iter().filter(|k| **k != from) {
+            make("dst", &format!("{from}-to-{to}"), from);
+            make("src", &format!("{from}-to-{to}"), to);
+        }
+    }
+    let run = f.sync(&["-v"]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    assert_eq!(
+        run.stdout.lines().filter(|l| l.starts_with('~')).count(),
+        6,
+        "{run:?}"
+    );
+}
+
+#[test]
+fn metadata_is_mirrored_with_nanoseconds_and_modes() {
+    let f = Fixture::new();
+    let exe = f.write("src/run.sh", "#!/bin/sh\n");
+    chmod(&exe, 0o751);
+    let secret = f.write("src/secret", "s");
+    chmod(&secret, 0o600);
+    let ro = f.write("src/ro/file", "r");
+    set_mtime(&ro, -86_400 * 365, 999_999_999);
+    chmod(&f.path("src/ro"), 0o555);
+    set_mtime(&f.path("src/ro"), 1_234_567_890, 42);
+    chmod(&f.src, 0o750);
+    set_mtime(&f.src, 1_500_000_000, 7);
+    f.sync(&[]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    // A read-only directory can still be updated later.
+    fs::write(&ro, "r2").unwrap();
+    f.sync(&[]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    chmod(&f.path("src/ro"), 0o755);
+    chmod(&f.path("dst/ro"), 0o755);
+}
+
+#[test]
+fn a_mode_change_alone_is_fixed_without_rewriting() {
+    let f = Fixture::new();
+    let file = f.write("src/f", "x");
+    f.sync(&[]).expect(0);
+    let ino = fs::metadata(f.dst.join("f")).unwrap().ino();
+    chmod(&file, 0o640);
+    let run = f.sync(&["-v"]).expect(0);
+    assert_eq!(run.stdout, ".f mode   f\n");
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    assert_eq!(ino, fs::metadata(f.dst.join("f")).unwrap().ino());
+}
+
+#[test]
+fn symlinks_are_never_followed_on_either_side() {
+    let f = Fixture::new();
+    f.write("outside/secret.txt", "outside");
+    f.symlink("src/to-outside", "../outside");
+    f.mkdir("dst");
+    f.symlink("dst/to-outside", "../outside");
+    f.symlink("dst/other", "../outside");
+    let outside = Manifest::of(&f.path("outside"));
+    f.sync(&[]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    assert_same(&outside, &Manifest::of(&f.path("outside")));
+}
+
+#[test]
+fn special_files_are_skipped_with_a_warning() {
+    let f = Fixture::new();
+    f.write("src/regular", "r");
+    let fifo = f.path("src/pipe");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let _socket = std::os::unix::net::UnixListener::bind(f.path("src/sock")).unwrap();
+    let run = f.sync(&[]).expect(0);
+    assert!(
+        run.stderr.contains("warning: skipping '") && run.stderr.contains("src/pipe'"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("src/sock'"), "{run:?}");
+    assert!(run.stderr.contains("2 skipped"), "{run:?}");
+    assert_same(
+        &Manifest::of(&f.src).without(&["pipe", "sock"]),
+        &Manifest::of(&f.dst),
+    );
+}
+
+#[test]
+fn odd_names_are_bytes_not_strings() {
+    let f = Fixture::new();
+    let long = "n".repeat(255);
+    let names: Vec<std::path::PathBuf> = vec![
+        bytes_path(b"latin1-\xe9t\xe9"),
+        "with space".into(),
+        "new\nline".into(),
+        "-leading-dash".into(),
+        "--".into(),
+        "caf\u{e9}-\u{1f600}".into(),
+        "back\\slash".into(),
+        long.clone().into(),
+    ];
+    for name in &names {
+        fs::write(f.src.join(name), name.as_os_str().as_encoded_bytes()).unwrap();
+    }
+    let mut deep = f.src.clone();
+    for _ in 0..30 {
+        deep.push("d".repeat(100));
+    }
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("bottom"), "b").unwrap();
+    let run = f.sync(&["-v"]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    assert!(run.stdout.contains("+f new    new\\x0aline\n"), "{run:?}");
+    assert!(run.stdout.contains("latin1-\\xe9t\\xe9"), "{run:?}");
+    f.sync(&[]).expect(0);
+}
+
+#[test]
+fn src_is_never_written() {
+    let f = Fixture::new();
+    populate(&f);
+    f.mkdir("dst");
+    f.write("dst/extra", "x");
+    let before = identity(&f.src);
+    f.sync(&[]).expect(0);
+    f.write("src/top.txt", "changed");
+    let before_second = identity(&f.src);
+    f.sync(&[]).expect(0);
+    assert_ne!(before, before_second);
+    assert_eq!(before_second, identity(&f.src));
+}
+
+#[test]
+fn updates_replace_the_file_instead_of_writing_into_it() {
+    let f = Fixture::new();
+    f.write("src/f", "old");
+    f.sync(&[]).expect(0);
+    // A hard link elsewhere shares the inode: writing in place would change it too.
+    fs::hard_link(f.dst.join("f"), f.path("hardlink")).unwrap();
+    f.write("src/f", "new!");
+    f.sync(&[]).expect(0);
+    assert_eq!(fs::read(f.dst.join("f")).unwrap(), b"new!");
+    assert_eq!(fs::read(f.path("hardlink")).unwrap(), b"old");
+}
+
+#[test]
+fn leftover_temporaries_are_swept() {
+    let f = Fixture::new();
+    f.write("src/a/f", "x");
+    f.sync(&[]).expect(0);
+    f.write("dst/a/.syncease-Zx81Qp.tmp", "half a file");
+    f.write("dst/.syncease-l1a2.tmp", "");
+    f.sync(&[]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+}
+
+#[test]
+fn results_are_the_same_with_one_or_many_threads() {
+    let f = Fixture::new();
+    for i in 0..200 {
+        f.write(format!("src/d{}/f{i}", i % 7), format!("{i}").repeat(i));
+    }
+    let one = f.path("one");
+    let many = f.path("many");
+    f.run([
+        f.src.as_os_str(),
+        one.as_os_str(),
+        "-j".as_ref(),
+        "1".as_ref(),
+    ])
+    .expect(0);
+    f.run([
+        f.src.as_os_str(),
+        many.as_os_str(),
+        "--jobs".as_ref(),
+        "8".as_ref(),
+    ])
+    .expect(0);
+    assert_same(&Manifest::of(&one), &Manifest::of(&many));
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&many));
+}
+
+#[test]
+fn an_unreadable_file_fails_alone_and_is_named() {
+    let f = Fixture::new();
+    f.write("src/ok-1", "1");
+    let locked = f.write("src/locked", "secret");
+    f.write("src/ok-2", "2");
+    chmod(&locked, 0o000);
+    let run = Run::from(unprivileged(&f).arg(&f.src).arg(&f.dst).output().unwrap()).expect(1);
+    assert!(
+        run.stderr
+            .contains(&format!("cannot open '{}'", locked.display()))
+            && run.stderr.contains("Permission denied"),
+        "{run:?}"
+    );
+    assert!(f.dst.join("ok-1").exists() && f.dst.join("ok-2").exists());
+    assert!(!f.dst.join("locked").exists());
+    assert!(run.stderr.contains("2 copied"), "{run:?}");
+}
+
+#[test]
+fn missing_dst_parent_is_refused() {
+    let f = Fixture::new();
+    f.write("src/a", "a");
+    let dst = f.path("no/such/parent/dst");
+    let run = f.run([f.src.as_os_str(), dst.as_os_str()]).expect(2);
+    assert!(run.stderr.contains("parent of destination"), "{run:?}");
+    assert!(!f.path("no").exists());
+}
+
+#[test]
+fn exit_codes_are_documented_in_help() {
+    let run = Run::from(syncease().arg("--help").output().unwrap()).expect(0);
+    for line in ["0  everything synced", "1  partial", "2  refused"] {
+        assert!(run.stdout.contains(line), "{run:?}");
+    }
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let f = Fixture::new();
+    f.sync(&["--jobs", "0"]).expect(2);
+    f.sync(&["--no-such-option"]).expect(2);
+    assert!(!Path::new(&f.dst).exists());
+}

@@ -1,0 +1,316 @@
+//! The test harness: a fixture with SRC and DST in a temporary directory, a full manifest of a
+//! tree (type, bytes, mode, mtime in nanoseconds, link target, inode) to compare before and
+//! after, and a way to run the binary as an unprivileged user when the tests run as root.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fmt;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use filetime::FileTime;
+
+/// A temporary directory holding `src/` (created) and `dst/` (not created).
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub src: PathBuf,
+    pub dst: PathBuf,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::Builder::new()
+            .prefix("syncease-test-")
+            .tempdir()
+            .expect("temp dir");
+        let src = dir.path().join("src");
+        let dst = dir.path().join("dst");
+        fs::create_dir(&src).unwrap();
+        Fixture { dir, src, dst }
+    }
+
+    pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Write a file below the fixture root (`src/a/b.txt`), creating parents.
+    pub fn write(&self, rel: impl AsRef<Path>, content: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, content).unwrap();
+        path
+    }
+
+    pub fn mkdir(&self, rel: impl AsRef<Path>) -> PathBuf {
+        let path = self.path(rel);
+        fs::create_dir_all(&path).unwrap();
+        path
+    }
+
+    pub fn symlink(&self, rel: impl AsRef<Path>, target: impl AsRef<Path>) -> PathBuf {
+        let path = self.path(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, &path).unwrap();
+        path
+    }
+
+    /// Run syncease with these arguments (paths are given by the caller).
+    pub fn run<I, S>(&self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Run::from(syncease().args(args).output().unwrap())
+    }
+
+    /// `syncease [extra...] SRC DST`.
+    pub fn sync(&self, extra: &[&str]) -> Run {
+        let mut args: Vec<&OsStr> = extra.iter().map(OsStr::new).collect();
+        args.push(self.src.as_os_str());
+        args.push(self.dst.as_os_str());
+        self.run(args)
+    }
+}
+
+pub fn syncease() -> Command {
+    Command::new(assert_cmd::cargo::cargo_bin("syncease"))
+}
+
+/// A finished run: exit code and both streams.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    #[track_caller]
+    pub fn expect(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+impl fmt::Debug for Run {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+pub fn set_mtime(path: &Path, sec: i64, nsec: u32) {
+    let t = FileTime::from_unix_time(sec, nsec);
+    filetime::set_symlink_file_times(path, t, t).unwrap();
+}
+
+pub fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// What one entry of a tree looks like, for comparing trees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Shape {
+    File { mode: u32, hash: String },
+    Dir { mode: u32 },
+    Symlink { target: PathBuf },
+    Special,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub shape: Shape,
+    pub mtime: (i64, i64),
+}
+
+/// Every entry below a root (the root itself as ""), by relative path.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Manifest(pub BTreeMap<PathBuf, Record>);
+
+impl Manifest {
+    pub fn of(root: &Path) -> Manifest {
+        Manifest(
+            walk(root)
+                .map(|(rel, meta, path)| (rel, record(&path, &meta)))
+                .collect(),
+        )
+    }
+
+    /// The same manifest with some paths left out (entries a mirror does not carry).
+    pub fn without(mut self, rels: &[&str]) -> Manifest {
+        for rel in rels {
+            self.0.remove(Path::new(rel));
+        }
+        self
+    }
+}
+
+impl fmt::Debug for Manifest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (path, record) in &self.0 {
+            writeln!(f, "{:?} {:?}", path, record)?;
+        }
+        Ok(())
+    }
+}
+
+/// Assert two manifests are equal, listing only the differences.
+#[track_caller]
+pub fn assert_same(left: &Manifest, right: &Manifest) {
+    if left == right {
+        return;
+    }
+    let mut diff = String::new();
+    for (path, l) in &left.0 {
+        match right.0.get(path) {
+            None => diff += &format!("only left:  {path:?} {l:?}\n"),
+            Some(r) if r != l => {
+                diff += &format!("differs:    {path:?}\n  left  {l:?}\n  right {r:?}\n")
+            }
+            _ => {}
+        }
+    }
+    for (path, r) in &right.0 {
+        if !left.0.contains_key(path) {
+            diff += &format!("only right: {path:?} {r:?}\n");
+        }
+    }
+    panic!("trees differ:\n{diff}");
+}
+
+/// Identity of every entry: inode, mtime and ctime. Equal snapshots mean nothing was written.
+pub fn identity(root: &Path) -> BTreeMap<PathBuf, (u64, i64, i64, i64, i64)> {
+    walk(root)
+        .map(|(rel, m, _)| {
+            (
+                rel,
+                (
+                    m.ino(),
+                    m.mtime(),
+                    m.mtime_nsec(),
+                    m.ctime(),
+                    m.ctime_nsec(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn walk(root: &Path) -> impl Iterator<Item = (PathBuf, fs::Metadata, PathBuf)> + '_ {
+    walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .into_iter()
+        .map(move |e| {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
+            let meta = fs::symlink_metadata(e.path()).unwrap();
+            (rel, meta, e.path().to_path_buf())
+        })
+}
+
+fn record(path: &Path, meta: &fs::Metadata) -> Record {
+    let ft = meta.file_type();
+    let mode = meta.mode() & 0o7777;
+    let shape = if ft.is_file() {
+        Shape::File {
+            mode,
+            hash: blake3::hash(&fs::read(path).unwrap()).to_hex().to_string(),
+        }
+    } else if ft.is_dir() {
+        Shape::Dir { mode }
+    } else if ft.is_symlink() {
+        Shape::Symlink {
+            target: fs::read_link(path).unwrap(),
+        }
+    } else {
+        Shape::Special
+    };
+    Record {
+        shape,
+        mtime: (meta.mtime(), meta.mtime_nsec()),
+    }
+}
+
+/// A path made of raw bytes (for non-UTF-8 names).
+pub fn bytes_path(bytes: &[u8]) -> PathBuf {
+    PathBuf::from(OsStr::from_bytes(bytes))
+}
+
+pub fn is_root() -> bool {
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// A command that runs the binary as an unprivileged user when the tests run as root, so that
+/// permission checks apply. The binary is copied into the fixture (the build directory may not
+/// be reachable by that user) and the fixture is handed to that user.
+pub fn unprivileged(fixture: &Fixture) -> Command {
+    if !is_root() {
+        return syncease();
+    }
+    let bin = fixture.path("syncease-bin");
+    fs::copy(assert_cmd::cargo::cargo_bin("syncease"), &bin).unwrap();
+    chmod(&bin, 0o755);
+    chmod(fixture.dir.path(), 0o755);
+    for (_, _, path) in walk(fixture.dir.path()).collect::<Vec<_>>() {
+        std::os::unix::fs::lchown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(bin);
+    cmd
+}
+
+pub const NOBODY: u32 = 65534;
+
+/// A small deterministic random number generator (xorshift64*), so generated trees are
+/// reproducible from a seed without another dependency.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            out.extend_from_slice(&self.next().to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+}
