@@ -65,6 +65,10 @@ pub struct Cli {
     #[arg(long, help_heading = "Deletion")]
     pub allow_empty_source: bool,
 
+    /// Move files that would be overwritten or deleted into DIR (same relative path) instead
+    #[arg(long, value_name = "DIR", help_heading = "Deletion")]
+    pub backup_dir: Option<PathBuf>,
+
     /// Print one line per action on stdout (itemized)
     #[arg(short, long, conflicts_with = "quiet", help_heading = "Output")]
     pub verbose: bool,
@@ -102,6 +106,7 @@ impl Cli {
         config.delete = !self.no_delete;
         config.max_delete = self.max_delete;
         config.allow_empty_source = self.allow_empty_source;
+        config.backup_dir = self.backup_dir;
         let verbosity = if self.quiet {
             Verbosity::Quiet
         } else if self.verbose || self.dry_run {

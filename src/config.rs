@@ -41,6 +41,11 @@ pub struct Config {
     pub max_delete: Option<u64>,
     /// Sync an empty SRC over a non-empty DST (which empties DST).
     pub allow_empty_source: bool,
+    /// Move overwritten and deleted entries here instead of destroying them.
+    pub backup_dir: Option<PathBuf>,
+    /// Relative paths left out of the mirror on both sides (the backup directory when it lies
+    /// inside DST). Set by preflight.
+    pub protected: Vec<PathBuf>,
 }
 
 impl Config {
@@ -55,6 +60,8 @@ impl Config {
             delete: true,
             max_delete: None,
             allow_empty_source: false,
+            backup_dir: None,
+            protected: Vec::new(),
         }
     }
 }

@@ -19,18 +19,27 @@ use tracing::debug;
 use crate::compare::Reason;
 use crate::entry::Tag;
 use crate::error::{Error, Op};
-use crate::fsops::{self, Copied, CopyError};
+use crate::fsops::{self, Copied, CopyError, Displaced};
 use crate::plan::{Delete, Item, Payload, Plan, Transfer, Withheld};
 use crate::report::{Reporter, Summary, Warning};
 
-/// The two roots, to turn relative paths into real ones.
+/// The two roots (and the backup directory), to turn relative paths into real ones.
 #[derive(Debug, Clone, Copy)]
 pub struct Roots<'a> {
     pub src: &'a Path,
     pub dst: &'a Path,
+    /// `--backup-dir`: where overwritten and deleted entries go instead of being destroyed.
+    pub backup: Option<&'a Path>,
 }
 
-impl Roots<'_> {
+impl<'a> Roots<'a> {
+    fn displaced(&self, rel: &'a Path) -> Displaced<'a> {
+        match self.backup {
+            Some(dir) => Displaced::Backup { dir, rel },
+            None => Displaced::Destroy,
+        }
+    }
+
     fn src(&self, rel: &Path) -> PathBuf {
         self.src.join(rel)
     }
@@ -97,7 +106,7 @@ pub fn execute(plan: &Plan, roots: Roots<'_>, reporter: &dyn Reporter) -> Summar
         }
     }
     for temp in &plan.temps {
-        match fsops::remove_entry(&roots.dst(temp), Tag::File) {
+        match fsops::remove_entry(&roots.dst(temp), Tag::File, Displaced::Destroy) {
             Ok(()) => debug!(path = %temp.display(), "removed stale temporary"),
             Err(e) => fail(&mut summary, e),
         }
@@ -109,7 +118,11 @@ pub fn execute(plan: &Plan, roots: Roots<'_>, reporter: &dyn Reporter) -> Summar
         }
     }
     for dir in &plan.dirs {
-        match fsops::make_dir(&roots.dst(&dir.path), dir.replaces) {
+        match fsops::make_dir(
+            &roots.dst(&dir.path),
+            dir.replaces,
+            roots.displaced(&dir.path),
+        ) {
             Ok(()) => reporter.item(&dir_item(dir)),
             Err(e) => fail(&mut summary, e),
         }
@@ -200,7 +213,7 @@ fn dir_item(dir: &crate::plan::MakeDir) -> Item<'_> {
 }
 
 /// Write one file or symlink; a source that changes while being read is tried once more.
-fn transfer(t: &Transfer, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary {
+fn transfer<'a>(t: &'a Transfer, roots: Roots<'a>, reporter: &dyn Reporter) -> Summary {
     let mut summary = Summary::default();
     let dst = roots.dst(&t.path);
     let replaces = match t.reason {
@@ -213,7 +226,7 @@ fn transfer(t: &Transfer, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary 
             let mut tries = 0;
             loop {
                 tries += 1;
-                match fsops::copy_file(&src, &dst, replaces) {
+                match fsops::copy_file(&src, &dst, replaces, roots.displaced(&t.path)) {
                     Err(CopyError::Changed(_)) if tries < 2 => {
                         debug!(path = %src.display(), "changed while copied; trying again");
                     }
@@ -232,7 +245,8 @@ fn transfer(t: &Transfer, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary 
             }
         }
         Payload::Symlink { target, mtime } => {
-            fsops::make_symlink(target, &dst, *mtime, replaces).map(|()| 0)
+            fsops::make_symlink(target, &dst, *mtime, replaces, roots.displaced(&t.path))
+                .map(|()| 0)
         }
     };
     match result {
@@ -253,10 +267,10 @@ fn transfer(t: &Transfer, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary 
 }
 
 /// Remove entries, given deepest first: non-directories in parallel, then directories in order.
-fn delete_all(deletes: &[Delete], roots: Roots<'_>, reporter: &dyn Reporter) -> Summary {
-    let remove = |d: &Delete| {
+fn delete_all<'a>(deletes: &'a [Delete], roots: Roots<'a>, reporter: &dyn Reporter) -> Summary {
+    let remove = |d: &'a Delete| {
         let mut summary = Summary::default();
-        match fsops::remove_entry(&roots.dst(&d.path), d.tag) {
+        match fsops::remove_entry(&roots.dst(&d.path), d.tag, roots.displaced(&d.path)) {
             Ok(()) => {
                 summary.deleted += 1;
                 reporter.item(&Item::delete(d));

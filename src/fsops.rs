@@ -53,9 +53,24 @@ impl From<Error> for CopyError {
     }
 }
 
+/// What becomes of a destination entry that is overwritten or deleted.
+#[derive(Clone, Copy, Debug)]
+pub enum Displaced<'a> {
+    /// It is gone.
+    Destroy,
+    /// It is kept in `dir` at its relative path `rel` (`--backup-dir`).
+    Backup { dir: &'a Path, rel: &'a Path },
+}
+
 /// Copy `src` to `dst` through a temporary file in `dst`'s directory; `replaces` is what the
-/// destination holds now when it is not a file (a directory is removed just before the rename).
-pub fn copy_file(src: &Path, dst: &Path, replaces: Option<Tag>) -> Result<Copied, CopyError> {
+/// destination holds now when it is not a file (a directory is removed, or moved to the backup,
+/// just before the rename).
+pub fn copy_file(
+    src: &Path,
+    dst: &Path,
+    replaces: Option<Tag>,
+    displaced: Displaced<'_>,
+) -> Result<Copied, CopyError> {
     let mut from = match File::open(src) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Copied::Vanished),
@@ -83,16 +98,20 @@ pub fn copy_file(src: &Path, dst: &Path, replaces: Option<Tag>) -> Result<Copied
         .at(Op::SetPermissions, dst)?;
     filetime::set_file_handle_times(file, None, Some(Mtime::of(&before).as_filetime()))
         .at(Op::SetTimes, dst)?;
-    if replaces == Some(Tag::Dir) {
-        remove_tree(dst)?;
-    }
+    make_room(dst, replaces, displaced)?;
     temp.persist(dst)
         .map_err(|e| Error::new(Op::Rename, dst, e.error))?;
     Ok(Copied::Done(written))
 }
 
 /// Make a symlink at `path` pointing to `target` (the text, unresolved), with its mtime.
-pub fn make_symlink(target: &Path, path: &Path, mtime: Mtime, replaces: Option<Tag>) -> Result<()> {
+pub fn make_symlink(
+    target: &Path,
+    path: &Path,
+    mtime: Mtime,
+    replaces: Option<Tag>,
+    displaced: Displaced<'_>,
+) -> Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
     let temp = loop {
@@ -108,9 +127,7 @@ pub fn make_symlink(target: &Path, path: &Path, mtime: Mtime, replaces: Option<T
     let result = (|| {
         let time = mtime.as_filetime();
         filetime::set_symlink_file_times(&temp, time, time).at(Op::SetTimes, path)?;
-        if replaces == Some(Tag::Dir) {
-            remove_tree(path)?;
-        }
+        make_room(path, replaces, displaced)?;
         fs::rename(&temp, path).at(Op::Rename, path)
     })();
     if result.is_err() {
@@ -119,11 +136,27 @@ pub fn make_symlink(target: &Path, path: &Path, mtime: Mtime, replaces: Option<T
     result
 }
 
+/// Prepare `path` for a rename over it: a directory cannot be renamed over, so it is removed
+/// (or moved to the backup); any other entry is renamed over atomically, after a backup copy
+/// was kept when asked (the target never disappears in between).
+fn make_room(path: &Path, replaces: Option<Tag>, displaced: Displaced<'_>) -> Result<()> {
+    match (displaced, replaces) {
+        (Displaced::Destroy, Some(Tag::Dir)) => remove_tree(path),
+        (Displaced::Destroy, _) => Ok(()),
+        (Displaced::Backup { dir, rel }, Some(Tag::Dir)) => move_aside(path, &slot(dir, rel)?),
+        (Displaced::Backup { dir, rel }, _) => match fs::symlink_metadata(path) {
+            Ok(_) => keep_copy(path, &slot(dir, rel)?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::new(Op::Stat, path, e)),
+        },
+    }
+}
+
 /// Create a directory, after removing the non-directory at its path (a symlink is removed,
 /// never followed). Created owner-accessible; its real mode is set at the end of the run.
-pub fn make_dir(path: &Path, replaces: Option<Tag>) -> Result<()> {
-    if replaces.is_some() {
-        remove_entry(path, Tag::File)?;
+pub fn make_dir(path: &Path, replaces: Option<Tag>, displaced: Displaced<'_>) -> Result<()> {
+    if let Some(tag) = replaces {
+        remove_entry(path, tag, displaced)?;
     }
     use std::os::unix::fs::DirBuilderExt;
     fs::DirBuilder::new()
@@ -133,8 +166,15 @@ pub fn make_dir(path: &Path, replaces: Option<Tag>) -> Result<()> {
 }
 
 /// Remove one entry: a directory must be empty by now; anything else is unlinked (a symlink
-/// itself, not its target). Already gone counts as done.
-pub fn remove_entry(path: &Path, tag: Tag) -> Result<()> {
+/// itself, not its target) or moved to the backup. Already gone counts as done.
+pub fn remove_entry(path: &Path, tag: Tag, displaced: Displaced<'_>) -> Result<()> {
+    if let (Displaced::Backup { dir, rel }, false) = (displaced, tag == Tag::Dir) {
+        return match fs::symlink_metadata(path) {
+            Ok(_) => move_aside(path, &slot(dir, rel)?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::new(Op::Stat, path, e)),
+        };
+    }
     let result = if tag == Tag::Dir {
         fs::remove_dir(path)
     } else {
@@ -168,6 +208,75 @@ pub fn set_mtime(path: &Path, mtime: Mtime) -> Result<()> {
 pub fn set_symlink_mtime(path: &Path, mtime: Mtime) -> Result<()> {
     let time = mtime.as_filetime();
     filetime::set_symlink_file_times(path, time, time).at(Op::SetTimes, path)
+}
+
+/// The backup path for `rel`: `DIR/rel`, or `DIR/rel.~N~` with the first free N when an
+/// earlier run's backup is there, so no backup ever overwrites another.
+fn slot(dir: &Path, rel: &Path) -> Result<PathBuf> {
+    let base = dir.join(rel);
+    if let Some(parent) = base.parent() {
+        fs::create_dir_all(parent).at(Op::MakeDir, parent)?;
+    }
+    let mut candidate = base.clone();
+    for n in 1.. {
+        match fs::symlink_metadata(&candidate) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(candidate),
+            Err(e) => return Err(Error::new(Op::Stat, &candidate, e)),
+            Ok(_) => {
+                let mut name = base.as_os_str().to_owned();
+                name.push(format!(".~{n}~"));
+                candidate = PathBuf::from(name);
+            }
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// Move an entry (a whole directory too) to `to`; across filesystems, copy then remove.
+fn move_aside(path: &Path, to: &Path) -> Result<()> {
+    match fs::rename(path, to) {
+        Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+            copy_tree(path, to)?;
+            match fs::symlink_metadata(path) {
+                Ok(meta) if meta.is_dir() => remove_tree(path),
+                _ => remove_entry(path, Tag::File, Displaced::Destroy),
+            }
+        }
+        other => other.at(Op::Rename, to),
+    }
+}
+
+/// Keep a copy of a file or link at `to` while it stays in place: a hard link where possible.
+fn keep_copy(path: &Path, to: &Path) -> Result<()> {
+    match fs::hard_link(path, to) {
+        Ok(()) => Ok(()),
+        Err(_) => copy_tree(path, to),
+    }
+}
+
+/// Copy an entry with its mode and mtime, recursively, never following links.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(from).at(Op::Stat, from)?;
+    let mtime = Mtime::of(&meta);
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        let target = fs::read_link(from).at(Op::ReadLink, from)?;
+        std::os::unix::fs::symlink(target, to).at(Op::Symlink, to)?;
+        return set_symlink_mtime(to, mtime);
+    }
+    if kind.is_dir() {
+        fs::create_dir(to).at(Op::MakeDir, to)?;
+        for entry in fs::read_dir(from).at(Op::ReadDir, from)? {
+            let entry = entry.at(Op::ReadDir, from)?;
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+        fs::set_permissions(to, meta.permissions()).at(Op::SetPermissions, to)?;
+    } else if kind.is_file() {
+        fs::copy(from, to).map_err(|e| Error::copy(from, to, e))?;
+    } else {
+        return Ok(()); // a FIFO or socket holds no data to keep
+    }
+    set_mtime(to, mtime)
 }
 
 #[cfg(test)]

@@ -30,10 +30,17 @@ use crate::report::{Reporter, Status};
 /// Mirror `config.src` into `config.dst`, telling `reporter` what happens.
 pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
     let started = Instant::now();
-    if let Err(refusal) = preflight::check(config) {
-        reporter.refused(&refusal);
-        return Status::Refused;
-    }
+    let protected = match preflight::check(config) {
+        Ok(protected) => protected,
+        Err(refusal) => {
+            reporter.refused(&refusal);
+            return Status::Refused;
+        }
+    };
+    let config = &Config {
+        protected,
+        ..config.clone()
+    };
     let pool = match rayon::ThreadPoolBuilder::new()
         .num_threads(config.jobs.max(1))
         .build()
@@ -60,6 +67,7 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
         let roots = Roots {
             src: &config.src,
             dst: &config.dst,
+            backup: config.backup_dir.as_deref(),
         };
         let mut summary = if config.dry_run {
             exec::preview(&plan, roots, reporter)

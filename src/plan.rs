@@ -335,7 +335,16 @@ pub fn plan(src: &Tree, dst: &Tree, config: &Config) -> Plan {
 
     let (s, d) = (&src.entries, &dst.entries);
     let (mut i, mut j) = (0, 0);
+    let protected = |e: &Entry| config.protected.iter().any(|p| e.path.starts_with(p));
     while i < s.len() || j < d.len() {
+        if s.get(i).is_some_and(protected) {
+            i += 1;
+            continue;
+        }
+        if d.get(j).is_some_and(protected) {
+            j += 1;
+            continue;
+        }
         let order = match (s.get(i), d.get(j)) {
             (Some(a), Some(b)) => a.path.cmp(&b.path),
             (Some(_), None) => std::cmp::Ordering::Less,

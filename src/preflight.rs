@@ -33,6 +33,12 @@ pub enum Refusal {
         src: PathBuf,
         dst: PathBuf,
     },
+    /// The backup directory would put kept files inside SRC, or mix them into DST.
+    BackupOverlaps {
+        backup: PathBuf,
+        reason: &'static str,
+    },
+    BackupNotDir(PathBuf),
     /// Invalid option values, caught after parsing.
     Usage(String),
 }
@@ -81,6 +87,14 @@ impl fmt::Display for Refusal {
                 src.display(),
                 dst.display()
             ),
+            BackupOverlaps { backup, reason } => {
+                write!(f, "backup directory '{}' {reason}", backup.display())
+            }
+            BackupNotDir(p) => write!(
+                f,
+                "backup directory '{}' exists and is not a directory",
+                p.display()
+            ),
             Usage(msg) => f.write_str(msg),
         }
     }
@@ -88,8 +102,9 @@ impl fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
-/// Check the roots. Nothing is written.
-pub fn check(config: &Config) -> Result<(), Refusal> {
+/// Check the roots. Nothing is written. Returns the relative paths inside the mirror that must
+/// be left alone (a backup directory inside DST).
+pub fn check(config: &Config) -> Result<Vec<PathBuf>, Refusal> {
     let src = &config.src;
     let dst = &config.dst;
     let src_real = match fs::canonicalize(src) {
@@ -148,7 +163,59 @@ pub fn check(config: &Config) -> Result<(), Refusal> {
             });
         }
     }
-    Ok(())
+    match &config.backup_dir {
+        Some(backup) => check_backup(backup, &src_real, &dst_real),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The backup directory may be anywhere but in SRC, and must not hold SRC or DST; inside DST it
+/// is left out of the mirror.
+fn check_backup(backup: &Path, src: &Path, dst: &Path) -> Result<Vec<PathBuf>, Refusal> {
+    let overlaps = |reason| Refusal::BackupOverlaps {
+        backup: backup.to_path_buf(),
+        reason,
+    };
+    match fs::metadata(backup) {
+        Ok(meta) if !meta.is_dir() => return Err(Refusal::BackupNotDir(backup.to_path_buf())),
+        _ => {}
+    }
+    let real = resolve_nearest(backup).map_err(|_| overlaps("cannot be resolved"))?;
+    if real.starts_with(src) {
+        return Err(overlaps("is inside the source"));
+    }
+    if src.starts_with(&real) {
+        return Err(overlaps("contains the source"));
+    }
+    if dst.starts_with(&real) {
+        return Err(overlaps("is or contains the destination"));
+    }
+    Ok(real
+        .strip_prefix(dst)
+        .map(|rel| vec![rel.to_path_buf()])
+        .unwrap_or_default())
+}
+
+/// The real path of a directory that may not exist yet: its nearest existing ancestor resolved,
+/// with the missing components appended.
+fn resolve_nearest(path: &Path) -> io::Result<PathBuf> {
+    let absolute = std::path::absolute(path)?;
+    let mut existing = absolute.as_path();
+    let mut missing = Vec::new();
+    loop {
+        match fs::canonicalize(existing) {
+            Ok(real) => {
+                return Ok(missing.iter().rev().fold(real, |acc, part| acc.join(part)));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                missing.push(existing.file_name().ok_or(e)?.to_os_string());
+                existing = existing
+                    .parent()
+                    .ok_or_else(|| io::Error::other("no parent"))?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The real path a missing DST will have: its parent resolved, plus its name.

@@ -213,6 +213,21 @@ fn max_delete_counts_every_entry_including_replaced_subtrees() {
 }
 
 #[test]
+fn protected_paths_are_left_alone_on_both_sides() {
+    let config = Config {
+        protected: vec!["backup".into()],
+        ..config()
+    };
+    let src = tree(vec![file("backup", 1, 1), file("a", 1, 1)]);
+    let dst = tree(vec![
+        dir("backup"),
+        file("backup/old", 1, 1),
+        file("a", 1, 1),
+    ]);
+    assert!(lines(&plan(&src, &dst, &config)).is_empty());
+}
+
+#[test]
 fn update_keeps_a_newer_destination_file() {
     let config = Config {
         compare: crate::config::Compare {

@@ -314,3 +314,23 @@ impl Rng {
         out
     }
 }
+
+/// Run `syncease ARGS...` as an unprivileged user (see [`unprivileged`]).
+pub fn run_unprivileged<I, S>(fixture: &Fixture, args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    Run::from(unprivileged(fixture).args(args).output().unwrap())
+}
+
+/// The temporaries a run left below `root`.
+pub fn temporaries(root: &Path) -> Vec<PathBuf> {
+    walk(root)
+        .map(|(rel, _, _)| rel)
+        .filter(|rel| {
+            rel.file_name()
+                .is_some_and(|n| n.as_bytes().starts_with(b".syncease-"))
+        })
+        .collect()
+}
