@@ -1,13 +1,16 @@
 //! The command line: the only module that knows about clap.
 //!
 //! [`Cli`] is what the user typed; [`Cli::into_settings`] validates it into the engine's
-//! [`Config`] and the front end's verbosity.
+//! [`Config`] and the front end's [`Output`] settings.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::Parser;
+use clap_complete::Shell;
 
 use syncease::config::{Compare, Config, Method};
+use syncease::filter::{parse_pattern_file, Filter};
 use syncease::report::human::Verbosity;
 
 const AFTER_HELP: &str = "\
@@ -18,7 +21,8 @@ Exit status:
 
 Examples:
   syncease ~/photos /mnt/backup/photos       mirror, deleting what ~/photos no longer has
-  syncease -n -v ~/photos /mnt/backup/photos show what would change, change nothing";
+  syncease -n ~/photos /mnt/backup/photos    show what would change, change nothing
+  syncease --exclude '*.tmp' --exclude /build/ ~/code /mnt/backup/code";
 
 /// Make DST an exact, one-way mirror of SRC: copy new files, update changed ones, delete what
 /// SRC no longer has. Files are written under a temporary name and renamed into place.
@@ -26,20 +30,24 @@ Examples:
 #[command(name = "syncease", version, about, after_help = AFTER_HELP)]
 pub struct Cli {
     /// The folder to mirror (never modified)
-    #[arg(value_name = "SRC")]
-    pub src: PathBuf,
+    #[arg(value_name = "SRC", required_unless_present_any = ["completions", "man"])]
+    pub src: Option<PathBuf>,
 
     /// The folder made identical to SRC (created if missing; its parent must exist)
-    #[arg(value_name = "DST")]
-    pub dst: PathBuf,
+    #[arg(value_name = "DST", required_unless_present_any = ["completions", "man"])]
+    pub dst: Option<PathBuf>,
 
-    /// Plan and report, change nothing
+    /// Plan and print every action, change nothing
     #[arg(short = 'n', long, help_heading = "Run")]
     pub dry_run: bool,
 
     /// Worker threads [default: number of CPUs]
     #[arg(short, long, value_name = "N", help_heading = "Run")]
     pub jobs: Option<usize>,
+
+    /// Compare files of equal size by content (BLAKE3) instead of modification time
+    #[arg(short, long, help_heading = "Compare", conflicts_with = "size_only")]
+    pub checksum: bool,
 
     /// Never overwrite a destination file that is newer than the source one
     #[arg(short, long, help_heading = "Compare")]
@@ -52,6 +60,22 @@ pub struct Cli {
     /// Treat modification times this many seconds apart as equal (2 for FAT)
     #[arg(long, value_name = "SECS", help_heading = "Compare")]
     pub modify_window: Option<f64>,
+
+    /// Leave out paths matching GLOB (gitignore-style, relative to SRC); repeatable
+    #[arg(long, value_name = "GLOB", help_heading = "Filter")]
+    pub exclude: Vec<String>,
+
+    /// Keep paths matching GLOB even when an --exclude matches them; repeatable
+    #[arg(long, value_name = "GLOB", help_heading = "Filter")]
+    pub include: Vec<String>,
+
+    /// Read exclude patterns from FILE (one per line, '#' comments, '!GLOB' includes)
+    #[arg(long, value_name = "FILE", help_heading = "Filter")]
+    pub exclude_from: Vec<PathBuf>,
+
+    /// Put every file of SRC, from any depth, directly in DST (newest wins on equal names)
+    #[arg(long, help_heading = "Layout")]
+    pub flatten: bool,
 
     /// Copy and update only; keep destination entries SRC does not have
     #[arg(long, help_heading = "Deletion")]
@@ -76,12 +100,48 @@ pub struct Cli {
     /// Print errors only
     #[arg(short, long, help_heading = "Output")]
     pub quiet: bool,
+
+    /// Print a JSON report on stdout at the end (schema in the README)
+    #[arg(long, help_heading = "Output")]
+    pub json: bool,
+
+    /// Show a progress bar (the default when stderr is a terminal; never otherwise)
+    #[arg(long, overrides_with = "no_progress", help_heading = "Output")]
+    pub progress: bool,
+
+    /// Never show a progress bar
+    #[arg(long, help_heading = "Output")]
+    pub no_progress: bool,
+
+    /// Also write a detailed log of every decision and action to FILE
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub log_file: Option<PathBuf>,
+
+    /// Print a shell completion script and exit
+    #[arg(long, value_name = "SHELL", exclusive = true, help_heading = "Help")]
+    pub completions: Option<Shell>,
+
+    /// Print the manual page (roff) and exit
+    #[arg(long, exclusive = true, help_heading = "Help")]
+    pub man: bool,
+}
+
+/// How the front end reports.
+#[derive(Debug)]
+pub struct Output {
+    pub verbosity: Verbosity,
+    pub json: bool,
+    pub progress: bool,
+    pub log_file: Option<PathBuf>,
 }
 
 impl Cli {
     /// Validate into the engine's settings; `Err` is a usage message (exit 2).
-    pub fn into_settings(self) -> Result<(Config, Verbosity), String> {
-        let mut config = Config::new(self.src, self.dst);
+    pub fn into_settings(self) -> Result<(Config, Output), String> {
+        let (Some(src), Some(dst)) = (self.src, self.dst) else {
+            return Err("SRC and DST are required".into());
+        };
+        let mut config = Config::new(src, dst);
         if let Some(jobs) = self.jobs {
             if jobs == 0 {
                 return Err("--jobs must be at least 1".into());
@@ -94,7 +154,9 @@ impl Cli {
             Some(secs) => return Err(format!("--modify-window {secs}: must be 0 or more")),
         };
         config.compare = Compare {
-            method: if self.size_only {
+            method: if self.checksum {
+                Method::Checksum
+            } else if self.size_only {
                 Method::SizeOnly
             } else {
                 Method::Quick
@@ -102,6 +164,16 @@ impl Cli {
             modify_window_ns,
             update: self.update,
         };
+        let (mut excludes, mut includes) = (self.exclude, self.include);
+        for file in &self.exclude_from {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read exclude file '{}': {e}", file.display()))?;
+            let (ex, inc) = parse_pattern_file(&text);
+            excludes.extend(ex);
+            includes.extend(inc);
+        }
+        config.filter = Filter::new(&excludes, &includes).map_err(|e| e.to_string())?;
+        config.flatten = self.flatten;
         config.dry_run = self.dry_run;
         config.delete = !self.no_delete;
         config.max_delete = self.max_delete;
@@ -114,6 +186,17 @@ impl Cli {
         } else {
             Verbosity::Normal
         };
-        Ok((config, verbosity))
+        let wanted = self.progress || (verbosity == Verbosity::Normal && !self.no_progress);
+        let output = Output {
+            verbosity,
+            json: self.json,
+            progress: wanted
+                && !self.no_progress
+                && !self.dry_run
+                && verbosity != Verbosity::Quiet
+                && std::io::stderr().is_terminal(),
+            log_file: self.log_file,
+        };
+        Ok((config, output))
     }
 }

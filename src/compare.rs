@@ -17,6 +17,8 @@ pub enum Reason {
     Size,
     /// Modification times differ.
     Time,
+    /// Contents differ (`--checksum`).
+    Content,
     /// The destination path holds another type of entry, which is replaced.
     Type(Tag),
     /// A symlink points elsewhere.
@@ -30,6 +32,7 @@ impl Reason {
             Reason::New => "new",
             Reason::Size => "size",
             Reason::Time => "time",
+            Reason::Content => "content",
             Reason::Type(_) => "type",
             Reason::Target => "target",
         }
@@ -50,8 +53,9 @@ pub fn same_time(a: Mtime, b: Mtime, rule: &Compare) -> bool {
     a.abs_diff_nanos(b) <= rule.modify_window_ns
 }
 
-/// Compare a source file with the destination file at the same path.
-pub fn files(src: &Entry, dst: &Entry, rule: &Compare) -> Verdict {
+/// Compare a source file with the destination file at the same path. `content_differs` is the
+/// result of comparing contents, known only with `--checksum` for files of equal size.
+pub fn files(src: &Entry, dst: &Entry, rule: &Compare, content_differs: bool) -> Verdict {
     let time_equal = same_time(src.mtime, dst.mtime, rule);
     if rule.update && !time_equal && dst.mtime > src.mtime {
         return Verdict::KeepNewer;
@@ -61,6 +65,8 @@ pub fn files(src: &Entry, dst: &Entry, rule: &Compare) -> Verdict {
     }
     match rule.method {
         Method::SizeOnly => Verdict::Unchanged,
+        Method::Checksum if content_differs => Verdict::Write(Reason::Content),
+        Method::Checksum => Verdict::Unchanged,
         Method::Quick if time_equal => Verdict::Unchanged,
         Method::Quick => Verdict::Write(Reason::Time),
     }
@@ -164,7 +170,18 @@ mod tests {
             ),
         ];
         for (name, src, dst, rule, expected) in cases {
-            assert_eq!(files(&src, &dst, &rule), expected, "{name}");
+            assert_eq!(files(&src, &dst, &rule, false), expected, "{name}");
         }
+        let checksum = Compare {
+            method: Method::Checksum,
+            ..quick
+        };
+        let (a, b) = (file(1, 10, 5), file(1, 10, 5));
+        assert_eq!(files(&a, &b, &checksum, true), Write(Reason::Content));
+        assert_eq!(files(&a, &file(1, 99, 0), &checksum, false), Unchanged);
+        assert_eq!(
+            files(&a, &file(2, 10, 5), &checksum, false),
+            Write(Reason::Size)
+        );
     }
 }

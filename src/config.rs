@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 
+use crate::filter::Filter;
+
 /// How two regular files of the same path are judged equal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Method {
@@ -14,6 +16,8 @@ pub enum Method {
     Quick,
     /// Size alone.
     SizeOnly,
+    /// Size, then content (BLAKE3) when sizes are equal.
+    Checksum,
 }
 
 /// The comparison rule for regular files.
@@ -43,6 +47,10 @@ pub struct Config {
     pub allow_empty_source: bool,
     /// Move overwritten and deleted entries here instead of destroying them.
     pub backup_dir: Option<PathBuf>,
+    /// Which paths take part in the mirror (`--exclude`, `--include`).
+    pub filter: Filter,
+    /// Every file of SRC, from any depth, lands directly in DST.
+    pub flatten: bool,
     /// Relative paths left out of the mirror on both sides (the backup directory when it lies
     /// inside DST). Set by preflight.
     pub protected: Vec<PathBuf>,
@@ -61,6 +69,8 @@ impl Config {
             max_delete: None,
             allow_empty_source: false,
             backup_dir: None,
+            filter: Filter::default(),
+            flatten: false,
             protected: Vec::new(),
         }
     }

@@ -130,6 +130,15 @@ pub struct Tree {
     pub entries: Vec<Entry>,
     /// Everything that could not be listed or stat'ed. Never silently "empty".
     pub errors: Vec<Error>,
+    /// With `--flatten`: for each entry, the path below SRC it comes from (empty otherwise).
+    pub origins: Vec<PathBuf>,
+}
+
+impl Tree {
+    /// Where entry `index` lives on disk, relative to the root.
+    pub fn origin(&self, index: usize) -> &Path {
+        self.origins.get(index).unwrap_or(&self.entries[index].path)
+    }
 }
 
 /// The order of [`Tree::entries`]: component by component, bytes within a component, which is

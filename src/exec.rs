@@ -107,7 +107,7 @@ pub fn execute(plan: &Plan, roots: Roots<'_>, reporter: &dyn Reporter) -> Summar
     }
     for temp in &plan.temps {
         match fsops::remove_entry(&roots.dst(temp), Tag::File, Displaced::Destroy) {
-            Ok(()) => debug!(path = %temp.display(), "removed stale temporary"),
+            Ok(()) => reporter.item(&Item::stale(temp)),
             Err(e) => fail(&mut summary, e),
         }
     }
@@ -123,7 +123,7 @@ pub fn execute(plan: &Plan, roots: Roots<'_>, reporter: &dyn Reporter) -> Summar
             dir.replaces,
             roots.displaced(&dir.path),
         ) {
-            Ok(()) => reporter.item(&dir_item(dir)),
+            Ok(()) => reporter.item(&Item::make_dir(dir)),
             Err(e) => fail(&mut summary, e),
         }
     }
@@ -137,22 +137,18 @@ pub fn execute(plan: &Plan, roots: Roots<'_>, reporter: &dyn Reporter) -> Summar
 
     for fix in &plan.fixes {
         let path = roots.dst(&fix.path);
-        let result = match (fix.mode, fix.mtime) {
-            (Some(mode), _) => fsops::set_mode(&path, mode),
-            (None, Some(mtime)) => fsops::set_symlink_mtime(&path, mtime),
-            (None, None) => Ok(()),
-        };
+        let result = fix
+            .mode
+            .map_or(Ok(()), |mode| fsops::set_mode(&path, mode))
+            .and_then(|()| match (fix.mtime, fix.tag) {
+                (Some(mtime), Tag::Symlink) => fsops::set_symlink_mtime(&path, mtime),
+                (Some(mtime), _) => fsops::set_mtime(&path, mtime),
+                (None, _) => Ok(()),
+            });
         match result {
             Ok(()) => {
                 summary.fixed += 1;
-                let reason = if fix.mode.is_some() { "mode" } else { "time" };
-                reporter.item(&Item {
-                    op: ".",
-                    tag: fix.tag,
-                    reason,
-                    path: &fix.path,
-                    target: None,
-                });
+                reporter.item(&Item::fix(fix));
             }
             Err(e) => fail(&mut summary, e),
         }
@@ -181,13 +177,7 @@ pub fn execute(plan: &Plan, roots: Roots<'_>, reporter: &dyn Reporter) -> Summar
         match result {
             Ok(()) if dir.differed => {
                 summary.fixed += 1;
-                reporter.item(&Item {
-                    op: ".",
-                    tag: Tag::Dir,
-                    reason: "meta",
-                    path: &dir.path,
-                    target: None,
-                });
+                reporter.item(&Item::dir_meta(dir));
             }
             Ok(()) => {}
             // A directory that could not be created has been reported already.
@@ -196,20 +186,6 @@ pub fn execute(plan: &Plan, roots: Roots<'_>, reporter: &dyn Reporter) -> Summar
         }
     }
     summary
-}
-
-fn dir_item(dir: &crate::plan::MakeDir) -> Item<'_> {
-    Item {
-        op: if dir.replaces.is_some() { "~" } else { "+" },
-        tag: Tag::Dir,
-        reason: if dir.replaces.is_some() {
-            "type"
-        } else {
-            "new"
-        },
-        path: &dir.path,
-        target: None,
-    }
 }
 
 /// Write one file or symlink; a source that changes while being read is tried once more.
@@ -222,7 +198,7 @@ fn transfer<'a>(t: &'a Transfer, roots: Roots<'a>, reporter: &dyn Reporter) -> S
     };
     let result = match &t.payload {
         Payload::File { .. } => {
-            let src = roots.src(&t.path);
+            let src = roots.src(t.from.as_deref().unwrap_or(&t.path));
             let mut tries = 0;
             loop {
                 tries += 1;

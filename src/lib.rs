@@ -1,41 +1,54 @@
 //! syncease makes a destination folder an exact, one-way mirror of a source folder.
 //!
 //! A run is a pipeline with one module per stage: [`preflight`] refuses unsafe or invalid roots
-//! before anything changes; [`scan`] lists SRC and DST at the same time; [`plan`] compares the
-//! two listings (using the rules in [`compare`]) into plain-data actions; [`exec`] carries them
-//! out on a rayon pool, writing only through [`fsops`]; the [`report`] front ends turn the
-//! events into itemized lines and a summary. [`run`] ties the stages together and returns the
-//! [`Status`] that the binary maps to its exit code.
+//! before anything changes; [`scan`] lists SRC and DST at the same time (leaving out what the
+//! [`filter`] excludes); [`checksum`] and [`flatten`] refine the listings when asked; [`plan`]
+//! compares the two listings (using the rules in [`compare`]) into plain-data actions; [`exec`]
+//! carries them out on a rayon pool, writing only through [`fsops`]; the [`report`] front ends
+//! turn the events into itemized lines, JSON, progress and a summary. [`run`] ties the stages
+//! together and returns the [`Status`] that the binary maps to its exit code.
 
+pub mod checksum;
 pub mod compare;
 pub mod config;
 pub mod entry;
 pub mod error;
 pub mod exec;
+pub mod filter;
+pub mod flatten;
 pub mod fsops;
 pub mod plan;
 pub mod preflight;
 pub mod report;
 pub mod scan;
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use tracing::debug;
 
-use crate::config::Config;
+use crate::config::{Config, Method};
 use crate::exec::Roots;
 use crate::preflight::Refusal;
-use crate::report::{Reporter, Status};
+use crate::report::{Reporter, Status, Summary, Warning};
 
 /// Mirror `config.src` into `config.dst`, telling `reporter` what happens.
 pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
     let started = Instant::now();
+    let refuse = |refusal: Refusal| {
+        reporter.refused(&refusal);
+        let summary = Summary {
+            refused: Some(refusal.to_string()),
+            dry_run: config.dry_run,
+            elapsed: started.elapsed(),
+            ..Summary::default()
+        };
+        reporter.finish(&summary);
+        Status::Refused
+    };
     let protected = match preflight::check(config) {
         Ok(protected) => protected,
-        Err(refusal) => {
-            reporter.refused(&refusal);
-            return Status::Refused;
-        }
+        Err(refusal) => return refuse(refusal),
     };
     let config = &Config {
         protected,
@@ -46,24 +59,47 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
         .build()
     {
         Ok(pool) => pool,
-        Err(e) => {
-            reporter.refused(&Refusal::Usage(format!("cannot start worker threads: {e}")));
-            return Status::Refused;
-        }
+        Err(e) => return refuse(Refusal::Usage(format!("cannot start worker threads: {e}"))),
     };
     pool.install(|| {
-        let (src, dst) = rayon::join(|| scan::scan(&config.src), || scan::scan(&config.dst));
+        let (src, dst) = rayon::join(
+            || scan::scan(&config.src, &config.filter),
+            || scan::scan(&config.dst, &config.filter),
+        );
+        let (mut src, dst) = if config.flatten {
+            let (flat, collisions) = flatten::flatten(src);
+            for c in &collisions {
+                let (kept, dropped) = (config.src.join(&c.kept), config.src.join(&c.dropped));
+                reporter.warning(&Warning::Collision {
+                    kept: &kept,
+                    dropped: &dropped,
+                });
+            }
+            (flat, dst)
+        } else {
+            (src, dst)
+        };
+        let changed = if config.compare.method == Method::Checksum {
+            let (changed, errors) = checksum::differing(&src, &dst, &config.src, &config.dst);
+            src.errors.extend(errors);
+            changed
+        } else {
+            HashSet::new()
+        };
         for error in src.errors.iter().chain(&dst.errors) {
             reporter.error(error);
         }
-        let plan = plan::plan(&src, &dst, config);
+        let plan = plan::plan_with(&src, &dst, config, &changed);
+        let (copied, updated) = plan.totals();
         debug!(
             dirs = plan.dirs.len(),
             transfers = plan.transfers.len(),
             deletes = plan.deletes.len(),
             "planned"
         );
-        drop((src.entries, dst.entries));
+        reporter.planned(copied.files + updated.files, copied.bytes + updated.bytes);
+        let scan_errors = (src.errors.len() + dst.errors.len()) as u64;
+        drop((src, dst, changed));
         let roots = Roots {
             src: &config.src,
             dst: &config.dst,
@@ -74,7 +110,7 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
         } else {
             exec::execute(&plan, roots, reporter)
         };
-        summary.errors += (src.errors.len() + dst.errors.len()) as u64;
+        summary.errors += scan_errors;
         summary.skipped = plan.skipped.len() as u64;
         summary.elapsed = started.elapsed();
         reporter.finish(&summary);

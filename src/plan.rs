@@ -8,14 +8,17 @@
 //! runs it. Deletions are planned with the reason they may be withheld, so that the decision to
 //! delete nothing after an unreadable source is made here and tested without a disk.
 
+use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::compare::{self, Reason, Verdict};
-use crate::config::Config;
+use crate::config::{Config, Method};
 use crate::entry::{Entry, Kind, Mtime, RootMeta, Tag, Tree};
 use crate::fsops::is_temp_name;
+
+use tracing::debug;
 
 /// A count of files and their bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -49,6 +52,8 @@ pub enum Payload {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transfer {
     pub path: PathBuf,
+    /// The source path when it differs from `path` (`--flatten`).
+    pub from: Option<PathBuf>,
     pub payload: Payload,
     pub reason: Reason,
 }
@@ -178,31 +183,19 @@ impl Plan {
     /// One itemized line per action, in execution order (deletions only if they will run).
     pub fn items(&self) -> Vec<Item<'_>> {
         let mut items = Vec::new();
-        items.extend(
-            self.temps
-                .iter()
-                .map(|p| Item::new("-", Tag::File, "stale", p)),
-        );
-        for d in &self.dirs {
-            let (op, reason) = match d.replaces {
-                Some(_) => ("~", "type"),
-                None => ("+", "new"),
-            };
-            items.push(Item::new(op, Tag::Dir, reason, &d.path));
-        }
-        for t in &self.transfers {
-            items.push(Item::transfer(t));
-        }
-        for f in &self.fixes {
-            let reason = if f.mode.is_some() { "mode" } else { "time" };
-            items.push(Item::new(".", f.tag, reason, &f.path));
-        }
+        items.extend(self.temps.iter().map(|p| Item::stale(p)));
+        items.extend(self.dirs.iter().map(Item::make_dir));
+        items.extend(self.transfers.iter().map(Item::transfer));
+        items.extend(self.fixes.iter().map(Item::fix));
         if self.withheld.is_none() {
             items.extend(self.deletes.iter().map(Item::delete));
         }
-        for d in self.dir_meta.iter().filter(|d| d.differed) {
-            items.push(Item::new(".", Tag::Dir, "meta", &d.path));
-        }
+        items.extend(
+            self.dir_meta
+                .iter()
+                .filter(|d| d.differed)
+                .map(Item::dir_meta),
+        );
         items
     }
 }
@@ -218,6 +211,8 @@ pub struct Item<'a> {
     pub reason: &'static str,
     pub path: &'a Path,
     pub target: Option<&'a Path>,
+    /// Bytes this action writes (for progress); not displayed.
+    pub bytes: u64,
 }
 
 impl<'a> Item<'a> {
@@ -228,7 +223,32 @@ impl<'a> Item<'a> {
             reason,
             path,
             target: None,
+            bytes: 0,
         }
+    }
+
+    /// A metadata fix.
+    pub fn fix(fix: &'a Fix) -> Self {
+        let reason = if fix.mode.is_some() { "mode" } else { "time" };
+        Item::new(".", fix.tag, reason, &fix.path)
+    }
+
+    /// A directory created (or replacing another type).
+    pub fn make_dir(dir: &'a MakeDir) -> Self {
+        match dir.replaces {
+            Some(_) => Item::new("~", Tag::Dir, "type", &dir.path),
+            None => Item::new("+", Tag::Dir, "new", &dir.path),
+        }
+    }
+
+    /// Directory metadata that had drifted.
+    pub fn dir_meta(dir: &'a DirMeta) -> Self {
+        Item::new(".", Tag::Dir, "meta", &dir.path)
+    }
+
+    /// A leftover temporary removed.
+    pub fn stale(path: &'a Path) -> Self {
+        Item::new("-", Tag::File, "stale", path)
     }
 
     pub fn transfer(t: &'a Transfer) -> Self {
@@ -238,7 +258,10 @@ impl<'a> Item<'a> {
             _ => ">",
         };
         match &t.payload {
-            Payload::File { .. } => Item::new(op, Tag::File, t.reason.word(), &t.path),
+            Payload::File { size } => Item {
+                bytes: *size,
+                ..Item::new(op, Tag::File, t.reason.word(), &t.path)
+            },
             Payload::Symlink { target, .. } => Item {
                 target: Some(target),
                 ..Item::new(op, Tag::Symlink, t.reason.word(), &t.path)
@@ -305,28 +328,29 @@ fn parent(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new(""))
 }
 
-/// A source directory and what the destination has at its path.
-struct DirPair {
-    path: PathBuf,
-    src: RootMeta,
-    dst: Option<RootMeta>,
-}
-
 /// Compare two listings and decide every action. Pure: reads no disk.
 pub fn plan(src: &Tree, dst: &Tree, config: &Config) -> Plan {
-    let mut plan = Plan {
-        make_root: dst.root.is_none(),
-        ..Plan::default()
+    plan_with(src, dst, config, &HashSet::new())
+}
+
+/// [`plan`], knowing which same-size files differ in content (`--checksum`), by DST path.
+pub fn plan_with(src: &Tree, dst: &Tree, config: &Config, changed: &HashSet<PathBuf>) -> Plan {
+    let mut planner = Planner {
+        config,
+        changed,
+        plan: Plan {
+            make_root: dst.root.is_none(),
+            ..Plan::default()
+        },
+        dirs: Vec::new(),
+        written: HashSet::new(),
     };
-    let mut dirs = Vec::new();
-    // Destination directories that will be written in (created in, renamed in, deleted from).
-    let mut written: HashSet<PathBuf> = HashSet::new();
-    // Type changes that remove a non-empty destination directory, with the number of entries.
+    // Type changes that remove a non-empty destination directory: (transfer index, entries).
     let mut dir_replacements: Vec<(usize, u64)> = Vec::new();
     let mut replaced_entries = 0u64;
 
     if let Some(root) = src.root {
-        dirs.push(DirPair {
+        planner.dirs.push(DirPair {
             path: PathBuf::new(),
             src: root,
             dst: dst.root,
@@ -347,33 +371,23 @@ pub fn plan(src: &Tree, dst: &Tree, config: &Config) -> Plan {
         }
         let order = match (s.get(i), d.get(j)) {
             (Some(a), Some(b)) => a.path.cmp(&b.path),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            _ => std::cmp::Ordering::Greater,
+            (Some(_), None) => Ordering::Less,
+            _ => Ordering::Greater,
         };
         match order {
-            std::cmp::Ordering::Less => {
-                source_only(&s[i], &mut plan, &mut dirs, &mut written);
+            Ordering::Less => {
+                planner.source_only(&s[i], src.origin(i));
                 i += 1;
             }
-            std::cmp::Ordering::Greater => {
-                let entry = &d[j];
-                if is_temp_name(&entry.path) {
-                    written.insert(parent(&entry.path).to_path_buf());
-                    plan.temps.push(entry.path.clone());
-                } else if config.delete {
-                    written.insert(parent(&entry.path).to_path_buf());
-                    plan.deletes.push(Delete {
-                        path: entry.path.clone(),
-                        tag: entry.kind.tag(),
-                    });
-                }
+            Ordering::Greater => {
+                planner.destination_only(&d[j]);
                 j += 1;
             }
-            std::cmp::Ordering::Equal => {
+            Ordering::Equal => {
                 let (a, b) = (&s[i], &d[j]);
+                let replaces_dir = planner.both(a, src.origin(i), b);
                 i += 1;
                 j += 1;
-                let replaces_dir = both(a, b, config, &mut plan, &mut dirs, &mut written);
                 if replaces_dir {
                     let mut inside = 0;
                     while d.get(j).is_some_and(|e| e.path.starts_with(&a.path)) {
@@ -381,7 +395,7 @@ pub fn plan(src: &Tree, dst: &Tree, config: &Config) -> Plan {
                         j += 1;
                     }
                     if inside > 0 {
-                        dir_replacements.push((plan.transfers.len() - 1, inside));
+                        dir_replacements.push((planner.plan.transfers.len() - 1, inside));
                         replaced_entries += inside + 1;
                     }
                 }
@@ -389,6 +403,12 @@ pub fn plan(src: &Tree, dst: &Tree, config: &Config) -> Plan {
         }
     }
 
+    let Planner {
+        mut plan,
+        dirs,
+        written,
+        ..
+    } = planner;
     plan.deletes.reverse();
     let planned = plan.deletes.len() as u64 + replaced_entries;
     plan.withheld = if !src.errors.is_empty() {
@@ -435,129 +455,134 @@ pub fn plan(src: &Tree, dst: &Tree, config: &Config) -> Plan {
     plan
 }
 
-fn source_only(
-    entry: &Entry,
-    plan: &mut Plan,
-    dirs: &mut Vec<DirPair>,
-    written: &mut HashSet<PathBuf>,
-) {
-    let path = entry.path.clone();
-    let payload = match &entry.kind {
-        Kind::Special => {
-            plan.skipped.push(path);
-            return;
-        }
-        Kind::Dir => {
-            dirs.push(dir_pair(entry, None));
-            plan.dirs.push(MakeDir {
-                path,
-                replaces: None,
-            });
-            written.insert(parent(&entry.path).to_path_buf());
-            return;
-        }
-        Kind::File => Payload::File { size: entry.size },
-        Kind::Symlink(target) => Payload::Symlink {
-            target: target.clone(),
-            mtime: entry.mtime,
-        },
-    };
-    written.insert(parent(&entry.path).to_path_buf());
-    plan.transfers.push(Transfer {
-        path,
-        payload,
-        reason: Reason::New,
-    });
+/// A source directory and what the destination has at its path.
+struct DirPair {
+    path: PathBuf,
+    src: RootMeta,
+    dst: Option<RootMeta>,
 }
 
-/// Decide a path both sides have. Returns true when a destination directory is replaced by a
-/// non-directory (its contents go with it).
-fn both(
-    src: &Entry,
-    dst: &Entry,
-    config: &Config,
-    plan: &mut Plan,
-    dirs: &mut Vec<DirPair>,
-    written: &mut HashSet<PathBuf>,
-) -> bool {
-    let path = || src.path.clone();
-    let dst_tag = dst.kind.tag();
-    match (&src.kind, &dst.kind) {
-        (Kind::Special, _) => {
-            plan.skipped.push(path());
-            false
+/// The state of one planning pass.
+struct Planner<'a> {
+    config: &'a Config,
+    changed: &'a HashSet<PathBuf>,
+    plan: Plan,
+    /// Every source directory, in path order, with its destination counterpart.
+    dirs: Vec<DirPair>,
+    /// Destination directories that will be written in (created in, renamed in, deleted from).
+    written: HashSet<PathBuf>,
+}
+
+impl Planner<'_> {
+    fn writes_in_parent_of(&mut self, path: &Path) {
+        self.written.insert(parent(path).to_path_buf());
+    }
+
+    fn transfer(&mut self, src: &Entry, origin: &Path, reason: Reason) {
+        let payload = match &src.kind {
+            Kind::Symlink(target) => Payload::Symlink {
+                target: target.clone(),
+                mtime: src.mtime,
+            },
+            _ => Payload::File { size: src.size },
+        };
+        self.writes_in_parent_of(&src.path);
+        self.plan.transfers.push(Transfer {
+            path: src.path.clone(),
+            from: (origin != src.path).then(|| origin.to_path_buf()),
+            payload,
+            reason,
+        });
+    }
+
+    fn make_dir(&mut self, src: &Entry, replaces: Option<Tag>) {
+        self.dirs.push(dir_pair(src, None));
+        self.writes_in_parent_of(&src.path);
+        self.plan.dirs.push(MakeDir {
+            path: src.path.clone(),
+            replaces,
+        });
+    }
+
+    fn source_only(&mut self, entry: &Entry, origin: &Path) {
+        match &entry.kind {
+            Kind::Special => self.plan.skipped.push(origin.to_path_buf()),
+            Kind::Dir => self.make_dir(entry, None),
+            Kind::File | Kind::Symlink(_) => self.transfer(entry, origin, Reason::New),
         }
-        (Kind::Dir, Kind::Dir) => {
-            dirs.push(dir_pair(src, Some(dst)));
-            false
-        }
-        (Kind::Dir, _) => {
-            dirs.push(dir_pair(src, None));
-            written.insert(parent(&src.path).to_path_buf());
-            plan.dirs.push(MakeDir {
-                path: path(),
-                replaces: Some(dst_tag),
+    }
+
+    fn destination_only(&mut self, entry: &Entry) {
+        if is_temp_name(&entry.path) {
+            self.writes_in_parent_of(&entry.path);
+            self.plan.temps.push(entry.path.clone());
+        } else if self.config.delete {
+            self.writes_in_parent_of(&entry.path);
+            self.plan.deletes.push(Delete {
+                path: entry.path.clone(),
+                tag: entry.kind.tag(),
             });
-            false
         }
-        (Kind::File, Kind::File) => {
-            match compare::files(src, dst, &config.compare) {
-                Verdict::Unchanged if src.mode != dst.mode => plan.fixes.push(Fix {
-                    path: path(),
-                    tag: Tag::File,
-                    mode: Some(src.mode),
-                    mtime: None,
-                }),
-                Verdict::Unchanged => plan.unchanged.add(src.size),
-                Verdict::KeepNewer => plan.kept.push(path()),
-                Verdict::Write(reason) => {
-                    written.insert(parent(&src.path).to_path_buf());
-                    plan.transfers.push(Transfer {
-                        path: path(),
-                        payload: Payload::File { size: src.size },
-                        reason,
+    }
+
+    /// Decide a path both sides have. Returns true when a destination directory is replaced by
+    /// a non-directory (its contents go with it).
+    fn both(&mut self, src: &Entry, origin: &Path, dst: &Entry) -> bool {
+        let dst_tag = dst.kind.tag();
+        match (&src.kind, &dst.kind) {
+            (Kind::Special, _) => self.plan.skipped.push(origin.to_path_buf()),
+            (Kind::Dir, Kind::Dir) => self.dirs.push(dir_pair(src, Some(dst))),
+            (Kind::Dir, _) => self.make_dir(src, Some(dst_tag)),
+            (Kind::File, Kind::File) => {
+                let changed = self.changed.contains(&src.path);
+                match compare::files(src, dst, &self.config.compare, changed) {
+                    Verdict::Unchanged => self.unchanged_file(src, dst),
+                    Verdict::KeepNewer => {
+                        debug!(path = %src.path.display(), "destination is newer: kept");
+                        self.plan.kept.push(src.path.clone())
+                    }
+                    Verdict::Write(reason) => self.transfer(src, origin, reason),
+                }
+            }
+            (Kind::Symlink(a), Kind::Symlink(b)) if a == b => {
+                if src.mtime != dst.mtime {
+                    self.plan.fixes.push(Fix {
+                        path: src.path.clone(),
+                        tag: Tag::Symlink,
+                        mode: None,
+                        mtime: Some(src.mtime),
                     });
+                } else {
+                    self.plan.unchanged.add(0);
                 }
             }
-            false
-        }
-        (Kind::Symlink(a), Kind::Symlink(b)) if a == b => {
-            if src.mtime != dst.mtime {
-                plan.fixes.push(Fix {
-                    path: path(),
-                    tag: Tag::Symlink,
-                    mode: None,
-                    mtime: Some(src.mtime),
-                });
-            } else {
-                plan.unchanged.add(0);
+            (Kind::Symlink(_), Kind::Symlink(_)) => self.transfer(src, origin, Reason::Target),
+            (Kind::File | Kind::Symlink(_), _) => {
+                self.transfer(src, origin, Reason::Type(dst_tag));
+                return dst_tag == Tag::Dir;
             }
-            false
         }
-        (Kind::File | Kind::Symlink(_), _) => {
-            let (payload, reason) = match &src.kind {
-                Kind::File => (Payload::File { size: src.size }, Reason::Type(dst_tag)),
-                Kind::Symlink(target) => {
-                    let reason = if dst_tag == Tag::Symlink {
-                        Reason::Target
-                    } else {
-                        Reason::Type(dst_tag)
-                    };
-                    let payload = Payload::Symlink {
-                        target: target.clone(),
-                        mtime: src.mtime,
-                    };
-                    (payload, reason)
-                }
-                _ => unreachable!("matched above"),
-            };
-            written.insert(parent(&src.path).to_path_buf());
-            plan.transfers.push(Transfer {
-                path: path(),
-                payload,
-                reason,
+        false
+    }
+
+    /// Same content: fix the mode if it differs, and the time when contents were compared
+    /// (`--checksum`) and the times differ.
+    fn unchanged_file(&mut self, src: &Entry, dst: &Entry) {
+        let rule = &self.config.compare;
+        let mode = (src.mode != dst.mode).then_some(src.mode);
+        let mtime = (rule.method == Method::Checksum
+            && !compare::same_time(src.mtime, dst.mtime, rule))
+        .then_some(src.mtime);
+        if mode.is_some() || mtime.is_some() {
+            self.plan.fixes.push(Fix {
+                path: src.path.clone(),
+                tag: Tag::File,
+                mode,
+                mtime,
             });
-            dst_tag == Tag::Dir
+        } else {
+            debug!(path = %src.path.display(), "unchanged: same size and time");
+            self.plan.unchanged.add(src.size);
         }
     }
 }

@@ -15,9 +15,11 @@ use walkdir::WalkDir;
 
 use crate::entry::{Entry, Kind, Mtime, RootMeta, Tree};
 use crate::error::{Error, Op};
+use crate::filter::Filter;
 
-/// List everything below `root`. A missing root gives an empty tree with `root: None`.
-pub fn scan(root: &Path) -> Tree {
+/// List everything below `root` that the filter allows (a directory it leaves out is not
+/// entered). A missing root gives an empty tree with `root: None`.
+pub fn scan(root: &Path, filter: &Filter) -> Tree {
     let mut tree = Tree::default();
     let root_meta = match fs::metadata(root) {
         Ok(meta) => meta,
@@ -35,7 +37,12 @@ pub fn scan(root: &Path) -> Tree {
     let walk = WalkDir::new(root)
         .follow_links(false)
         .sort_by_file_name()
-        .min_depth(1);
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| match e.path().strip_prefix(root) {
+            Ok(rel) => filter.allows(rel, e.file_type().is_dir()),
+            Err(_) => true,
+        });
     for item in walk {
         let dirent = match item {
             Ok(dirent) => dirent,

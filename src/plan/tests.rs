@@ -40,7 +40,7 @@ fn tree(mut entries: Vec<Entry>) -> Tree {
             mode: 0o755,
         }),
         entries,
-        errors: Vec::new(),
+        ..Tree::default()
     }
 }
 fn config() -> Config {

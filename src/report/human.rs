@@ -56,7 +56,7 @@ impl Reporter for Human {
     }
 
     fn finish(&self, summary: &Summary) {
-        if self.verbosity != Verbosity::Quiet {
+        if self.verbosity != Verbosity::Quiet && summary.refused.is_none() {
             let _ = writeln!(std::io::stderr().lock(), "{}", summary_line(summary));
         }
     }

@@ -6,6 +6,9 @@
 //! diagnostics and the log file, never for the user's report.
 
 pub mod human;
+pub mod json;
+pub mod log;
+pub mod progress;
 
 use std::fmt;
 use std::path::Path;
@@ -29,6 +32,8 @@ pub enum Warning<'a> {
     HeldBack(&'a Path),
     /// A destination directory that still holds entries after its planned deletion.
     NotEmpty(&'a Path),
+    /// `--flatten`: two source files share a name; `dropped` is not mirrored.
+    Collision { kept: &'a Path, dropped: &'a Path },
 }
 
 impl fmt::Display for Warning<'_> {
@@ -55,6 +60,12 @@ impl fmt::Display for Warning<'_> {
                 "directory '{}' is not empty, so it was not deleted",
                 Escaped(p)
             ),
+            Warning::Collision { kept, dropped } => write!(
+                f,
+                "'{}' has the same name as '{}', which is newer (or first) and is kept",
+                Escaped(dropped),
+                Escaped(kept)
+            ),
         }
     }
 }
@@ -78,6 +89,8 @@ pub struct Summary {
     pub withheld: Option<Withheld>,
     pub elapsed: Duration,
     pub dry_run: bool,
+    /// Why the run was refused before changing anything.
+    pub refused: Option<String>,
 }
 
 impl Summary {
@@ -96,7 +109,9 @@ impl Summary {
 
     /// How the run ended.
     pub fn status(&self) -> Status {
-        if self.errors > 0 || self.withheld.is_some() {
+        if self.refused.is_some() {
+            Status::Refused
+        } else if self.errors > 0 || self.withheld.is_some() {
             Status::Partial
         } else {
             Status::Synced
@@ -127,13 +142,37 @@ impl Status {
 
 /// Receives the engine's events. Called from worker threads.
 pub trait Reporter: Sync {
+    /// The plan is complete: this many files and bytes will be written.
+    fn planned(&self, _files: u64, _bytes: u64) {}
     /// An action was carried out (or, in a dry run, planned).
     fn item(&self, item: &Item<'_>);
     fn warning(&self, warning: &Warning<'_>);
     fn error(&self, error: &Error);
-    /// The run was refused before anything changed.
+    /// The run was refused before anything changed (`finish` follows).
     fn refused(&self, refusal: &Refusal);
+    /// The end of every run, refused ones included.
     fn finish(&self, summary: &Summary);
+}
+
+impl<R: Reporter + ?Sized> Reporter for Box<R> {
+    fn planned(&self, files: u64, bytes: u64) {
+        (**self).planned(files, bytes)
+    }
+    fn item(&self, item: &Item<'_>) {
+        (**self).item(item)
+    }
+    fn warning(&self, warning: &Warning<'_>) {
+        (**self).warning(warning)
+    }
+    fn error(&self, error: &Error) {
+        (**self).error(error)
+    }
+    fn refused(&self, refusal: &Refusal) {
+        (**self).refused(refusal)
+    }
+    fn finish(&self, summary: &Summary) {
+        (**self).finish(summary)
+    }
 }
 
 /// `1234567` → `1,234,567`.

@@ -1,6 +1,8 @@
 //! Integration tests: the binary run on real temporary trees.
 
 mod differential;
+mod options;
+mod output;
 mod safety;
 mod sync;
 mod util;

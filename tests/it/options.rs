@@ -1,0 +1,303 @@
+//! The options of SPEC section 2: each one's effect, and how it meets deletion.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::util::*;
+
+#[test]
+fn checksum_catches_a_change_the_quick_check_misses() {
+    let f = Fixture::new();
+    let file = f.write("src/data.bin", "AAAA");
+    set_mtime(&file, 1_600_000_000, 5);
+    f.sync(&[]).expect(0);
+    fs::write(&file, "BBBB").unwrap();
+    set_mtime(&file, 1_600_000_000, 5);
+    f.sync(&[]).expect(0);
+    assert_eq!(
+        fs::read(f.dst.join("data.bin")).unwrap(),
+        b"AAAA",
+        "quick check trusts size+time"
+    );
+    let run = f.sync(&["-c", "-v"]).expect(0);
+    assert_eq!(run.stdout, ">f content data.bin\n");
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+}
+
+#[test]
+fn checksum_fixes_only_the_time_when_contents_match() {
+    let f = Fixture::new();
+    let file = f.write("src/same.txt", "same");
+    f.sync(&[]).expect(0);
+    let ino = fs::metadata(f.dst.join("same.txt")).unwrap().ino();
+    set_mtime(&file, 1_000, 0);
+    let run = f.sync(&["--checksum", "-v"]).expect(0);
+    assert_eq!(run.stdout, ".f time   same.txt\n");
+    assert_eq!(ino, fs::metadata(f.dst.join("same.txt")).unwrap().ino());
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+}
+
+#[test]
+fn size_only_and_modify_window_loosen_the_time_check() {
+    let f = Fixture::new();
+    let file = f.write("src/a", "x");
+    set_mtime(&file, 1_000_000, 0);
+    f.sync(&[]).expect(0);
+    set_mtime(&file, 1_000_001, 500_000_000);
+    assert_eq!(f.sync(&["--size-only", "-v"]).expect(0).stdout, "");
+    assert_eq!(f.sync(&["--modify-window", "2", "-v"]).expect(0).stdout, "");
+    assert_eq!(
+        f.sync(&["--modify-window", "1", "-v"]).expect(0).stdout,
+        ">f time   a\n"
+    );
+    fs::write(&file, "xy").unwrap();
+    assert_eq!(
+        f.sync(&["--size-only", "-v"]).expect(0).stdout,
+        ">f size   a\n"
+    );
+}
+
+#[test]
+fn no_delete_copies_and_updates_but_keeps_extras() {
+    let f = Fixture::new();
+    f.write("src/a", "1");
+    f.sync(&[]).expect(0);
+    f.write("dst/extra/file", "mine");
+    f.write("src/a", "22");
+    f.write("src/b", "new");
+    let run = f.sync(&["--no-delete", "-v"]).expect(0);
+    assert!(
+        run.stdout.contains(">f size   a") && run.stdout.contains("+f new    b"),
+        "{run:?}"
+    );
+    assert_eq!(fs::read(f.dst.join("extra/file")).unwrap(), b"mine");
+}
+
+/// The original SyncEase scenario: three folders synced in turn into one backup.
+fn animals(f: &Fixture, folder: &str, files: &[(&str, &str, i64)]) {
+    let dir = f.path(folder);
+    for (name, content, mtime) in files {
+        let path = f.write(format!("{folder}/{name}"), content);
+        set_mtime(&path, *mtime, 0);
+    }
+    set_mtime(&dir, 1_700_000_000, 0);
+}
+
+fn three_folders(f: &Fixture) {
+    const OLD: i64 = 1_600_000_000;
+    const NEW: i64 = 1_650_000_000;
+    let first = [
+        ("bunny.jpg", "bunny", OLD),
+        ("dog.jpg", "dog", OLD),
+        ("elephant.jpg", "elephant v1", OLD),
+        ("film.png", "film v1", OLD),
+        ("fox.jpg", "fox", OLD),
+    ];
+    animals(f, "folder1", &first);
+    let mut second = first.to_vec();
+    second[2] = ("elephant.jpg", "elephant v2, newer", NEW);
+    second[3] = ("film.png", "film v2, newer", NEW);
+    second.extend([
+        ("lion.jpg", "lion", NEW),
+        ("meerkat.jpg", "meerkat", NEW),
+        ("orangutan.jpeg", "orangutan", NEW),
+        ("panda/cub.jpg", "cub", NEW),
+    ]);
+    animals(f, "folder2", &second);
+    animals(
+        f,
+        "folder3",
+        &[
+            ("elephant.jpg", "elephant v1", OLD),
+            ("film.png", "film v1", OLD),
+            ("panda.jpg", "panda", OLD),
+            ("tiger.jpg", "tiger", OLD),
+            ("wolf.jpg", "wolf", OLD),
+            ("zebra.jpg", "zebra", OLD),
+        ],
+    );
+}
+
+#[test]
+fn without_update_the_backup_follows_each_folder() {
+    let f = Fixture::new();
+    three_folders(&f);
+    let backup = f.path("backup");
+    for folder in ["folder1", "folder2", "folder3"] {
+        f.run([f.path(folder), backup.clone()]).expect(0);
+        assert_same(&Manifest::of(&f.path(folder)), &Manifest::of(&backup));
+    }
+}
+
+#[test]
+fn with_update_newer_backup_files_survive_an_older_folder() {
+    let f = Fixture::new();
+    three_folders(&f);
+    let backup = f.path("backup");
+    for folder in ["folder1", "folder2"] {
+        f.run([
+            f.path(folder).as_os_str(),
+            backup.as_os_str(),
+            "-u".as_ref(),
+        ])
+        .expect(0);
+    }
+    let run = f
+        .run([
+            f.path("folder3").as_os_str(),
+            backup.as_os_str(),
+            "--update".as_ref(),
+        ])
+        .expect(0);
+    assert!(run.stderr.contains("2 kept newer"), "{run:?}");
+    assert_eq!(
+        fs::read(backup.join("elephant.jpg")).unwrap(),
+        b"elephant v2, newer"
+    );
+    assert_eq!(
+        fs::read(backup.join("film.png")).unwrap(),
+        b"film v2, newer"
+    );
+    let kept = ["elephant.jpg", "film.png", ""];
+    assert_same(
+        &Manifest::of(&f.path("folder3")).without(&kept),
+        &Manifest::of(&backup).without(&kept),
+    );
+}
+
+#[test]
+fn excluded_paths_are_neither_copied_nor_deleted() {
+    let f = Fixture::new();
+    f.write("src/a.txt", "a");
+    f.write("src/a.tmp", "new tmp");
+    f.write("src/build/out.o", "o");
+    f.write("src/sub/build/keep.o", "k");
+    f.write("src/x/cache/y.bin", "y");
+    f.write("src/logs/today", "l");
+    f.write("src/sub/logs", "a file named logs");
+    f.write("dst/a.tmp", "old tmp");
+    f.write("dst/build/old.o", "old");
+    f.write("dst/x/cache/z.bin", "z");
+    let rules = [
+        "--exclude",
+        "*.tmp",
+        "--exclude",
+        "/build/",
+        "--exclude",
+        "**/cache/**",
+    ];
+    f.sync(&rules).expect(0);
+    // Excluding a directory that DST already has keeps it there.
+    f.sync(&[&rules[..], &["--exclude", "logs/"]].concat())
+        .expect(0);
+    assert_eq!(fs::read(f.dst.join("a.tmp")).unwrap(), b"old tmp");
+    assert_eq!(fs::read(f.dst.join("build/old.o")).unwrap(), b"old");
+    assert!(!f.dst.join("build/out.o").exists());
+    assert!(
+        f.dst.join("sub/build/keep.o").exists(),
+        "/build/ is anchored"
+    );
+    assert!(!f.dst.join("x/cache/y.bin").exists() && f.dst.join("x/cache/z.bin").exists());
+    assert!(
+        f.dst.join("sub/logs").is_file(),
+        "logs/ matches directories only"
+    );
+    assert!(
+        f.dst.join("logs/today").exists(),
+        "copied by the first run, then excluded: kept"
+    );
+}
+
+#[test]
+fn include_overrides_exclude_and_patterns_come_from_files() {
+    let f = Fixture::new();
+    f.write("src/drop.log", "d");
+    f.write("src/keep.log", "k");
+    f.write("src/notes/secret.txt", "s");
+    f.write("src/notes/public.txt", "p");
+    let rules = f.write(
+        "rules",
+        "# log files\n*.log\n!keep.log\n\nnotes/secret.txt\n",
+    );
+    f.sync(&["--exclude-from", rules.to_str().unwrap()])
+        .expect(0);
+    assert!(!f.dst.join("drop.log").exists() && f.dst.join("keep.log").exists());
+    assert!(!f.dst.join("notes/secret.txt").exists() && f.dst.join("notes/public.txt").exists());
+}
+
+#[test]
+fn bad_filters_are_refused() {
+    let f = Fixture::new();
+    f.write("src/a", "a");
+    let run = f.sync(&["--exclude", "a["]).expect(2);
+    assert!(run.stderr.contains("invalid pattern 'a['"), "{run:?}");
+    let missing = f.path("no-such-rules");
+    let run = f
+        .sync(&["--exclude-from", missing.to_str().unwrap()])
+        .expect(2);
+    assert!(run.stderr.contains("cannot read exclude file"), "{run:?}");
+    assert!(!f.dst.exists());
+}
+
+#[test]
+fn flatten_puts_every_file_at_the_top_and_the_newest_wins() {
+    let f = Fixture::new();
+    let mtime = |rel: &str, sec| set_mtime(&f.path(rel), sec, 0);
+    f.write("src/a/x.jpg", "x from a");
+    mtime("src/a/x.jpg", 100);
+    f.write("src/b/x.jpg", "x from b, newer");
+    mtime("src/b/x.jpg", 200);
+    f.write("src/a/y.jpg", "y from a");
+    mtime("src/a/y.jpg", 50);
+    f.write("src/b/y.jpg", "y from b");
+    mtime("src/b/y.jpg", 50);
+    f.write("src/c/d/z.png", "z");
+    f.write("src/top.txt", "top");
+    f.symlink("src/a/link", "x.jpg");
+    f.mkdir("src/empty");
+    f.write("dst/old.jpg", "old");
+    f.write("dst/sub/file", "in a subfolder");
+    let run = f.sync(&["--flatten"]).expect(0);
+    assert!(
+        run.stderr.contains("a/x.jpg' has the same name as"),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr.contains("b/y.jpg' has the same name as"),
+        "{run:?}"
+    );
+    let names: Vec<_> = fs::read_dir(&f.dst)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(names, ["link", "top.txt", "x.jpg", "y.jpg", "z.png"]);
+    assert_eq!(fs::read(f.dst.join("x.jpg")).unwrap(), b"x from b, newer");
+    assert_eq!(fs::read(f.dst.join("y.jpg")).unwrap(), b"y from a");
+    let before = identity(&f.dst);
+    let run = f.sync(&["--flatten", "-v"]).expect(0);
+    assert_eq!(run.stdout, "");
+    assert_eq!(before, identity(&f.dst));
+}
+
+#[test]
+fn jobs_do_not_change_the_result() {
+    let f = Fixture::new();
+    for i in 0..50 {
+        f.write(format!("src/{}/{i}", i % 5), vec![b'x'; i * 100]);
+    }
+    for jobs in ["1", "2", "7"] {
+        let dst = f.path(format!("dst-{jobs}"));
+        f.run([
+            f.src.as_os_str(),
+            dst.as_os_str(),
+            "-j".as_ref(),
+            jobs.as_ref(),
+        ])
+        .expect(0);
+        assert_same(&Manifest::of(&f.src), &Manifest::of(&dst));
+    }
+    assert!(Path::new(&f.path("dst-1")).exists());
+}

@@ -1,0 +1,214 @@
+//! What the user sees (SPEC section 4): dry runs, itemized lines, quiet, JSON, progress, logs.
+
+use std::fs;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::util::*;
+
+/// A destination that needs one copy, one update and one deletion.
+fn pending() -> Fixture {
+    let f = Fixture::new();
+    f.write("src/same.txt", "same");
+    f.write("src/changed.txt", "v1");
+    f.sync(&[]).expect(0);
+    f.write("src/changed.txt", "version 2");
+    f.write("src/new/file.txt", "new");
+    f.write("dst/gone.txt", "gone");
+    f
+}
+
+fn sorted_lines(text: &str) -> Vec<&str> {
+    let mut lines: Vec<_> = text.lines().collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_changes_nothing() {
+    let f = pending();
+    let before = (Manifest::of(&f.dst), identity(&f.dst));
+    let dry = f.sync(&["--dry-run"]).expect(0);
+    assert!(
+        before == (Manifest::of(&f.dst), identity(&f.dst)),
+        "dry run changed DST"
+    );
+    assert!(
+        dry.stderr
+            .contains("dry run: would copy 1 file (3 B), update 1 (9 B), delete 1; 1 unchanged"),
+        "{dry:?}"
+    );
+    let real = f.sync(&["-v"]).expect(0);
+    assert_eq!(sorted_lines(&dry.stdout), sorted_lines(&real.stdout));
+    assert_eq!(
+        sorted_lines(&real.stdout),
+        [
+            "+d new    new/",
+            "+f new    new/file.txt",
+            "-f gone   gone.txt",
+            ">f size   changed.txt"
+        ]
+    );
+}
+
+#[test]
+fn quiet_prints_only_errors() {
+    let f = pending();
+    let run = f.sync(&["-q"]).expect(0);
+    assert_eq!((run.stdout.as_str(), run.stderr.as_str()), ("", ""));
+    let locked = f.write("src/locked", "x");
+    chmod(&locked, 0o000);
+    let args = ["-q".as_ref(), f.src.as_os_str(), f.dst.as_os_str()];
+    let run = run_unprivileged(&f, args).expect(1);
+    let lines: Vec<_> = run.stderr.lines().collect();
+    assert!(
+        lines.iter().all(|l| l.starts_with("syncease: error:")),
+        "{run:?}"
+    );
+}
+
+fn json(run: &Run) -> Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {run:?}"))
+}
+
+#[test]
+fn json_reports_counts_and_bytes() {
+    let f = pending();
+    let run = f.sync(&["--json", "-v"]).expect(0);
+    let doc = json(&run);
+    assert_eq!(doc["status"], "synced");
+    assert_eq!(doc["exit_code"], 0);
+    assert_eq!(doc["copied"]["files"], 1);
+    assert_eq!(doc["copied"]["bytes"], 3);
+    assert_eq!(doc["updated"]["bytes"], 9);
+    assert_eq!(doc["deleted"], 1);
+    assert_eq!(doc["unchanged"]["files"], 1);
+    assert_eq!(doc["dry_run"], false);
+    assert!(doc["seconds"].as_f64().unwrap() >= 0.0);
+    assert_eq!(doc["errors"], Value::Array(vec![]));
+}
+
+#[test]
+fn json_is_valid_on_every_exit_path() {
+    let f = pending();
+    let dry = json(&f.sync(&["--json", "-n"]).expect(0));
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["copied"]["files"], 1);
+
+    let locked = f.write("src/locked", "x");
+    chmod(&locked, 0o000);
+    let args = ["--json".as_ref(), f.src.as_os_str(), f.dst.as_os_str()];
+    let partial = json(&run_unprivileged(&f, args).expect(1));
+    assert_eq!(partial["status"], "partial");
+    assert_eq!(partial["errors"][0]["path"], locked.to_str().unwrap());
+    assert!(partial["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Permission denied"));
+
+    let missing = f.path("missing");
+    let refused = json(
+        &f.run(["--json".as_ref(), missing.as_os_str(), f.dst.as_os_str()])
+            .expect(2),
+    );
+    assert_eq!(refused["status"], "refused");
+    assert_eq!(refused["exit_code"], 2);
+    assert!(refused["refused"]
+        .as_str()
+        .unwrap()
+        .contains("does not exist"));
+
+    for bad in [&["--jobs", "0"][..], &["--no-such-flag"][..]] {
+        let run = f.sync(&[&["--json"][..], bad].concat()).expect(2);
+        assert_eq!(json(&run)["status"], "refused", "{bad:?}");
+    }
+}
+
+#[test]
+fn no_progress_bar_when_stderr_is_not_a_terminal() {
+    let f = pending();
+    let run = f.sync(&["--progress"]).expect(0);
+    assert!(!run.stderr.contains("ETA"), "{run:?}");
+    assert_eq!(run.stderr.lines().count(), 1, "only the summary: {run:?}");
+}
+
+#[test]
+fn progress_bar_on_a_terminal() {
+    let f = pending();
+    for i in 0..20 {
+        f.write(format!("src/many/{i}"), vec![b'p'; 100_000]);
+    }
+    let bin = assert_cmd::cargo::cargo_bin("syncease");
+    let command = format!(
+        "'{}' '{}' '{}'",
+        bin.display(),
+        f.src.display(),
+        f.dst.display()
+    );
+    // `script` gives the command a pseudo-terminal as stdout and stderr.
+    let out = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .output()
+        .expect("script (util-linux) runs");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.contains("ETA") && screen.contains("/22 files"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("21 copied, 1 updated, 1 deleted"),
+        "{screen}"
+    );
+}
+
+#[test]
+fn log_file_records_every_decision_and_action() {
+    let f = pending();
+    let log = f.path("sync.log");
+    let run = f.sync(&["--log-file", log.to_str().unwrap()]).expect(0);
+    assert!(
+        run.stderr.contains("1 copied, 1 updated, 1 deleted"),
+        "normal output too: {run:?}"
+    );
+    let text = fs::read_to_string(&log).unwrap();
+    for expected in [
+        "same.txt",
+        "unchanged",
+        ">f size   changed.txt",
+        "+f new    new/file.txt",
+        "-f gone   gone.txt",
+        "1 copied, 1 updated, 1 deleted",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from the log:\n{text}"
+        );
+    }
+    let bad = f.path("no/such/dir/log");
+    let run = f.sync(&["--log-file", bad.to_str().unwrap()]).expect(2);
+    assert!(run.stderr.contains("cannot create log file"), "{run:?}");
+}
+
+#[test]
+fn help_is_grouped_and_completions_and_man_page_are_generated() {
+    let help = Run::from(syncease().arg("--help").output().unwrap()).expect(0);
+    for heading in [
+        "Run:",
+        "Compare:",
+        "Filter:",
+        "Layout:",
+        "Deletion:",
+        "Output:",
+        "Help:",
+    ] {
+        assert!(help.stdout.contains(heading), "{heading}: {help:?}");
+    }
+    let bash = Run::from(syncease().args(["--completions", "bash"]).output().unwrap()).expect(0);
+    assert!(bash.stdout.contains("_syncease()") && bash.stdout.contains("--dry-run"));
+    let zsh = Run::from(syncease().args(["--completions", "zsh"]).output().unwrap()).expect(0);
+    assert!(zsh.stdout.contains("#compdef syncease"));
+    let man = Run::from(syncease().arg("--man").output().unwrap()).expect(0);
+    assert!(man.stdout.contains(".TH syncease") && man.stdout.contains("backup\\-dir"));
+}
