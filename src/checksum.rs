@@ -3,36 +3,36 @@
 //! Before planning, every pair of regular files with the same path and size on both sides is
 //! hashed with BLAKE3, both files of a pair at once and all pairs in parallel on the pool. Only
 //! same-size pairs are read: a size difference already decides. The result is a set of
-//! destination paths whose contents differ, which the planner turns into `content` updates.
+//! source entries whose contents differ, which the planner turns into `content` updates.
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rayon::prelude::*;
 
-use crate::entry::{Kind, Tree};
+use crate::entry::{Tag, Tree};
 use crate::error::{Context, Error, Op};
 
-/// The DST paths (relative) of same-size files whose contents differ, and the source files that
-/// could not be read (errors of the source listing: they withhold deletions).
+/// The source entries (by index) whose same-size destination file differs in content, and the
+/// source files that could not be read (errors of the source listing: they withhold deletions).
 pub fn differing(
     src: &Tree,
     dst: &Tree,
     src_root: &Path,
     dst_root: &Path,
-) -> (HashSet<PathBuf>, Vec<Error>) {
+) -> (HashSet<u32>, Vec<Error>) {
     let mut pairs = Vec::new();
     let (mut i, mut j) = (0, 0);
     while i < src.entries.len() && j < dst.entries.len() {
         let (a, b) = (&src.entries[i], &dst.entries[j]);
-        match a.path.cmp(&b.path) {
+        match src.path(a).cmp(dst.path(b)) {
             std::cmp::Ordering::Less => i += 1,
             std::cmp::Ordering::Greater => j += 1,
             std::cmp::Ordering::Equal => {
-                if a.kind == Kind::File && b.kind == Kind::File && a.size == b.size {
-                    pairs.push((src.origin(i), &b.path));
+                if a.tag == Tag::File && b.tag == Tag::File && a.size == b.size {
+                    pairs.push((i as u32, j as u32));
                 }
                 i += 1;
                 j += 1;
@@ -41,15 +41,15 @@ pub fn differing(
     }
     let results: Vec<_> = pairs
         .par_iter()
-        .map(|(origin, path)| {
+        .map(|&(i, j)| {
             let (a, b) = rayon::join(
-                || hash(&src_root.join(origin)),
-                || hash(&dst_root.join(path)),
+                || hash(&src_root.join(src.origin(i))),
+                || hash(&dst_root.join(dst.path_at(j))),
             );
             match (a, b) {
                 (Err(e), _) => Err(e),
                 // An unreadable destination file is rewritten: the copy reports any real error.
-                (Ok(a), b) => Ok((b.ok() != Some(a)).then(|| path.to_path_buf())),
+                (Ok(a), b) => Ok((b.ok() != Some(a)).then_some(i)),
             }
         })
         .collect();
@@ -57,8 +57,8 @@ pub fn differing(
     let mut errors = Vec::new();
     for result in results {
         match result {
-            Ok(Some(path)) => {
-                changed.insert(path);
+            Ok(Some(i)) => {
+                changed.insert(i);
             }
             Ok(None) => {}
             Err(e) if e.is_not_found() => {}

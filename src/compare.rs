@@ -75,16 +75,8 @@ pub fn files(src: &Entry, dst: &Entry, rule: &Compare, content_differs: bool) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::Kind;
-
     fn file(size: u64, sec: i64, nsec: u32) -> Entry {
-        Entry {
-            path: "f".into(),
-            kind: Kind::File,
-            size,
-            mtime: Mtime { sec, nsec },
-            mode: 0o644,
-        }
+        Entry::detached(Tag::File, size, Mtime { sec, nsec }, 0o644)
     }
 
     #[test]

@@ -3,12 +3,13 @@
 //! A [`Tree`] is the listing of one side (SRC or DST): entries in path order (a parent before its
 //! children, siblings sorted by name bytes), plus every error met while listing. The order lets
 //! the planner compare both sides in one merge pass without a hash map. Paths are relative to
-//! the side's root and stay bytes (`PathBuf`), never lossy strings.
+//! the side's root and stay bytes, never lossy strings; they live in one arena per tree, so an
+//! entry is a fixed 40 bytes plus its path.
 
 use std::cmp::Ordering;
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::Error;
 
@@ -39,33 +40,13 @@ impl Mtime {
     }
 }
 
-/// The type of an entry; a symlink carries its target text, never followed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Kind {
-    File,
-    Dir,
-    Symlink(Box<Path>),
-    /// FIFO, socket or device: never copied.
-    Special,
-}
-
-impl Kind {
-    pub fn tag(&self) -> Tag {
-        match self {
-            Kind::File => Tag::File,
-            Kind::Dir => Tag::Dir,
-            Kind::Symlink(_) => Tag::Symlink,
-            Kind::Special => Tag::Special,
-        }
-    }
-}
-
-/// [`Kind`] without the link target, for plain-data actions.
+/// The type of an entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tag {
     File,
     Dir,
     Symlink,
+    /// FIFO, socket or device: never copied.
     Special,
 }
 
@@ -90,26 +71,33 @@ impl Tag {
     }
 }
 
-/// One path below a root, as seen by a single `lstat`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One path below a root, as seen by a single `lstat`: 40 bytes, plus its path bytes (and a
+/// symlink's target) in the tree's arena. A million-file tree costs about 60 MiB, not the
+/// hundreds a `PathBuf` and a boxed target per entry would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry {
-    /// Relative to the root; never empty (the root itself is kept in [`Tree::root`]).
-    pub path: PathBuf,
-    pub kind: Kind,
+    /// Offset of the path bytes in [`Tree::arena`]; a symlink's target follows them.
+    start: u64,
+    /// Bytes of a file; for a symlink, the length of its target (as `lstat` reports it).
     pub size: u64,
     pub mtime: Mtime,
+    path_len: u32,
     /// Permission bits (`mode & 0o7777`).
-    pub mode: u32,
+    pub mode: u16,
+    pub tag: Tag,
 }
 
 impl Entry {
-    pub fn from_metadata(path: PathBuf, meta: &Metadata, kind: Kind) -> Entry {
+    /// An entry with no path, for comparing metadata in tests.
+    #[cfg(test)]
+    pub(crate) fn detached(tag: Tag, size: u64, mtime: Mtime, mode: u16) -> Entry {
         Entry {
-            path,
-            size: if kind == Kind::File { meta.len() } else { 0 },
-            kind,
-            mtime: Mtime::of(meta),
-            mode: meta.mode() & 0o7777,
+            start: 0,
+            size,
+            mtime,
+            path_len: 0,
+            mode,
+            tag,
         }
     }
 }
@@ -118,7 +106,7 @@ impl Entry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RootMeta {
     pub mtime: Mtime,
-    pub mode: u32,
+    pub mode: u16,
 }
 
 /// The listing of one side.
@@ -128,16 +116,136 @@ pub struct Tree {
     pub root: Option<RootMeta>,
     /// In path order: see the module documentation.
     pub entries: Vec<Entry>,
+    /// Path bytes (relative to the root, never empty) and symlink targets of all entries.
+    arena: Vec<u8>,
     /// Everything that could not be listed or stat'ed. Never silently "empty".
     pub errors: Vec<Error>,
-    /// With `--flatten`: for each entry, the path below SRC it comes from (empty otherwise).
-    pub origins: Vec<PathBuf>,
+    /// With `--flatten`: for each entry, the arena span of the path below SRC it comes from.
+    origins: Vec<(u64, u32)>,
+}
+
+fn as_path(bytes: &[u8]) -> &Path {
+    use std::os::unix::ffi::OsStrExt;
+    Path::new(std::ffi::OsStr::from_bytes(bytes))
+}
+
+fn path_bytes(path: &Path) -> &[u8] {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str().as_bytes()
 }
 
 impl Tree {
-    /// Where entry `index` lives on disk, relative to the root.
-    pub fn origin(&self, index: usize) -> &Path {
-        self.origins.get(index).unwrap_or(&self.entries[index].path)
+    /// Append an entry (callers keep path order). `target` is a symlink's target text.
+    pub fn push(&mut self, path: &Path, meta: &Metadata, tag: Tag, target: Option<&Path>) {
+        let mtime = Mtime::of(meta);
+        let mode = (meta.mode() & 0o7777) as u16;
+        let size = match (tag, target) {
+            (Tag::File, _) => meta.len(),
+            (_, Some(target)) => path_bytes(target).len() as u64,
+            _ => 0,
+        };
+        self.push_raw(path, tag, size, mtime, mode, target);
+    }
+
+    /// Append an entry from its parts (used by tests and by `--flatten`).
+    pub fn push_raw(
+        &mut self,
+        path: &Path,
+        tag: Tag,
+        size: u64,
+        mtime: Mtime,
+        mode: u16,
+        target: Option<&Path>,
+    ) {
+        let start = self.arena.len() as u64;
+        let bytes = path_bytes(path);
+        self.arena.extend_from_slice(bytes);
+        let size = match target {
+            Some(target) => {
+                let t = path_bytes(target);
+                self.arena.extend_from_slice(t);
+                t.len() as u64
+            }
+            None => size,
+        };
+        self.entries.push(Entry {
+            start,
+            size,
+            mtime,
+            path_len: u32::try_from(bytes.len()).expect("a path fits in 4 GiB"),
+            mode,
+            tag,
+        });
+    }
+
+    /// Release the slack of the growing vectors once the listing is complete.
+    pub fn shrink(&mut self) {
+        self.entries.shrink_to_fit();
+        self.arena.shrink_to_fit();
+    }
+
+    /// The entry's path relative to the root.
+    pub fn path(&self, entry: &Entry) -> &Path {
+        let start = entry.start as usize;
+        as_path(&self.arena[start..start + entry.path_len as usize])
+    }
+
+    /// The path of entry `index`.
+    pub fn path_at(&self, index: u32) -> &Path {
+        self.path(&self.entries[index as usize])
+    }
+
+    /// A symlink's target text.
+    pub fn target(&self, entry: &Entry) -> Option<&Path> {
+        (entry.tag == Tag::Symlink).then(|| {
+            let start = entry.start as usize + entry.path_len as usize;
+            as_path(&self.arena[start..start + entry.size as usize])
+        })
+    }
+
+    /// Where entry `index` lives below the root on disk (differs from its path with
+    /// `--flatten`).
+    pub fn origin(&self, index: u32) -> &Path {
+        match self.origins.get(index as usize) {
+            Some(&(start, len)) => {
+                as_path(&self.arena[start as usize..start as usize + len as usize])
+            }
+            None => self.path_at(index),
+        }
+    }
+
+    /// Rebuild the tree with new paths for some entries, in a new order: `(index, new path)`,
+    /// already sorted by new path. Each entry remembers its old path as its origin.
+    pub fn renamed(self, order: Vec<(u32, &Path)>) -> Tree {
+        let mut tree = Tree {
+            root: self.root,
+            errors: Vec::new(),
+            ..Tree::default()
+        };
+        for (index, new_path) in order {
+            let entry = self.entries[index as usize];
+            let old = path_bytes(self.path(&entry));
+            tree.push_raw(
+                new_path,
+                entry.tag,
+                entry.size,
+                entry.mtime,
+                entry.mode,
+                self.target(&entry),
+            );
+            let start = tree.arena.len() as u64;
+            tree.arena.extend_from_slice(old);
+            tree.origins.push((start, old.len() as u32));
+        }
+        tree.errors = self.errors;
+        tree
+    }
+
+    /// Bytes of memory held by the listing (for the benchmark notes and tests).
+    pub fn heap_bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.arena.capacity()
+            + self.origins.capacity() * std::mem::size_of::<(u64, u32)>()
     }
 }
 
@@ -150,6 +258,38 @@ pub fn path_order(a: &Path, b: &Path) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_stay_small() {
+        assert_eq!(std::mem::size_of::<Entry>(), 40);
+    }
+
+    #[test]
+    fn paths_and_targets_come_back_as_bytes() {
+        use std::os::unix::ffi::OsStrExt;
+        let mut tree = Tree::default();
+        let odd = Path::new(std::ffi::OsStr::from_bytes(b"a/\xff\n"));
+        let time = Mtime::default();
+        tree.push_raw(Path::new("a"), Tag::Dir, 0, time, 0o755, None);
+        tree.push_raw(odd, Tag::File, 3, time, 0o644, None);
+        tree.push_raw(
+            Path::new("a/l"),
+            Tag::Symlink,
+            0,
+            time,
+            0o777,
+            Some(Path::new("../t")),
+        );
+        assert_eq!(tree.path_at(1), odd);
+        assert_eq!(tree.entries[2].size, 4);
+        assert_eq!(tree.target(&tree.entries[2]), Some(Path::new("../t")));
+        assert_eq!(tree.target(&tree.entries[1]), None);
+        let flat = tree.renamed(vec![(2, Path::new("l")), (1, Path::new("x"))]);
+        assert_eq!(flat.path_at(0), Path::new("l"));
+        assert_eq!(flat.origin(0), Path::new("a/l"));
+        assert_eq!(flat.target(&flat.entries[0]), Some(Path::new("../t")));
+        assert_eq!(flat.origin(1), odd);
+    }
 
     #[test]
     fn path_order_puts_children_right_after_their_parent() {

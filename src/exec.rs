@@ -20,7 +20,7 @@ use crate::compare::Reason;
 use crate::entry::Tag;
 use crate::error::{Error, Op};
 use crate::fsops::{self, Copied, CopyError, Displaced};
-use crate::plan::{Delete, Item, Payload, Plan, Transfer, Withheld};
+use crate::plan::{Item, Payload, Plan, Transfer, Withheld};
 use crate::report::{Reporter, Summary, Warning};
 
 /// The two roots (and the backup directory), to turn relative paths into real ones.
@@ -49,7 +49,7 @@ impl<'a> Roots<'a> {
 }
 
 /// Report what the plan would do without touching anything (a dry run).
-pub fn preview(plan: &Plan, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary {
+pub fn preview(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary {
     announce(plan, roots, reporter);
     for item in plan.items() {
         reporter.item(&item);
@@ -73,21 +73,21 @@ pub fn preview(plan: &Plan, roots: Roots<'_>, reporter: &dyn Reporter) -> Summar
 }
 
 /// Warnings that follow from the plan alone.
-fn announce(plan: &Plan, roots: Roots<'_>, reporter: &dyn Reporter) {
-    for path in &plan.skipped {
-        reporter.warning(&Warning::Special(&roots.src(path)));
+fn announce(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) {
+    for &i in &plan.skipped {
+        reporter.warning(&Warning::Special(&roots.src(plan.src.origin(i))));
     }
-    for path in &plan.held_back {
-        reporter.warning(&Warning::HeldBack(&roots.dst(path)));
+    for &i in &plan.held_back {
+        reporter.warning(&Warning::HeldBack(&roots.dst(plan.src_path(i))));
     }
 }
 
-fn withheld_if_relevant(plan: &Plan, withheld: Option<Withheld>) -> Option<Withheld> {
+fn withheld_if_relevant(plan: &Plan<'_>, withheld: Option<Withheld>) -> Option<Withheld> {
     withheld.filter(|_| !plan.deletes.is_empty() || !plan.held_back.is_empty())
 }
 
 /// Carry out the plan.
-pub fn execute(plan: &Plan, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary {
+pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary {
     announce(plan, roots, reporter);
     let mut summary = Summary {
         unchanged: plan.unchanged,
@@ -105,25 +105,25 @@ pub fn execute(plan: &Plan, roots: Roots<'_>, reporter: &dyn Reporter) -> Summar
             return summary;
         }
     }
-    for temp in &plan.temps {
-        match fsops::remove_entry(&roots.dst(temp), Tag::File, Displaced::Destroy) {
-            Ok(()) => reporter.item(&Item::stale(temp)),
+    for &temp in &plan.temps {
+        let path = plan.dst_path(temp);
+        match fsops::remove_entry(&roots.dst(path), Tag::File, Displaced::Destroy) {
+            Ok(()) => reporter.item(&Item::stale(path)),
             Err(e) => fail(&mut summary, e),
         }
     }
 
     for dir in plan.dir_meta.iter().filter(|d| d.unlock) {
-        if let Err(e) = fsops::set_mode(&roots.dst(&dir.path), dir.mode | 0o700) {
+        let (mode, _) = plan.dir_meta_values(dir);
+        let path = roots.dst(plan.dir_meta_path(dir));
+        if let Err(e) = fsops::set_mode(&path, u32::from(mode) | 0o700) {
             fail(&mut summary, e);
         }
     }
     for dir in &plan.dirs {
-        match fsops::make_dir(
-            &roots.dst(&dir.path),
-            dir.replaces,
-            roots.displaced(&dir.path),
-        ) {
-            Ok(()) => reporter.item(&Item::make_dir(dir)),
+        let rel = plan.src_path(dir.src);
+        match fsops::make_dir(&roots.dst(rel), dir.replaces, roots.displaced(rel)) {
+            Ok(()) => reporter.item(&plan.make_dir_item(dir)),
             Err(e) => fail(&mut summary, e),
         }
     }
@@ -131,24 +131,26 @@ pub fn execute(plan: &Plan, roots: Roots<'_>, reporter: &dyn Reporter) -> Summar
     let written = plan
         .transfers
         .par_iter()
-        .map(|t| transfer(t, roots, reporter))
+        .map(|t| transfer(plan, t, roots, reporter))
         .reduce(Summary::default, Summary::merge);
     summary = summary.merge(written);
 
     for fix in &plan.fixes {
-        let path = roots.dst(&fix.path);
-        let result = fix
-            .mode
-            .map_or(Ok(()), |mode| fsops::set_mode(&path, mode))
-            .and_then(|()| match (fix.mtime, fix.tag) {
-                (Some(mtime), Tag::Symlink) => fsops::set_symlink_mtime(&path, mtime),
-                (Some(mtime), _) => fsops::set_mtime(&path, mtime),
-                (None, _) => Ok(()),
-            });
+        let entry = &plan.src.entries[fix.src as usize];
+        let path = roots.dst(plan.src_path(fix.src));
+        let mode = || match fix.mode {
+            true => fsops::set_mode(&path, u32::from(entry.mode)),
+            false => Ok(()),
+        };
+        let result = mode().and_then(|()| match (fix.mtime, entry.tag) {
+            (true, Tag::Symlink) => fsops::set_symlink_mtime(&path, entry.mtime),
+            (true, _) => fsops::set_mtime(&path, entry.mtime),
+            (false, _) => Ok(()),
+        });
         match result {
             Ok(()) => {
                 summary.fixed += 1;
-                reporter.item(&Item::fix(fix));
+                reporter.item(&plan.fix_item(fix));
             }
             Err(e) => fail(&mut summary, e),
         }
@@ -167,42 +169,48 @@ pub fn execute(plan: &Plan, roots: Roots<'_>, reporter: &dyn Reporter) -> Summar
             });
             summary.withheld = Some(reason);
         }
-        None => summary = summary.merge(delete_all(&plan.deletes, roots, reporter)),
+        None => summary = summary.merge(delete_all(plan, roots, reporter)),
     }
 
     for dir in &plan.dir_meta {
-        let path = roots.dst(&dir.path);
+        let (mode, mtime) = plan.dir_meta_values(dir);
+        let path = roots.dst(plan.dir_meta_path(dir));
         let result =
-            fsops::set_mode(&path, dir.mode).and_then(|()| fsops::set_mtime(&path, dir.mtime));
+            fsops::set_mode(&path, u32::from(mode)).and_then(|()| fsops::set_mtime(&path, mtime));
         match result {
             Ok(()) if dir.differed => {
                 summary.fixed += 1;
-                reporter.item(&Item::dir_meta(dir));
+                reporter.item(&plan.dir_meta_item(dir));
             }
             Ok(()) => {}
             // A directory that could not be created has been reported already.
-            Err(e) if e.is_not_found() && plan.dirs.iter().any(|d| d.path == dir.path) => {}
+            Err(e) if e.is_not_found() && was_made(plan, dir.src) => {}
             Err(e) => fail(&mut summary, e),
         }
     }
     summary
 }
 
+fn was_made(plan: &Plan<'_>, src: Option<u32>) -> bool {
+    src.is_some_and(|i| plan.dirs.iter().any(|d| d.src == i))
+}
+
 /// Write one file or symlink; a source that changes while being read is tried once more.
-fn transfer<'a>(t: &'a Transfer, roots: Roots<'a>, reporter: &dyn Reporter) -> Summary {
+fn transfer(plan: &Plan<'_>, t: &Transfer, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary {
     let mut summary = Summary::default();
-    let dst = roots.dst(&t.path);
+    let rel = plan.src_path(t.src);
+    let dst = roots.dst(rel);
     let replaces = match t.reason {
         Reason::Type(tag) => Some(tag),
         _ => None,
     };
-    let result = match &t.payload {
+    let result = match plan.payload(t) {
         Payload::File { .. } => {
-            let src = roots.src(t.from.as_deref().unwrap_or(&t.path));
+            let src = roots.src(plan.src.origin(t.src));
             let mut tries = 0;
             loop {
                 tries += 1;
-                match fsops::copy_file(&src, &dst, replaces, roots.displaced(&t.path)) {
+                match fsops::copy_file(&src, &dst, replaces, roots.displaced(rel)) {
                     Err(CopyError::Changed(_)) if tries < 2 => {
                         debug!(path = %src.display(), "changed while copied; trying again");
                     }
@@ -221,8 +229,7 @@ fn transfer<'a>(t: &'a Transfer, roots: Roots<'a>, reporter: &dyn Reporter) -> S
             }
         }
         Payload::Symlink { target, mtime } => {
-            fsops::make_symlink(target, &dst, *mtime, replaces, roots.displaced(&t.path))
-                .map(|()| 0)
+            fsops::make_symlink(target, &dst, mtime, replaces, roots.displaced(rel)).map(|()| 0)
         }
     };
     match result {
@@ -232,7 +239,7 @@ fn transfer<'a>(t: &'a Transfer, roots: Roots<'a>, reporter: &dyn Reporter) -> S
             } else {
                 summary.copied.add(bytes);
             }
-            reporter.item(&Item::transfer(t));
+            reporter.item(&plan.transfer_item(t));
         }
         Err(e) => {
             reporter.error(&e);
@@ -243,16 +250,19 @@ fn transfer<'a>(t: &'a Transfer, roots: Roots<'a>, reporter: &dyn Reporter) -> S
 }
 
 /// Remove entries, given deepest first: non-directories in parallel, then directories in order.
-fn delete_all<'a>(deletes: &'a [Delete], roots: Roots<'a>, reporter: &dyn Reporter) -> Summary {
-    let remove = |d: &'a Delete| {
+fn delete_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary {
+    let is_dir = |j: u32| plan.dst.entries[j as usize].tag == Tag::Dir;
+    let remove = |&j: &u32| {
         let mut summary = Summary::default();
-        match fsops::remove_entry(&roots.dst(&d.path), d.tag, roots.displaced(&d.path)) {
+        let rel = plan.dst_path(j);
+        let tag = plan.dst.entries[j as usize].tag;
+        match fsops::remove_entry(&roots.dst(rel), tag, roots.displaced(rel)) {
             Ok(()) => {
                 summary.deleted += 1;
-                reporter.item(&Item::delete(d));
+                reporter.item(&plan.delete_item(j));
             }
-            Err(e) if d.tag == Tag::Dir && is_not_empty(&e) => {
-                reporter.warning(&Warning::NotEmpty(&roots.dst(&d.path)));
+            Err(e) if tag == Tag::Dir && is_not_empty(&e) => {
+                reporter.warning(&Warning::NotEmpty(&roots.dst(rel)));
             }
             Err(e) => {
                 reporter.error(&e);
@@ -261,14 +271,15 @@ fn delete_all<'a>(deletes: &'a [Delete], roots: Roots<'a>, reporter: &dyn Report
         }
         summary
     };
-    let files = deletes
+    let files = plan
+        .deletes
         .par_iter()
-        .filter(|d| d.tag != Tag::Dir)
+        .filter(|&&j| !is_dir(j))
         .map(remove)
         .reduce(Summary::default, Summary::merge);
-    deletes
+    plan.deletes
         .iter()
-        .filter(|d| d.tag == Tag::Dir)
+        .filter(|&&j| is_dir(j))
         .map(remove)
         .fold(files, Summary::merge)
 }

@@ -7,9 +7,9 @@
 //! planner then mirrors this flat listing like any other: DST entries with no source of that
 //! name, subdirectories included, are deleted.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use crate::entry::{Entry, Kind, Tree};
+use crate::entry::{Tag, Tree};
 
 /// A name that several source files share, and the one that was kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,47 +20,38 @@ pub struct Collision {
 
 /// Rewrite a source listing into its flat form. Returns the listing and the collisions.
 pub fn flatten(tree: Tree) -> (Tree, Vec<Collision>) {
-    let Tree {
-        root,
-        entries,
-        errors,
-        ..
-    } = tree;
-    let mut flat: Vec<(Entry, PathBuf)> = entries
-        .into_iter()
-        .filter(|e| e.kind != Kind::Dir)
-        .map(|mut e| {
-            let origin = std::mem::take(&mut e.path);
-            e.path = PathBuf::from(origin.file_name().expect("entries have names"));
-            (e, origin)
+    let mut flat: Vec<(u32, &Path)> = (0..tree.entries.len() as u32)
+        .filter(|&i| tree.entries[i as usize].tag != Tag::Dir)
+        .map(|i| {
+            let name = tree.path_at(i).file_name().expect("entries have names");
+            (i, Path::new(name))
         })
         .collect();
     // Group by name, best first: newest mtime, then smallest source path.
-    flat.sort_by(|(a, a_origin), (b, b_origin)| {
-        a.path
-            .cmp(&b.path)
-            .then(b.mtime.cmp(&a.mtime))
-            .then(a_origin.cmp(b_origin))
+    let mtime = |i: u32| tree.entries[i as usize].mtime;
+    flat.sort_by(|&(a, a_name), &(b, b_name)| {
+        a_name
+            .cmp(b_name)
+            .then(mtime(b).cmp(&mtime(a)))
+            .then(tree.path_at(a).cmp(tree.path_at(b)))
     });
     let mut collisions = Vec::new();
-    let mut kept: Vec<(Entry, PathBuf)> = Vec::with_capacity(flat.len());
-    for (entry, origin) in flat {
+    let mut kept: Vec<(u32, &Path)> = Vec::with_capacity(flat.len());
+    for (index, name) in flat {
         match kept.last() {
-            Some((last, last_origin)) if last.path == entry.path => collisions.push(Collision {
-                kept: last_origin.clone(),
-                dropped: origin,
+            Some(&(first, last_name)) if last_name == name => collisions.push(Collision {
+                kept: tree.path_at(first).to_path_buf(),
+                dropped: tree.path_at(index).to_path_buf(),
             }),
-            _ => kept.push((entry, origin)),
+            _ => kept.push((index, name)),
         }
     }
-    let (entries, origins) = kept.into_iter().unzip();
-    let tree = Tree {
-        root,
-        entries,
-        errors,
-        origins,
-    };
-    (tree, collisions)
+    let kept: Vec<(u32, PathBuf)> = kept
+        .into_iter()
+        .map(|(i, n)| (i, n.to_path_buf()))
+        .collect();
+    let order = kept.iter().map(|(i, n)| (*i, n.as_path())).collect();
+    (tree.renamed(order), collisions)
 }
 
 #[cfg(test)]
@@ -68,46 +59,34 @@ mod tests {
     use super::*;
     use crate::entry::Mtime;
 
-    fn file(path: &str, sec: i64) -> Entry {
-        Entry {
-            path: path.into(),
-            kind: Kind::File,
-            size: 1,
-            mtime: Mtime { sec, nsec: 0 },
-            mode: 0o644,
-        }
-    }
-
     #[test]
     fn newest_wins_and_ties_go_to_the_first_path() {
-        let dir = Entry {
-            kind: Kind::Dir,
-            ..file("a", 0)
+        let mut tree = Tree::default();
+        let mut add = |path: &str, tag, sec| {
+            let time = Mtime { sec, nsec: 0 };
+            tree.push_raw(Path::new(path), tag, 1, time, 0o644, None);
         };
-        let tree = Tree {
-            entries: vec![
-                dir.clone(),
-                file("a/x.jpg", 5),
-                file("a/y.jpg", 1),
-                Entry {
-                    path: "b".into(),
-                    ..dir
-                },
-                file("b/x.jpg", 9),
-                file("b/y.jpg", 1),
-                file("z.jpg", 3),
-            ],
-            ..Tree::default()
-        };
+        add("a", Tag::Dir, 0);
+        add("a/x.jpg", Tag::File, 5);
+        add("a/y.jpg", Tag::File, 1);
+        add("b", Tag::Dir, 0);
+        add("b/x.jpg", Tag::File, 9);
+        add("b/y.jpg", Tag::File, 1);
+        add("z.jpg", Tag::File, 3);
         let (flat, collisions) = flatten(tree);
-        let names: Vec<_> = flat.entries.iter().map(|e| e.path.clone()).collect();
+        let names: Vec<_> = (0..3).map(|i| flat.path_at(i)).collect();
         assert_eq!(
             names,
-            [PathBuf::from("x.jpg"), "y.jpg".into(), "z.jpg".into()]
+            [Path::new("x.jpg"), Path::new("y.jpg"), Path::new("z.jpg")]
         );
+        let origins: Vec<_> = (0..3).map(|i| flat.origin(i)).collect();
         assert_eq!(
-            flat.origins,
-            [PathBuf::from("b/x.jpg"), "a/y.jpg".into(), "z.jpg".into()]
+            origins,
+            [
+                Path::new("b/x.jpg"),
+                Path::new("a/y.jpg"),
+                Path::new("z.jpg")
+            ]
         );
         assert_eq!(
             collisions,

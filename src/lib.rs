@@ -99,7 +99,7 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
         );
         reporter.planned(copied.files + updated.files, copied.bytes + updated.bytes);
         let scan_errors = (src.errors.len() + dst.errors.len()) as u64;
-        drop((src, dst, changed));
+        drop(changed);
         let roots = Roots {
             src: &config.src,
             dst: &config.dst,

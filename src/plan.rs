@@ -11,11 +11,11 @@
 use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::compare::{self, Reason, Verdict};
 use crate::config::{Config, Method};
-use crate::entry::{Entry, Kind, Mtime, RootMeta, Tag, Tree};
+use crate::entry::{Entry, Mtime, RootMeta, Tag, Tree};
 use crate::fsops::is_temp_name;
 
 use tracing::debug;
@@ -34,27 +34,26 @@ impl Tally {
     }
 }
 
-/// Create a directory, first removing the non-directory that holds its path.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Create the directory of source entry `src` at its path, first removing the non-directory
+/// that holds the path in DST.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MakeDir {
-    pub path: PathBuf,
+    pub src: u32,
     pub replaces: Option<Tag>,
 }
 
-/// What a transfer writes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Payload {
+/// What a transfer writes, borrowed from the source listing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Payload<'t> {
     File { size: u64 },
-    Symlink { target: Box<Path>, mtime: Mtime },
+    Symlink { target: &'t Path, mtime: Mtime },
 }
 
-/// Write one file or symlink at `path`, atomically replacing whatever is there.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Write the file or symlink of source entry `src` at its path, atomically replacing whatever
+/// DST has there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transfer {
-    pub path: PathBuf,
-    /// The source path when it differs from `path` (`--flatten`).
-    pub from: Option<PathBuf>,
-    pub payload: Payload,
+    pub src: u32,
     pub reason: Reason,
 }
 
@@ -65,28 +64,20 @@ impl Transfer {
     }
 }
 
-/// Metadata that differs on an otherwise unchanged file or symlink.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Metadata that differs on an otherwise unchanged file or symlink: give DST the mode and/or
+/// the mtime of source entry `src`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fix {
-    pub path: PathBuf,
-    pub tag: Tag,
-    pub mode: Option<u32>,
-    pub mtime: Option<Mtime>,
-}
-
-/// Remove one destination entry the source does not have.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Delete {
-    pub path: PathBuf,
-    pub tag: Tag,
+    pub src: u32,
+    pub mode: bool,
+    pub mtime: bool,
 }
 
 /// Give a directory its source mode and mtime once everything below it is done.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DirMeta {
-    pub path: PathBuf,
-    pub mode: u32,
-    pub mtime: Mtime,
+    /// The source directory; `None` for the roots.
+    pub src: Option<u32>,
     /// The existing directory lacks owner write/search permission and must be opened up
     /// before anything is written in it.
     pub unlock: bool,
@@ -134,40 +125,103 @@ pub(crate) fn plural(n: u64) -> &'static str {
     }
 }
 
-/// Everything one run will do, grouped by phase, in execution order.
-#[derive(Debug, Default)]
-pub struct Plan {
+/// Everything one run will do, grouped by phase, in execution order. Actions name entries of
+/// the two listings by index, so a plan costs a few bytes per action.
+#[derive(Debug)]
+pub struct Plan<'t> {
+    pub src: &'t Tree,
+    pub dst: &'t Tree,
     /// DST does not exist and is created first.
     pub make_root: bool,
-    /// Temporaries left by an interrupted run, removed before anything else.
-    pub temps: Vec<PathBuf>,
+    /// Temporaries left by an interrupted run (DST entries), removed before anything else.
+    pub temps: Vec<u32>,
     /// Parent before child.
     pub dirs: Vec<MakeDir>,
     pub transfers: Vec<Transfer>,
     pub fixes: Vec<Fix>,
-    /// Deepest first. Empty when deletion is off.
-    pub deletes: Vec<Delete>,
-    /// Deepest first; includes the root (empty path).
+    /// DST entries to remove, deepest first. Empty when deletion is off.
+    pub deletes: Vec<u32>,
+    /// Deepest first; includes the root.
     pub dir_meta: Vec<DirMeta>,
     /// Source entries that are not mirrored (FIFOs, sockets, devices).
-    pub skipped: Vec<PathBuf>,
-    /// `--update`: destination files kept because they are newer.
-    pub kept: Vec<PathBuf>,
+    pub skipped: Vec<u32>,
+    /// `--update`: source entries whose destination file is newer and kept.
+    pub kept: Vec<u32>,
     pub unchanged: Tally,
     /// Set when `deletes` must not run.
     pub withheld: Option<Withheld>,
-    /// Type changes that would destroy a non-empty destination directory while deletions are
-    /// withheld: not carried out this run.
-    pub held_back: Vec<PathBuf>,
+    /// Source entries whose type change would destroy a non-empty destination directory while
+    /// deletions are withheld: not carried out this run.
+    pub held_back: Vec<u32>,
 }
 
-impl Plan {
-    /// The totals the plan would copy, update and delete.
+impl<'t> Plan<'t> {
+    fn new(src: &'t Tree, dst: &'t Tree) -> Plan<'t> {
+        Plan {
+            src,
+            dst,
+            make_root: dst.root.is_none(),
+            temps: Vec::new(),
+            dirs: Vec::new(),
+            transfers: Vec::new(),
+            fixes: Vec::new(),
+            deletes: Vec::new(),
+            dir_meta: Vec::new(),
+            skipped: Vec::new(),
+            kept: Vec::new(),
+            unchanged: Tally::default(),
+            withheld: None,
+            held_back: Vec::new(),
+        }
+    }
+
+    /// The path (relative to the roots) of source entry `index`.
+    pub fn src_path(&self, index: u32) -> &'t Path {
+        self.src.path_at(index)
+    }
+
+    /// The path (relative to the roots) of destination entry `index`.
+    pub fn dst_path(&self, index: u32) -> &'t Path {
+        self.dst.path_at(index)
+    }
+
+    /// What a transfer writes.
+    pub fn payload(&self, t: &Transfer) -> Payload<'t> {
+        let entry = &self.src.entries[t.src as usize];
+        match self.src.target(entry) {
+            Some(target) => Payload::Symlink {
+                target,
+                mtime: entry.mtime,
+            },
+            None => Payload::File { size: entry.size },
+        }
+    }
+
+    /// The mode and mtime a directory gets at the end.
+    pub fn dir_meta_values(&self, d: &DirMeta) -> (u16, Mtime) {
+        match d.src {
+            Some(i) => {
+                let e = &self.src.entries[i as usize];
+                (e.mode, e.mtime)
+            }
+            None => {
+                let root = self.src.root.expect("a plan has a source root");
+                (root.mode, root.mtime)
+            }
+        }
+    }
+
+    /// The path of a directory in `dir_meta` ("" for the root).
+    pub fn dir_meta_path(&self, d: &DirMeta) -> &'t Path {
+        d.src.map_or(Path::new(""), |i| self.src_path(i))
+    }
+
+    /// The totals the plan would copy and update.
     pub fn totals(&self) -> (Tally, Tally) {
         let mut copied = Tally::default();
         let mut updated = Tally::default();
         for t in &self.transfers {
-            let size = match t.payload {
+            let size = match self.payload(t) {
                 Payload::File { size } => size,
                 Payload::Symlink { .. } => 0,
             };
@@ -181,22 +235,64 @@ impl Plan {
     }
 
     /// One itemized line per action, in execution order (deletions only if they will run).
-    pub fn items(&self) -> Vec<Item<'_>> {
+    pub fn items(&self) -> Vec<Item<'t>> {
         let mut items = Vec::new();
-        items.extend(self.temps.iter().map(|p| Item::stale(p)));
-        items.extend(self.dirs.iter().map(Item::make_dir));
-        items.extend(self.transfers.iter().map(Item::transfer));
-        items.extend(self.fixes.iter().map(Item::fix));
+        items.extend(self.temps.iter().map(|&i| Item::stale(self.dst_path(i))));
+        items.extend(self.dirs.iter().map(|d| self.make_dir_item(d)));
+        items.extend(self.transfers.iter().map(|t| self.transfer_item(t)));
+        items.extend(self.fixes.iter().map(|f| self.fix_item(f)));
         if self.withheld.is_none() {
-            items.extend(self.deletes.iter().map(Item::delete));
+            items.extend(self.deletes.iter().map(|&i| self.delete_item(i)));
         }
         items.extend(
             self.dir_meta
                 .iter()
                 .filter(|d| d.differed)
-                .map(Item::dir_meta),
+                .map(|d| self.dir_meta_item(d)),
         );
         items
+    }
+
+    pub fn transfer_item(&self, t: &Transfer) -> Item<'t> {
+        let op = match t.reason {
+            Reason::New => "+",
+            Reason::Type(_) => "~",
+            _ => ">",
+        };
+        let path = self.src_path(t.src);
+        match self.payload(t) {
+            Payload::File { size } => Item {
+                bytes: size,
+                ..Item::new(op, Tag::File, t.reason.word(), path)
+            },
+            Payload::Symlink { target, .. } => Item {
+                target: Some(target),
+                ..Item::new(op, Tag::Symlink, t.reason.word(), path)
+            },
+        }
+    }
+
+    pub fn delete_item(&self, dst: u32) -> Item<'t> {
+        let tag = self.dst.entries[dst as usize].tag;
+        Item::new("-", tag, "gone", self.dst_path(dst))
+    }
+
+    pub fn fix_item(&self, fix: &Fix) -> Item<'t> {
+        let tag = self.src.entries[fix.src as usize].tag;
+        let reason = if fix.mode { "mode" } else { "time" };
+        Item::new(".", tag, reason, self.src_path(fix.src))
+    }
+
+    pub fn make_dir_item(&self, dir: &MakeDir) -> Item<'t> {
+        let path = self.src_path(dir.src);
+        match dir.replaces {
+            Some(_) => Item::new("~", Tag::Dir, "type", path),
+            None => Item::new("+", Tag::Dir, "new", path),
+        }
+    }
+
+    pub fn dir_meta_item(&self, dir: &DirMeta) -> Item<'t> {
+        Item::new(".", Tag::Dir, "meta", self.dir_meta_path(dir))
     }
 }
 
@@ -216,7 +312,7 @@ pub struct Item<'a> {
 }
 
 impl<'a> Item<'a> {
-    fn new(op: &'static str, tag: Tag, reason: &'static str, path: &'a Path) -> Self {
+    pub fn new(op: &'static str, tag: Tag, reason: &'static str, path: &'a Path) -> Self {
         Item {
             op,
             tag,
@@ -227,50 +323,9 @@ impl<'a> Item<'a> {
         }
     }
 
-    /// A metadata fix.
-    pub fn fix(fix: &'a Fix) -> Self {
-        let reason = if fix.mode.is_some() { "mode" } else { "time" };
-        Item::new(".", fix.tag, reason, &fix.path)
-    }
-
-    /// A directory created (or replacing another type).
-    pub fn make_dir(dir: &'a MakeDir) -> Self {
-        match dir.replaces {
-            Some(_) => Item::new("~", Tag::Dir, "type", &dir.path),
-            None => Item::new("+", Tag::Dir, "new", &dir.path),
-        }
-    }
-
-    /// Directory metadata that had drifted.
-    pub fn dir_meta(dir: &'a DirMeta) -> Self {
-        Item::new(".", Tag::Dir, "meta", &dir.path)
-    }
-
     /// A leftover temporary removed.
     pub fn stale(path: &'a Path) -> Self {
         Item::new("-", Tag::File, "stale", path)
-    }
-
-    pub fn transfer(t: &'a Transfer) -> Self {
-        let op = match t.reason {
-            Reason::New => "+",
-            Reason::Type(_) => "~",
-            _ => ">",
-        };
-        match &t.payload {
-            Payload::File { size } => Item {
-                bytes: *size,
-                ..Item::new(op, Tag::File, t.reason.word(), &t.path)
-            },
-            Payload::Symlink { target, .. } => Item {
-                target: Some(target),
-                ..Item::new(op, Tag::Symlink, t.reason.word(), &t.path)
-            },
-        }
-    }
-
-    pub fn delete(d: &'a Delete) -> Self {
-        Item::new("-", d.tag, "gone", &d.path)
     }
 }
 
@@ -323,27 +378,25 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
-/// The parent of a relative path ("" for top-level entries).
-fn parent(path: &Path) -> &Path {
-    path.parent().unwrap_or(Path::new(""))
-}
-
 /// Compare two listings and decide every action. Pure: reads no disk.
-pub fn plan(src: &Tree, dst: &Tree, config: &Config) -> Plan {
+pub fn plan<'t>(src: &'t Tree, dst: &'t Tree, config: &Config) -> Plan<'t> {
     plan_with(src, dst, config, &HashSet::new())
 }
 
-/// [`plan`], knowing which same-size files differ in content (`--checksum`), by DST path.
-pub fn plan_with(src: &Tree, dst: &Tree, config: &Config, changed: &HashSet<PathBuf>) -> Plan {
+/// [`plan`], knowing which source files differ in content from their destination
+/// (`--checksum`), by source index.
+pub fn plan_with<'t>(
+    src: &'t Tree,
+    dst: &'t Tree,
+    config: &Config,
+    changed: &HashSet<u32>,
+) -> Plan<'t> {
     let mut planner = Planner {
         config,
         changed,
-        plan: Plan {
-            make_root: dst.root.is_none(),
-            ..Plan::default()
-        },
+        plan: Plan::new(src, dst),
         dirs: Vec::new(),
-        written: HashSet::new(),
+        open: Vec::new(),
     };
     // Type changes that remove a non-empty destination directory: (transfer index, entries).
     let mut dir_replacements: Vec<(usize, u64)> = Vec::new();
@@ -351,46 +404,48 @@ pub fn plan_with(src: &Tree, dst: &Tree, config: &Config, changed: &HashSet<Path
 
     if let Some(root) = src.root {
         planner.dirs.push(DirPair {
-            path: PathBuf::new(),
-            src: root,
+            src: None,
+            meta: root,
             dst: dst.root,
+            written: false,
         });
+        planner.open.push((Path::new(""), 0));
     }
 
-    let (s, d) = (&src.entries, &dst.entries);
-    let (mut i, mut j) = (0, 0);
-    let protected = |e: &Entry| config.protected.iter().any(|p| e.path.starts_with(p));
-    while i < s.len() || j < d.len() {
-        if s.get(i).is_some_and(protected) {
+    let (s_len, d_len) = (src.entries.len() as u32, dst.entries.len() as u32);
+    let (mut i, mut j) = (0u32, 0u32);
+    let protected = |path: &Path| config.protected.iter().any(|p| path.starts_with(p));
+    while i < s_len || j < d_len {
+        if i < s_len && protected(src.path_at(i)) {
             i += 1;
             continue;
         }
-        if d.get(j).is_some_and(protected) {
+        if j < d_len && protected(dst.path_at(j)) {
             j += 1;
             continue;
         }
-        let order = match (s.get(i), d.get(j)) {
-            (Some(a), Some(b)) => a.path.cmp(&b.path),
-            (Some(_), None) => Ordering::Less,
+        let order = match (i < s_len, j < d_len) {
+            (true, true) => src.path_at(i).cmp(dst.path_at(j)),
+            (true, false) => Ordering::Less,
             _ => Ordering::Greater,
         };
         match order {
             Ordering::Less => {
-                planner.source_only(&s[i], src.origin(i));
+                planner.source_only(i);
                 i += 1;
             }
             Ordering::Greater => {
-                planner.destination_only(&d[j]);
+                planner.destination_only(j);
                 j += 1;
             }
             Ordering::Equal => {
-                let (a, b) = (&s[i], &d[j]);
-                let replaces_dir = planner.both(a, src.origin(i), b);
+                let replaces_dir = planner.both(i, j);
+                let path = src.path_at(i);
                 i += 1;
                 j += 1;
                 if replaces_dir {
                     let mut inside = 0;
-                    while d.get(j).is_some_and(|e| e.path.starts_with(&a.path)) {
+                    while j < d_len && dst.path_at(j).starts_with(path) {
                         inside += 1;
                         j += 1;
                     }
@@ -403,12 +458,7 @@ pub fn plan_with(src: &Tree, dst: &Tree, config: &Config, changed: &HashSet<Path
         }
     }
 
-    let Planner {
-        mut plan,
-        dirs,
-        written,
-        ..
-    } = planner;
+    let Planner { mut plan, dirs, .. } = planner;
     plan.deletes.reverse();
     let planned = plan.deletes.len() as u64 + replaced_entries;
     plan.withheld = if !src.errors.is_empty() {
@@ -424,29 +474,26 @@ pub fn plan_with(src: &Tree, dst: &Tree, config: &Config, changed: &HashSet<Path
         // deletion too, and waits for a clean run.
         for (index, _) in dir_replacements.into_iter().rev() {
             let t = plan.transfers.remove(index);
-            plan.held_back.push(t.path);
+            plan.held_back.push(t.src);
         }
         plan.held_back.reverse();
     }
 
     for pair in dirs.into_iter().rev() {
-        let needs_write = written.contains(&pair.path);
         let (differed, unlock) = match pair.dst {
             None => (false, false),
             // A directory written in gets a new mtime anyway; only an otherwise untouched one
             // whose metadata drifted is worth an itemized line.
             Some(dst) => (
-                !needs_write
-                    && (dst.mode != pair.src.mode
-                        || !compare::same_time(dst.mtime, pair.src.mtime, &config.compare)),
-                needs_write && dst.mode & 0o700 != 0o700,
+                !pair.written
+                    && (dst.mode != pair.meta.mode
+                        || !compare::same_time(dst.mtime, pair.meta.mtime, &config.compare)),
+                pair.written && dst.mode & 0o700 != 0o700,
             ),
         };
-        if pair.dst.is_none() || differed || needs_write {
+        if pair.dst.is_none() || differed || pair.written {
             plan.dir_meta.push(DirMeta {
-                path: pair.path,
-                mode: pair.src.mode,
-                mtime: pair.src.mtime,
+                src: pair.src,
                 unlock,
                 differed,
             });
@@ -455,111 +502,141 @@ pub fn plan_with(src: &Tree, dst: &Tree, config: &Config, changed: &HashSet<Path
     plan
 }
 
-/// A source directory and what the destination has at its path.
+/// A source directory (or the root), with what the destination has at its path.
 struct DirPair {
-    path: PathBuf,
-    src: RootMeta,
+    src: Option<u32>,
+    meta: RootMeta,
     dst: Option<RootMeta>,
+    /// Something is created, replaced or removed directly in it.
+    written: bool,
 }
 
 /// The state of one planning pass.
-struct Planner<'a> {
+struct Planner<'a, 't> {
     config: &'a Config,
-    changed: &'a HashSet<PathBuf>,
-    plan: Plan,
-    /// Every source directory, in path order, with its destination counterpart.
+    changed: &'a HashSet<u32>,
+    plan: Plan<'t>,
+    /// Every source directory, in path order.
     dirs: Vec<DirPair>,
-    /// Destination directories that will be written in (created in, renamed in, deleted from).
-    written: HashSet<PathBuf>,
+    /// The chain of source directories (path, index in `dirs`) above the current path.
+    open: Vec<(&'t Path, usize)>,
 }
 
-impl Planner<'_> {
-    fn writes_in_parent_of(&mut self, path: &Path) {
-        self.written.insert(parent(path).to_path_buf());
+impl<'t> Planner<'_, 't> {
+    fn src(&self, i: u32) -> &'t Entry {
+        &self.plan.src.entries[i as usize]
     }
 
-    fn transfer(&mut self, src: &Entry, origin: &Path, reason: Reason) {
-        let payload = match &src.kind {
-            Kind::Symlink(target) => Payload::Symlink {
-                target: target.clone(),
-                mtime: src.mtime,
-            },
-            _ => Payload::File { size: src.size },
-        };
-        self.writes_in_parent_of(&src.path);
-        self.plan.transfers.push(Transfer {
-            path: src.path.clone(),
-            from: (origin != src.path).then(|| origin.to_path_buf()),
-            payload,
-            reason,
-        });
-    }
-
-    fn make_dir(&mut self, src: &Entry, replaces: Option<Tag>) {
-        self.dirs.push(dir_pair(src, None));
-        self.writes_in_parent_of(&src.path);
-        self.plan.dirs.push(MakeDir {
-            path: src.path.clone(),
-            replaces,
-        });
-    }
-
-    fn source_only(&mut self, entry: &Entry, origin: &Path) {
-        match &entry.kind {
-            Kind::Special => self.plan.skipped.push(origin.to_path_buf()),
-            Kind::Dir => self.make_dir(entry, None),
-            Kind::File | Kind::Symlink(_) => self.transfer(entry, origin, Reason::New),
+    /// The index in `dirs` of the parent directory of `path`, when SRC has it. Closes the
+    /// directories the merge has left behind.
+    fn parent_dir(&mut self, path: &Path) -> Option<usize> {
+        let parent = path.parent().unwrap_or(Path::new(""));
+        while let Some(&(dir, _)) = self.open.last() {
+            if parent.starts_with(dir) {
+                break;
+            }
+            self.open.pop();
+        }
+        match self.open.last() {
+            Some(&(dir, index)) if dir == parent => Some(index),
+            _ => None,
         }
     }
 
-    fn destination_only(&mut self, entry: &Entry) {
-        if is_temp_name(&entry.path) {
-            self.writes_in_parent_of(&entry.path);
-            self.plan.temps.push(entry.path.clone());
+    /// Something will be created, replaced or removed at `path`: its directory's mtime moves.
+    fn writes_in_parent_of(&mut self, path: &Path) {
+        if let Some(index) = self.parent_dir(path) {
+            self.dirs[index].written = true;
+        }
+    }
+
+    fn open_dir(&mut self, i: u32, dst: Option<RootMeta>) {
+        let entry = self.src(i);
+        let path = self.plan.src_path(i);
+        self.parent_dir(path);
+        self.dirs.push(DirPair {
+            src: Some(i),
+            meta: RootMeta {
+                mtime: entry.mtime,
+                mode: entry.mode,
+            },
+            dst,
+            written: false,
+        });
+        self.open.push((path, self.dirs.len() - 1));
+    }
+
+    fn transfer(&mut self, i: u32, reason: Reason) {
+        self.writes_in_parent_of(self.plan.src_path(i));
+        self.plan.transfers.push(Transfer { src: i, reason });
+    }
+
+    fn make_dir(&mut self, i: u32, replaces: Option<Tag>) {
+        self.writes_in_parent_of(self.plan.src_path(i));
+        self.open_dir(i, None);
+        self.plan.dirs.push(MakeDir { src: i, replaces });
+    }
+
+    fn source_only(&mut self, i: u32) {
+        match self.src(i).tag {
+            Tag::Special => self.plan.skipped.push(i),
+            Tag::Dir => self.make_dir(i, None),
+            Tag::File | Tag::Symlink => self.transfer(i, Reason::New),
+        }
+    }
+
+    fn destination_only(&mut self, j: u32) {
+        let path = self.plan.dst_path(j);
+        if is_temp_name(path) {
+            self.writes_in_parent_of(path);
+            self.plan.temps.push(j);
         } else if self.config.delete {
-            self.writes_in_parent_of(&entry.path);
-            self.plan.deletes.push(Delete {
-                path: entry.path.clone(),
-                tag: entry.kind.tag(),
-            });
+            self.writes_in_parent_of(path);
+            self.plan.deletes.push(j);
         }
     }
 
     /// Decide a path both sides have. Returns true when a destination directory is replaced by
     /// a non-directory (its contents go with it).
-    fn both(&mut self, src: &Entry, origin: &Path, dst: &Entry) -> bool {
-        let dst_tag = dst.kind.tag();
-        match (&src.kind, &dst.kind) {
-            (Kind::Special, _) => self.plan.skipped.push(origin.to_path_buf()),
-            (Kind::Dir, Kind::Dir) => self.dirs.push(dir_pair(src, Some(dst))),
-            (Kind::Dir, _) => self.make_dir(src, Some(dst_tag)),
-            (Kind::File, Kind::File) => {
-                let changed = self.changed.contains(&src.path);
+    fn both(&mut self, i: u32, j: u32) -> bool {
+        let (src, dst) = (self.src(i), &self.plan.dst.entries[j as usize]);
+        match (src.tag, dst.tag) {
+            (Tag::Special, _) => self.plan.skipped.push(i),
+            (Tag::Dir, Tag::Dir) => self.open_dir(
+                i,
+                Some(RootMeta {
+                    mtime: dst.mtime,
+                    mode: dst.mode,
+                }),
+            ),
+            (Tag::Dir, other) => self.make_dir(i, Some(other)),
+            (Tag::File, Tag::File) => {
+                let changed = self.changed.contains(&i);
                 match compare::files(src, dst, &self.config.compare, changed) {
-                    Verdict::Unchanged => self.unchanged_file(src, dst),
+                    Verdict::Unchanged => self.unchanged_file(i, dst),
                     Verdict::KeepNewer => {
-                        debug!(path = %src.path.display(), "destination is newer: kept");
-                        self.plan.kept.push(src.path.clone())
+                        debug!(path = %self.plan.src_path(i).display(), "destination newer: kept");
+                        self.plan.kept.push(i)
                     }
-                    Verdict::Write(reason) => self.transfer(src, origin, reason),
+                    Verdict::Write(reason) => self.transfer(i, reason),
                 }
             }
-            (Kind::Symlink(a), Kind::Symlink(b)) if a == b => {
-                if src.mtime != dst.mtime {
+            (Tag::Symlink, Tag::Symlink) => {
+                if self.plan.src.target(src) != self.plan.dst.target(dst) {
+                    self.transfer(i, Reason::Target);
+                } else if src.mtime != dst.mtime {
                     self.plan.fixes.push(Fix {
-                        path: src.path.clone(),
-                        tag: Tag::Symlink,
-                        mode: None,
-                        mtime: Some(src.mtime),
+                        src: i,
+                        mode: false,
+                        mtime: true,
                     });
                 } else {
                     self.plan.unchanged.add(0);
                 }
             }
-            (Kind::Symlink(_), Kind::Symlink(_)) => self.transfer(src, origin, Reason::Target),
-            (Kind::File | Kind::Symlink(_), _) => {
-                self.transfer(src, origin, Reason::Type(dst_tag));
-                return dst_tag == Tag::Dir;
+            (Tag::File | Tag::Symlink, other) => {
+                self.transfer(i, Reason::Type(other));
+                return other == Tag::Dir;
             }
         }
         false
@@ -567,35 +644,22 @@ impl Planner<'_> {
 
     /// Same content: fix the mode if it differs, and the time when contents were compared
     /// (`--checksum`) and the times differ.
-    fn unchanged_file(&mut self, src: &Entry, dst: &Entry) {
+    fn unchanged_file(&mut self, i: u32, dst: &Entry) {
+        let src = self.src(i);
         let rule = &self.config.compare;
-        let mode = (src.mode != dst.mode).then_some(src.mode);
-        let mtime = (rule.method == Method::Checksum
-            && !compare::same_time(src.mtime, dst.mtime, rule))
-        .then_some(src.mtime);
-        if mode.is_some() || mtime.is_some() {
+        let mode = src.mode != dst.mode;
+        let mtime =
+            rule.method == Method::Checksum && !compare::same_time(src.mtime, dst.mtime, rule);
+        if mode || mtime {
             self.plan.fixes.push(Fix {
-                path: src.path.clone(),
-                tag: Tag::File,
+                src: i,
                 mode,
                 mtime,
             });
         } else {
-            debug!(path = %src.path.display(), "unchanged: same size and time");
+            debug!(path = %self.plan.src_path(i).display(), "unchanged: same size and time");
             self.plan.unchanged.add(src.size);
         }
-    }
-}
-
-fn dir_pair(src: &Entry, dst: Option<&Entry>) -> DirPair {
-    let meta = |e: &Entry| RootMeta {
-        mtime: e.mtime,
-        mode: e.mode,
-    };
-    DirPair {
-        path: src.path.clone(),
-        src: meta(src),
-        dst: dst.map(meta),
     }
 }
 

@@ -13,7 +13,7 @@ use std::path::Path;
 use tracing::debug;
 use walkdir::WalkDir;
 
-use crate::entry::{Entry, Kind, Mtime, RootMeta, Tree};
+use crate::entry::{Mtime, RootMeta, Tag, Tree};
 use crate::error::{Error, Op};
 use crate::filter::Filter;
 
@@ -32,7 +32,7 @@ pub fn scan(root: &Path, filter: &Filter) -> Tree {
     use std::os::unix::fs::MetadataExt;
     tree.root = Some(RootMeta {
         mtime: Mtime::of(&root_meta),
-        mode: root_meta.mode() & 0o7777,
+        mode: (root_meta.mode() & 0o7777) as u16,
     });
     let walk = WalkDir::new(root)
         .follow_links(false)
@@ -72,13 +72,17 @@ pub fn scan(root: &Path, filter: &Filter) -> Tree {
             }
         };
         let file_type = meta.file_type();
-        let kind = if file_type.is_file() {
-            Kind::File
+        let mut target = None;
+        let tag = if file_type.is_file() {
+            Tag::File
         } else if file_type.is_dir() {
-            Kind::Dir
+            Tag::Dir
         } else if file_type.is_symlink() {
             match fs::read_link(path) {
-                Ok(target) => Kind::Symlink(target.into_boxed_path()),
+                Ok(link) => {
+                    target = Some(link);
+                    Tag::Symlink
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => {
                     tree.errors.push(Error::new(Op::ReadLink, path, e));
@@ -92,14 +96,14 @@ pub fn scan(root: &Path, filter: &Filter) -> Tree {
                     || file_type.is_block_device()
                     || file_type.is_char_device()
             );
-            Kind::Special
+            Tag::Special
         };
         let rel = path
             .strip_prefix(root)
-            .expect("walkdir yields paths below its root")
-            .to_path_buf();
-        tree.entries.push(Entry::from_metadata(rel, &meta, kind));
+            .expect("walkdir yields paths below its root");
+        tree.push(rel, &meta, tag, target.as_deref());
     }
+    tree.shrink();
     debug!(
         root = %root.display(),
         entries = tree.entries.len(),

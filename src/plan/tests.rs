@@ -5,53 +5,74 @@ use std::path::Path;
 
 use super::*;
 use crate::config::Config;
-use crate::entry::{Entry, Kind, Mtime, RootMeta, Tree};
+use crate::entry::{Mtime, RootMeta, Tag, Tree};
 use crate::error::{Error, Op};
 
-fn entry(path: &str, kind: Kind, size: u64, sec: i64) -> Entry {
-    Entry {
-        path: path.into(),
-        kind,
+/// An entry to put in a test listing.
+#[derive(Clone)]
+struct Spec {
+    path: &'static str,
+    tag: Tag,
+    size: u64,
+    mtime: Mtime,
+    mode: u16,
+    target: Option<&'static str>,
+}
+
+fn entry(path: &'static str, tag: Tag, size: u64, sec: i64) -> Spec {
+    Spec {
+        path,
+        tag,
         size,
         mtime: Mtime { sec, nsec: 0 },
         mode: 0o644,
+        target: None,
     }
 }
-fn file(path: &str, size: u64, sec: i64) -> Entry {
-    entry(path, Kind::File, size, sec)
+fn file(path: &'static str, size: u64, sec: i64) -> Spec {
+    entry(path, Tag::File, size, sec)
 }
-fn dir(path: &str) -> Entry {
-    Entry {
+fn dir(path: &'static str) -> Spec {
+    Spec {
         mode: 0o755,
-        ..entry(path, Kind::Dir, 0, 100)
+        ..entry(path, Tag::Dir, 0, 100)
     }
 }
-fn link(path: &str, target: &str) -> Entry {
-    entry(path, Kind::Symlink(Path::new(target).into()), 0, 100)
-}
-fn special(path: &str) -> Entry {
-    entry(path, Kind::Special, 0, 100)
-}
-fn tree(mut entries: Vec<Entry>) -> Tree {
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
-    Tree {
-        root: Some(RootMeta {
-            mtime: Mtime { sec: 100, nsec: 0 },
-            mode: 0o755,
-        }),
-        entries,
-        ..Tree::default()
+fn link(path: &'static str, target: &'static str) -> Spec {
+    Spec {
+        target: Some(target),
+        ..entry(path, Tag::Symlink, 0, 100)
     }
+}
+fn special(path: &'static str) -> Spec {
+    entry(path, Tag::Special, 0, 100)
+}
+/// A listing that lives as long as the test (plans borrow their listings).
+fn tree(specs: Vec<Spec>) -> &'static Tree {
+    Box::leak(Box::new(build(specs)))
+}
+fn build(mut specs: Vec<Spec>) -> Tree {
+    specs.sort_by(|a, b| Path::new(a.path).cmp(Path::new(b.path)));
+    let mut tree = Tree::default();
+    tree.root = Some(RootMeta {
+        mtime: Mtime { sec: 100, nsec: 0 },
+        mode: 0o755,
+    });
+    for s in specs {
+        let target = s.target.map(Path::new);
+        tree.push_raw(Path::new(s.path), s.tag, s.size, s.mtime, s.mode, target);
+    }
+    tree
 }
 fn config() -> Config {
     Config::new("src", "dst")
 }
-fn lines(plan: &Plan) -> Vec<String> {
+fn lines(plan: &Plan<'_>) -> Vec<String> {
     plan.items().iter().map(ToString::to_string).collect()
 }
 
 /// (name, source entries, destination entries, expected itemized lines)
-type Case = (&'static str, Vec<Entry>, Vec<Entry>, Vec<&'static str>);
+type Case = (&'static str, Vec<Spec>, Vec<Spec>, Vec<&'static str>);
 
 #[test]
 fn decisions() {
@@ -64,12 +85,12 @@ fn decisions() {
         ("unchanged file", vec![file("a", 1, 1)], vec![file("a", 1, 1)], vec![]),
         ("size differs", vec![file("a", 2, 1)], vec![file("a", 1, 1)], vec![">f size   a"]),
         ("time differs", vec![file("a", 1, 2)], vec![file("a", 1, 1)], vec![">f time   a"]),
-        ("mode differs only", vec![file("a", 1, 1)], vec![Entry { mode: 0o600, ..file("a", 1, 1) }],
+        ("mode differs only", vec![file("a", 1, 1)], vec![Spec { mode: 0o600, ..file("a", 1, 1) }],
             vec![".f mode   a"]),
         ("unchanged symlink", vec![link("l", "t")], vec![link("l", "t")], vec![]),
         ("symlink retargeted", vec![link("l", "new")], vec![link("l", "old")],
             vec![">l target l -> new"]),
-        ("symlink time", vec![link("l", "t")], vec![Entry { mtime: Mtime { sec: 5, nsec: 0 }, ..link("l", "t") }],
+        ("symlink time", vec![link("l", "t")], vec![Spec { mtime: Mtime { sec: 5, nsec: 0 }, ..link("l", "t") }],
             vec![".l time   l"]),
         ("file deleted", vec![], vec![file("a", 1, 1)], vec!["-f gone   a"]),
         ("subtree deleted deepest first", vec![], vec![dir("d"), dir("d/e"), file("d/e/f", 1, 1), link("d/l", "x")],
@@ -90,7 +111,7 @@ fn decisions() {
             vec![file("a-b", 1, 1)], vec!["+d new    a/", "+f new    a/z"]),
     ];
     for (name, src, dst, expected) in cases {
-        let plan = plan(&tree(src), &tree(dst), &config());
+        let plan = plan(tree(src), tree(dst), &config());
         assert_eq!(lines(&plan), expected, "case: {name}");
     }
 }
@@ -98,17 +119,17 @@ fn decisions() {
 #[test]
 fn missing_destination_is_created_and_given_the_source_root_metadata() {
     let dst = Tree::default();
-    let plan = plan(&tree(vec![file("a", 1, 1)]), &dst, &config());
+    let plan = plan(tree(vec![file("a", 1, 1)]), &dst, &config());
     assert!(plan.make_root);
     let root = plan.dir_meta.last().expect("root metadata");
-    assert_eq!(root.path, Path::new(""));
-    assert_eq!(root.mode, 0o755);
+    assert_eq!(plan.dir_meta_path(root), Path::new(""));
+    assert_eq!(plan.dir_meta_values(root).0, 0o755);
 }
 
 #[test]
 fn unchanged_tree_plans_nothing_at_all() {
     let entries = || vec![dir("d"), file("d/a", 3, 1), link("l", "d/a")];
-    let plan = plan(&tree(entries()), &tree(entries()), &config());
+    let plan = plan(tree(entries()), tree(entries()), &config());
     assert!(plan.items().is_empty());
     assert!(plan.dir_meta.is_empty(), "{:?}", plan.dir_meta);
     assert_eq!(plan.unchanged, Tally { files: 2, bytes: 3 });
@@ -117,41 +138,45 @@ fn unchanged_tree_plans_nothing_at_all() {
 #[test]
 fn directories_get_metadata_deepest_first_after_writes() {
     let plan = plan(
-        &tree(vec![dir("d"), dir("d/e"), file("d/e/f", 1, 1)]),
-        &tree(vec![]),
+        tree(vec![dir("d"), dir("d/e"), file("d/e/f", 1, 1)]),
+        tree(vec![]),
         &config(),
     );
-    let order: Vec<_> = plan.dir_meta.iter().map(|d| d.path.clone()).collect();
+    let order: Vec<_> = plan
+        .dir_meta
+        .iter()
+        .map(|d| plan.dir_meta_path(d))
+        .collect();
     assert_eq!(order, [Path::new("d/e"), Path::new("d"), Path::new("")]);
 }
 
 #[test]
 fn read_only_destination_dir_is_unlocked_before_writing_in_it() {
-    let ro = Entry {
+    let ro = Spec {
         mode: 0o555,
         ..dir("d")
     };
     let plan = plan(
-        &tree(vec![ro.clone(), file("d/a", 1, 1)]),
-        &tree(vec![ro]),
+        tree(vec![ro.clone(), file("d/a", 1, 1)]),
+        tree(vec![ro]),
         &config(),
     );
     let d = plan
         .dir_meta
         .iter()
-        .find(|d| d.path == Path::new("d"))
+        .find(|d| plan.dir_meta_path(d) == Path::new("d"))
         .unwrap();
     assert!(d.unlock);
-    assert_eq!(d.mode, 0o555);
+    assert_eq!(plan.dir_meta_values(d).0, 0o555);
 }
 
 #[test]
 fn drifted_directory_metadata_is_fixed() {
-    let src = Entry {
+    let src = Spec {
         mode: 0o700,
         ..dir("d")
     };
-    let plan = plan(&tree(vec![src]), &tree(vec![dir("d")]), &config());
+    let plan = plan(tree(vec![src]), tree(vec![dir("d")]), &config());
     assert_eq!(lines(&plan), [".d meta   d/"]);
 }
 
@@ -165,7 +190,7 @@ fn no_delete_keeps_extra_entries_but_still_sweeps_temporaries() {
         file("extra", 1, 1),
         file(".syncease-x1y2z3.tmp", 1, 1),
     ]);
-    let plan = plan(&tree(vec![file("a", 1, 1)]), &dst, &config);
+    let plan = plan(tree(vec![file("a", 1, 1)]), dst, &config);
     assert_eq!(
         lines(&plan),
         ["-f stale  .syncease-x1y2z3.tmp", "+f new    a"]
@@ -174,7 +199,7 @@ fn no_delete_keeps_extra_entries_but_still_sweeps_temporaries() {
 
 #[test]
 fn source_errors_withhold_every_deletion_and_directory_replacement() {
-    let mut src = tree(vec![file("x", 1, 1), dir("unread")]);
+    let mut src = build(vec![file("x", 1, 1), dir("unread")]);
     src.errors.push(Error::new(
         Op::ReadDir,
         "src/unread",
@@ -186,9 +211,10 @@ fn source_errors_withhold_every_deletion_and_directory_replacement() {
         dir("unread"),
         file("unread/f", 1, 1),
     ]);
-    let plan = plan(&src, &dst, &config());
+    let plan = plan(&src, dst, &config());
     assert_eq!(plan.withheld, Some(Withheld::SourceErrors(1)));
-    assert_eq!(plan.held_back, [Path::new("x")]);
+    let held: Vec<_> = plan.held_back.iter().map(|&i| plan.src_path(i)).collect();
+    assert_eq!(held, [Path::new("x")]);
     assert!(plan.transfers.is_empty());
     assert!(
         lines(&plan).iter().all(|l| !l.starts_with('-')),
@@ -206,7 +232,7 @@ fn max_delete_counts_every_entry_including_replaced_subtrees() {
             max_delete: Some(max),
             ..config()
         };
-        plan(&src, &dst, &config).withheld
+        plan(src, dst, &config).withheld
     };
     assert_eq!(at(3), None);
     assert_eq!(at(2), Some(Withheld::MaxDelete { planned: 3, max: 2 }));
@@ -224,7 +250,7 @@ fn protected_paths_are_left_alone_on_both_sides() {
         file("backup/old", 1, 1),
         file("a", 1, 1),
     ]);
-    assert!(lines(&plan(&src, &dst, &config)).is_empty());
+    assert!(lines(&plan(src, dst, &config)).is_empty());
 }
 
 #[test]
@@ -237,12 +263,13 @@ fn update_keeps_a_newer_destination_file() {
         ..config()
     };
     let plan = plan(
-        &tree(vec![file("a", 1, 1)]),
-        &tree(vec![file("a", 2, 9)]),
+        tree(vec![file("a", 1, 1)]),
+        tree(vec![file("a", 2, 9)]),
         &config,
     );
     assert!(plan.items().is_empty());
-    assert_eq!(plan.kept, [Path::new("a")]);
+    let kept: Vec<_> = plan.kept.iter().map(|&i| plan.src_path(i)).collect();
+    assert_eq!(kept, [Path::new("a")]);
 }
 
 #[test]

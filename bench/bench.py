@@ -1,0 +1,412 @@
+#!/usr/bin/env python3
+"""Benchmark syncease against rsync, xcp, cp -a, tar | tar and a find stat, on generated trees.
+
+One command builds nothing but the trees; build syncease first (cargo build --release):
+
+    python3 bench/bench.py --scratch /dev/shm/syncease-bench
+    python3 bench/bench.py --scratch /mnt/ext4 --scenarios small,mixed --rounds 5
+
+Scenarios (seeded, so every run generates the same trees):
+  small  100,000 files of 1-16 KiB in 1,000 directories
+  large  4 files of 512 MiB of incompressible data
+  mixed  ~20,000 files with log-normal sizes, up to 8 levels deep, empty dirs, symlinks
+  huge   1,000,000 empty or tiny files
+
+Phases: initial (empty DST), no-op (DST up to date), incremental (after a mutation that modifies
+1 % of the files, adds 1 % and deletes 1 %). Tools run interleaved (A B A B ...) for each round
+and the median of the rounds is reported. cp, tar and xcp cannot delete, so they only take part
+in the initial copy; `find SRC DST -printf` stats every entry of both trees, the floor for a
+no-op run. Every result is checked against the source (type, bytes, mode, mtime in nanoseconds,
+link target) in the first round: a fast wrong answer is marked, never counted as a win. Peak RSS
+comes from wait4(). The page cache is warmed by reading the source before each timed run.
+"""
+
+import argparse
+import hashlib
+import math
+import os
+import platform
+import random
+import shutil
+import statistics
+import stat
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MIB = 1 << 20
+
+
+# ---------------------------------------------------------------------------------------------
+# Tree generation
+
+
+def write_file(path, size, rng):
+    with open(path, "wb") as f:
+        if size <= MIB:
+            f.write(rng.randbytes(size))
+            return
+        while size > 0:  # large files: incompressible bytes, in chunks
+            f.write(os.urandom(min(size, 8 * MIB)))
+            size -= 8 * MIB
+
+
+def random_mtime(path, rng, follow=True):
+    sec = rng.randrange(1_400_000_000, 1_700_000_000)
+    ns = sec * 1_000_000_000 + rng.randrange(1_000_000_000)
+    os.utime(path, ns=(ns, ns), follow_symlinks=follow)
+
+
+def gen_small(root, rng):
+    for d in range(1000):
+        dir_path = os.path.join(root, f"d{d // 32:02}", f"e{d:04}")
+        os.makedirs(dir_path, exist_ok=True)
+        for i in range(100):
+            path = os.path.join(dir_path, f"f{i:03}.dat")
+            write_file(path, rng.randrange(1024, 16 * 1024 + 1), rng)
+            random_mtime(path, rng)
+
+
+def gen_large(root, rng):
+    os.makedirs(root, exist_ok=True)
+    for i in range(4):
+        path = os.path.join(root, f"large-{i}.bin")
+        write_file(path, 512 * MIB, rng)
+        random_mtime(path, rng)
+
+
+def gen_mixed(root, rng):
+    os.makedirs(root, exist_ok=True)
+    dirs = [root]
+    for i in range(2500):
+        parent = rng.choice(dirs)
+        if parent.count(os.sep) - root.count(os.sep) >= 8:
+            parent = root
+        path = os.path.join(parent, f"dir{i}")
+        os.mkdir(path)
+        dirs.append(path)
+    for i in range(20_000):
+        path = os.path.join(rng.choice(dirs), f"file{i}.bin")
+        size = min(int(rng.lognormvariate(8.5, 2.2)), 64 * MIB)
+        write_file(path, size, rng)
+        random_mtime(path, rng)
+    for i in range(500):
+        path = os.path.join(rng.choice(dirs), f"link{i}")
+        os.symlink(rng.choice(["../file1.bin", "/usr/share", f"dangling-{i}", "dir3"]), path)
+        random_mtime(path, rng, follow=False)
+
+
+def gen_huge(root, rng):
+    for d in range(1000):
+        dir_path = os.path.join(root, f"d{d // 32:02}", f"e{d:04}")
+        os.makedirs(dir_path, exist_ok=True)
+        for i in range(1000):
+            path = os.path.join(dir_path, f"{i:04}")
+            write_file(path, rng.choice((0, 0, 0, 1, 7, 64)), rng)
+
+
+SCENARIOS = {"small": gen_small, "large": gen_large, "mixed": gen_mixed, "huge": gen_huge}
+
+
+def all_files(root):
+    out = []
+    for dirpath, _, files in os.walk(root):
+        out.extend(os.path.join(dirpath, f) for f in files)
+    out.sort()
+    return out
+
+
+def mutate(src_a, src_b, rng):
+    """SRC_B = SRC_A (hard links) with 1 % of files modified, 1 % added, 1 % deleted."""
+    subprocess.run(["cp", "-al", src_a, src_b], check=True)
+    files = [f for f in all_files(src_b) if not os.path.islink(f)]
+    n = max(1, round(len(files) * 0.01))
+    chosen = rng.sample(files, 2 * n)
+    for path in chosen[:n]:  # modify: a new inode, so SRC_A keeps its version
+        size = os.path.getsize(path)
+        tmp = path + ".new"
+        write_file(tmp, max(size, 1), rng)
+        random_mtime(tmp, rng)
+        os.replace(tmp, path)
+    sizes = []
+    for path in chosen[n:]:
+        sizes.append(os.path.getsize(path))
+        os.unlink(path)
+    for i, size in enumerate(sizes):
+        parent = os.path.dirname(rng.choice(files))
+        path = os.path.join(parent, f"added-{i}.bin")
+        write_file(path, size, rng)
+        random_mtime(path, rng)
+
+
+# ---------------------------------------------------------------------------------------------
+# Verification
+
+
+def manifest(root, mtime_ns=True):
+    """Every entry below root: type, mode, mtime, size and content hash or link target."""
+    out = {}
+    for dirpath, dirnames, files in os.walk(root):
+        for name in dirnames + files + ([""] if dirpath == root else []):
+            path = os.path.join(dirpath, name) if name else dirpath
+            rel = os.path.relpath(path, root)
+            st = os.lstat(path)
+            mtime = st.st_mtime_ns if mtime_ns else st.st_mtime_ns // 1_000_000_000
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("l", os.readlink(path))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("d", stat.S_IMODE(st.st_mode), mtime)
+            else:
+                h = hashlib.blake2b()
+                with open(path, "rb") as f:
+                    while chunk := f.read(4 * MIB):
+                        h.update(chunk)
+                out[rel] = ("f", stat.S_IMODE(st.st_mode), mtime, st.st_size, h.hexdigest())
+    return out
+
+
+def differences(expected, actual):
+    missing = sorted(set(expected) - set(actual))
+    extra = sorted(set(actual) - set(expected))
+    wrong = sorted(k for k in expected if k in actual and expected[k] != actual[k])
+    return missing, extra, wrong
+
+
+# ---------------------------------------------------------------------------------------------
+# Running and timing
+
+
+OVERHEAD = 0.0  # seconds spent starting a command through run_timed, measured at start-up
+
+
+def calibrate():
+    """Measure the cost of starting a command (Python + GNU time + exec) to subtract it."""
+    global OVERHEAD
+    OVERHEAD = statistics.median(run_timed(["true"])[0] for _ in range(7))
+
+
+def run_timed(argv, shell=False):
+    """Run a command; return (seconds, peak RSS in bytes, exit status).
+
+    GNU time measures the peak RSS: a child forked from this Python process would report
+    Python's own high-water mark, which the kernel carries across exec.
+    """
+    if shell:
+        argv = ["sh", "-c", argv]
+    rss_file = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"syncease-bench-rss-{os.getpid()}")
+    start = time.perf_counter()
+    proc = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", "-o", rss_file] + argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    elapsed = max(time.perf_counter() - start - OVERHEAD, 0.0)
+    with open(rss_file) as f:
+        rss = int(f.read().split()[-1]) * 1024
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace")
+        print(f"  ! {' '.join(argv)} exited {proc.returncode}: {err[-500:]}")
+    return elapsed, rss, proc.returncode
+
+
+def warm(src):
+    """Read the source so every tool starts from a warm page cache."""
+    subprocess.run(
+        f"find '{src}' -type f -print0 | xargs -0 -r cat > /dev/null", shell=True, check=False
+    )
+
+
+def tool_commands(binary, jobs):
+    sync = [binary, "-q", "--no-progress"] + (["-j", str(jobs)] if jobs else [])
+    cmds = {
+        "syncease": lambda s, d: (sync + [s, d], False),
+        "rsync": lambda s, d: (["rsync", "-a", "--delete", s + "/", d + "/"], False),
+        "cp -a": lambda s, d: (["cp", "-a", s, d], False),
+        "tar|tar": lambda s, d: (
+            f"mkdir -p '{d}' && tar --format=posix -C '{s}' -cf - . | tar -C '{d}' -xpf -",
+            True,
+        ),
+    }
+    if shutil.which("xcp"):
+        cmds["xcp"] = lambda s, d: (["xcp", "-r", s, d], False)
+    return cmds
+
+
+MIRRORS = ("syncease", "rsync")
+
+
+def bench_scenario(name, args, binary, scratch, results):
+    base = os.path.join(scratch, name)
+    src_a, src_b = os.path.join(base, "src-a"), os.path.join(base, "src-b")
+    if not os.path.isdir(src_a):
+        print(f"[{name}] generating ...", flush=True)
+        shutil.rmtree(base, ignore_errors=True)
+        os.makedirs(base)
+        SCENARIOS[name](src_a, random.Random(name))
+        mutate(src_a, src_b, random.Random(name + "-mutate"))
+    print(f"[{name}] manifests ...", flush=True)
+    expected_a = manifest(src_a)
+    expected_b = manifest(src_b)
+    entries = len(expected_a)
+    tools = tool_commands(binary, args.jobs)
+    dst = {t: os.path.join(base, "dst-" + t.replace(" ", "").replace("|", "")) for t in tools}
+
+    def record(phase, tool, secs, rss, ok):
+        results.setdefault((name, phase, tool), []).append((secs, rss, ok))
+
+    def check(tool, target, expected):
+        # tar's POSIX format and xcp keep sub-second times; the check is exact for everyone.
+        missing, extra, wrong = differences(expected, manifest(target))
+        if missing or extra or wrong:
+            print(
+                f"  ! {tool}: {len(missing)} missing, {len(extra)} extra, {len(wrong)} wrong"
+                f" {(missing + extra + wrong)[:3]}"
+            )
+            return False
+        return True
+
+    for r in range(args.rounds):
+        print(f"[{name}] round {r + 1}: initial", flush=True)
+        for tool, make in tools.items():
+            shutil.rmtree(dst[tool], ignore_errors=True)
+            warm(src_a)
+            argv, shell = make(src_a, dst[tool])
+            secs, rss, code = run_timed(argv, shell)
+            ok = code == 0 and (r > 0 or check(tool, dst[tool], expected_a))
+            record("initial", tool, secs, rss, ok)
+            if tool not in MIRRORS:
+                shutil.rmtree(dst[tool], ignore_errors=True)
+    for r in range(args.rounds):
+        print(f"[{name}] round {r + 1}: no-op", flush=True)
+        for tool in MIRRORS:
+            warm(src_a)
+            argv, shell = tools[tool](src_a, dst[tool])
+            secs, rss, code = run_timed(argv, shell)
+            ok = code == 0 and (r > 0 or check(tool, dst[tool], expected_a))
+            record("no-op", tool, secs, rss, ok)
+        secs, rss, code = run_timed(
+            ["find", src_a, dst["syncease"], "-printf", "%s %T@ %m\\n"]
+        )
+        record("no-op", "find", secs, rss, code == 0)
+    for r in range(args.rounds):
+        print(f"[{name}] round {r + 1}: incremental", flush=True)
+        for tool in MIRRORS:
+            argv, shell = tools[tool](src_a, dst[tool])
+            run_timed(argv, shell)  # back to a mirror of SRC_A, untimed
+            warm(src_b)
+            argv, shell = tools[tool](src_b, dst[tool])
+            secs, rss, code = run_timed(argv, shell)
+            ok = code == 0 and (r > 0 or check(tool, dst[tool], expected_b))
+            record("incremental", tool, secs, rss, ok)
+    for tool in MIRRORS:
+        shutil.rmtree(dst[tool], ignore_errors=True)
+    return entries
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def median(values):
+    return statistics.median(values) if values else math.nan
+
+
+def report(results, scenarios, entries, machine):
+    tools = ["syncease", "rsync", "xcp", "cp -a", "tar|tar", "find"]
+    lines = [
+        machine,
+        "",
+        "| scenario | phase | " + " | ".join(tools) + " | syncease / rsync | syncease / best other |"
+        " peak RSS syncease | peak RSS rsync |",
+        "|---" * (len(tools) + 6) + "|",
+    ]
+    for name in scenarios:
+        for phase in ("initial", "no-op", "incremental"):
+            cells, times = [], {}
+            for tool in tools:
+                runs = results.get((name, phase, tool))
+                if not runs:
+                    cells.append("—")
+                    continue
+                t = median([s for s, _, _ in runs])
+                ok = all(ok for _, _, ok in runs)
+                times[tool] = t
+                cells.append(f"{t:.3f} s" + ("" if ok else " ✗"))
+            sync = times.get("syncease", math.nan)
+            ratio = sync / times["rsync"] if "rsync" in times else math.nan
+            others = [v for k, v in times.items() if k not in ("syncease", "rsync")]
+            best = sync / min(others) if others else math.nan
+
+            def rss(tool):
+                runs = results.get((name, phase, tool))
+                return f"{max(r for _, r, _ in runs) / MIB:.1f} MiB" if runs else "—"
+
+            def times_cell(x):
+                return "—" if math.isnan(x) else f"{x:.2f} ×"
+
+            lines.append(
+                f"| {name} ({entries[name]:,} entries) | {phase} | " + " | ".join(cells)
+                + f" | {times_cell(ratio)} | {times_cell(best)} | {rss('syncease')}"
+                + f" | {rss('rsync')} |"
+            )
+    return "\n".join(lines)
+
+
+def describe_machine(scratch):
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    fs = subprocess.run(
+        ["df", "--output=fstype", scratch], capture_output=True, text=True
+    ).stdout.split()[-1]
+    rsync = subprocess.run(["rsync", "--version"], capture_output=True, text=True).stdout
+    has_xcp = shutil.which("xcp")
+    xcp = has_xcp and subprocess.run(["xcp", "--version"], capture_output=True, text=True).stdout.strip()
+    return (
+        f"Machine: {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, scratch on {fs}; "
+        f"{rsync.splitlines()[0].strip()}; {xcp or 'no xcp'}; medians of the rounds, "
+        f"start-up overhead ({OVERHEAD * 1000:.1f} ms) subtracted"
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scratch", required=True, help="directory for trees (e.g. /dev/shm/x)")
+    parser.add_argument("--scenarios", default="small,large,mixed,huge")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=0, help="syncease -j (default: its own)")
+    parser.add_argument(
+        "--binary", default=os.path.join(REPO, "target", "release", "syncease")
+    )
+    parser.add_argument("--keep", action="store_true", help="keep generated trees for next time")
+    args = parser.parse_args()
+    if not os.access(args.binary, os.X_OK):
+        sys.exit(f"{args.binary} not found: run cargo build --release first")
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    for s in scenarios:
+        if s not in SCENARIOS:
+            sys.exit(f"unknown scenario {s!r}; choose from {', '.join(SCENARIOS)}")
+    os.makedirs(args.scratch, exist_ok=True)
+    if not shutil.which("xcp"):
+        print("xcp not found (cargo install xcp): its column stays empty")
+    calibrate()
+    print(f"command start-up overhead: {OVERHEAD * 1000:.1f} ms (subtracted from every time)")
+    results, entries = {}, {}
+    for name in scenarios:
+        entries[name] = bench_scenario(name, args, args.binary, args.scratch, results)
+        print(report(results, [name], entries, ""), flush=True)
+        if not args.keep:
+            shutil.rmtree(os.path.join(args.scratch, name), ignore_errors=True)
+    print()
+    print(report(results, scenarios, entries, describe_machine(args.scratch)))
+
+
+if __name__ == "__main__":
+    main()
