@@ -19,7 +19,7 @@ use tracing::debug;
 use crate::compare::Reason;
 use crate::entry::Tag;
 use crate::error::{Error, Op};
-use crate::fsops::{self, Copied, CopyError, Displaced};
+use crate::fsops::{self, Copied, CopyError, Displaced, Expected};
 use crate::plan::{Item, Payload, Plan, Transfer, Withheld};
 use crate::report::{Reporter, Summary, Warning};
 
@@ -207,10 +207,17 @@ fn transfer(plan: &Plan<'_>, t: &Transfer, roots: Roots<'_>, reporter: &dyn Repo
     let result = match plan.payload(t) {
         Payload::File { .. } => {
             let src = roots.src(plan.src.origin(t.src));
+            let entry = &plan.src.entries[t.src as usize];
+            let mut expected = Some(Expected {
+                size: entry.size,
+                mtime: entry.mtime,
+                mode: entry.mode,
+            });
             let mut tries = 0;
             loop {
                 tries += 1;
-                match fsops::copy_file(&src, &dst, replaces, roots.displaced(rel)) {
+                match fsops::copy_file(&src, &dst, expected.take(), replaces, roots.displaced(rel))
+                {
                     Err(CopyError::Changed(_)) if tries < 2 => {
                         debug!(path = %src.display(), "changed while copied; trying again");
                     }

@@ -10,7 +10,7 @@ use std::fs::{self, File, Permissions};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::entry::{Mtime, Tag};
 use crate::error::{Context, Error, Op, Result};
@@ -62,46 +62,105 @@ pub enum Displaced<'a> {
     Backup { dir: &'a Path, rel: &'a Path },
 }
 
+/// What the listing said about a source file; a copy whose source no longer matches it after
+/// the copy is not renamed into place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expected {
+    pub size: u64,
+    pub mtime: Mtime,
+    pub mode: u16,
+}
+
+/// The process umask, read once before any worker starts (see [`prepare`]).
+static UMASK: AtomicU32 = AtomicU32::new(0o022);
+
+/// Read the umask (setting it back at once) while no other thread creates files.
+pub fn prepare() {
+    use rustix::fs::Mode;
+    let mask = rustix::process::umask(Mode::empty());
+    rustix::process::umask(mask);
+    UMASK.store(mask.bits(), Ordering::Relaxed);
+}
+
 /// Copy `src` to `dst` through a temporary file in `dst`'s directory; `replaces` is what the
 /// destination holds now when it is not a file (a directory is removed, or moved to the backup,
-/// just before the rename).
+/// just before the rename). `expected` is the listing's view of the source; `None` asks for a
+/// fresh look (used when trying again after the source changed).
 pub fn copy_file(
     src: &Path,
     dst: &Path,
+    expected: Option<Expected>,
     replaces: Option<Tag>,
     displaced: Displaced<'_>,
 ) -> Result<Copied, CopyError> {
-    let mut from = match File::open(src) {
+    let from = match File::open(src) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Copied::Vanished),
         Err(e) => return Err(Error::new(Op::Open, src, e).into()),
     };
-    let before = from.metadata().at(Op::Stat, src)?;
+    let expected = match expected {
+        Some(expected) => expected,
+        None => {
+            let meta = from.metadata().at(Op::Stat, src)?;
+            use std::os::unix::fs::MetadataExt;
+            Expected {
+                size: meta.len(),
+                mtime: Mtime::of(&meta),
+                mode: (meta.mode() & 0o7777) as u16,
+            }
+        }
+    };
+    let mode = u32::from(expected.mode);
     let dir = dst.parent().unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new()
+    // Created with its final mode where the umask allows, saving a chmod per file.
+    let temp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
         .suffix(TEMP_SUFFIX)
+        .permissions(Permissions::from_mode(mode & 0o777))
         .tempfile_in(dir)
         .at(Op::CreateTemp, dir)?;
-    // std's File-to-File copy uses copy_file_range (and reflinks where the kernel does that).
-    let written = io::copy(&mut from, temp.as_file_mut()).map_err(|e| Error::copy(src, dst, e))?;
+    let file = temp.as_file();
+    let written =
+        copy_contents(&from, file, expected.size).map_err(|e| Error::copy(src, dst, e))?;
     let after = from.metadata().at(Op::Stat, src)?;
-    if written != before.len()
-        || after.len() != before.len()
-        || Mtime::of(&after) != Mtime::of(&before)
+    if written != expected.size
+        || after.len() != expected.size
+        || Mtime::of(&after) != expected.mtime
     {
         return Err(CopyError::Changed(src.to_path_buf()));
     }
-    let file = temp.as_file();
-    use std::os::unix::fs::MetadataExt;
-    file.set_permissions(Permissions::from_mode(before.mode() & 0o7777))
-        .at(Op::SetPermissions, dst)?;
-    filetime::set_file_handle_times(file, None, Some(Mtime::of(&before).as_filetime()))
+    if mode & !0o777 != 0 || mode & UMASK.load(Ordering::Relaxed) != 0 {
+        file.set_permissions(Permissions::from_mode(mode))
+            .at(Op::SetPermissions, dst)?;
+    }
+    filetime::set_file_handle_times(file, None, Some(expected.mtime.as_filetime()))
         .at(Op::SetTimes, dst)?;
     make_room(dst, replaces, displaced)?;
     temp.persist(dst)
         .map_err(|e| Error::new(Op::Rename, dst, e.error))?;
     Ok(Copied::Done(written))
+}
+
+/// Copy `len` bytes with `copy_file_range` (the kernel copies, or reflinks, without the data
+/// passing through this process), falling back to a read/write copy where the kernel or the
+/// filesystem cannot. Stops early if the source is shorter: the caller compares sizes.
+fn copy_contents(from: &File, to: &File, len: u64) -> io::Result<u64> {
+    use rustix::io::Errno;
+    let mut copied = 0;
+    while copied < len {
+        let chunk = (len - copied).min(1 << 30) as usize;
+        match rustix::fs::copy_file_range(from, None, to, None, chunk) {
+            Ok(0) => break,
+            Ok(n) => copied += n as u64,
+            Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) if copied == 0 => {
+                let (mut from, mut to) = (from, to);
+                return io::copy(&mut from, &mut to);
+            }
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(copied)
 }
 
 /// Make a symlink at `path` pointing to `target` (the text, unresolved), with its mtime.

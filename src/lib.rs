@@ -50,10 +50,16 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
         Ok(protected) => protected,
         Err(refusal) => return refuse(refusal),
     };
+    // Absolute roots: every path below them is then absolute too, which spares a getcwd per
+    // temporary file.
+    let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let config = &Config {
         protected,
+        src: absolute(&config.src),
+        dst: absolute(&config.dst),
         ..config.clone()
     };
+    fsops::prepare();
     let pool = match rayon::ThreadPoolBuilder::new()
         .num_threads(config.jobs.max(1))
         .build()
@@ -62,6 +68,7 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
         Err(e) => return refuse(Refusal::Usage(format!("cannot start worker threads: {e}"))),
     };
     pool.install(|| {
+        debug!(src = %config.src.display(), dst = %config.dst.display(), "scanning");
         let (src, dst) = rayon::join(
             || scan::scan(&config.src, &config.filter),
             || scan::scan(&config.dst, &config.filter),

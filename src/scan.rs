@@ -1,24 +1,32 @@
 //! Listing one side: every entry below a root, with one `lstat` each, and every error.
 //!
-//! Symlinks are recorded as links (target text read, never followed). An entry that cannot be
-//! listed or stat'ed becomes an error in [`Tree::errors`], never an empty directory: the planner
-//! withholds deletions when the source listing is incomplete. An entry that disappears between
-//! being listed and being stat'ed is simply not there.
+//! The walk is depth-first with each directory's children sorted by name bytes, which is the
+//! path order the planner's merge needs. Each directory is read once, and its children are
+//! stat'ed relative to the open directory (`fstatat`, no path walk per entry) in parallel on the
+//! rayon pool, so one large tree uses every core while SRC and DST are also scanned at the same
+//! time. Symlinks are recorded as links (target text read, never followed); a directory the
+//! filter leaves out is not entered. An entry that cannot be listed or stat'ed becomes an error
+//! in [`Tree::errors`], never an empty directory: the planner withholds deletions when the
+//! source listing is incomplete. An entry that disappears while the scan runs is simply not
+//! there.
 
-use std::fs;
+use std::fs::{self, DirEntry, Metadata};
 use std::io;
-use std::os::unix::fs::FileTypeExt;
-use std::path::Path;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use tracing::debug;
-use walkdir::WalkDir;
 
 use crate::entry::{Mtime, RootMeta, Tag, Tree};
 use crate::error::{Error, Op};
 use crate::filter::Filter;
 
-/// List everything below `root` that the filter allows (a directory it leaves out is not
-/// entered). A missing root gives an empty tree with `root: None`.
+/// Directories with fewer children are stat'ed on the calling thread.
+const PARALLEL_FROM: usize = 16;
+
+/// List everything below `root` that the filter allows. A missing root gives an empty tree
+/// with `root: None`.
 pub fn scan(root: &Path, filter: &Filter) -> Tree {
     let mut tree = Tree::default();
     let root_meta = match fs::metadata(root) {
@@ -29,66 +37,88 @@ pub fn scan(root: &Path, filter: &Filter) -> Tree {
             return tree;
         }
     };
-    use std::os::unix::fs::MetadataExt;
     tree.root = Some(RootMeta {
         mtime: Mtime::of(&root_meta),
         mode: (root_meta.mode() & 0o7777) as u16,
     });
-    let walk = WalkDir::new(root)
-        .follow_links(false)
-        .sort_by_file_name()
-        .min_depth(1)
-        .into_iter()
-        .filter_entry(|e| match e.path().strip_prefix(root) {
-            Ok(rel) => filter.allows(rel, e.file_type().is_dir()),
-            Err(_) => true,
-        });
-    for item in walk {
-        let dirent = match item {
-            Ok(dirent) => dirent,
-            Err(e) => {
-                let path = e.path().unwrap_or(root).to_path_buf();
-                let source = e
-                    .into_io_error()
-                    .unwrap_or_else(|| io::Error::other("filesystem loop"));
-                if source.kind() == io::ErrorKind::NotFound {
-                    continue;
-                }
-                tree.errors.push(Error::new(Op::ReadDir, path, source));
-                continue;
+    let mut walker = Walker { root, filter, tree };
+    walker.walk(root, &mut PathBuf::new());
+    let mut tree = walker.tree;
+    tree.shrink();
+    debug!(
+        root = %root.display(),
+        entries = tree.entries.len(),
+        errors = tree.errors.len(),
+        "scanned"
+    );
+    tree
+}
+
+struct Walker<'a> {
+    root: &'a Path,
+    filter: &'a Filter,
+    tree: Tree,
+}
+
+/// One child of a directory, stat'ed.
+struct Child {
+    entry: DirEntry,
+    meta: io::Result<Metadata>,
+}
+
+impl Walker<'_> {
+    /// List directory `dir` (whose path below the root is `rel`) and everything below it.
+    fn walk(&mut self, dir: &Path, rel: &mut PathBuf) {
+        let mut entries = Vec::new();
+        let listing = fs::read_dir(dir).and_then(|list| {
+            for entry in list {
+                entries.push(entry?);
             }
+            Ok(())
+        });
+        if let Err(e) = listing {
+            if e.kind() != io::ErrorKind::NotFound {
+                self.tree.errors.push(Error::new(Op::ReadDir, dir, e));
+            }
+            if entries.is_empty() {
+                return;
+            }
+        }
+        entries.sort_by_cached_key(DirEntry::file_name);
+        let stat = |entry: DirEntry| {
+            let meta = entry.metadata();
+            Child { entry, meta }
         };
-        let path = dirent.path();
-        let meta = match dirent.metadata() {
+        let children: Vec<Child> = if entries.len() >= PARALLEL_FROM {
+            entries.into_par_iter().with_min_len(8).map(stat).collect()
+        } else {
+            entries.into_iter().map(stat).collect()
+        };
+        for child in children {
+            rel.push(child.entry.file_name());
+            self.add(child, rel);
+            rel.pop();
+        }
+    }
+
+    /// Record one child and, for a directory, its contents.
+    fn add(&mut self, child: Child, rel: &mut PathBuf) {
+        let path = || self.root.join(&*rel);
+        let meta = match child.meta {
             Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
             Err(e) => {
-                let source = e
-                    .into_io_error()
-                    .unwrap_or_else(|| io::Error::other("filesystem loop"));
-                if source.kind() != io::ErrorKind::NotFound {
-                    tree.errors.push(Error::new(Op::Stat, path, source));
-                }
-                continue;
+                self.tree.errors.push(Error::new(Op::Stat, path(), e));
+                return;
             }
         };
         let file_type = meta.file_type();
-        let mut target = None;
         let tag = if file_type.is_file() {
             Tag::File
         } else if file_type.is_dir() {
             Tag::Dir
         } else if file_type.is_symlink() {
-            match fs::read_link(path) {
-                Ok(link) => {
-                    target = Some(link);
-                    Tag::Symlink
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    tree.errors.push(Error::new(Op::ReadLink, path, e));
-                    continue;
-                }
-            }
+            Tag::Symlink
         } else {
             debug_assert!(
                 file_type.is_fifo()
@@ -98,17 +128,23 @@ pub fn scan(root: &Path, filter: &Filter) -> Tree {
             );
             Tag::Special
         };
-        let rel = path
-            .strip_prefix(root)
-            .expect("walkdir yields paths below its root");
-        tree.push(rel, &meta, tag, target.as_deref());
+        if !self.filter.allows(rel, tag == Tag::Dir) {
+            return;
+        }
+        let target = match tag {
+            Tag::Symlink => match fs::read_link(child.entry.path()) {
+                Ok(target) => Some(target),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+                Err(e) => {
+                    self.tree.errors.push(Error::new(Op::ReadLink, path(), e));
+                    return;
+                }
+            },
+            _ => None,
+        };
+        self.tree.push(rel, &meta, tag, target.as_deref());
+        if tag == Tag::Dir {
+            self.walk(&child.entry.path(), rel);
+        }
     }
-    tree.shrink();
-    debug!(
-        root = %root.display(),
-        entries = tree.entries.len(),
-        errors = tree.errors.len(),
-        "scanned"
-    );
-    tree
 }
