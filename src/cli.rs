@@ -27,7 +27,13 @@ Examples:
 /// Make DST an exact, one-way mirror of SRC: copy new files, update changed ones, delete what
 /// SRC no longer has. Files are written under a temporary name and renamed into place.
 #[derive(Debug, Parser)]
-#[command(name = "syncease", version, about, after_help = AFTER_HELP)]
+#[command(
+    name = "syncease",
+    version,
+    about,
+    after_help = AFTER_HELP,
+    override_usage = "syncease [OPTIONS] SRC DST\n       syncease --completions SHELL | --man"
+)]
 pub struct Cli {
     /// The folder to mirror (never modified)
     #[arg(value_name = "SRC", required_unless_present_any = ["completions", "man"])]

@@ -3,7 +3,8 @@
 //! 1. create DST if missing, sweep temporaries a killed run left;
 //! 2. open up read-only destination directories that will be written in, then create
 //!    directories serially, parent before child;
-//! 3. write files and symlinks in parallel on the rayon pool, then fix metadata-only changes;
+//! 3. write files and symlinks on every worker of the rayon pool, largest first, then fix
+//!    metadata-only changes;
 //! 4. delete — deepest first, and only when the plan allows it and no write failed;
 //! 5. set directory modes and mtimes, deepest first, now that nothing below them changes.
 //!
@@ -12,6 +13,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 use tracing::debug;
@@ -128,12 +130,7 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
         }
     }
 
-    let written = plan
-        .transfers
-        .par_iter()
-        .map(|t| transfer(plan, t, roots, reporter))
-        .reduce(Summary::default, Summary::merge);
-    summary = summary.merge(written);
+    summary = summary.merge(write_all(plan, roots, reporter));
 
     for fix in &plan.fixes {
         let entry = &plan.src.entries[fix.src as usize];
@@ -193,6 +190,28 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
 
 fn was_made(plan: &Plan<'_>, src: Option<u32>) -> bool {
     src.is_some_and(|i| plan.dirs.iter().any(|d| d.src == i))
+}
+
+/// Write every file and link on all workers, largest first: each worker takes the next transfer
+/// from a shared queue, so one big file found late cannot leave the other workers idle at the
+/// end (longest-processing-time-first scheduling).
+fn write_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary {
+    let mut order: Vec<&Transfer> = plan.transfers.iter().collect();
+    order.sort_by_key(|t| std::cmp::Reverse(plan.src.entries[t.src as usize].size));
+    let next = AtomicUsize::new(0);
+    let worker = || {
+        let mut summary = Summary::default();
+        while let Some(t) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+            summary = summary.merge(transfer(plan, t, roots, reporter));
+        }
+        summary
+    };
+    let workers = rayon::current_num_threads().min(order.len());
+    (0..workers)
+        .into_par_iter()
+        .with_max_len(1)
+        .map(|_| worker())
+        .reduce(Summary::default, Summary::merge)
 }
 
 /// Write one file or symlink; a source that changes while being read is tried once more.
