@@ -3,8 +3,8 @@
 //! 1. create DST if missing, sweep temporaries a killed run left;
 //! 2. open up read-only destination directories that will be written in, then create
 //!    directories serially, parent before child;
-//! 3. write files and symlinks on every worker of the rayon pool, largest first, then fix
-//!    metadata-only changes;
+//! 3. write files and symlinks on every worker of the rayon pool (big files first, largest
+//!    first), then fix metadata-only changes;
 //! 4. delete — deepest first, and only when the plan allows it and no write failed;
 //! 5. set directory modes and mtimes, deepest first, now that nothing below them changes.
 //!
@@ -192,21 +192,38 @@ fn was_made(plan: &Plan<'_>, src: Option<u32>) -> bool {
     src.is_some_and(|i| plan.dirs.iter().any(|d| d.src == i))
 }
 
-/// Write every file and link on all workers, largest first: each worker takes the next transfer
-/// from a shared queue, so one big file found late cannot leave the other workers idle at the
-/// end (longest-processing-time-first scheduling).
+/// Files at least this large are scheduled one by one, largest first.
+const BIG: u64 = 1 << 20;
+/// Smaller files are claimed in runs of this many, in path order.
+const RUN: usize = 64;
+
+/// Write every file and link on all workers from a shared queue. Big files go first, largest
+/// first, one at a time (longest-processing-time-first: one big file found late cannot leave
+/// the other workers idle at the end); the many small ones follow in path order, in runs, so
+/// each worker stays in one directory and the workers rarely contend for the same one.
 fn write_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary {
-    let mut order: Vec<&Transfer> = plan.transfers.iter().collect();
-    order.sort_by_key(|t| std::cmp::Reverse(plan.src.entries[t.src as usize].size));
-    let next = AtomicUsize::new(0);
+    let size = |t: &Transfer| plan.src.entries[t.src as usize].size;
+    let (mut big, small): (Vec<&Transfer>, Vec<&Transfer>) =
+        plan.transfers.iter().partition(|t| size(t) >= BIG);
+    big.sort_by_key(|t| std::cmp::Reverse(size(t)));
+    let (next_big, next_small) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let worker = || {
         let mut summary = Summary::default();
-        while let Some(t) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+        while let Some(t) = big.get(next_big.fetch_add(1, Ordering::Relaxed)) {
             summary = summary.merge(transfer(plan, t, roots, reporter));
+        }
+        loop {
+            let start = next_small.fetch_add(RUN, Ordering::Relaxed);
+            let Some(run) = small.get(start..(start + RUN).min(small.len())) else {
+                break;
+            };
+            for t in run {
+                summary = summary.merge(transfer(plan, t, roots, reporter));
+            }
         }
         summary
     };
-    let workers = rayon::current_num_threads().min(order.len());
+    let workers = rayon::current_num_threads().min(plan.transfers.len());
     (0..workers)
         .into_par_iter()
         .with_max_len(1)
@@ -235,8 +252,8 @@ fn transfer(plan: &Plan<'_>, t: &Transfer, roots: Roots<'_>, reporter: &dyn Repo
             let mut tries = 0;
             loop {
                 tries += 1;
-                match fsops::copy_file(&src, &dst, expected.take(), replaces, roots.displaced(rel))
-                {
+                let displaced = roots.displaced(rel);
+                match fsops::copy_file(&src, &dst, expected.take(), replaces, displaced) {
                     Err(CopyError::Changed(_)) if tries < 2 => {
                         debug!(path = %src.display(), "changed while copied; trying again");
                     }

@@ -144,6 +144,7 @@ pub fn copy_file(
 /// Copy `len` bytes with `copy_file_range` (the kernel copies, or reflinks, without the data
 /// passing through this process), falling back to a read/write copy where the kernel or the
 /// filesystem cannot. Stops early if the source is shorter: the caller compares sizes.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn copy_contents(from: &File, to: &File, len: u64) -> io::Result<u64> {
     use rustix::io::Errno;
     let mut copied = 0;
@@ -161,6 +162,13 @@ fn copy_contents(from: &File, to: &File, len: u64) -> io::Result<u64> {
         }
     }
     Ok(copied)
+}
+
+/// Elsewhere, the standard library's copy (read/write).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn copy_contents(from: &File, to: &File, _len: u64) -> io::Result<u64> {
+    let (mut from, mut to) = (from, to);
+    io::copy(&mut from, &mut to)
 }
 
 /// Make a symlink at `path` pointing to `target` (the text, unresolved), with its mtime.

@@ -134,6 +134,7 @@ fn no_progress_bar_when_stderr_is_not_a_terminal() {
 }
 
 #[test]
+#[cfg(target_os = "linux")] // util-linux `script` gives the pseudo-terminal
 fn progress_bar_on_a_terminal() {
     let f = pending();
     for i in 0..20 {

@@ -380,8 +380,10 @@ fn killed_runs_leave_old_or_new_files_and_a_rerun_converges() {
 }
 
 /// A small filesystem mounted for one test, unmounted when dropped.
+#[cfg(target_os = "linux")]
 struct SmallFs(std::path::PathBuf);
 
+#[cfg(target_os = "linux")]
 impl SmallFs {
     fn mount(at: &Path, size: &str) -> Option<SmallFs> {
         fs::create_dir_all(at).unwrap();
@@ -395,6 +397,7 @@ impl SmallFs {
     }
 }
 
+#[cfg(target_os = "linux")]
 impl Drop for SmallFs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
@@ -402,6 +405,7 @@ impl Drop for SmallFs {
 }
 
 #[test]
+#[cfg(target_os = "linux")] // tmpfs, or util-linux prlimit
 fn a_full_destination_fails_the_file_and_keeps_what_was_there() {
     let f = Fixture::new();
     f.write("src/small.txt", "small");
@@ -443,4 +447,48 @@ fn a_full_destination_fails_the_file_and_keeps_what_was_there() {
     assert_eq!(fs::read(f.dst.join("small.txt")).unwrap(), before);
     assert!(temporaries(&f.dst).is_empty(), "{:?}", temporaries(&f.dst));
     drop(mounted);
+}
+
+#[test]
+fn a_file_vanishing_during_the_run_is_a_warning_and_deletions_go_ahead() {
+    let f = Fixture::new();
+    f.write("src/big.bin", vec![b'b'; 256 << 20]);
+    f.sync(&[]).expect(0);
+    f.write("src/big.bin", vec![b'B'; 256 << 20]);
+    let small = f.write("src/small.txt", "here at scan time");
+    f.write("src/new.txt", "new");
+    f.write("dst/extra.txt", "to be deleted");
+    // One worker copies the largest file first; delete the small one while that copy runs.
+    let mut child = syncease()
+        .args(["-j", "1"])
+        .arg(&f.src)
+        .arg(&f.dst)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while temporaries(&f.dst).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the copy never started"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before the big copy"
+        );
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    fs::remove_file(&small).unwrap();
+    let run = Run::from(child.wait_with_output().unwrap()).expect(0);
+    assert!(
+        run.stderr
+            .contains("small.txt' vanished before it was copied"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("1 vanished"), "{run:?}");
+    assert!(
+        !f.dst.join("extra.txt").exists(),
+        "deletions are not withheld"
+    );
+    assert!(f.dst.join("new.txt").exists());
 }
