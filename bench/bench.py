@@ -58,14 +58,21 @@ def random_mtime(path, rng, follow=True):
     os.utime(path, ns=(ns, ns), follow_symlinks=follow)
 
 
-def gen_small(root, rng):
+def gen_grid(root, rng, per_dir, name, size, with_mtime):
+    """1,000 directories in 32 groups, `per_dir` files each."""
     for d in range(1000):
         dir_path = os.path.join(root, f"d{d // 32:02}", f"e{d:04}")
         os.makedirs(dir_path, exist_ok=True)
-        for i in range(100):
-            path = os.path.join(dir_path, f"f{i:03}.dat")
-            write_file(path, rng.randrange(1024, 16 * 1024 + 1), rng)
-            random_mtime(path, rng)
+        for i in range(per_dir):
+            path = os.path.join(dir_path, name(i))
+            write_file(path, size(rng), rng)
+            if with_mtime:
+                random_mtime(path, rng)
+
+
+def gen_small(root, rng):
+    size = lambda r: r.randrange(1024, 16 * 1024 + 1)  # noqa: E731
+    gen_grid(root, rng, 100, lambda i: f"f{i:03}.dat", size, True)
 
 
 def gen_large(root, rng):
@@ -98,12 +105,8 @@ def gen_mixed(root, rng):
 
 
 def gen_huge(root, rng):
-    for d in range(1000):
-        dir_path = os.path.join(root, f"d{d // 32:02}", f"e{d:04}")
-        os.makedirs(dir_path, exist_ok=True)
-        for i in range(1000):
-            path = os.path.join(dir_path, f"{i:04}")
-            write_file(path, rng.choice((0, 0, 0, 1, 7, 64)), rng)
+    size = lambda r: r.choice((0, 0, 0, 1, 7, 64))  # noqa: E731
+    gen_grid(root, rng, 1000, lambda i: f"{i:04}", size, False)
 
 
 SCENARIOS = {"small": gen_small, "large": gen_large, "mixed": gen_mixed, "huge": gen_huge}
