@@ -12,7 +12,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use crate::entry::{Tag, Tree};
+use crate::entry::{merge, Pair, Tag, Tree};
 use crate::error::{Context, Error, Op};
 
 /// The source entries (by index) whose same-size destination file differs in content, and the
@@ -23,22 +23,17 @@ pub fn differing(
     src_root: &Path,
     dst_root: &Path,
 ) -> (HashSet<u32>, Vec<Error>) {
-    let mut pairs = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    while i < src.entries.len() && j < dst.entries.len() {
-        let (a, b) = (&src.entries[i], &dst.entries[j]);
-        match src.path(a).cmp(dst.path(b)) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                if a.tag == Tag::File && b.tag == Tag::File && a.size == b.size {
-                    pairs.push((i as u32, j as u32));
-                }
-                i += 1;
-                j += 1;
-            }
-        }
-    }
+    let same_size_files = |&(i, j): &(u32, u32)| {
+        let (a, b) = (&src.entries[i as usize], &dst.entries[j as usize]);
+        a.tag == Tag::File && b.tag == Tag::File && a.size == b.size
+    };
+    let pairs: Vec<(u32, u32)> = merge(src, dst)
+        .filter_map(|pair| match pair {
+            Pair::Both(i, j) => Some((i, j)),
+            _ => None,
+        })
+        .filter(same_size_files)
+        .collect();
     let results: Vec<_> = pairs
         .par_iter()
         .map(|&(i, j)| {

@@ -60,15 +60,6 @@ impl Tag {
             Tag::Special => 's',
         }
     }
-
-    pub fn noun(self) -> &'static str {
-        match self {
-            Tag::File => "file",
-            Tag::Dir => "directory",
-            Tag::Symlink => "symlink",
-            Tag::Special => "special file",
-        }
-    }
 }
 
 /// One path below a root, as seen by a single `lstat`: 40 bytes, plus its path bytes (and a
@@ -134,11 +125,57 @@ fn path_bytes(path: &Path) -> &[u8] {
     path.as_os_str().as_bytes()
 }
 
+/// Permission bits as a listing keeps them.
+pub fn mode_of(meta: &Metadata) -> u16 {
+    (meta.mode() & 0o7777) as u16
+}
+
+/// Where a path stands in a merge of two listings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pair {
+    /// Only the first listing has it (entry index).
+    Left(u32),
+    /// Only the second listing has it.
+    Right(u32),
+    /// Both have it.
+    Both(u32, u32),
+}
+
+/// Walk two listings together in path order, in one pass: the single merge the planner and
+/// `--checksum` share.
+pub fn merge<'t>(left: &'t Tree, right: &'t Tree) -> impl Iterator<Item = Pair> + 't {
+    let (l_len, r_len) = (left.entries.len() as u32, right.entries.len() as u32);
+    let (mut i, mut j) = (0u32, 0u32);
+    std::iter::from_fn(move || {
+        let order = match (i < l_len, j < r_len) {
+            (true, true) => left.path_at(i).cmp(right.path_at(j)),
+            (true, false) => Ordering::Less,
+            (false, true) => Ordering::Greater,
+            (false, false) => return None,
+        };
+        Some(match order {
+            Ordering::Less => {
+                i += 1;
+                Pair::Left(i - 1)
+            }
+            Ordering::Greater => {
+                j += 1;
+                Pair::Right(j - 1)
+            }
+            Ordering::Equal => {
+                i += 1;
+                j += 1;
+                Pair::Both(i - 1, j - 1)
+            }
+        })
+    })
+}
+
 impl Tree {
     /// Append an entry (callers keep path order). `target` is a symlink's target text.
     pub fn push(&mut self, path: &Path, meta: &Metadata, tag: Tag, target: Option<&Path>) {
         let mtime = Mtime::of(meta);
-        let mode = (meta.mode() & 0o7777) as u16;
+        let mode = mode_of(meta);
         let size = match (tag, target) {
             (Tag::File, _) => meta.len(),
             (_, Some(target)) => path_bytes(target).len() as u64,
@@ -240,19 +277,6 @@ impl Tree {
         tree.errors = self.errors;
         tree
     }
-
-    /// Bytes of memory held by the listing (for the benchmark notes and tests).
-    pub fn heap_bytes(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<Entry>()
-            + self.arena.capacity()
-            + self.origins.capacity() * std::mem::size_of::<(u64, u32)>()
-    }
-}
-
-/// The order of [`Tree::entries`]: component by component, bytes within a component, which is
-/// what a depth-first walk with name-sorted siblings produces.
-pub fn path_order(a: &Path, b: &Path) -> Ordering {
-    a.cmp(b)
 }
 
 #[cfg(test)]
@@ -294,8 +318,23 @@ mod tests {
     #[test]
     fn path_order_puts_children_right_after_their_parent() {
         let mut paths = vec!["a-b", "a/x", "a", "b", "a/x/y", "a.c"];
-        paths.sort_by(|a, b| path_order(Path::new(a), Path::new(b)));
+        paths.sort_by(|a, b| Path::new(a).cmp(Path::new(b)));
         assert_eq!(paths, ["a", "a/x", "a/x/y", "a-b", "a.c", "b"]);
+    }
+
+    #[test]
+    fn merge_pairs_paths_in_one_pass() {
+        let build = |paths: &[&str]| {
+            let mut tree = Tree::default();
+            for p in paths {
+                tree.push_raw(Path::new(p), Tag::File, 0, Mtime::default(), 0o644, None);
+            }
+            tree
+        };
+        let (a, b) = (build(&["a", "a/x", "c"]), build(&["a", "a-b", "c", "d"]));
+        let pairs: Vec<_> = merge(&a, &b).collect();
+        use Pair::*;
+        assert_eq!(pairs, [Both(0, 0), Left(1), Right(1), Both(2, 2), Right(3)]);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! Workers never print: they report through the [`Reporter`] and return counts that are merged.
 //! One failed entry never stops the others.
 
+use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,7 +23,7 @@ use crate::compare::Reason;
 use crate::entry::Tag;
 use crate::error::{Error, Op};
 use crate::fsops::{self, Copied, CopyError, Displaced, Expected};
-use crate::plan::{Item, Payload, Plan, Transfer, Withheld};
+use crate::plan::{DirMeta, Item, Payload, Plan, Transfer, Withheld};
 use crate::report::{Reporter, Summary, Warning};
 
 /// The two roots (and the backup directory), to turn relative paths into real ones.
@@ -122,11 +123,16 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
             fail(&mut summary, e);
         }
     }
+    // Directories that could not be made: reported once, then left alone at the end.
+    let mut not_made = HashSet::new();
     for dir in &plan.dirs {
         let rel = plan.src_path(dir.src);
         match fsops::make_dir(&roots.dst(rel), dir.replaces, roots.displaced(rel)) {
             Ok(()) => reporter.item(&plan.make_dir_item(dir)),
-            Err(e) => fail(&mut summary, e),
+            Err(e) => {
+                not_made.insert(dir.src);
+                fail(&mut summary, e);
+            }
         }
     }
 
@@ -169,7 +175,8 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
         None => summary = summary.merge(delete_all(plan, roots, reporter)),
     }
 
-    for dir in &plan.dir_meta {
+    let made = |d: &&DirMeta| d.src.is_none_or(|i| !not_made.contains(&i));
+    for dir in plan.dir_meta.iter().filter(made) {
         let (mode, mtime) = plan.dir_meta_values(dir);
         let path = roots.dst(plan.dir_meta_path(dir));
         let result =
@@ -180,16 +187,10 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
                 reporter.item(&plan.dir_meta_item(dir));
             }
             Ok(()) => {}
-            // A directory that could not be created has been reported already.
-            Err(e) if e.is_not_found() && was_made(plan, dir.src) => {}
             Err(e) => fail(&mut summary, e),
         }
     }
     summary
-}
-
-fn was_made(plan: &Plan<'_>, src: Option<u32>) -> bool {
-    src.is_some_and(|i| plan.dirs.iter().any(|d| d.src == i))
 }
 
 /// Files at least this large are scheduled one by one, largest first.
@@ -254,12 +255,12 @@ fn transfer(plan: &Plan<'_>, t: &Transfer, roots: Roots<'_>, reporter: &dyn Repo
                 tries += 1;
                 let displaced = roots.displaced(rel);
                 match fsops::copy_file(&src, &dst, expected.take(), replaces, displaced) {
-                    Err(CopyError::Changed(_)) if tries < 2 => {
+                    Err(CopyError::Changed) if tries < 2 => {
                         debug!(path = %src.display(), "changed while copied; trying again");
                     }
-                    Err(CopyError::Changed(path)) => {
+                    Err(CopyError::Changed) => {
                         let cause = io::Error::other("it changed while being copied (tried twice)");
-                        break Err(Error::copy(&path, &dst, cause));
+                        break Err(Error::copy(&src, &dst, cause));
                     }
                     Err(CopyError::Io(e)) => break Err(e),
                     Ok(Copied::Vanished) => {

@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::entry::{Mtime, Tag};
+use crate::entry::{mode_of, Mtime, Tag};
 use crate::error::{Context, Error, Op, Result};
 
 const TEMP_PREFIX: &str = ".syncease-";
@@ -43,7 +43,7 @@ pub enum Copied {
 #[derive(Debug)]
 pub enum CopyError {
     /// The source's size or mtime moved while it was read; nothing was renamed into place.
-    Changed(PathBuf),
+    Changed,
     Io(Error),
 }
 
@@ -102,11 +102,10 @@ pub fn copy_file(
         Some(expected) => expected,
         None => {
             let meta = from.metadata().at(Op::Stat, src)?;
-            use std::os::unix::fs::MetadataExt;
             Expected {
                 size: meta.len(),
                 mtime: Mtime::of(&meta),
-                mode: (meta.mode() & 0o7777) as u16,
+                mode: mode_of(&meta),
             }
         }
     };
@@ -127,7 +126,7 @@ pub fn copy_file(
         || after.len() != expected.size
         || Mtime::of(&after) != expected.mtime
     {
-        return Err(CopyError::Changed(src.to_path_buf()));
+        return Err(CopyError::Changed);
     }
     if mode & !0o777 != 0 || mode & UMASK.load(Ordering::Relaxed) != 0 {
         file.set_permissions(Permissions::from_mode(mode))

@@ -8,14 +8,13 @@
 //! runs it. Deletions are planned with the reason they may be withheld, so that the decision to
 //! delete nothing after an unreadable source is made here and tested without a disk.
 
-use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 
 use crate::compare::{self, Reason, Verdict};
 use crate::config::{Config, Method};
-use crate::entry::{Entry, Mtime, RootMeta, Tag, Tree};
+use crate::entry::{merge, Entry, Mtime, Pair, RootMeta, Tag, Tree};
 use crate::fsops::is_temp_name;
 
 use tracing::debug;
@@ -412,51 +411,34 @@ pub fn plan_with<'t>(
         planner.open.push((Path::new(""), 0));
     }
 
-    let (s_len, d_len) = (src.entries.len() as u32, dst.entries.len() as u32);
-    let (mut i, mut j) = (0u32, 0u32);
     let protected = |path: &Path| config.protected.iter().any(|p| path.starts_with(p));
-    while i < s_len || j < d_len {
-        if i < s_len && protected(src.path_at(i)) {
-            i += 1;
-            continue;
+    // A destination directory being replaced by a file or link: (its path, its transfer, the
+    // entries below it so far). Those entries go with it and are not planned one by one.
+    let mut replaced: Option<(&Path, usize, u64)> = None;
+    let mut close = |replaced: Option<(&Path, usize, u64)>| {
+        if let Some((_, transfer, inside)) = replaced.filter(|r| r.2 > 0) {
+            dir_replacements.push((transfer, inside));
+            replaced_entries += inside + 1;
         }
-        if j < d_len && protected(dst.path_at(j)) {
-            j += 1;
-            continue;
+    };
+    for pair in merge(src, dst) {
+        if let (Pair::Right(j), Some((dir, _, inside))) = (pair, replaced.as_mut()) {
+            if dst.path_at(j).starts_with(dir) {
+                *inside += 1;
+                continue;
+            }
         }
-        let order = match (i < s_len, j < d_len) {
-            (true, true) => src.path_at(i).cmp(dst.path_at(j)),
-            (true, false) => Ordering::Less,
-            _ => Ordering::Greater,
-        };
-        match order {
-            Ordering::Less => {
-                planner.source_only(i);
-                i += 1;
+        close(replaced.take());
+        match pair {
+            Pair::Left(i) if !protected(src.path_at(i)) => planner.source_only(i),
+            Pair::Right(j) if !protected(dst.path_at(j)) => planner.destination_only(j),
+            Pair::Both(i, j) if !protected(src.path_at(i)) => {
+                replaced = planner.both(i, j).map(|t| (src.path_at(i), t, 0));
             }
-            Ordering::Greater => {
-                planner.destination_only(j);
-                j += 1;
-            }
-            Ordering::Equal => {
-                let replaces_dir = planner.both(i, j);
-                let path = src.path_at(i);
-                i += 1;
-                j += 1;
-                if replaces_dir {
-                    let mut inside = 0;
-                    while j < d_len && dst.path_at(j).starts_with(path) {
-                        inside += 1;
-                        j += 1;
-                    }
-                    if inside > 0 {
-                        dir_replacements.push((planner.plan.transfers.len() - 1, inside));
-                        replaced_entries += inside + 1;
-                    }
-                }
-            }
+            _ => {}
         }
     }
+    close(replaced);
 
     let Planner { mut plan, dirs, .. } = planner;
     plan.deletes.reverse();
@@ -596,9 +578,9 @@ impl<'t> Planner<'_, 't> {
         }
     }
 
-    /// Decide a path both sides have. Returns true when a destination directory is replaced by
-    /// a non-directory (its contents go with it).
-    fn both(&mut self, i: u32, j: u32) -> bool {
+    /// Decide a path both sides have. Returns the transfer's index when a destination directory
+    /// is replaced by a non-directory (its contents go with it).
+    fn both(&mut self, i: u32, j: u32) -> Option<usize> {
         let (src, dst) = (self.src(i), &self.plan.dst.entries[j as usize]);
         match (src.tag, dst.tag) {
             (Tag::Special, _) => self.plan.skipped.push(i),
@@ -636,10 +618,10 @@ impl<'t> Planner<'_, 't> {
             }
             (Tag::File | Tag::Symlink, other) => {
                 self.transfer(i, Reason::Type(other));
-                return other == Tag::Dir;
+                return (other == Tag::Dir).then(|| self.plan.transfers.len() - 1);
             }
         }
-        false
+        None
     }
 
     /// Same content: fix the mode if it differs, and the time when contents were compared

@@ -10,15 +10,16 @@
 //! source listing is incomplete. An entry that disappears while the scan runs is simply not
 //! there.
 
+use std::ffi::OsString;
 use std::fs::{self, DirEntry, Metadata};
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use tracing::debug;
 
-use crate::entry::{Mtime, RootMeta, Tag, Tree};
+use crate::entry::{mode_of, Mtime, RootMeta, Tag, Tree};
 use crate::error::{Error, Op};
 use crate::filter::Filter;
 
@@ -39,7 +40,7 @@ pub fn scan(root: &Path, filter: &Filter) -> Tree {
     };
     tree.root = Some(RootMeta {
         mtime: Mtime::of(&root_meta),
-        mode: (root_meta.mode() & 0o7777) as u16,
+        mode: mode_of(&root_meta),
     });
     let mut walker = Walker { root, filter, tree };
     walker.walk(root, &mut PathBuf::new());
@@ -62,6 +63,7 @@ struct Walker<'a> {
 
 /// One child of a directory, stat'ed.
 struct Child {
+    name: OsString,
     entry: DirEntry,
     meta: io::Result<Metadata>,
 }
@@ -69,10 +71,12 @@ struct Child {
 impl Walker<'_> {
     /// List directory `dir` (whose path below the root is `rel`) and everything below it.
     fn walk(&mut self, dir: &Path, rel: &mut PathBuf) {
+        // Each name is fetched once: it is the sort key and then the path component.
         let mut entries = Vec::new();
         let listing = fs::read_dir(dir).and_then(|list| {
             for entry in list {
-                entries.push(entry?);
+                let entry = entry?;
+                entries.push((entry.file_name(), entry));
             }
             Ok(())
         });
@@ -84,10 +88,10 @@ impl Walker<'_> {
                 return;
             }
         }
-        entries.sort_by_cached_key(DirEntry::file_name);
-        let stat = |entry: DirEntry| {
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let stat = |(name, entry): (OsString, DirEntry)| {
             let meta = entry.metadata();
-            Child { entry, meta }
+            Child { name, entry, meta }
         };
         let children: Vec<Child> = if entries.len() >= PARALLEL_FROM {
             entries.into_par_iter().with_min_len(8).map(stat).collect()
@@ -95,7 +99,7 @@ impl Walker<'_> {
             entries.into_iter().map(stat).collect()
         };
         for child in children {
-            rel.push(child.entry.file_name());
+            rel.push(&child.name);
             self.add(child, rel);
             rel.pop();
         }

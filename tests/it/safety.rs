@@ -3,7 +3,7 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -299,6 +299,33 @@ fn a_file_changing_while_copied_is_never_renamed_into_place() {
     assert!(temporaries(&f.dst).is_empty());
 }
 
+/// Start `syncease -j JOBS SRC DST` in the background.
+fn spawn_sync(f: &Fixture, jobs: &str, stderr: Stdio) -> Child {
+    let mut cmd = syncease();
+    cmd.args(["-j", jobs])
+        .arg(&f.src)
+        .arg(&f.dst)
+        .stderr(stderr);
+    cmd.spawn().unwrap()
+}
+
+/// Poll until `ready`, while the run is still going (a run that ends first never reached the
+/// moment the test needs).
+fn wait_for(child: &mut Child, moment: &str, mut ready: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before {moment}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never reached {moment}"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
 /// Content of big file `i` in version `v`: a repeated random block, distinct per file and version.
 fn big_content(i: u64, v: u64, len: usize) -> Vec<u8> {
     let block = Rng::new(i * 1000 + v).bytes(1 << 20);
@@ -334,31 +361,16 @@ fn killed_runs_leave_old_or_new_files_and_a_rerun_converges() {
         write_version(round);
         let old = hashes(&f.dst);
         let new = hashes(&f.src);
-        let mut child = syncease()
-            .args(["-j", "2"])
-            .arg(&f.src)
-            .arg(&f.dst)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        loop {
+        let mut child = spawn_sync(&f, "2", Stdio::null());
+        wait_for(&mut child, "the kill point", || {
             let renamed = (0..FILES)
                 .filter(|i| {
                     fs::metadata(f.dst.join(format!("big-{i}")))
                         .is_ok_and(|m| m.mtime() >= round as i64 * 1_000_000)
                 })
                 .count();
-            let busy = !temporaries(&f.dst).is_empty();
-            if (renamed >= renamed_before_kill && busy) || child.try_wait().unwrap().is_some() {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "never reached the kill point"
-            );
-            std::thread::sleep(Duration::from_micros(200));
-        }
+            renamed >= renamed_before_kill && !temporaries(&f.dst).is_empty()
+        });
         let _ = child.kill();
         let status = child.wait().unwrap();
         use std::os::unix::process::ExitStatusExt;
@@ -459,25 +471,10 @@ fn a_file_vanishing_during_the_run_is_a_warning_and_deletions_go_ahead() {
     f.write("src/new.txt", "new");
     f.write("dst/extra.txt", "to be deleted");
     // One worker copies the largest file first; delete the small one while that copy runs.
-    let mut child = syncease()
-        .args(["-j", "1"])
-        .arg(&f.src)
-        .arg(&f.dst)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while temporaries(&f.dst).is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the copy never started"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before the big copy"
-        );
-        std::thread::sleep(Duration::from_micros(100));
-    }
+    let mut child = spawn_sync(&f, "1", Stdio::piped());
+    wait_for(&mut child, "the big copy", || {
+        !temporaries(&f.dst).is_empty()
+    });
     fs::remove_file(&small).unwrap();
     let run = Run::from(child.wait_with_output().unwrap()).expect(0);
     assert!(

@@ -333,3 +333,52 @@ fn bad_usage_exits_2() {
     f.sync(&["--no-such-option"]).expect(2);
     assert!(!Path::new(&f.dst).exists());
 }
+
+#[test]
+fn copies_across_filesystems() {
+    // copy_file_range refuses most pairs of different filesystems (EXDEV): the copy falls back
+    // to reading and writing.
+    let f = Fixture::new();
+    let Ok(shm) = fs::metadata("/dev/shm") else {
+        eprintln!("no /dev/shm: cross-filesystem copy not tested");
+        return;
+    };
+    if shm.dev() == fs::metadata(&f.src).unwrap().dev() {
+        eprintln!("/dev/shm is on the same filesystem: cross-filesystem copy not tested");
+        return;
+    }
+    f.write("src/a.bin", vec![7u8; 3 << 20]);
+    f.write("src/d/b.txt", "b");
+    let dst = tempfile::Builder::new()
+        .prefix("syncease-xfs-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let target = dst.path().join("mirror");
+    f.run([f.src.as_os_str(), target.as_os_str()]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&target));
+}
+
+#[test]
+fn a_directory_that_cannot_be_made_fails_alone() {
+    if !is_root() {
+        eprintln!("needs root to hand a directory to another user: not tested");
+        return;
+    }
+    let f = Fixture::new();
+    f.write("src/ok.txt", "ok");
+    f.write("src/locked/new/file.txt", "x");
+    f.mkdir("dst/locked");
+    let mut cmd = unprivileged(&f);
+    // DST/locked belongs to root: the unprivileged run cannot create anything in it.
+    std::os::unix::fs::lchown(f.path("dst/locked"), Some(0), Some(0)).unwrap();
+    let run = Run::from(cmd.arg(&f.src).arg(&f.dst).output().unwrap()).expect(1);
+    let new = f.dst.join("locked/new");
+    let made = format!("cannot create directory '{}'", new.display());
+    assert!(run.stderr.contains(&made), "{run:?}");
+    let meta = format!("cannot set permissions on '{}'", new.display());
+    assert!(
+        !run.stderr.contains(&meta),
+        "no metadata for a directory never made: {run:?}"
+    );
+    assert_eq!(fs::read(f.dst.join("ok.txt")).unwrap(), b"ok");
+}
