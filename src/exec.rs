@@ -20,34 +20,35 @@ use rayon::prelude::*;
 use tracing::debug;
 
 use crate::compare::Reason;
+use crate::dest::Destination;
 use crate::entry::Tag;
 use crate::error::{Error, Op};
-use crate::fsops::{self, Copied, CopyError, Displaced, Expected};
+use crate::fsops::{Copied, CopyError, Expected};
 use crate::plan::{DirMeta, Item, Payload, Plan, Transfer, Withheld};
 use crate::report::{Reporter, Summary, Warning};
 
-/// The two roots (and the backup directory), to turn relative paths into real ones.
-#[derive(Debug, Clone, Copy)]
+/// The source root and the destination a plan is carried out against.
+#[derive(Clone, Copy)]
 pub struct Roots<'a> {
     pub src: &'a Path,
-    pub dst: &'a Path,
-    /// `--backup-dir`: where overwritten and deleted entries go instead of being destroyed.
-    pub backup: Option<&'a Path>,
+    pub dst: &'a dyn Destination,
 }
 
-impl<'a> Roots<'a> {
-    fn displaced(&self, rel: &'a Path) -> Displaced<'a> {
-        match self.backup {
-            Some(dir) => Displaced::Backup { dir, rel },
-            None => Displaced::Destroy,
-        }
+impl std::fmt::Debug for Roots<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Roots")
+            .field("src", &self.src)
+            .field("dst", &self.dst.path(Path::new("")))
+            .finish()
     }
+}
 
+impl Roots<'_> {
     fn src(&self, rel: &Path) -> PathBuf {
         self.src.join(rel)
     }
     fn dst(&self, rel: &Path) -> PathBuf {
-        self.dst.join(rel)
+        self.dst.path(rel)
     }
 }
 
@@ -103,14 +104,14 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
     };
 
     if plan.make_root {
-        if let Err(e) = std::fs::create_dir(roots.dst) {
-            fail(&mut summary, Error::new(Op::MakeDir, roots.dst, e));
+        if let Err(e) = roots.dst.make_root() {
+            fail(&mut summary, e);
             return summary;
         }
     }
     for &temp in &plan.temps {
         let path = plan.dst_path(temp);
-        match fsops::remove_entry(&roots.dst(path), Tag::File, Displaced::Destroy) {
+        match roots.dst.remove_temp(path) {
             Ok(()) => reporter.item(&Item::stale(path)),
             Err(e) => fail(&mut summary, e),
         }
@@ -118,8 +119,7 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
 
     for dir in plan.dir_meta.iter().filter(|d| d.unlock) {
         let (mode, _) = plan.dir_meta_values(dir);
-        let path = roots.dst(plan.dir_meta_path(dir));
-        if let Err(e) = fsops::set_mode(&path, u32::from(mode) | 0o700) {
+        if let Err(e) = roots.dst.open_dir(plan.dir_meta_path(dir), mode) {
             fail(&mut summary, e);
         }
     }
@@ -127,7 +127,7 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
     let mut not_made = HashSet::new();
     for dir in &plan.dirs {
         let rel = plan.src_path(dir.src);
-        match fsops::make_dir(&roots.dst(rel), dir.replaces, roots.displaced(rel)) {
+        match roots.dst.make_dir(rel, dir.replaces) {
             Ok(()) => reporter.item(&plan.make_dir_item(dir)),
             Err(e) => {
                 not_made.insert(dir.src);
@@ -140,16 +140,13 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
 
     for fix in &plan.fixes {
         let entry = &plan.src.entries[fix.src as usize];
-        let path = roots.dst(plan.src_path(fix.src));
-        let mode = || match fix.mode {
-            true => fsops::set_mode(&path, u32::from(entry.mode)),
-            false => Ok(()),
-        };
-        let result = mode().and_then(|()| match (fix.mtime, entry.tag) {
-            (true, Tag::Symlink) => fsops::set_symlink_mtime(&path, entry.mtime),
-            (true, _) => fsops::set_mtime(&path, entry.mtime),
-            (false, _) => Ok(()),
-        });
+        let result = roots.dst.fix(
+            &roots.src(plan.src.origin(fix.src)),
+            plan.src_path(fix.src),
+            entry.tag,
+            fix.mode.then_some(entry.mode),
+            fix.mtime.then_some(entry.mtime),
+        );
         match result {
             Ok(()) => {
                 summary.fixed += 1;
@@ -178,10 +175,7 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
     let made = |d: &&DirMeta| d.src.is_none_or(|i| !not_made.contains(&i));
     for dir in plan.dir_meta.iter().filter(made) {
         let (mode, mtime) = plan.dir_meta_values(dir);
-        let path = roots.dst(plan.dir_meta_path(dir));
-        let result =
-            fsops::set_mode(&path, u32::from(mode)).and_then(|()| fsops::set_mtime(&path, mtime));
-        match result {
+        match roots.dst.set_dir_meta(plan.dir_meta_path(dir), mode, mtime) {
             Ok(()) if dir.differed => {
                 summary.fixed += 1;
                 reporter.item(&plan.dir_meta_item(dir));
@@ -236,7 +230,6 @@ fn write_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Summ
 fn transfer(plan: &Plan<'_>, t: &Transfer, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary {
     let mut summary = Summary::default();
     let rel = plan.src_path(t.src);
-    let dst = roots.dst(rel);
     let replaces = match t.reason {
         Reason::Type(tag) => Some(tag),
         _ => None,
@@ -253,12 +246,12 @@ fn transfer(plan: &Plan<'_>, t: &Transfer, roots: Roots<'_>, reporter: &dyn Repo
             let mut tries = 0;
             loop {
                 tries += 1;
-                let displaced = roots.displaced(rel);
-                match fsops::copy_file(&src, &dst, expected.take(), replaces, displaced) {
+                match roots.dst.write_file(&src, rel, expected.take(), replaces) {
                     Err(CopyError::Changed) if tries < 2 => {
                         debug!(path = %src.display(), "changed while copied; trying again");
                     }
                     Err(CopyError::Changed) => {
+                        let dst = roots.dst(rel);
                         let cause = io::Error::other("it changed while being copied (tried twice)");
                         break Err(Error::copy(&src, &dst, cause));
                     }
@@ -272,9 +265,10 @@ fn transfer(plan: &Plan<'_>, t: &Transfer, roots: Roots<'_>, reporter: &dyn Repo
                 }
             }
         }
-        Payload::Symlink { target, mtime } => {
-            fsops::make_symlink(target, &dst, mtime, replaces, roots.displaced(rel)).map(|()| 0)
-        }
+        Payload::Symlink { target, mtime } => roots
+            .dst
+            .make_symlink(rel, target, mtime, replaces)
+            .map(|()| 0),
     };
     match result {
         Ok(bytes) => {
@@ -300,7 +294,7 @@ fn delete_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Sum
         let mut summary = Summary::default();
         let rel = plan.dst_path(j);
         let tag = plan.dst.entries[j as usize].tag;
-        match fsops::remove_entry(&roots.dst(rel), tag, roots.displaced(rel)) {
+        match roots.dst.remove(rel, tag) {
             Ok(()) => {
                 summary.deleted += 1;
                 reporter.item(&plan.delete_item(j));

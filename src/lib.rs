@@ -11,6 +11,7 @@
 pub mod checksum;
 pub mod compare;
 pub mod config;
+pub mod dest;
 pub mod entry;
 pub mod error;
 pub mod exec;
@@ -22,12 +23,12 @@ pub mod preflight;
 pub mod report;
 pub mod scan;
 
-use std::collections::HashSet;
 use std::time::Instant;
 
 use tracing::debug;
 
-use crate::config::{Config, Method};
+use crate::config::Config;
+use crate::dest::Destination;
 use crate::exec::Roots;
 use crate::preflight::Refusal;
 use crate::report::{Reporter, Status, Summary, Warning};
@@ -67,13 +68,18 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
         Ok(pool) => pool,
         Err(e) => return refuse(Refusal::Usage(format!("cannot start worker threads: {e}"))),
     };
+    let local = dest::Local {
+        root: &config.dst,
+        backup: config.backup_dir.as_deref(),
+    };
+    let dest: &dyn Destination = &local;
     pool.install(|| {
         debug!(src = %config.src.display(), dst = %config.dst.display(), "scanning");
-        let (src, dst) = rayon::join(
+        let (src, mut dst) = rayon::join(
             || scan::scan(&config.src, &config.filter),
-            || scan::scan(&config.dst, &config.filter),
+            || dest.scan(&config.filter),
         );
-        let (mut src, dst) = if config.flatten {
+        let mut src = if config.flatten {
             let (flat, collisions) = flatten::flatten(src);
             for c in &collisions {
                 let (kept, dropped) = (config.src.join(&c.kept), config.src.join(&c.dropped));
@@ -82,17 +88,12 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
                     dropped: &dropped,
                 });
             }
-            (flat, dst)
+            flat
         } else {
-            (src, dst)
+            src
         };
-        let changed = if config.compare.method == Method::Checksum {
-            let (changed, errors) = checksum::differing(&src, &dst, &config.src, &config.dst);
-            src.errors.extend(errors);
-            changed
-        } else {
-            HashSet::new()
-        };
+        let (changed, errors) = dest.refine(&config.src, &src, &mut dst, &config.compare);
+        src.errors.extend(errors);
         for error in src.errors.iter().chain(&dst.errors) {
             reporter.error(error);
         }
@@ -109,8 +110,7 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
         drop(changed);
         let roots = Roots {
             src: &config.src,
-            dst: &config.dst,
-            backup: config.backup_dir.as_deref(),
+            dst: dest,
         };
         let mut summary = if config.dry_run {
             exec::preview(&plan, roots, reporter)

@@ -1,0 +1,205 @@
+//! Where the mirror is written: the one seam between the engine and a destination.
+//!
+//! The scanner, planner and reporters never see how a destination stores things. The executor
+//! carries out a plan through a [`Destination`]: the local folder ([`Local`], writing through
+//! [`fsops`]) or, with the `s3` and `sftp` features, a bucket prefix or a folder on an SSH host
+//! (see `remote`). Each method is one step of a plan, blocking, safe to call from many workers
+//! at once; every error names the path as the user wrote it.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use crate::checksum;
+use crate::config::{Compare, Method};
+use crate::entry::{Mtime, Tag, Tree};
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::fsops::{self, Copied, CopyError, Displaced, Expected};
+
+/// One side a plan can be carried out against.
+pub trait Destination: Sync {
+    /// How `rel` (a path below the destination root) is named to the user.
+    fn path(&self, rel: &Path) -> PathBuf;
+
+    /// List the destination: every entry below the root that the filter allows, in path order.
+    fn scan(&self, filter: &Filter) -> Tree;
+
+    /// Called once both listings are known, before planning: complete what the listing alone
+    /// cannot tell (remote metadata, content checks). Returns the source indices of same-size
+    /// files whose contents differ (`--checksum`), and the errors met.
+    fn refine(
+        &self,
+        src_root: &Path,
+        src: &Tree,
+        dst: &mut Tree,
+        compare: &Compare,
+    ) -> (HashSet<u32>, Vec<Error>);
+
+    /// Create the root (it was missing).
+    fn make_root(&self) -> Result<()>;
+
+    /// Remove a temporary that a killed run left.
+    fn remove_temp(&self, rel: &Path) -> Result<()>;
+
+    /// Make a directory writable for the run (its real mode is set at the end).
+    fn open_dir(&self, rel: &Path, mode: u16) -> Result<()>;
+
+    /// Create a directory, replacing the non-directory `replaces` at its path.
+    fn make_dir(&self, rel: &Path, replaces: Option<Tag>) -> Result<()>;
+
+    /// Copy the source file `src` to `rel`, atomically: readers see the old version or the new
+    /// one, never a mix.
+    fn write_file(
+        &self,
+        src: &Path,
+        rel: &Path,
+        expected: Option<Expected>,
+        replaces: Option<Tag>,
+    ) -> std::result::Result<Copied, CopyError>;
+
+    /// Make a symlink at `rel` with the given target text and mtime.
+    fn make_symlink(
+        &self,
+        rel: &Path,
+        target: &Path,
+        mtime: Mtime,
+        replaces: Option<Tag>,
+    ) -> Result<()>;
+
+    /// Give an entry whose contents are already right its mode and/or mtime. `src` is the
+    /// source file, for destinations that can only change metadata by writing again.
+    fn fix(
+        &self,
+        src: &Path,
+        rel: &Path,
+        tag: Tag,
+        mode: Option<u16>,
+        mtime: Option<Mtime>,
+    ) -> Result<()>;
+
+    /// Remove an entry (a directory is empty by now). Already gone counts as done.
+    fn remove(&self, rel: &Path, tag: Tag) -> Result<()>;
+
+    /// Set a directory's mode and mtime, once nothing below it changes any more.
+    fn set_dir_meta(&self, rel: &Path, mode: u16, mtime: Mtime) -> Result<()>;
+}
+
+/// A folder on a local filesystem.
+#[derive(Debug, Clone, Copy)]
+pub struct Local<'a> {
+    pub root: &'a Path,
+    /// `--backup-dir`: where overwritten and deleted entries go instead of being destroyed.
+    pub backup: Option<&'a Path>,
+}
+
+impl<'a> Local<'a> {
+    fn displaced<'r>(&self, rel: &'r Path) -> Displaced<'r>
+    where
+        'a: 'r,
+    {
+        match self.backup {
+            Some(dir) => Displaced::Backup { dir, rel },
+            None => Displaced::Destroy,
+        }
+    }
+}
+
+impl Destination for Local<'_> {
+    fn path(&self, rel: &Path) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    fn scan(&self, filter: &Filter) -> Tree {
+        crate::scan::scan(self.root, filter)
+    }
+
+    fn refine(
+        &self,
+        src_root: &Path,
+        src: &Tree,
+        dst: &mut Tree,
+        compare: &Compare,
+    ) -> (HashSet<u32>, Vec<Error>) {
+        match compare.method {
+            Method::Checksum => checksum::differing(src, dst, src_root, self.root),
+            _ => (HashSet::new(), Vec::new()),
+        }
+    }
+
+    fn make_root(&self) -> Result<()> {
+        std::fs::create_dir(self.root)
+            .map_err(|e| Error::new(crate::error::Op::MakeDir, self.root, e))
+    }
+
+    fn remove_temp(&self, rel: &Path) -> Result<()> {
+        fsops::remove_entry(&self.path(rel), Tag::File, Displaced::Destroy)
+    }
+
+    fn open_dir(&self, rel: &Path, mode: u16) -> Result<()> {
+        fsops::set_mode(&self.path(rel), u32::from(mode) | 0o700)
+    }
+
+    fn make_dir(&self, rel: &Path, replaces: Option<Tag>) -> Result<()> {
+        fsops::make_dir(&self.path(rel), replaces, self.displaced(rel))
+    }
+
+    fn write_file(
+        &self,
+        src: &Path,
+        rel: &Path,
+        expected: Option<Expected>,
+        replaces: Option<Tag>,
+    ) -> std::result::Result<Copied, CopyError> {
+        fsops::copy_file(
+            src,
+            &self.path(rel),
+            expected,
+            replaces,
+            self.displaced(rel),
+        )
+    }
+
+    fn make_symlink(
+        &self,
+        rel: &Path,
+        target: &Path,
+        mtime: Mtime,
+        replaces: Option<Tag>,
+    ) -> Result<()> {
+        fsops::make_symlink(
+            target,
+            &self.path(rel),
+            mtime,
+            replaces,
+            self.displaced(rel),
+        )
+    }
+
+    fn fix(
+        &self,
+        _src: &Path,
+        rel: &Path,
+        tag: Tag,
+        mode: Option<u16>,
+        mtime: Option<Mtime>,
+    ) -> Result<()> {
+        let path = self.path(rel);
+        if let Some(mode) = mode {
+            fsops::set_mode(&path, u32::from(mode))?;
+        }
+        match (mtime, tag) {
+            (Some(mtime), Tag::Symlink) => fsops::set_symlink_mtime(&path, mtime),
+            (Some(mtime), _) => fsops::set_mtime(&path, mtime),
+            (None, _) => Ok(()),
+        }
+    }
+
+    fn remove(&self, rel: &Path, tag: Tag) -> Result<()> {
+        fsops::remove_entry(&self.path(rel), tag, self.displaced(rel))
+    }
+
+    fn set_dir_meta(&self, rel: &Path, mode: u16, mtime: Mtime) -> Result<()> {
+        let path = self.path(rel);
+        fsops::set_mode(&path, u32::from(mode)).and_then(|()| fsops::set_mtime(&path, mtime))
+    }
+}
