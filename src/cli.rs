@@ -11,6 +11,7 @@ use clap_complete::Shell;
 
 use syncease::config::{Compare, Config, Method};
 use syncease::filter::{parse_pattern_file, Filter};
+use syncease::remote::{self, Url};
 use syncease::report::human::Verbosity;
 
 const AFTER_HELP: &str = "\
@@ -22,7 +23,12 @@ Exit status:
 Examples:
   syncease ~/photos /mnt/backup/photos       mirror, deleting what ~/photos no longer has
   syncease -n ~/photos /mnt/backup/photos    show what would change, change nothing
-  syncease --exclude '*.tmp' --exclude /build/ ~/code /mnt/backup/code";
+  syncease --exclude '*.tmp' --exclude /build/ ~/code /mnt/backup/code
+  syncease ~/photos s3://backups/photos      mirror into a bucket prefix (feature s3)
+  syncease ~/photos sftp://me@nas/srv/photos mirror to an SSH host (feature sftp)";
+
+/// Workers for a remote destination when `--jobs` is not given.
+const REMOTE_JOBS: usize = 16;
 
 /// Make DST an exact, one-way mirror of SRC: copy new files, update changed ones, delete what
 /// SRC no longer has. Files are written under a temporary name and renamed into place.
@@ -39,7 +45,8 @@ pub struct Cli {
     #[arg(value_name = "SRC", required_unless_present_any = ["completions", "man"])]
     pub src: Option<PathBuf>,
 
-    /// The folder made identical to SRC (created if missing; its parent must exist)
+    /// The folder made identical to SRC (created if missing; its parent must exist), or
+    /// s3://BUCKET/PREFIX, or sftp://[USER@]HOST[:PORT]/PATH
     #[arg(value_name = "DST", required_unless_present_any = ["completions", "man"])]
     pub dst: Option<PathBuf>,
 
@@ -47,7 +54,7 @@ pub struct Cli {
     #[arg(short = 'n', long, help_heading = "Run")]
     pub dry_run: bool,
 
-    /// Worker threads [default: number of CPUs]
+    /// Worker threads [default: number of CPUs; 16 for a remote DST]
     #[arg(short, long, value_name = "N", help_heading = "Run")]
     pub jobs: Option<usize>,
 
@@ -99,6 +106,22 @@ pub struct Cli {
     #[arg(long, value_name = "DIR", help_heading = "Deletion")]
     pub backup_dir: Option<PathBuf>,
 
+    /// S3-compatible service to use instead of AWS (e.g. http://127.0.0.1:3900)
+    #[arg(long, value_name = "URL", help_heading = "Remote")]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 region [default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1]
+    #[arg(long, value_name = "REGION", help_heading = "Remote")]
+    pub s3_region: Option<String>,
+
+    /// Private key for SFTP logins [default: ~/.ssh/id_ed25519, id_ecdsa, id_rsa]
+    #[arg(long, value_name = "FILE", help_heading = "Remote")]
+    pub ssh_key: Option<PathBuf>,
+
+    /// known_hosts file the SFTP host key must be in [default: ~/.ssh/known_hosts]
+    #[arg(long, value_name = "FILE", help_heading = "Remote")]
+    pub known_hosts: Option<PathBuf>,
+
     /// Print one line per action on stdout (itemized)
     #[arg(short, long, conflicts_with = "quiet", help_heading = "Output")]
     pub verbose: bool,
@@ -147,7 +170,22 @@ impl Cli {
         let (Some(src), Some(dst)) = (self.src, self.dst) else {
             return Err("SRC and DST are required".into());
         };
+        let remote = match dst.to_str() {
+            Some(text) => Url::parse(text)?,
+            None => None,
+        };
         let mut config = Config::new(src, dst);
+        if remote.is_some() {
+            // Network round trips, not CPUs, bound a remote run: keep many requests in flight.
+            config.jobs = REMOTE_JOBS;
+        }
+        config.remote = remote;
+        config.remote_options = remote::Options {
+            s3_endpoint: self.s3_endpoint,
+            s3_region: self.s3_region,
+            ssh_key: self.ssh_key,
+            known_hosts: self.known_hosts,
+        };
         if let Some(jobs) = self.jobs {
             if jobs == 0 {
                 return Err("--jobs must be at least 1".into());

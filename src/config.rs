@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use crate::filter::Filter;
+use crate::remote::{self, Url};
 
 /// How two regular files of the same path are judged equal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -54,6 +55,10 @@ pub struct Config {
     /// Relative paths left out of the mirror on both sides (the backup directory when it lies
     /// inside DST). Set by preflight.
     pub protected: Vec<PathBuf>,
+    /// DST as a remote URL (`s3://`, `sftp://`); `dst` then holds its text, for messages.
+    pub remote: Option<Url>,
+    /// Settings of remote destinations.
+    pub remote_options: remote::Options,
 }
 
 impl Config {
@@ -72,6 +77,8 @@ impl Config {
             filter: Filter::default(),
             flatten: false,
             protected: Vec::new(),
+            remote: None,
+            remote_options: remote::Options::default(),
         }
     }
 }

@@ -21,6 +21,11 @@ pub trait Destination: Sync {
     /// How `rel` (a path below the destination root) is named to the user.
     fn path(&self, rel: &Path) -> PathBuf;
 
+    /// False when symlinks cannot be stored: the source's are then skipped with a warning.
+    fn stores_symlinks(&self) -> bool {
+        true
+    }
+
     /// List the destination: every entry below the root that the filter allows, in path order.
     fn scan(&self, filter: &Filter) -> Tree;
 

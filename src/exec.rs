@@ -79,7 +79,13 @@ pub fn preview(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
 /// Warnings that follow from the plan alone.
 fn announce(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) {
     for &i in &plan.skipped {
-        reporter.warning(&Warning::Special(&roots.src(plan.src.origin(i))));
+        let path = roots.src(plan.src.origin(i));
+        let link = !roots.dst.stores_symlinks()
+            && std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        match link {
+            true => reporter.warning(&Warning::Symlink(&path)),
+            false => reporter.warning(&Warning::Special(&path)),
+        }
     }
     for &i in &plan.held_back {
         reporter.warning(&Warning::HeldBack(&roots.dst(plan.src_path(i))));

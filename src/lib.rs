@@ -20,6 +20,7 @@ pub mod flatten;
 pub mod fsops;
 pub mod plan;
 pub mod preflight;
+pub mod remote;
 pub mod report;
 pub mod scan;
 
@@ -29,6 +30,7 @@ use tracing::debug;
 
 use crate::config::Config;
 use crate::dest::Destination;
+use crate::entry::Tag;
 use crate::exec::Roots;
 use crate::preflight::Refusal;
 use crate::report::{Reporter, Status, Summary, Warning};
@@ -36,17 +38,21 @@ use crate::report::{Reporter, Status, Summary, Warning};
 /// Mirror `config.src` into `config.dst`, telling `reporter` what happens.
 pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
     let started = Instant::now();
-    let refuse = |refusal: Refusal| {
-        reporter.refused(&refusal);
-        let summary = Summary {
-            refused: Some(refusal.to_string()),
-            dry_run: config.dry_run,
-            elapsed: started.elapsed(),
-            ..Summary::default()
+    let refuse = |refusal: Refusal| refuse(config, reporter, started, refusal);
+    if let Some(url) = &config.remote {
+        if let Err(refusal) = preflight::check_source(&config.src) {
+            return refuse(refusal);
+        }
+        let config = &Config {
+            src: std::path::absolute(&config.src).unwrap_or_else(|_| config.src.clone()),
+            ..config.clone()
         };
-        reporter.finish(&summary);
-        Status::Refused
-    };
+        let dest = match remote::open(url, config) {
+            Ok(dest) => dest,
+            Err(e) => return refuse(Refusal::DestinationUnreadable(config.dst.clone(), e)),
+        };
+        return mirror(config, &*dest, reporter, started);
+    }
     let protected = match preflight::check(config) {
         Ok(protected) => protected,
         Err(refusal) => return refuse(refusal),
@@ -61,6 +67,34 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
         ..config.clone()
     };
     fsops::prepare();
+    let local = dest::Local {
+        root: &config.dst,
+        backup: config.backup_dir.as_deref(),
+    };
+    mirror(config, &local, reporter, started)
+}
+
+/// Report a refusal: nothing was changed.
+fn refuse(config: &Config, reporter: &dyn Reporter, started: Instant, refusal: Refusal) -> Status {
+    reporter.refused(&refusal);
+    let summary = Summary {
+        refused: Some(refusal.to_string()),
+        dry_run: config.dry_run,
+        elapsed: started.elapsed(),
+        ..Summary::default()
+    };
+    reporter.finish(&summary);
+    Status::Refused
+}
+
+/// Scan, plan and carry out the plan against `dest`, once the roots passed preflight.
+fn mirror(
+    config: &Config,
+    dest: &dyn Destination,
+    reporter: &dyn Reporter,
+    started: Instant,
+) -> Status {
+    let refuse = |refusal: Refusal| refuse(config, reporter, started, refusal);
     let pool = match rayon::ThreadPoolBuilder::new()
         .num_threads(config.jobs.max(1))
         .build()
@@ -68,11 +102,6 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
         Ok(pool) => pool,
         Err(e) => return refuse(Refusal::Usage(format!("cannot start worker threads: {e}"))),
     };
-    let local = dest::Local {
-        root: &config.dst,
-        backup: config.backup_dir.as_deref(),
-    };
-    let dest: &dyn Destination = &local;
     pool.install(|| {
         debug!(src = %config.src.display(), dst = %config.dst.display(), "scanning");
         let (src, mut dst) = rayon::join(
@@ -92,6 +121,23 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
         } else {
             src
         };
+        // A remote destination is only listed now: the guard against an unmounted source.
+        if config.remote.is_some()
+            && src.entries.is_empty()
+            && src.errors.is_empty()
+            && !dst.entries.is_empty()
+            && !config.allow_empty_source
+        {
+            return refuse(Refusal::EmptySource {
+                src: config.src.clone(),
+                dst: config.dst.clone(),
+            });
+        }
+        if !dest.stores_symlinks() {
+            for entry in src.entries.iter_mut().filter(|e| e.tag == Tag::Symlink) {
+                entry.tag = Tag::Special;
+            }
+        }
         let (changed, errors) = dest.refine(&config.src, &src, &mut dst, &config.compare);
         src.errors.extend(errors);
         for error in src.errors.iter().chain(&dst.errors) {

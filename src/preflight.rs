@@ -107,19 +107,7 @@ impl std::error::Error for Refusal {}
 pub fn check(config: &Config) -> Result<Vec<PathBuf>, Refusal> {
     let src = &config.src;
     let dst = &config.dst;
-    let src_real = match fs::canonicalize(src) {
-        Ok(p) => p,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(Refusal::SourceMissing(src.clone()))
-        }
-        Err(e) => return Err(Refusal::SourceUnreadable(src.clone(), e)),
-    };
-    if !src_real.is_dir() {
-        return Err(Refusal::SourceNotDir(src.clone()));
-    }
-    let mut src_entries =
-        fs::read_dir(src).map_err(|e| Refusal::SourceUnreadable(src.clone(), e))?;
-    let src_empty = src_entries.next().is_none();
+    let (src_real, src_empty) = check_source(src)?;
 
     let (dst_real, dst_exists) = match fs::metadata(dst) {
         Ok(meta) if meta.is_dir() => {
@@ -167,6 +155,24 @@ pub fn check(config: &Config) -> Result<Vec<PathBuf>, Refusal> {
         Some(backup) => check_backup(backup, &src_real, &dst_real),
         None => Ok(Vec::new()),
     }
+}
+
+/// SRC must be a readable directory: its real path, and whether it is empty.
+pub fn check_source(src: &Path) -> Result<(PathBuf, bool), Refusal> {
+    let src_real = match fs::canonicalize(src) {
+        Ok(p) => p,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Refusal::SourceMissing(src.to_path_buf()))
+        }
+        Err(e) => return Err(Refusal::SourceUnreadable(src.to_path_buf(), e)),
+    };
+    if !src_real.is_dir() {
+        return Err(Refusal::SourceNotDir(src.to_path_buf()));
+    }
+    let mut src_entries =
+        fs::read_dir(src).map_err(|e| Refusal::SourceUnreadable(src.to_path_buf(), e))?;
+    let src_empty = src_entries.next().is_none();
+    Ok((src_real, src_empty))
 }
 
 /// The backup directory may be anywhere but in SRC, and must not hold SRC or DST; inside DST it

@@ -23,6 +23,8 @@ use crate::preflight::Refusal;
 pub enum Warning<'a> {
     /// A FIFO, socket or device in SRC: not mirrored.
     Special(&'a Path),
+    /// A source symlink, skipped because the destination cannot store symlinks.
+    Symlink(&'a Path),
     /// A source file disappeared before it could be copied.
     Vanished(&'a Path),
     /// No deletion ran, and why.
@@ -42,6 +44,11 @@ impl fmt::Display for Warning<'_> {
             Warning::Special(p) => write!(
                 f,
                 "skipping '{}': not a regular file, directory or symlink",
+                Escaped(p)
+            ),
+            Warning::Symlink(p) => write!(
+                f,
+                "skipping symlink '{}': the destination cannot store symlinks",
                 Escaped(p)
             ),
             Warning::Vanished(p) => write!(f, "'{}' vanished before it was copied", Escaped(p)),

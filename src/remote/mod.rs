@@ -1,0 +1,244 @@
+//! Destinations on another machine: `s3://bucket/prefix` and `sftp://user@host[:port]/path`.
+//!
+//! The URL forms are always understood, so a build without a backend can say which cargo
+//! feature it lacks instead of writing into a local folder named `s3:`. Each backend lives
+//! behind its feature (`s3`: Apache OpenDAL; `sftp`: russh + russh-sftp) and implements
+//! [`Destination`](crate::dest::Destination); everything before and after the executor is the
+//! same code as for a local folder.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::config::Config;
+use crate::dest::Destination;
+
+#[cfg(any(feature = "s3", feature = "sftp"))]
+mod common;
+#[cfg(feature = "s3")]
+pub mod s3;
+#[cfg(feature = "sftp")]
+pub mod sftp;
+
+/// Connect to the destination `url` names, or say why not (refused before any change).
+pub fn open(url: &Url, config: &Config) -> io::Result<Box<dyn Destination>> {
+    let _ = config;
+    match url {
+        #[cfg(feature = "s3")]
+        Url::S3 { bucket, prefix } => Ok(Box::new(s3::S3::open(
+            bucket,
+            prefix,
+            &config.remote_options,
+            config.backup_dir.as_deref(),
+        )?)),
+        #[cfg(feature = "sftp")]
+        Url::Sftp { .. } => Ok(Box::new(sftp::Sftp::open(url, config)?)),
+        #[allow(unreachable_patterns)]
+        other => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "this syncease was built without {0} support (build it with --features {0})",
+                other.feature()
+            ),
+        )),
+    }
+}
+
+/// A parsed remote destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Url {
+    S3 {
+        bucket: String,
+        /// Key prefix without leading or trailing slash; empty for the whole bucket.
+        prefix: String,
+    },
+    Sftp {
+        user: Option<String>,
+        host: String,
+        port: u16,
+        /// Absolute, or relative to the login directory when the URL path starts with `/~/`.
+        path: String,
+    },
+}
+
+/// Settings only remote destinations use.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// `--s3-endpoint`: an S3-compatible service's address (path-style requests).
+    pub s3_endpoint: Option<String>,
+    /// `--s3-region`.
+    pub s3_region: Option<String>,
+    /// `--ssh-key`: the private key to log in with (else the usual files in ~/.ssh).
+    pub ssh_key: Option<PathBuf>,
+    /// `--known-hosts`: the known_hosts file to verify the host key against.
+    pub known_hosts: Option<PathBuf>,
+}
+
+impl fmt::Display for Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Url::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            Url::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            Url::Sftp {
+                user,
+                host,
+                port,
+                path,
+            } => {
+                write!(f, "sftp://")?;
+                if let Some(user) = user {
+                    write!(f, "{user}@")?;
+                }
+                let host = match host.contains(':') {
+                    true => format!("[{host}]"),
+                    false => host.clone(),
+                };
+                match *port {
+                    22 => write!(f, "{host}")?,
+                    port => write!(f, "{host}:{port}")?,
+                }
+                match path.strip_prefix('/') {
+                    Some(_) => write!(f, "{path}"),
+                    None => write!(f, "/~/{path}"),
+                }
+            }
+        }
+    }
+}
+
+impl Url {
+    /// `Ok(None)` for anything that is not a remote URL (a local path).
+    pub fn parse(text: &str) -> Result<Option<Url>, String> {
+        if let Some(rest) = text.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(format!("'{text}': no bucket name (s3://BUCKET/PREFIX)"));
+            }
+            let prefix = prefix.trim_matches('/');
+            if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains("//") {
+                return Err(format!(
+                    "'{text}': '.', '..' and empty parts are not allowed"
+                ));
+            }
+            return Ok(Some(Url::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+            }));
+        }
+        let Some(rest) = text.strip_prefix("sftp://") else {
+            return Ok(None);
+        };
+        let usage = || format!("'{text}': expected sftp://[USER@]HOST[:PORT]/PATH");
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => return Err(usage()),
+        };
+        let (user, hostport) = match authority.rsplit_once('@') {
+            Some((user, hostport)) if !user.is_empty() => (Some(user.to_string()), hostport),
+            Some(_) => return Err(usage()),
+            None => (None, authority),
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or_else(usage)?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (hostport, None),
+            }
+        };
+        let port = match port {
+            None => 22,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(|| format!("'{text}': bad port '{p}'"))?,
+        };
+        if host.is_empty() {
+            return Err(usage());
+        }
+        let path = match path.strip_prefix("/~") {
+            Some("") => String::new(),
+            Some(rest) if rest.starts_with('/') => rest.trim_matches('/').to_string(),
+            _ => match path.trim_end_matches('/') {
+                "" => "/".to_string(),
+                p => p.to_string(),
+            },
+        };
+        if path.split('/').any(|p| p == "." || p == "..") {
+            return Err(format!(
+                "'{text}': '.' and '..' are not allowed in the path"
+            ));
+        }
+        Ok(Some(Url::Sftp {
+            user,
+            host: host.to_string(),
+            port,
+            path,
+        }))
+    }
+
+    /// The cargo feature that builds this backend.
+    pub fn feature(&self) -> &'static str {
+        match self {
+            Url::S3 { .. } => "s3",
+            Url::Sftp { .. } => "sftp",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let s3 = |b: &str, p: &str| {
+            Some(Url::S3 {
+                bucket: b.into(),
+                prefix: p.into(),
+            })
+        };
+        assert_eq!(Url::parse("s3://b").unwrap(), s3("b", ""));
+        assert_eq!(Url::parse("s3://b/").unwrap(), s3("b", ""));
+        assert_eq!(Url::parse("s3://b/x/y/").unwrap(), s3("b", "x/y"));
+        assert!(Url::parse("s3:///x").is_err());
+        assert!(Url::parse("s3://b/x/../y").is_err());
+        assert_eq!(Url::parse("/tmp/s3").unwrap(), None);
+        assert_eq!(Url::parse("s3:/x").unwrap(), None);
+        let sftp = |u: Option<&str>, h: &str, port: u16, p: &str| {
+            Some(Url::Sftp {
+                user: u.map(Into::into),
+                host: h.into(),
+                port,
+                path: p.into(),
+            })
+        };
+        assert_eq!(
+            Url::parse("sftp://me@h:2222/srv/x/").unwrap(),
+            sftp(Some("me"), "h", 2222, "/srv/x")
+        );
+        assert_eq!(Url::parse("sftp://h/").unwrap(), sftp(None, "h", 22, "/"));
+        assert_eq!(
+            Url::parse("sftp://h/~/b").unwrap(),
+            sftp(None, "h", 22, "b")
+        );
+        assert_eq!(
+            Url::parse("sftp://[::1]:22/a").unwrap(),
+            sftp(None, "::1", 22, "/a")
+        );
+        assert!(Url::parse("sftp://h").is_err());
+        assert!(Url::parse("sftp://h:0/x").is_err());
+        assert!(Url::parse("sftp://h:x/x").is_err());
+        assert!(Url::parse("sftp://@h/x").is_err());
+        for text in [
+            "s3://b/x/y",
+            "sftp://me@h:2222/srv/x",
+            "sftp://h/~/b",
+            "sftp://[::1]/a",
+        ] {
+            assert_eq!(Url::parse(text).unwrap().unwrap().to_string(), text);
+        }
+    }
+}

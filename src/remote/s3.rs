@@ -1,0 +1,774 @@
+//! `s3://bucket/prefix`: a mirror in S3 or an S3-compatible store, through Apache OpenDAL.
+//!
+//! - Listing: one recursive listing of the prefix (size, ETag, LastModified per object).
+//! - Comparing: size first; for files of equal size the source mtime stored at upload in the
+//!   user metadata `mtime` (rclone's format: seconds with a fractional part, so either tool
+//!   reads the other's objects), read with one HEAD per such file, in parallel. `--size-only`
+//!   needs no HEAD. `--checksum` compares the local MD5 with the ETag of a single-part upload,
+//!   or with the MD5 kept in the metadata `md5chksum` (base64, as rclone does) of a multipart one.
+//! - Writing: an object appears whole or not at all. Files up to [`PART`] go up in one PUT,
+//!   larger ones as a multipart upload with parts in flight at once; a failed or changed
+//!   upload is aborted, and one killed midway leaves no object at the key.
+//! - What S3 has no place for: permission bits and directory times are not kept (they are taken
+//!   as equal to the source's); every directory is a zero-byte marker object `dir/`, so empty
+//!   directories survive; symlinks are skipped with a warning.
+//! - `--backup-dir PREFIX`: a key prefix in the same bucket; an object is copied there on the
+//!   server before it is overwritten or deleted.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use md5::{Digest, Md5};
+use opendal::options::{ListOptions, WriteOptions};
+use opendal::{ErrorKind, Operator};
+use rayon::prelude::*;
+use tokio::runtime::Runtime;
+use tokio::sync::Semaphore;
+
+use super::common::{self, io_error, Keeps, Listed};
+use super::Options;
+use crate::config::{Compare, Method};
+use crate::dest::Destination;
+use crate::entry::{merge, Mtime, Pair, RootMeta, Tag, Tree};
+use crate::error::{Error, Op, Result};
+use crate::filter::Filter;
+use crate::fsops::{Copied, CopyError, Expected};
+
+/// Files up to this size are one PUT; larger ones are uploaded in parts of this size.
+pub const PART: usize = 8 << 20;
+/// Parts of one file in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+/// HEAD requests in flight at once while comparing.
+const HEADS_IN_FLIGHT: usize = 32;
+
+/// A bucket prefix as a destination.
+pub struct S3 {
+    rt: Runtime,
+    op: Operator,
+    /// `s3://bucket/prefix`, for messages.
+    url: String,
+    /// The key prefix of the mirror: empty, or ending in `/`.
+    prefix: String,
+    /// The key prefix of `--backup-dir`: ending in `/`.
+    backup: Option<String>,
+    /// ETags from the listing, by path below the prefix.
+    etags: Mutex<HashMap<PathBuf, String>>,
+}
+
+impl std::fmt::Debug for S3 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3").field("url", &self.url).finish()
+    }
+}
+
+fn s3_error(e: opendal::Error) -> io::Error {
+    let kind = match e.kind() {
+        ErrorKind::NotFound => io::ErrorKind::NotFound,
+        ErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
+        ErrorKind::AlreadyExists => io::ErrorKind::AlreadyExists,
+        _ => io::ErrorKind::Other,
+    };
+    // The message and its cause; OpenDAL's own Display adds internal context users need not read.
+    let mut text = e.message().to_string();
+    if let Some(cause) = std::error::Error::source(&e) {
+        text = format!("{text}: {cause}");
+    }
+    io_error(kind, text)
+}
+
+/// rclone's `mtime` metadata: Unix seconds with nine fractional digits.
+pub fn format_mtime(t: Mtime) -> String {
+    let nanos = t.sec as i128 * 1_000_000_000 + t.nsec as i128;
+    let sign = if nanos < 0 { "-" } else { "" };
+    let abs = nanos.unsigned_abs();
+    format!("{sign}{}.{:09}", abs / 1_000_000_000, abs % 1_000_000_000)
+}
+
+/// Read an `mtime` metadata value (any number of fractional digits, optional sign).
+pub fn parse_mtime(text: &str) -> Option<Mtime> {
+    let text = text.trim();
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut nanos: i128 = whole.parse::<i128>().ok()? * 1_000_000_000;
+    let frac9: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+    nanos += frac9.parse::<i128>().ok()?;
+    if negative {
+        nanos = -nanos;
+    }
+    Some(Mtime {
+        sec: i64::try_from(nanos.div_euclid(1_000_000_000)).ok()?,
+        nsec: nanos.rem_euclid(1_000_000_000) as u32,
+    })
+}
+
+fn mtime_of(t: opendal::raw::Timestamp) -> Mtime {
+    let t = t.into_inner();
+    let (sec, nsec) = (t.as_second(), t.subsec_nanosecond());
+    match nsec < 0 {
+        true => Mtime {
+            sec: sec - 1,
+            nsec: (nsec + 1_000_000_000) as u32,
+        },
+        false => Mtime {
+            sec,
+            nsec: nsec as u32,
+        },
+    }
+}
+
+/// The content MD5 a single-part ETag states, as lowercase hex.
+fn etag_md5(etag: &str) -> Option<String> {
+    let tag = etag.trim_matches('"');
+    (tag.len() == 32 && tag.bytes().all(|b| b.is_ascii_hexdigit())).then(|| tag.to_lowercase())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// MD5 of a whole local file, as lowercase hex.
+fn file_md5(path: &Path) -> io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Md5::new();
+    let mut buf = vec![0; 1 << 20];
+    loop {
+        match file.read(&mut buf)? {
+            0 => break,
+            n => hasher.update(&buf[..n]),
+        }
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+impl S3 {
+    /// Connect to `s3://bucket/prefix` and check that the bucket can be listed.
+    pub fn open(
+        bucket: &str,
+        prefix: &str,
+        options: &Options,
+        backup: Option<&Path>,
+    ) -> io::Result<S3> {
+        opendal::install_default();
+        let mut builder = opendal::services::S3::default().bucket(bucket).root("/");
+        if let Some(endpoint) = &options.s3_endpoint {
+            builder = builder.endpoint(endpoint);
+        }
+        let region = options
+            .s3_region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+            .unwrap_or_else(|| "us-east-1".to_string());
+        builder = builder.region(&region);
+        if std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+        {
+            builder = builder.disable_ec2_metadata();
+        }
+        let op = Operator::new(builder)
+            .map_err(s3_error)?
+            .layer(opendal::layers::RetryLayer::new());
+        let url = match prefix {
+            "" => format!("s3://{bucket}"),
+            p => format!("s3://{bucket}/{p}"),
+        };
+        let backup = match backup {
+            None => None,
+            Some(dir) => Some(backup_prefix(bucket, prefix, dir)?),
+        };
+        let s3 = S3 {
+            rt: common::runtime()?,
+            op,
+            url,
+            prefix: match prefix {
+                "" => String::new(),
+                p => format!("{p}/"),
+            },
+            backup,
+            etags: Mutex::new(HashMap::new()),
+        };
+        s3.rt
+            .block_on(s3.op.list_options(
+                &s3.list_root(),
+                ListOptions {
+                    limit: Some(1),
+                    ..ListOptions::default()
+                },
+            ))
+            .map_err(s3_error)?;
+        Ok(s3)
+    }
+
+    fn list_root(&self) -> String {
+        match self.prefix.as_str() {
+            "" => "/".to_string(),
+            p => p.to_string(),
+        }
+    }
+
+    fn key(&self, rel: &Path) -> io::Result<String> {
+        Ok(format!("{}{}", self.prefix, common::text(rel)?))
+    }
+
+    fn fail(&self, op: Op, rel: &Path, e: io::Error) -> Error {
+        Error::new(op, self.path(rel), e)
+    }
+
+    /// Keep a server-side copy of `key` (an object below the prefix at `rel`) in the backup
+    /// prefix, under the first free name; nothing to do when there is no such object.
+    async fn keep(&self, rel: &Path, key: &str) -> io::Result<()> {
+        let Some(backup) = &self.backup else {
+            return Ok(());
+        };
+        match self.op.stat(key).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(s3_error(e)),
+        }
+        let base = format!("{backup}{}", common::text(rel)?);
+        let mut slot = base.clone();
+        for n in 1.. {
+            match self.op.stat(&slot).await {
+                Err(e) if e.kind() == ErrorKind::NotFound => break,
+                Err(e) => return Err(s3_error(e)),
+                Ok(_) => slot = format!("{base}.~{n}~"),
+            }
+        }
+        self.op.copy(key, &slot).await.map(|_| ()).map_err(s3_error)
+    }
+
+    /// Remove every object below `rel/` (a directory replaced by a file), kept first when asked.
+    async fn remove_below(&self, rel: &Path) -> io::Result<()> {
+        let dir = format!("{}/", self.key(rel)?);
+        let listed = self
+            .op
+            .list_options(
+                &dir,
+                ListOptions {
+                    recursive: true,
+                    ..ListOptions::default()
+                },
+            )
+            .await;
+        let entries = match listed {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(s3_error(e)),
+        };
+        for entry in entries {
+            let key = entry.path();
+            if self.backup.is_some() && !key.ends_with('/') {
+                let rel = key.strip_prefix(&self.prefix).unwrap_or(key);
+                self.keep(Path::new(rel), key).await?;
+            }
+            self.delete(key).await?;
+        }
+        self.delete(&dir).await
+    }
+
+    async fn delete(&self, key: &str) -> io::Result<()> {
+        match self.op.delete(key).await {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(s3_error(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Upload `src` to `key` with the given metadata, checking the source did not change.
+    async fn upload(
+        &self,
+        mut file: std::fs::File,
+        src: &Path,
+        key: &str,
+        expected: Expected,
+    ) -> std::result::Result<u64, UploadError> {
+        let mut metadata = HashMap::from([("mtime".to_string(), format_mtime(expected.mtime))]);
+        let unchanged = |file: &std::fs::File, read: u64| -> io::Result<bool> {
+            let after = file.metadata()?;
+            Ok(read == expected.size
+                && after.len() == expected.size
+                && Mtime::of(&after) == expected.mtime)
+        };
+        if expected.size <= PART as u64 {
+            let mut data = Vec::with_capacity(expected.size as usize);
+            (&mut file)
+                .take(expected.size + 1)
+                .read_to_end(&mut data)
+                .map_err(UploadError::Read)?;
+            if !unchanged(&file, data.len() as u64).map_err(UploadError::Read)? {
+                return Err(UploadError::Changed);
+            }
+            let options = WriteOptions {
+                user_metadata: Some(metadata),
+                ..WriteOptions::default()
+            };
+            self.op
+                .write_options(key, data, options)
+                .await
+                .map_err(|e| UploadError::Write(s3_error(e)))?;
+            return Ok(expected.size);
+        }
+        // A multipart ETag is not the content's MD5: keep it in the metadata for --checksum.
+        let md5 = file_md5(src).map_err(UploadError::Read)?;
+        let raw: Vec<u8> = (0..md5.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&md5[i..i + 2], 16).unwrap_or(0))
+            .collect();
+        metadata.insert(
+            "md5chksum".to_string(),
+            base64::engine::general_purpose::STANDARD.encode(raw),
+        );
+        let options = WriteOptions {
+            user_metadata: Some(metadata),
+            concurrent: PARTS_IN_FLIGHT,
+            chunk: Some(PART),
+            ..WriteOptions::default()
+        };
+        let mut writer = self
+            .op
+            .writer_options(key, options)
+            .await
+            .map_err(|e| UploadError::Write(s3_error(e)))?;
+        let mut sent = 0u64;
+        let result = async {
+            loop {
+                let mut part = Vec::with_capacity(PART);
+                let n = (&mut file)
+                    .take(PART as u64)
+                    .read_to_end(&mut part)
+                    .map_err(UploadError::Read)?;
+                if n == 0 {
+                    break;
+                }
+                sent += n as u64;
+                if sent > expected.size {
+                    return Err(UploadError::Changed);
+                }
+                writer
+                    .write(part)
+                    .await
+                    .map_err(|e| UploadError::Write(s3_error(e)))?;
+            }
+            if !unchanged(&file, sent).map_err(UploadError::Read)? {
+                return Err(UploadError::Changed);
+            }
+            writer
+                .close()
+                .await
+                .map_err(|e| UploadError::Write(s3_error(e)))
+        }
+        .await;
+        match result {
+            Ok(_) => Ok(sent),
+            Err(e) => {
+                let _ = writer.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// HEAD each object in `keys`, many at once; the answers in the same order.
+    fn heads(&self, keys: Vec<String>) -> Vec<io::Result<opendal::Metadata>> {
+        let limit = Arc::new(Semaphore::new(HEADS_IN_FLIGHT));
+        self.rt.block_on(async {
+            let tasks: Vec<_> = keys
+                .into_iter()
+                .map(|key| {
+                    let (op, limit) = (self.op.clone(), limit.clone());
+                    tokio::spawn(async move {
+                        let _permit = limit.acquire_owned().await;
+                        op.stat(&key).await.map_err(s3_error)
+                    })
+                })
+                .collect();
+            let mut out = Vec::with_capacity(tasks.len());
+            for task in tasks {
+                out.push(task.await.unwrap_or_else(|e| Err(io::Error::other(e))));
+            }
+            out
+        })
+    }
+}
+
+enum UploadError {
+    Changed,
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// The key prefix `--backup-dir` names: `s3://SAMEBUCKET/P` or a bare `P`; it must not overlap
+/// the mirror's prefix.
+fn backup_prefix(bucket: &str, prefix: &str, dir: &Path) -> io::Result<String> {
+    let text = dir.to_str().unwrap_or_default();
+    let p = match super::Url::parse(text) {
+        Ok(Some(super::Url::S3 { bucket: b, prefix })) if b == bucket => prefix,
+        Ok(Some(_)) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("--backup-dir '{text}' must be in bucket '{bucket}'"),
+            ))
+        }
+        _ => text.trim_matches('/').to_string(),
+    };
+    let inside = |a: &str, b: &str| b.is_empty() || a == b || a.starts_with(&format!("{b}/"));
+    if p.is_empty() || inside(&p, prefix) || inside(prefix, &p) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("--backup-dir '{text}' overlaps the destination prefix"),
+        ));
+    }
+    Ok(format!("{p}/"))
+}
+
+impl Destination for S3 {
+    fn path(&self, rel: &Path) -> PathBuf {
+        match rel.as_os_str().is_empty() {
+            true => PathBuf::from(&self.url),
+            false => PathBuf::from(format!("{}/{}", self.url, rel.display())),
+        }
+    }
+
+    fn stores_symlinks(&self) -> bool {
+        false
+    }
+
+    fn scan(&self, filter: &Filter) -> Tree {
+        let root = RootMeta {
+            mtime: Mtime::default(),
+            mode: 0o755,
+        };
+        let options = ListOptions {
+            recursive: true,
+            ..ListOptions::default()
+        };
+        let entries = match self
+            .rt
+            .block_on(self.op.list_options(&self.list_root(), options))
+        {
+            Ok(entries) => entries,
+            Err(e) => {
+                let mut tree = common::tree_of(Vec::new(), filter, root);
+                tree.errors
+                    .push(Error::new(Op::ReadDir, &self.url, s3_error(e)));
+                return tree;
+            }
+        };
+        let mut etags = HashMap::new();
+        let mut listed = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let (key, meta) = entry.into_parts();
+            let Some(rel) = key.strip_prefix(&self.prefix) else {
+                continue;
+            };
+            let is_dir = rel.ends_with('/');
+            let rel = PathBuf::from(rel.trim_end_matches('/'));
+            if rel.as_os_str().is_empty() {
+                continue;
+            }
+            if let Some(etag) = meta.etag() {
+                etags.insert(rel.clone(), etag.to_string());
+            }
+            listed.push(match is_dir {
+                true => Listed::dir(rel),
+                false => Listed {
+                    rel,
+                    tag: Tag::File,
+                    size: meta.content_length(),
+                    mtime: meta.last_modified().map(mtime_of).unwrap_or_default(),
+                    mode: 0o644,
+                    target: None,
+                },
+            });
+        }
+        *self.etags.lock().unwrap_or_else(|e| e.into_inner()) = etags;
+        common::tree_of(listed, filter, root)
+    }
+
+    fn refine(
+        &self,
+        src_root: &Path,
+        src: &Tree,
+        dst: &mut Tree,
+        compare: &Compare,
+    ) -> (HashSet<u32>, Vec<Error>) {
+        let mut errors = Vec::new();
+        let mut changed = HashSet::new();
+        let same_size: Vec<(u32, u32)> = merge(src, dst)
+            .filter_map(|p| match p {
+                Pair::Both(i, j) => Some((i, j)),
+                _ => None,
+            })
+            .filter(|&(i, j)| {
+                let (s, d) = (&src.entries[i as usize], &dst.entries[j as usize]);
+                s.tag == Tag::File && d.tag == Tag::File && s.size == d.size
+            })
+            .collect();
+        if compare.method == Method::SizeOnly {
+            for &(i, j) in &same_size {
+                dst.entries[j as usize].mtime = src.entries[i as usize].mtime;
+            }
+        } else {
+            let keys: Vec<String> = same_size
+                .iter()
+                .map(|&(_, j)| self.key(dst.path_at(j)).unwrap_or_default())
+                .collect();
+            let heads = self.heads(keys);
+            let local_md5s: Vec<Option<io::Result<String>>> = match compare.method {
+                Method::Checksum => same_size
+                    .par_iter()
+                    .map(|&(i, _)| Some(file_md5(&src_root.join(src.origin(i)))))
+                    .collect(),
+                _ => same_size.iter().map(|_| None).collect(),
+            };
+            let etags = self.etags.lock().unwrap_or_else(|e| e.into_inner());
+            for ((&(i, j), head), local) in same_size.iter().zip(heads).zip(local_md5s) {
+                let rel = dst.path_at(j).to_path_buf();
+                let meta = match head {
+                    Ok(meta) => meta,
+                    Err(e) => {
+                        errors.push(self.fail(Op::Stat, &rel, e));
+                        continue;
+                    }
+                };
+                let stored = meta.user_metadata();
+                let mtime = stored
+                    .as_ref()
+                    .and_then(|m| m.get("mtime"))
+                    .and_then(parse_mtime)
+                    .or_else(|| meta.last_modified().map(mtime_of));
+                if let Some(mtime) = mtime {
+                    dst.entries[j as usize].mtime = mtime;
+                }
+                let Some(local) = local else { continue };
+                let local = match local {
+                    Ok(md5) => md5,
+                    Err(e) => {
+                        let path = src_root.join(src.origin(i));
+                        errors.push(Error::new(Op::Read, path, e));
+                        continue;
+                    }
+                };
+                let remote = etags.get(&rel).and_then(|t| etag_md5(t)).or_else(|| {
+                    stored
+                        .as_ref()
+                        .and_then(|m| m.get("md5chksum"))
+                        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                        .map(|raw| hex(&raw))
+                });
+                if remote.as_deref() != Some(local.as_str()) {
+                    changed.insert(i);
+                }
+            }
+        }
+        common::adopt(
+            src,
+            dst,
+            Keeps {
+                modes: false,
+                dir_times: false,
+                nanoseconds: true,
+            },
+        );
+        (changed, errors)
+    }
+
+    fn make_root(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn remove_temp(&self, rel: &Path) -> Result<()> {
+        self.remove(rel, Tag::File)
+    }
+
+    fn open_dir(&self, _rel: &Path, _mode: u16) -> Result<()> {
+        Ok(())
+    }
+
+    fn make_dir(&self, rel: &Path, replaces: Option<Tag>) -> Result<()> {
+        let result = self.rt.block_on(async {
+            let key = self.key(rel)?;
+            if replaces.is_some() {
+                self.keep(rel, &key).await?;
+                self.delete(&key).await?;
+            }
+            self.op
+                .create_dir(&format!("{key}/"))
+                .await
+                .map_err(s3_error)
+        });
+        result.map_err(|e| self.fail(Op::MakeDir, rel, e))
+    }
+
+    fn write_file(
+        &self,
+        src: &Path,
+        rel: &Path,
+        expected: Option<Expected>,
+        replaces: Option<Tag>,
+    ) -> std::result::Result<Copied, CopyError> {
+        let file = match std::fs::File::open(src) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Copied::Vanished),
+            Err(e) => return Err(Error::new(Op::Open, src, e).into()),
+        };
+        let expected = match expected {
+            Some(expected) => expected,
+            None => {
+                let meta = file.metadata().map_err(|e| Error::new(Op::Stat, src, e))?;
+                Expected {
+                    size: meta.len(),
+                    mtime: Mtime::of(&meta),
+                    mode: crate::entry::mode_of(&meta),
+                }
+            }
+        };
+        let key = self.key(rel).map_err(|e| self.fail(Op::Copy, rel, e))?;
+        let to = self.path(rel);
+        self.rt.block_on(async {
+            if replaces == Some(Tag::Dir) {
+                self.remove_below(rel)
+                    .await
+                    .map_err(|e| Error::new(Op::Remove, &to, e))?;
+            } else {
+                self.keep(rel, &key)
+                    .await
+                    .map_err(|e| Error::copy(src, &to, e))?;
+            }
+            match self.upload(file, src, &key, expected).await {
+                Ok(bytes) => Ok(Copied::Done(bytes)),
+                Err(UploadError::Changed) => Err(CopyError::Changed),
+                Err(UploadError::Read(e)) => Err(Error::new(Op::Read, src, e).into()),
+                Err(UploadError::Write(e)) => Err(Error::copy(src, &to, e).into()),
+            }
+        })
+    }
+
+    fn make_symlink(
+        &self,
+        rel: &Path,
+        _target: &Path,
+        _mtime: Mtime,
+        _replaces: Option<Tag>,
+    ) -> Result<()> {
+        let cause = io::Error::new(io::ErrorKind::Unsupported, "S3 cannot store symlinks");
+        Err(self.fail(Op::Symlink, rel, cause))
+    }
+
+    fn fix(
+        &self,
+        src: &Path,
+        rel: &Path,
+        tag: Tag,
+        _mode: Option<u16>,
+        mtime: Option<Mtime>,
+    ) -> Result<()> {
+        // Object metadata cannot change in place: a new time means writing the object again.
+        if tag != Tag::File || mtime.is_none() {
+            return Ok(());
+        }
+        match self.write_file(src, rel, None, None) {
+            Ok(_) => Ok(()),
+            Err(CopyError::Io(e)) => Err(e),
+            Err(CopyError::Changed) => {
+                let cause = io::Error::other("it changed while being copied");
+                Err(Error::copy(src, &self.path(rel), cause))
+            }
+        }
+    }
+
+    fn remove(&self, rel: &Path, tag: Tag) -> Result<()> {
+        let result = self.rt.block_on(async {
+            let key = self.key(rel)?;
+            match tag {
+                Tag::Dir => self.delete(&format!("{key}/")).await,
+                _ => {
+                    self.keep(rel, &key).await?;
+                    self.delete(&key).await
+                }
+            }
+        });
+        result.map_err(|e| self.fail(Op::Remove, rel, e))
+    }
+
+    fn set_dir_meta(&self, _rel: &Path, _mode: u16, _mtime: Mtime) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mtime_text_round_trips_in_rclone_format() {
+        let cases = [
+            (Mtime { sec: 0, nsec: 0 }, "0.000000000"),
+            (
+                Mtime {
+                    sec: 1_700_000_000,
+                    nsec: 123_456_789,
+                },
+                "1700000000.123456789",
+            ),
+            (
+                Mtime {
+                    sec: -2,
+                    nsec: 500_000_000,
+                },
+                "-1.500000000",
+            ),
+        ];
+        for (t, text) in cases {
+            assert_eq!(format_mtime(t), text);
+            assert_eq!(parse_mtime(text), Some(t));
+        }
+        assert_eq!(
+            parse_mtime("1700000000.5"),
+            Some(Mtime {
+                sec: 1_700_000_000,
+                nsec: 500_000_000
+            })
+        );
+        assert_eq!(
+            parse_mtime("1700000000"),
+            Some(Mtime {
+                sec: 1_700_000_000,
+                nsec: 0
+            })
+        );
+        for bad in ["", "x", "1.2.3", "-", ".5", "1e9"] {
+            assert_eq!(parse_mtime(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn etags_give_an_md5_only_for_single_part_uploads() {
+        assert_eq!(
+            etag_md5("\"D41D8CD98F00B204E9800998ECF8427E\"").as_deref(),
+            Some("d41d8cd98f00b204e9800998ecf8427e")
+        );
+        assert_eq!(etag_md5("\"d41d8cd98f00b204e9800998ecf8427e-3\""), None);
+    }
+
+    #[test]
+    fn backup_prefixes_must_not_overlap_the_mirror() {
+        let p = |dir: &str, prefix: &str| backup_prefix("b", prefix, Path::new(dir)).ok();
+        assert_eq!(p("old", "data").as_deref(), Some("old/"));
+        assert_eq!(p("s3://b/old/x/", "data").as_deref(), Some("old/x/"));
+        assert_eq!(p("s3://other/old", "data"), None);
+        assert_eq!(p("data/old", "data"), None);
+        assert_eq!(p("data", "data/x"), None);
+        assert_eq!(p("old", ""), None);
+        assert_eq!(p("database", "data").as_deref(), Some("database/"));
+    }
+}
