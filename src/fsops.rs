@@ -82,21 +82,13 @@ pub fn prepare() {
     UMASK.store(mask.bits(), Ordering::Relaxed);
 }
 
-/// Copy `src` to `dst` through a temporary file in `dst`'s directory; `replaces` is what the
-/// destination holds now when it is not a file (a directory is removed, or moved to the backup,
-/// just before the rename). `expected` is the listing's view of the source; `None` asks for a
-/// fresh look (used when trying again after the source changed).
-pub fn copy_file(
-    src: &Path,
-    dst: &Path,
-    expected: Option<Expected>,
-    replaces: Option<Tag>,
-    displaced: Displaced<'_>,
-) -> Result<Copied, CopyError> {
+/// Open a source file for copying, with what it is expected to be: the listing's view, or a
+/// fresh look when `expected` is `None`. `None` when the file vanished since it was listed.
+pub fn open_source(src: &Path, expected: Option<Expected>) -> Result<Option<(File, Expected)>> {
     let from = match File::open(src) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Copied::Vanished),
-        Err(e) => return Err(Error::new(Op::Open, src, e).into()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::new(Op::Open, src, e)),
     };
     let expected = match expected {
         Some(expected) => expected,
@@ -108,6 +100,23 @@ pub fn copy_file(
                 mode: mode_of(&meta),
             }
         }
+    };
+    Ok(Some((from, expected)))
+}
+
+/// Copy `src` to `dst` through a temporary file in `dst`'s directory; `replaces` is what the
+/// destination holds now when it is not a file (a directory is removed, or moved to the backup,
+/// just before the rename). `expected` is the listing's view of the source; `None` asks for a
+/// fresh look (used when trying again after the source changed).
+pub fn copy_file(
+    src: &Path,
+    dst: &Path,
+    expected: Option<Expected>,
+    replaces: Option<Tag>,
+    displaced: Displaced<'_>,
+) -> Result<Copied, CopyError> {
+    let Some((from, expected)) = open_source(src, expected)? else {
+        return Ok(Copied::Vanished);
     };
     let mode = u32::from(expected.mode);
     let dir = dst.parent().unwrap_or(Path::new("."));

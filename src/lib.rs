@@ -1,12 +1,14 @@
 //! syncease makes a destination folder an exact, one-way mirror of a source folder.
 //!
 //! A run is a pipeline with one module per stage: [`preflight`] refuses unsafe or invalid roots
-//! before anything changes; [`scan`] lists SRC and DST at the same time (leaving out what the
-//! [`filter`] excludes); [`checksum`] and [`flatten`] refine the listings when asked; [`plan`]
+//! before anything changes; [`scan`] lists SRC while the [`dest::Destination`] lists DST, at the
+//! same time (leaving out what the [`filter`] excludes); [`checksum`] (through
+//! [`dest::Destination::refine`]) and [`flatten`] refine the listings when asked; [`plan`]
 //! compares the two listings (using the rules in [`compare`]) into plain-data actions; [`exec`]
-//! carries them out on a rayon pool, writing only through [`fsops`]; the [`report`] front ends
-//! turn the events into itemized lines, JSON, progress and a summary. [`run`] ties the stages
-//! together and returns the [`Status`] that the binary maps to its exit code.
+//! carries them out on a rayon pool through the destination — a local folder written only
+//! through [`fsops`], or one of the [`remote`] backends; the [`report`] front ends turn the
+//! events into itemized lines, JSON, progress and a summary. [`run`] ties the stages together
+//! and returns the [`Status`] that the binary maps to its exit code.
 
 pub mod checksum;
 pub mod compare;

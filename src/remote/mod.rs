@@ -3,7 +3,7 @@
 //! The URL forms are always understood, so a build without a backend can say which cargo
 //! feature it lacks instead of writing into a local folder named `s3:`. Each backend lives
 //! behind its feature (`s3`: Apache OpenDAL; `sftp`: russh + russh-sftp) and implements
-//! [`Destination`](crate::dest::Destination); everything before and after the executor is the
+//! [`Destination`]; everything before and after the executor is the
 //! same code as for a local folder.
 
 use std::fmt;

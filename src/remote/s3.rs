@@ -27,6 +27,7 @@ use opendal::{ErrorKind, Operator};
 use rayon::prelude::*;
 use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
+use tracing::debug;
 
 use super::common::{self, io_error, Keeps, Listed};
 use super::Options;
@@ -35,7 +36,7 @@ use crate::dest::Destination;
 use crate::entry::{merge, Mtime, Pair, RootMeta, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
-use crate::fsops::{Copied, CopyError, Expected};
+use crate::fsops::{open_source, Copied, CopyError, Expected};
 
 /// Files up to this size are one PUT; larger ones are uploaded in parts of this size.
 pub const PART: usize = 8 << 20;
@@ -339,6 +340,7 @@ impl S3 {
             .writer_options(key, options)
             .await
             .map_err(|e| UploadError::Write(s3_error(e)))?;
+        debug!(key, size = expected.size, "multipart upload started");
         let mut sent = 0u64;
         let result = async {
             loop {
@@ -358,6 +360,7 @@ impl S3 {
                     .write(part)
                     .await
                     .map_err(|e| UploadError::Write(s3_error(e)))?;
+                debug!(key, sent, "multipart part handed over");
             }
             if !unchanged(&file, sent).map_err(UploadError::Read)? {
                 return Err(UploadError::Changed);
@@ -371,6 +374,7 @@ impl S3 {
         match result {
             Ok(_) => Ok(sent),
             Err(e) => {
+                debug!(key, "multipart upload aborted");
                 let _ = writer.abort().await;
                 Err(e)
             }
@@ -616,21 +620,8 @@ impl Destination for S3 {
         expected: Option<Expected>,
         replaces: Option<Tag>,
     ) -> std::result::Result<Copied, CopyError> {
-        let file = match std::fs::File::open(src) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Copied::Vanished),
-            Err(e) => return Err(Error::new(Op::Open, src, e).into()),
-        };
-        let expected = match expected {
-            Some(expected) => expected,
-            None => {
-                let meta = file.metadata().map_err(|e| Error::new(Op::Stat, src, e))?;
-                Expected {
-                    size: meta.len(),
-                    mtime: Mtime::of(&meta),
-                    mode: crate::entry::mode_of(&meta),
-                }
-            }
+        let Some((file, expected)) = open_source(src, expected)? else {
+            return Ok(Copied::Vanished);
         };
         let key = self.key(rel).map_err(|e| self.fail(Op::Copy, rel, e))?;
         let to = self.path(rel);

@@ -33,7 +33,7 @@ use crate::dest::Destination;
 use crate::entry::{Mtime, RootMeta, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
-use crate::fsops::{is_temp_name, Copied, CopyError, Expected};
+use crate::fsops::{is_temp_name, open_source, Copied, CopyError, Expected};
 
 const POSIX_RENAME: &str = "posix-rename@openssh.com";
 /// Bytes per write request: every SFTP server accepts 32 KiB.
@@ -263,7 +263,8 @@ impl Sftp {
             Some(dir) => {
                 let text = common::text(dir)?.trim_end_matches('/');
                 let b = absolute(text)?;
-                let inside = |a: &str, b: &str| b == "/" || a == b || a.starts_with(&join(b, ""));
+                let inside =
+                    |a: &str, b: &str| b == "/" || a == b || a.starts_with(&format!("{b}/"));
                 if inside(&b, &root) || inside(&root, &b) {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
@@ -736,19 +737,22 @@ impl Destination for Sftp {
                 nanoseconds: false,
             },
         );
-        // A link's own time cannot be set over SFTP v3: take the source's.
-        let links: Vec<(u32, u32)> = crate::entry::merge(src, dst)
+        // A link's own time cannot be set over SFTP v3, and times before 1970 or after 2106
+        // have no form there (they are stored clamped): take the source's.
+        let pairs: Vec<(u32, u32)> = crate::entry::merge(src, dst)
             .filter_map(|p| match p {
                 crate::entry::Pair::Both(i, j) => Some((i, j)),
                 _ => None,
             })
-            .filter(|&(i, j)| {
-                src.entries[i as usize].tag == Tag::Symlink
-                    && dst.entries[j as usize].tag == Tag::Symlink
-            })
             .collect();
-        for (i, j) in links {
-            dst.entries[j as usize].mtime = src.entries[i as usize].mtime;
+        for (i, j) in pairs {
+            let s = src.entries[i as usize];
+            let d = &mut dst.entries[j as usize];
+            let clamped = s.mtime.sec.clamp(0, u32::MAX as i64);
+            let link = s.tag == Tag::Symlink && d.tag == Tag::Symlink;
+            if link || (s.tag == d.tag && clamped != s.mtime.sec && d.mtime.sec == clamped) {
+                d.mtime = s.mtime;
+            }
         }
         (HashSet::new(), Vec::new())
     }
@@ -807,21 +811,8 @@ impl Destination for Sftp {
         expected: Option<Expected>,
         replaces: Option<Tag>,
     ) -> std::result::Result<Copied, CopyError> {
-        let file = match std::fs::File::open(src) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Copied::Vanished),
-            Err(e) => return Err(Error::new(Op::Open, src, e).into()),
-        };
-        let expected = match expected {
-            Some(expected) => expected,
-            None => {
-                let meta = file.metadata().map_err(|e| Error::new(Op::Stat, src, e))?;
-                Expected {
-                    size: meta.len(),
-                    mtime: Mtime::of(&meta),
-                    mode: crate::entry::mode_of(&meta),
-                }
-            }
+        let Some((file, expected)) = open_source(src, expected)? else {
+            return Ok(Copied::Vanished);
         };
         match self.rt.block_on(self.upload(file, rel, expected, replaces)) {
             Ok(bytes) => Ok(Copied::Done(bytes)),

@@ -3,6 +3,7 @@
 mod differential;
 mod options;
 mod output;
+mod remote;
 mod safety;
 mod sync;
 mod util;

@@ -5,7 +5,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 use crate::util::*;
 
@@ -307,34 +306,6 @@ fn spawn_sync(f: &Fixture, jobs: &str, stderr: Stdio) -> Child {
         .arg(&f.dst)
         .stderr(stderr);
     cmd.spawn().unwrap()
-}
-
-/// Poll until `ready`, while the run is still going (a run that ends first never reached the
-/// moment the test needs).
-fn wait_for(child: &mut Child, moment: &str, mut ready: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !ready() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before {moment}"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "never reached {moment}"
-        );
-        std::thread::sleep(Duration::from_micros(200));
-    }
-}
-
-/// Content of big file `i` in version `v`: a repeated random block, distinct per file and version.
-fn big_content(i: u64, v: u64, len: usize) -> Vec<u8> {
-    let block = Rng::new(i * 1000 + v).bytes(1 << 20);
-    let mut content = Vec::with_capacity(len);
-    while content.len() < len {
-        let n = block.len().min(len - content.len());
-        content.extend_from_slice(&block[..n]);
-    }
-    content
 }
 
 #[test]

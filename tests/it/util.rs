@@ -11,7 +11,8 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
 
 use filetime::FileTime;
 
@@ -333,4 +334,32 @@ pub fn temporaries(root: &Path) -> Vec<PathBuf> {
                 .is_some_and(|n| n.as_bytes().starts_with(b".syncease-"))
         })
         .collect()
+}
+
+/// Poll until `ready`, while the run is still going (a run that ends first never reached the
+/// moment the test needs).
+pub fn wait_for(child: &mut Child, moment: &str, mut ready: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before {moment}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never reached {moment}"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Content of big file `i` in version `v`: a repeated random block, distinct per file and version.
+pub fn big_content(i: u64, v: u64, len: usize) -> Vec<u8> {
+    let block = Rng::new(i * 1000 + v).bytes(1 << 20);
+    let mut content = Vec::with_capacity(len);
+    while content.len() < len {
+        let n = block.len().min(len - content.len());
+        content.extend_from_slice(&block[..n]);
+    }
+    content
 }

@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""Time syncease against `rclone sync` to the same S3 bucket (Garage) and the same sshd.
+
+Start the servers and build syncease with both backends first:
+
+    eval "$(tests/servers/start /tmp/servers)"
+    cargo build --release --features s3,sftp
+    python3 bench/remote.py --scratch /dev/shm/remote-bench
+
+Two trees (seeded): `small`, 10,000 files of 1-16 KiB in 100 directories, and `big`, one file
+of 1 GiB. For each destination (S3, SFTP) and tree, the tools run interleaved over fresh
+destinations: an initial upload, then a no-op run. rclone runs as configured by default
+(4 transfers, 8 checkers) and with as many transfers as syncease has workers (16). Each result
+is read back with `rclone lsjson` (S3) or compared on disk (SFTP, which writes to a local
+folder) before its time counts. Prints a Markdown table of medians.
+"""
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MIB = 1 << 20
+
+
+def env(name):
+    value = os.environ.get(name)
+    if not value:
+        sys.exit(f"{name} is not set: eval \"$(tests/servers/start DIR)\" first")
+    return value
+
+
+def gen_small(root, rng):
+    for d in range(100):
+        sub = os.path.join(root, f"d{d:03}")
+        os.makedirs(sub)
+        for i in range(100):
+            path = os.path.join(sub, f"f{i:03}.bin")
+            with open(path, "wb") as f:
+                f.write(rng.randbytes(rng.randrange(1024, 16 * 1024)))
+            sec = rng.randrange(1_400_000_000, 1_700_000_000)
+            os.utime(path, ns=(sec * 10**9, sec * 10**9 + rng.randrange(10**9)))
+
+
+def gen_big(root, rng):
+    os.makedirs(root)
+    path = os.path.join(root, "one.bin")
+    with open(path, "wb") as f:
+        for _ in range(1024):
+            f.write(os.urandom(MIB))
+    os.utime(path, ns=(1_600_000_000 * 10**9, 1_600_000_000 * 10**9 + 7))
+
+
+def rclone_env():
+    e = dict(os.environ)
+    e.pop("AWS_CA_BUNDLE", None)  # rclone 1.60 cannot use it with its own transport
+    e.update(
+        RCLONE_CONFIG="/nonexistent/rclone.conf",
+        RCLONE_CONFIG_GARAGE_TYPE="s3",
+        RCLONE_CONFIG_GARAGE_PROVIDER="Other",
+        RCLONE_CONFIG_GARAGE_ACCESS_KEY_ID=env("SYNCEASE_TEST_S3_KEY_ID"),
+        RCLONE_CONFIG_GARAGE_SECRET_ACCESS_KEY=env("SYNCEASE_TEST_S3_SECRET"),
+        RCLONE_CONFIG_GARAGE_ENDPOINT=env("SYNCEASE_TEST_S3_ENDPOINT"),
+        RCLONE_CONFIG_GARAGE_REGION=env("SYNCEASE_TEST_S3_REGION"),
+        RCLONE_CONFIG_GARAGE_FORCE_PATH_STYLE="true",
+        RCLONE_CONFIG_SSH_TYPE="sftp",
+        RCLONE_CONFIG_SSH_HOST="127.0.0.1",
+        RCLONE_CONFIG_SSH_PORT=sftp_port(),
+        RCLONE_CONFIG_SSH_USER=sftp_user(),
+        RCLONE_CONFIG_SSH_KEY_FILE=env("SYNCEASE_TEST_SSH_KEY"),
+        RCLONE_CONFIG_SSH_KNOWN_HOSTS_FILE=env("SYNCEASE_TEST_KNOWN_HOSTS"),
+        TZ="UTC",
+    )
+    return e
+
+
+def sftp_port():
+    return env("SYNCEASE_TEST_SFTP_URL").split("@", 1)[1].split("/", 1)[0].split(":")[1]
+
+
+def sftp_user():
+    return env("SYNCEASE_TEST_SFTP_URL").split("://", 1)[1].split("@", 1)[0]
+
+
+def syncease_env():
+    e = dict(os.environ)
+    e.update(
+        AWS_ACCESS_KEY_ID=env("SYNCEASE_TEST_S3_KEY_ID"),
+        AWS_SECRET_ACCESS_KEY=env("SYNCEASE_TEST_S3_SECRET"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    return e
+
+
+def commands(binary, tool, src, kind, name):
+    """argv and environment of one tool writing `src` to destination `name` of `kind`."""
+    bucket = env("SYNCEASE_TEST_S3_BUCKET")
+    sftp_root = env("SYNCEASE_TEST_SFTP_ROOT")
+    if tool == "syncease":
+        args = [binary, "-q"]
+        if kind == "s3":
+            args += ["--s3-endpoint", env("SYNCEASE_TEST_S3_ENDPOINT")]
+            args += ["--s3-region", env("SYNCEASE_TEST_S3_REGION"), src, f"s3://{bucket}/{name}"]
+        else:
+            args += ["--ssh-key", env("SYNCEASE_TEST_SSH_KEY")]
+            args += ["--known-hosts", env("SYNCEASE_TEST_KNOWN_HOSTS")]
+            args += [src, env("SYNCEASE_TEST_SFTP_URL") + "/" + name]
+        return args, syncease_env()
+    dst = f"garage:{bucket}/{name}" if kind == "s3" else f"ssh:{sftp_root}/{name}"
+    args = ["rclone", "sync", "-q", src, dst]
+    if tool == "rclone-16":
+        args += ["--transfers", "16", "--checkers", "16"]
+    return args, rclone_env()
+
+
+def timed(argv, environment):
+    start = time.perf_counter()
+    proc = subprocess.run(argv, env=environment, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr}")
+    return elapsed
+
+
+def verify(kind, src, name):
+    """The destination holds every file of src with its size."""
+    expected = {}
+    for dirpath, _, files in os.walk(src):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            expected[os.path.relpath(p, src)] = os.path.getsize(p)
+    if kind == "s3":
+        out = subprocess.run(
+            ["rclone", "lsjson", "-R", "--files-only", f"garage:{env('SYNCEASE_TEST_S3_BUCKET')}/{name}"],
+            env=rclone_env(), capture_output=True, text=True, check=True,
+        ).stdout
+        actual = {e["Path"]: e["Size"] for e in json.loads(out)}
+    else:
+        root = os.path.join(env("SYNCEASE_TEST_SFTP_ROOT"), name)
+        actual = {}
+        for dirpath, _, files in os.walk(root):
+            for f in files:
+                p = os.path.join(dirpath, f)
+                actual[os.path.relpath(p, root)] = os.path.getsize(p)
+    if actual != expected:
+        missing = len(set(expected) - set(actual))
+        sys.exit(f"{name}: wrong result ({missing} missing, {len(actual)} present)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scratch", required=True)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--trees", default="small,big")
+    parser.add_argument("--kinds", default="s3,sftp")
+    args = parser.parse_args()
+    binary = os.path.join(REPO, "target", "release", "syncease")
+    if shutil.which("rclone") is None:
+        sys.exit("rclone is not installed")
+    rclone_version = subprocess.run(
+        ["rclone", "version"], capture_output=True, text=True
+    ).stdout.split("\n")[0]
+    os.makedirs(args.scratch, exist_ok=True)
+    rng = random.Random(42)
+    trees = {}
+    for tree in args.trees.split(","):
+        root = os.path.join(args.scratch, tree)
+        if not os.path.exists(root):
+            {"small": gen_small, "big": gen_big}[tree](root, rng)
+        trees[tree] = root
+    tools = ["syncease", "rclone", "rclone-16"]
+    results = {}
+    stamp = int(time.time())
+    for kind in args.kinds.split(","):
+        for tree, src in trees.items():
+            for r in range(args.rounds):
+                for tool in tools:
+                    name = f"bench-{stamp}-{kind}-{tree}-{tool}-{r}"
+                    argv, environment = commands(binary, tool, src, kind, name)
+                    for phase in ("initial", "no-op"):
+                        secs = timed(argv, environment)
+                        if phase == "initial" and r == 0:
+                            verify(kind, src, name)
+                        results.setdefault((kind, tree, phase, tool), []).append(secs)
+                        print(f"[{kind} {tree}] round {r + 1} {tool} {phase}: {secs:.2f} s",
+                              file=sys.stderr)
+    print()
+    print("| destination | tree | phase | syncease | rclone | rclone --transfers 16 | syncease / rclone |")
+    print("|---|---|---|---|---|---|---|")
+    for kind in args.kinds.split(","):
+        for tree in trees:
+            for phase in ("initial", "no-op"):
+                med = {t: statistics.median(results[(kind, tree, phase, t)]) for t in tools}
+                label = {"small": "10,000 × 1–16 KiB", "big": "1 × 1 GiB"}[tree]
+                print(
+                    f"| {kind.upper()} | {label} | {phase} | {med['syncease']:.2f} s "
+                    f"| {med['rclone']:.2f} s | {med['rclone-16']:.2f} s "
+                    f"| {med['syncease'] / med['rclone']:.2f} × |"
+                )
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    print()
+    print(
+        f"Machine: {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}; servers on "
+        f"127.0.0.1 (Garage 2.5.0, OpenSSH sshd); {rclone_version}; medians of {args.rounds} "
+        "rounds, each on a fresh destination."
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,691 @@
+//! Remote destinations against real servers on loopback: Garage for S3, OpenSSH for SFTP, both
+//! started by `tests/servers/start` (which `.ci/run` calls). Without their environment the
+//! tests are skipped — unless `CI=true`, where a missing server is a failure.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// The environment `tests/servers/start` prints, or `None` (skip) outside CI.
+fn server_env(backend: &str, built: bool, var: &str) -> Option<String> {
+    if !built {
+        eprintln!("skipped: built without the {backend} feature");
+        return None;
+    }
+    match std::env::var(var) {
+        Ok(v) => Some(v),
+        Err(_) if in_ci() => panic!("CI=true but {var} is not set: run tests/servers/start"),
+        Err(_) => {
+            eprintln!("skipped: {var} is not set (see tests/servers/start)");
+            None
+        }
+    }
+}
+
+fn json(run: &Run) -> Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {run:?}"))
+}
+
+/// A name no other test (or earlier run) uses.
+fn unique(name: &str) -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `2026-11-28T10:15:54.123456789Z` as Unix seconds and nanoseconds.
+fn parse_utc(text: &str) -> (i64, u32) {
+    let n = |r: std::ops::Range<usize>| text[r].parse::<i64>().unwrap();
+    let days = days_from_civil(n(0..4), n(5..7), n(8..10));
+    let sec = days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19);
+    let frac = text[19..].trim_start_matches('.').trim_end_matches('Z');
+    let nsec = format!("{frac:0<9}")[..9].parse::<u32>().unwrap();
+    (sec, nsec)
+}
+
+/// Path, and for a file its size, mtime and MD5 (directories: `None`), sorted by path.
+type Listing = Vec<(String, Option<(u64, (i64, u32), String)>)>;
+
+// --- S3 -----------------------------------------------------------------------------------
+
+struct S3 {
+    endpoint: String,
+    bucket: String,
+    key_id: String,
+    secret: String,
+    region: String,
+    /// This test's key prefix.
+    prefix: String,
+}
+
+impl S3 {
+    fn new(test: &str) -> Option<S3> {
+        let endpoint = server_env("s3", cfg!(feature = "s3"), "SYNCEASE_TEST_S3_ENDPOINT")?;
+        let var = |v: &str| std::env::var(v).unwrap_or_else(|_| panic!("{v} is not set"));
+        Some(S3 {
+            endpoint,
+            bucket: var("SYNCEASE_TEST_S3_BUCKET"),
+            key_id: var("SYNCEASE_TEST_S3_KEY_ID"),
+            secret: var("SYNCEASE_TEST_S3_SECRET"),
+            region: var("SYNCEASE_TEST_S3_REGION"),
+            prefix: unique(test),
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+
+    /// syncease with static test keys, no config files, no metadata service, and a CA bundle
+    /// variable pointing nowhere (the client must not trip over it).
+    fn command(&self) -> Command {
+        let mut cmd = syncease();
+        cmd.env("AWS_ACCESS_KEY_ID", &self.key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                "/nonexistent/aws-credentials",
+            )
+            .env("AWS_CA_BUNDLE", "/nonexistent/ca-bundle.pem")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN")
+            .args(["--s3-endpoint", &self.endpoint, "--s3-region", &self.region]);
+        cmd
+    }
+
+    fn sync(&self, f: &Fixture, extra: &[&str]) -> Run {
+        let out = self
+            .command()
+            .args(extra)
+            .arg(&f.src)
+            .arg(self.url())
+            .output()
+            .unwrap();
+        Run::from(out)
+    }
+
+    /// rclone, configured for the test store through its environment.
+    fn rclone(&self) -> Command {
+        let mut cmd = Command::new("rclone");
+        cmd.env("RCLONE_CONFIG", "/nonexistent/rclone.conf")
+            .env("RCLONE_CONFIG_GARAGE_TYPE", "s3")
+            .env("RCLONE_CONFIG_GARAGE_PROVIDER", "Other")
+            .env("RCLONE_CONFIG_GARAGE_ACCESS_KEY_ID", &self.key_id)
+            .env("RCLONE_CONFIG_GARAGE_SECRET_ACCESS_KEY", &self.secret)
+            .env("RCLONE_CONFIG_GARAGE_ENDPOINT", &self.endpoint)
+            .env("RCLONE_CONFIG_GARAGE_REGION", &self.region)
+            .env("RCLONE_CONFIG_GARAGE_FORCE_PATH_STYLE", "true")
+            .env("TZ", "UTC")
+            // rclone (1.60) fails on any AWS_CA_BUNDLE with its own transport.
+            .env_remove("AWS_CA_BUNDLE");
+        cmd
+    }
+
+    /// What rclone sees below `prefix`: for each file its size, mtime (from our metadata) and
+    /// MD5 (from the ETag, or our md5chksum for multipart objects); directories as `None`.
+    fn listing(&self, prefix: &str) -> Listing {
+        let out = self
+            .rclone()
+            .args(["lsjson", "-R", "--hash"])
+            .arg(format!("garage:{}/{prefix}", self.bucket))
+            .output()
+            .expect("rclone (installed by .ci/run)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut entries: Vec<_> = doc
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let path = e["Path"].as_str().unwrap().to_string();
+                let file = (!e["IsDir"].as_bool().unwrap()).then(|| {
+                    (
+                        e["Size"].as_u64().unwrap(),
+                        parse_utc(e["ModTime"].as_str().unwrap()),
+                        e["Hashes"]["md5"].as_str().unwrap_or("").to_string(),
+                    )
+                });
+                (path, file)
+            })
+            .collect();
+        entries.sort();
+        entries
+    }
+
+    /// What the listing should be for the local tree `root` (symlinks are not stored; rclone
+    /// shows only directories that hold files, not our markers for empty ones).
+    fn expected(root: &Path) -> Listing {
+        let mut entries = Vec::new();
+        for e in walkdir::WalkDir::new(root).min_depth(1) {
+            let e = e.unwrap();
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
+            let meta = fs::symlink_metadata(e.path()).unwrap();
+            if meta.is_dir() {
+                let has_file = walkdir::WalkDir::new(e.path())
+                    .into_iter()
+                    .any(|d| d.unwrap().file_type().is_file());
+                if has_file {
+                    entries.push((rel, None));
+                }
+            } else if meta.is_file() {
+                let digest = md5_hex(&fs::read(e.path()).unwrap());
+                let mtime = (meta.mtime(), meta.mtime_nsec() as u32);
+                entries.push((rel, Some((meta.len(), mtime, digest))));
+            }
+        }
+        entries.sort();
+        entries
+    }
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    let out = Command::new("md5sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(data)?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()[..32].to_string()
+}
+
+/// A source tree with nesting, an empty directory, a symlink and a file over the part size.
+fn remote_tree(f: &Fixture) {
+    f.write("src/a.txt", "alpha");
+    f.write("src/docs/b.txt", "bravo");
+    f.write("src/docs/deep/c.txt", "charlie");
+    f.mkdir("src/empty");
+    f.symlink("src/docs/link", "b.txt");
+    f.write("src/big.bin", big_content(7, 1, (20 << 20) + 12_345));
+    set_mtime(&f.path("src/a.txt"), 1_600_000_000, 123_456_789);
+    set_mtime(&f.path("src/docs/deep/c.txt"), -86_400 * 400, 5);
+}
+
+#[test]
+fn s3_mirror_initial_noop_incremental_and_deletes() {
+    let Some(s3) = S3::new("mirror") else { return };
+    let f = Fixture::new();
+    remote_tree(&f);
+
+    let first = json(&s3.sync(&f, &["--json"]).expect(0));
+    assert_eq!(first["copied"]["files"], 4, "{first}");
+    assert_eq!(first["skipped"], 1, "the symlink: {first}");
+    assert_eq!(s3.listing(&s3.prefix), S3::expected(&f.src));
+    // The empty directory is there as a marker: a dry run has nothing to create.
+    let dry = s3.sync(&f, &["-n"]).expect(0);
+    assert!(!dry.stdout.contains("empty"), "{dry:?}");
+
+    // No-op: nothing uploaded; the objects are the very same (LastModified unchanged).
+    let before = s3.rclone_raw_times();
+    let noop = json(&s3.sync(&f, &["--json"]).expect(0));
+    assert_eq!(noop["copied"]["files"], 0, "{noop}");
+    assert_eq!(noop["updated"]["files"], 0, "{noop}");
+    assert_eq!(noop["deleted"], 0, "{noop}");
+    assert_eq!(noop["unchanged"]["files"], 4, "{noop}");
+    assert_eq!(s3.rclone_raw_times(), before);
+
+    // Incremental: one changed (same size, new time), one added, one removed, a subtree gone,
+    // a file turned into a directory.
+    f.write("src/a.txt", "ALPHA");
+    set_mtime(&f.path("src/a.txt"), 1_600_000_001, 0);
+    f.write("src/new.txt", "new");
+    fs::remove_dir_all(f.path("src/docs/deep")).unwrap();
+    fs::remove_dir(f.path("src/empty")).unwrap();
+    f.write("src/empty", "now a file");
+    let inc = json(&s3.sync(&f, &["--json"]).expect(0));
+    assert_eq!(
+        inc["updated"]["files"], 2,
+        "a.txt and the type change: {inc}"
+    );
+    assert_eq!(inc["copied"]["files"], 1, "{inc}");
+    assert_eq!(s3.listing(&s3.prefix), S3::expected(&f.src));
+    let again = json(&s3.sync(&f, &["--json"]).expect(0));
+    assert_eq!(again["copied"]["files"], 0, "{again}");
+    assert_eq!(again["updated"]["files"], 0, "{again}");
+}
+
+impl S3 {
+    /// Every object's server-side LastModified, to see that nothing was rewritten.
+    fn rclone_raw_times(&self) -> Vec<String> {
+        let out = self
+            .rclone()
+            .args(["lsf", "-R", "--format", "pt", "--use-server-modtime"])
+            .arg(format!("garage:{}/{}", self.bucket, self.prefix))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+}
+
+#[test]
+fn s3_checksum_size_only_and_dry_run() {
+    let Some(s3) = S3::new("compare") else { return };
+    let f = Fixture::new();
+    remote_tree(&f);
+    s3.sync(&f, &[]).expect(0);
+
+    // Same size and mtime, other bytes: only --checksum sees it (small file: the ETag; big
+    // file: the md5chksum kept at upload, its ETag being a multipart one).
+    let a = f.write("src/a.txt", "ALPHA");
+    set_mtime(&a, 1_600_000_000, 123_456_789);
+    let b = f.path("src/big.bin");
+    let meta = fs::metadata(&b).unwrap();
+    let mut big = fs::read(&b).unwrap();
+    big[5] ^= 1;
+    fs::write(&b, &big).unwrap();
+    set_mtime(&b, meta.mtime(), meta.mtime_nsec() as u32);
+    for extra in [&[][..], &["--size-only"][..]] {
+        let run = json(&s3.sync(&f, &[&["--json"][..], extra].concat()).expect(0));
+        assert_eq!(run["updated"]["files"], 0, "{extra:?}: {run}");
+    }
+
+    // A dry run changes nothing and says what a real run would do.
+    let before = s3.listing(&s3.prefix);
+    let dry = json(&s3.sync(&f, &["--json", "-c", "-n"]).expect(0));
+    assert_eq!(dry["updated"]["files"], 2, "{dry}");
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(s3.listing(&s3.prefix), before);
+
+    let checked = json(&s3.sync(&f, &["--json", "-c"]).expect(0));
+    assert_eq!(checked["updated"]["files"], 2, "{checked}");
+    assert_eq!(s3.listing(&s3.prefix), S3::expected(&f.src));
+    let settled = json(&s3.sync(&f, &["--json", "-c"]).expect(0));
+    assert_eq!(settled["updated"]["files"], 0, "{settled}");
+}
+
+#[test]
+fn s3_refusals_and_deletion_limits() {
+    let Some(s3) = S3::new("refuse") else { return };
+    let f = Fixture::new();
+    remote_tree(&f);
+    s3.sync(&f, &[]).expect(0);
+    let before = s3.listing(&s3.prefix);
+
+    // An empty (unmounted?) source never empties the destination.
+    let empty = f.mkdir("empty");
+    let run = Run::from(s3.command().arg(&empty).arg(s3.url()).output().unwrap()).expect(2);
+    assert!(run.stderr.contains("empty"), "{run:?}");
+    assert_eq!(s3.listing(&s3.prefix), before);
+
+    // Wrong credentials: refused before anything, naming the destination.
+    let run = Run::from(
+        s3.command()
+            .env("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+            .arg(&f.src)
+            .arg(s3.url())
+            .output()
+            .unwrap(),
+    )
+    .expect(2);
+    assert!(run.stderr.contains(&s3.url()), "{run:?}");
+
+    // A backup prefix inside the mirror is refused.
+    let inside = format!("{}/old", s3.prefix);
+    s3.sync(&f, &["--backup-dir", &inside]).expect(2);
+
+    // Over the deletion limit: copies happen, deletions do not, exit 1.
+    fs::remove_dir_all(f.path("src/docs")).unwrap();
+    f.write("src/added.txt", "added");
+    let run = s3.sync(&f, &["--json", "--max-delete", "1"]).expect(1);
+    let doc = json(&run);
+    assert_eq!(doc["copied"]["files"], 1, "{doc}");
+    assert_eq!(doc["deleted"], 0, "{doc}");
+    let listed = s3.listing(&s3.prefix);
+    assert!(listed.iter().any(|(p, _)| p == "docs/b.txt"), "{listed:?}");
+    s3.sync(&f, &[]).expect(0);
+    assert_eq!(s3.listing(&s3.prefix), S3::expected(&f.src));
+}
+
+#[test]
+fn s3_backup_prefix_keeps_overwritten_and_deleted_objects() {
+    let Some(s3) = S3::new("backup") else { return };
+    let f = Fixture::new();
+    f.write("src/keep.txt", "v1");
+    f.write("src/gone.txt", "doomed");
+    s3.sync(&f, &[]).expect(0);
+    let backup = format!("{}-old", s3.prefix);
+    f.write("src/keep.txt", "v2!");
+    fs::remove_file(f.path("src/gone.txt")).unwrap();
+    s3.sync(&f, &["--backup-dir", &backup]).expect(0);
+    f.write("src/keep.txt", "v3!!");
+    s3.sync(&f, &["--backup-dir", &backup]).expect(0);
+    let kept: Vec<(String, u64)> = s3
+        .listing(&backup)
+        .into_iter()
+        .filter_map(|(p, file)| file.map(|(size, _, _)| (p, size)))
+        .collect();
+    assert_eq!(
+        kept,
+        vec![
+            ("gone.txt".to_string(), 6),
+            ("keep.txt".to_string(), 2),
+            ("keep.txt.~1~".to_string(), 3),
+        ]
+    );
+    assert_eq!(s3.listing(&s3.prefix), S3::expected(&f.src));
+}
+
+#[test]
+fn s3_killed_multipart_upload_leaves_no_partial_object() {
+    let Some(s3) = S3::new("killed") else { return };
+    let f = Fixture::new();
+    let log = f.path("run.log");
+    let size = 96 << 20;
+    for version in 1..=2u64 {
+        f.write("src/huge.bin", big_content(3, version, size));
+        set_mtime(&f.path("src/huge.bin"), 1_000_000 * version as i64, 0);
+        let before = s3.listing(&s3.prefix);
+        let mut child = s3
+            .command()
+            .args(["-j", "1", "--log-file"])
+            .arg(&log)
+            .arg(&f.src)
+            .arg(s3.url())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for(&mut child, "three parts handed over", || {
+            fs::read_to_string(&log)
+                .map(|text| text.matches("multipart part handed over").count() >= 3)
+                .unwrap_or(false)
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // The first time there is no object at all; the second, still the first version.
+        assert_eq!(s3.listing(&s3.prefix), before, "round {version}");
+    }
+    s3.sync(&f, &[]).expect(0);
+    assert_eq!(s3.listing(&s3.prefix), S3::expected(&f.src));
+}
+
+// --- SFTP ---------------------------------------------------------------------------------
+
+struct Sftp {
+    /// sftp://user@127.0.0.1:PORT/ROOT/NAME
+    url: String,
+    /// The same folder seen locally (the server runs on this machine).
+    local: PathBuf,
+    key: String,
+    known_hosts: String,
+}
+
+impl Sftp {
+    fn new(test: &str) -> Option<Sftp> {
+        let base = server_env("sftp", cfg!(feature = "sftp"), "SYNCEASE_TEST_SFTP_URL")?;
+        let var = |v: &str| std::env::var(v).unwrap_or_else(|_| panic!("{v} is not set"));
+        let name = unique(test);
+        Some(Sftp {
+            url: format!("{base}/{name}"),
+            local: PathBuf::from(var("SYNCEASE_TEST_SFTP_ROOT")).join(name),
+            key: var("SYNCEASE_TEST_SSH_KEY"),
+            known_hosts: var("SYNCEASE_TEST_KNOWN_HOSTS"),
+        })
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = syncease();
+        cmd.args(["--ssh-key", &self.key, "--known-hosts", &self.known_hosts]);
+        cmd
+    }
+
+    fn sync(&self, f: &Fixture, extra: &[&str]) -> Run {
+        let out = self
+            .command()
+            .args(extra)
+            .arg(&f.src)
+            .arg(&self.url)
+            .output()
+            .unwrap();
+        Run::from(out)
+    }
+}
+
+/// A manifest as SFTP can carry it: whole-second times, and no time for symlinks.
+fn in_seconds(m: Manifest) -> Manifest {
+    Manifest(
+        m.0.into_iter()
+            .map(|(path, mut r)| {
+                r.mtime = match r.shape {
+                    Shape::Symlink { .. } => (0, 0),
+                    _ => (r.mtime.0, 0),
+                };
+                (path, r)
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn sftp_mirror_initial_noop_incremental_and_deletes() {
+    let Some(sftp) = Sftp::new("mirror") else {
+        return;
+    };
+    let f = Fixture::new();
+    remote_tree(&f);
+    chmod(&f.path("src/docs/b.txt"), 0o640);
+    chmod(&f.path("src/docs"), 0o750);
+
+    let first = json(&sftp.sync(&f, &["--json"]).expect(0));
+    assert_eq!(first["copied"]["files"], 5, "4 files and a link: {first}");
+    let src = |f: &Fixture| in_seconds(Manifest::of(&f.src).without(&["docs/deep/c.txt"]));
+    let dst = || in_seconds(Manifest::of(&sftp.local).without(&["docs/deep/c.txt"]));
+    // Before 1970 has no SFTP v3 form: c.txt is compared apart.
+    assert_same(&src(&f), &dst());
+
+    let before = identity(&sftp.local);
+    let noop = json(&sftp.sync(&f, &["--json"]).expect(0));
+    assert_eq!(noop["copied"]["files"], 0, "{noop}");
+    assert_eq!(noop["updated"]["files"], 0, "{noop}");
+    assert_eq!(identity(&sftp.local), before, "a no-op run wrote something");
+
+    f.write("src/a.txt", "ALPHA!");
+    f.write("src/new.txt", "new");
+    fs::remove_dir_all(f.path("src/docs/deep")).unwrap();
+    fs::remove_dir(f.path("src/empty")).unwrap();
+    f.write("src/empty", "now a file");
+    fs::remove_file(f.path("src/docs/link")).unwrap();
+    f.mkdir("src/docs/link");
+    let inc = json(&sftp.sync(&f, &["--json"]).expect(0));
+    assert_eq!(
+        inc["updated"]["files"], 2,
+        "a.txt and the type change: {inc}"
+    );
+    assert_eq!(inc["copied"]["files"], 1, "{inc}");
+    assert_same(&in_seconds(Manifest::of(&f.src)), &dst());
+    assert!(temporaries(&sftp.local).is_empty());
+}
+
+#[test]
+fn sftp_unknown_or_changed_host_keys_are_refused() {
+    let Some(sftp) = Sftp::new("hostkey") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write("src/a.txt", "a");
+    let line = fs::read_to_string(&sftp.known_hosts).unwrap();
+    let host = line.split_whitespace().next().unwrap().to_string();
+
+    let with_known_hosts = |file: &Path| {
+        let out = syncease()
+            .args(["--ssh-key", &sftp.key, "--known-hosts"])
+            .arg(file)
+            .arg(&f.src)
+            .arg(&sftp.url)
+            .output()
+            .unwrap();
+        Run::from(out).expect(2)
+    };
+    let run = with_known_hosts(&f.write("known_hosts_empty", ""));
+    assert!(run.stderr.contains("not in"), "{run:?}");
+
+    let other = f.path("other_key");
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let public = fs::read_to_string(other.with_extension("pub")).unwrap();
+    let fields: Vec<&str> = public.split_whitespace().take(2).collect();
+    let wrong = f.write(
+        "known_hosts_wrong",
+        format!("{host} {}\n", fields.join(" ")),
+    );
+    let run = with_known_hosts(&wrong);
+    assert!(run.stderr.contains("does not match"), "{run:?}");
+    assert!(!sftp.local.exists(), "nothing may be written");
+}
+
+#[test]
+fn sftp_killed_upload_leaves_old_or_new_and_a_rerun_converges() {
+    let Some(sftp) = Sftp::new("killed") else {
+        return;
+    };
+    let f = Fixture::new();
+    let size = 64 << 20;
+    let hash = |p: &Path| blake3::hash(&fs::read(p).unwrap());
+    f.write("src/huge.bin", big_content(5, 1, size));
+    sftp.sync(&f, &[]).expect(0);
+    let old = hash(&sftp.local.join("huge.bin"));
+    f.write("src/huge.bin", big_content(5, 2, size));
+    set_mtime(&f.path("src/huge.bin"), 2_000_000, 0);
+    let mut child = sftp
+        .command()
+        .args(["-j", "1"])
+        .arg(&f.src)
+        .arg(&sftp.url)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&mut child, "a temporary with data", || {
+        temporaries(&sftp.local)
+            .iter()
+            .any(|t| fs::metadata(sftp.local.join(t)).is_ok_and(|m| m.len() > 0))
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(hash(&sftp.local.join("huge.bin")), old);
+    sftp.sync(&f, &[]).expect(0);
+    assert!(
+        temporaries(&sftp.local).is_empty(),
+        "the rerun sweeps temporaries"
+    );
+    assert_same(
+        &in_seconds(Manifest::of(&f.src)),
+        &in_seconds(Manifest::of(&sftp.local)),
+    );
+}
+
+#[test]
+fn sftp_backup_dir_keeps_overwritten_and_deleted_files() {
+    let Some(sftp) = Sftp::new("backup") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write("src/keep.txt", "v1");
+    f.write("src/gone.txt", "doomed");
+    sftp.sync(&f, &[]).expect(0);
+    let backup = sftp.local.with_extension("old");
+    let backup_arg = backup.to_str().unwrap();
+    f.write("src/keep.txt", "v2!");
+    fs::remove_file(f.path("src/gone.txt")).unwrap();
+    sftp.sync(&f, &["--backup-dir", backup_arg]).expect(0);
+    f.write("src/keep.txt", "v3!!");
+    sftp.sync(&f, &["--backup-dir", backup_arg]).expect(0);
+    let read = |name: &str| fs::read_to_string(backup.join(name)).unwrap();
+    assert_eq!(read("gone.txt"), "doomed");
+    assert_eq!(read("keep.txt"), "v1");
+    assert_eq!(read("keep.txt.~1~"), "v2!");
+    assert_same(
+        &in_seconds(Manifest::of(&f.src)),
+        &in_seconds(Manifest::of(&sftp.local)),
+    );
+    let inside = sftp.local.join("old");
+    sftp.sync(&f, &["--backup-dir", inside.to_str().unwrap()])
+        .expect(2);
+}
+
+// --- Without servers ----------------------------------------------------------------------
+
+#[test]
+fn malformed_remote_urls_are_usage_errors() {
+    let f = Fixture::new();
+    f.write("src/a.txt", "a");
+    for (url, says) in [
+        ("sftp://host-without-path", "expected sftp://"),
+        ("sftp://h:99999/x", "bad port"),
+        ("s3:///no-bucket", "no bucket"),
+        ("s3://b/a/../c", "not allowed"),
+    ] {
+        let run = f.run([f.src.as_os_str(), url.as_ref()]).expect(2);
+        assert!(run.stderr.contains(says), "{url}: {run:?}");
+    }
+}
+
+#[cfg(not(feature = "s3"))]
+#[test]
+fn a_build_without_s3_names_the_feature_to_enable() {
+    let f = Fixture::new();
+    f.write("src/a.txt", "a");
+    let run = f
+        .run([f.src.as_os_str(), "s3://bucket/x".as_ref()])
+        .expect(2);
+    assert!(run.stderr.contains("--features s3"), "{run:?}");
+}
+
+#[cfg(not(feature = "sftp"))]
+#[test]
+fn a_build_without_sftp_names_the_feature_to_enable() {
+    let f = Fixture::new();
+    f.write("src/a.txt", "a");
+    let run = f
+        .run([f.src.as_os_str(), "sftp://me@host/x".as_ref()])
+        .expect(2);
+    assert!(run.stderr.contains("--features sftp"), "{run:?}");
+}
