@@ -2,10 +2,12 @@
 //! started by `tests/servers/start` (which `.ci/run` calls). Without their environment the
 //! tests are skipped — unless `CI=true`, where a missing server is a failure.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -69,6 +71,77 @@ fn parse_utc(text: &str) -> (i64, u32) {
 type Listing = Vec<(String, Option<(u64, (i64, u32), String)>)>;
 
 // --- S3 -----------------------------------------------------------------------------------
+
+/// A TCP relay between syncease and the S3 server that counts HTTP requests by method, to see
+/// how many requests a run makes (a relay changes nothing a signature covers: the client signs
+/// the Host it connects to, and that is the Host the server receives).
+struct Counter {
+    endpoint: String,
+    counts: Arc<Mutex<BTreeMap<String, u64>>>,
+}
+
+impl Counter {
+    fn start(upstream: &str) -> Counter {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let counts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+        let tally = counts.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let Ok(mut server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (mut client_back, mut server_back) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut server_back, &mut client_back);
+                    let _ = client_back.shutdown(std::net::Shutdown::Both);
+                });
+                let tally = tally.clone();
+                std::thread::spawn(move || {
+                    // Request lines start the stream or follow a CRLF; keep a few bytes of the
+                    // previous read so a line split across reads is still seen.
+                    let mut carry: Vec<u8> = b"\r\n".to_vec();
+                    let mut buf = vec![0; 64 << 10];
+                    loop {
+                        let n = match client.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if server.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        carry.extend_from_slice(&buf[..n]);
+                        for method in ["GET", "HEAD", "PUT", "POST", "DELETE"] {
+                            let needle = format!("\r\n{method} /");
+                            let hits = carry
+                                .windows(needle.len())
+                                .filter(|w| *w == needle.as_bytes())
+                                .count() as u64;
+                            if hits > 0 {
+                                *tally.lock().unwrap().entry(method.to_string()).or_insert(0) +=
+                                    hits;
+                            }
+                        }
+                        let keep = carry.len().saturating_sub(10);
+                        carry.drain(..keep);
+                    }
+                    let _ = server.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Counter { endpoint, counts }
+    }
+
+    /// Requests per method since the last call.
+    fn take(&self) -> BTreeMap<String, u64> {
+        std::mem::take(&mut *self.counts.lock().unwrap())
+    }
+}
 
 struct S3 {
     endpoint: String,
@@ -240,11 +313,21 @@ fn remote_tree(f: &Fixture) {
 
 #[test]
 fn s3_mirror_initial_noop_incremental_and_deletes() {
-    let Some(s3) = S3::new("mirror") else { return };
+    let Some(mut s3) = S3::new("mirror") else {
+        return;
+    };
+    let counter = Counter::start(&s3.endpoint);
+    s3.endpoint = counter.endpoint.clone();
     let f = Fixture::new();
     remote_tree(&f);
 
     let first = json(&s3.sync(&f, &["--json"]).expect(0));
+    let initial = counter.take();
+    assert_eq!(
+        initial.get("HEAD"),
+        None,
+        "no same-size pair, no HEAD: {initial:?}"
+    );
     assert_eq!(first["copied"]["files"], 4, "{first}");
     assert_eq!(first["skipped"], 1, "the symlink: {first}");
     assert_eq!(s3.listing(&s3.prefix), S3::expected(&f.src));
@@ -254,7 +337,19 @@ fn s3_mirror_initial_noop_incremental_and_deletes() {
 
     // No-op: nothing uploaded; the objects are the very same (LastModified unchanged).
     let before = s3.rclone_raw_times();
+    counter.take();
     let noop = json(&s3.sync(&f, &["--json"]).expect(0));
+    let requests = counter.take();
+    // One listing (and the reachability check), one HEAD per same-size file, nothing else.
+    assert_eq!(requests.get("HEAD"), Some(&4), "{requests:?}");
+    assert_eq!(requests.get("PUT"), None, "{requests:?}");
+    assert_eq!(requests.get("POST"), None, "{requests:?}");
+    assert_eq!(requests.get("DELETE"), None, "{requests:?}");
+    let sized = json(&s3.sync(&f, &["--json", "--size-only"]).expect(0));
+    assert_eq!(sized["unchanged"]["files"], 4, "{sized}");
+    let requests = counter.take();
+    assert_eq!(requests.get("HEAD"), None, "--size-only: {requests:?}");
+    assert_eq!(requests.keys().collect::<Vec<_>>(), ["GET"], "{requests:?}");
     assert_eq!(noop["copied"]["files"], 0, "{noop}");
     assert_eq!(noop["updated"]["files"], 0, "{noop}");
     assert_eq!(noop["deleted"], 0, "{noop}");
@@ -301,6 +396,31 @@ impl S3 {
             .map(String::from)
             .collect()
     }
+}
+
+#[test]
+fn s3_objects_uploaded_by_rclone_are_seen_as_unchanged() {
+    let Some(s3) = S3::new("rclone") else { return };
+    let f = Fixture::new();
+    remote_tree(&f);
+    let out = s3
+        .rclone()
+        .args(["sync"])
+        .arg(&f.src)
+        .arg(format!("garage:{}/{}", s3.bucket, s3.prefix))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = json(&s3.sync(&f, &["--json"]).expect(0));
+    assert_eq!(run["copied"]["files"], 0, "{run}");
+    assert_eq!(run["updated"]["files"], 0, "{run}");
+    assert_eq!(run["unchanged"]["files"], 4, "{run}");
+    let checked = json(&s3.sync(&f, &["--json", "--checksum"]).expect(0));
+    assert_eq!(checked["updated"]["files"], 0, "{checked}");
 }
 
 #[test]
