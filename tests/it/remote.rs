@@ -175,6 +175,11 @@ impl S3 {
     /// variable pointing nowhere (the client must not trip over it).
     fn command(&self) -> Command {
         let mut cmd = syncease();
+        self.configure(&mut cmd);
+        cmd
+    }
+
+    fn configure(&self, cmd: &mut Command) {
         cmd.env("AWS_ACCESS_KEY_ID", &self.key_id)
             .env("AWS_SECRET_ACCESS_KEY", &self.secret)
             .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -187,7 +192,6 @@ impl S3 {
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_SESSION_TOKEN")
             .args(["--s3-endpoint", &self.endpoint, "--s3-region", &self.region]);
-        cmd
     }
 
     fn sync(&self, f: &Fixture, extra: &[&str]) -> Run {
@@ -502,6 +506,30 @@ fn s3_refusals_and_deletion_limits() {
     assert!(listed.iter().any(|(p, _)| p == "docs/b.txt"), "{listed:?}");
     s3.sync(&f, &[]).expect(0);
     assert_eq!(s3.listing(&s3.prefix), S3::expected(&f.src));
+}
+
+#[test]
+fn s3_deletions_are_withheld_after_a_source_read_error() {
+    let Some(s3) = S3::new("withheld") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write("src/ok.txt", "ok");
+    f.write("src/old.txt", "old");
+    let secret = f.write("src/secret.txt", "secret");
+    s3.sync(&f, &[]).expect(0);
+    fs::remove_file(f.path("src/old.txt")).unwrap();
+    f.write("src/secret.txt", "secret, longer");
+    f.write("src/new.txt", "new");
+    // Unreadable for the user the run has (as root, the run drops to nobody).
+    let mut cmd = unprivileged(&f);
+    chmod(&secret, 0o000);
+    s3.configure(&mut cmd);
+    let run = Run::from(cmd.arg(&f.src).arg(s3.url()).output().unwrap()).expect(1);
+    assert!(run.stderr.contains("secret.txt"), "{run:?}");
+    assert!(run.stderr.contains("deleting nothing"), "{run:?}");
+    let listed: Vec<String> = s3.listing(&s3.prefix).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(listed, ["new.txt", "ok.txt", "old.txt", "secret.txt"]);
 }
 
 #[test]
