@@ -18,7 +18,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use base64::Engine as _;
 use md5::{Digest, Md5};
@@ -26,7 +26,6 @@ use opendal::options::{ListOptions, WriteOptions};
 use opendal::{ErrorKind, Operator};
 use rayon::prelude::*;
 use tokio::runtime::Runtime;
-use tokio::sync::Semaphore;
 use tracing::debug;
 
 use super::common::{self, io_error, Keeps, Listed};
@@ -381,26 +380,53 @@ impl S3 {
         }
     }
 
-    /// HEAD each object in `keys`, many at once; the answers in the same order.
-    fn heads(&self, keys: Vec<String>) -> Vec<io::Result<opendal::Metadata>> {
-        let limit = Arc::new(Semaphore::new(HEADS_IN_FLIGHT));
+    /// HEAD each object in `keys`, [`HEADS_IN_FLIGHT`] at a time; the answers in the same
+    /// order, each reduced at once to the little a comparison needs.
+    fn heads(&self, keys: Vec<String>) -> Vec<io::Result<Head>> {
         self.rt.block_on(async {
-            let tasks: Vec<_> = keys
-                .into_iter()
-                .map(|key| {
-                    let (op, limit) = (self.op.clone(), limit.clone());
-                    tokio::spawn(async move {
-                        let _permit = limit.acquire_owned().await;
-                        op.stat(&key).await.map_err(s3_error)
-                    })
-                })
-                .collect();
-            let mut out = Vec::with_capacity(tasks.len());
-            for task in tasks {
-                out.push(task.await.unwrap_or_else(|e| Err(io::Error::other(e))));
+            let mut out: Vec<Option<io::Result<Head>>> = keys.iter().map(|_| None).collect();
+            let mut tasks = tokio::task::JoinSet::new();
+            let mut keys = keys.into_iter().enumerate();
+            loop {
+                while tasks.len() < HEADS_IN_FLIGHT {
+                    let Some((n, key)) = keys.next() else { break };
+                    let op = self.op.clone();
+                    tasks.spawn(async move { (n, op.stat(&key).await.map(|m| Head::of(&m))) });
+                }
+                let Some(done) = tasks.join_next().await else {
+                    break;
+                };
+                match done {
+                    Ok((n, head)) => out[n] = Some(head.map_err(s3_error)),
+                    Err(e) => return vec![Err(io::Error::other(e))],
+                }
             }
-            out
+            out.into_iter()
+                .map(|h| h.unwrap_or_else(|| Err(io::Error::other("no answer"))))
+                .collect()
         })
+    }
+}
+
+/// What a HEAD tells about an object: the source mtime kept at upload (else LastModified) and
+/// the MD5 kept for multipart uploads.
+struct Head {
+    mtime: Option<Mtime>,
+    md5chksum: Option<String>,
+}
+
+impl Head {
+    fn of(meta: &opendal::Metadata) -> Head {
+        let stored = meta.user_metadata();
+        let get = |key: &str| stored.as_ref().and_then(|m| m.get(key));
+        Head {
+            mtime: get("mtime")
+                .and_then(parse_mtime)
+                .or_else(|| meta.last_modified().map(mtime_of)),
+            md5chksum: get("md5chksum")
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .map(|raw| hex(&raw)),
+        }
     }
 }
 
@@ -537,20 +563,14 @@ impl Destination for S3 {
             let etags = self.etags.lock().unwrap_or_else(|e| e.into_inner());
             for ((&(i, j), head), local) in same_size.iter().zip(heads).zip(local_md5s) {
                 let rel = dst.path_at(j).to_path_buf();
-                let meta = match head {
-                    Ok(meta) => meta,
+                let head = match head {
+                    Ok(head) => head,
                     Err(e) => {
                         errors.push(self.fail(Op::Stat, &rel, e));
                         continue;
                     }
                 };
-                let stored = meta.user_metadata();
-                let mtime = stored
-                    .as_ref()
-                    .and_then(|m| m.get("mtime"))
-                    .and_then(parse_mtime)
-                    .or_else(|| meta.last_modified().map(mtime_of));
-                if let Some(mtime) = mtime {
+                if let Some(mtime) = head.mtime {
                     dst.entries[j as usize].mtime = mtime;
                 }
                 let Some(local) = local else { continue };
@@ -562,13 +582,7 @@ impl Destination for S3 {
                         continue;
                     }
                 };
-                let remote = etags.get(&rel).and_then(|t| etag_md5(t)).or_else(|| {
-                    stored
-                        .as_ref()
-                        .and_then(|m| m.get("md5chksum"))
-                        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-                        .map(|raw| hex(&raw))
-                });
+                let remote = etags.get(&rel).and_then(|t| etag_md5(t)).or(head.md5chksum);
                 if remote.as_deref() != Some(local.as_str()) {
                     changed.insert(i);
                 }
