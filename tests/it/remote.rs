@@ -509,6 +509,35 @@ fn s3_refusals_and_deletion_limits() {
 }
 
 #[test]
+fn s3_credentials_come_from_a_profile_file() {
+    let Some(s3) = S3::new("profile") else { return };
+    let f = Fixture::new();
+    f.write("src/a.txt", "a");
+    let credentials = f.write(
+        "aws/credentials",
+        format!(
+            "[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n\
+             [backup]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            s3.key_id, s3.secret
+        ),
+    );
+    let run = |profile: Option<&str>| {
+        let mut cmd = s3.command();
+        cmd.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("AWS_SHARED_CREDENTIALS_FILE", &credentials);
+        if let Some(profile) = profile {
+            cmd.env("AWS_PROFILE", profile);
+        }
+        Run::from(cmd.arg(&f.src).arg(s3.url()).output().unwrap())
+    };
+    let refused = run(None).expect(2);
+    assert!(refused.stderr.contains(&s3.url()), "{refused:?}");
+    run(Some("backup")).expect(0);
+    assert_eq!(s3.listing(&s3.prefix), S3::expected(&f.src));
+}
+
+#[test]
 fn s3_deletions_are_withheld_after_a_source_read_error() {
     let Some(s3) = S3::new("withheld") else {
         return;
