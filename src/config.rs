@@ -55,6 +55,9 @@ pub struct Config {
     /// Relative paths left out of the mirror on both sides (the backup directory when it lies
     /// inside DST). Set by preflight.
     pub protected: Vec<PathBuf>,
+    /// Whether the destination can hold symlinks; when not, the source's are skipped with a
+    /// warning. Set by `run` from the destination.
+    pub symlinks: bool,
     /// DST as a remote URL (`s3://`, `sftp://`); `dst` then holds its text, for messages.
     pub remote: Option<Url>,
     /// Settings of remote destinations.
@@ -77,6 +80,7 @@ impl Config {
             filter: Filter::default(),
             flatten: false,
             protected: Vec::new(),
+            symlinks: true,
             remote: None,
             remote_options: remote::Options::default(),
         }

@@ -80,11 +80,9 @@ pub fn preview(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
 fn announce(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) {
     for &i in &plan.skipped {
         let path = roots.src(plan.src.origin(i));
-        let link = !roots.dst.stores_symlinks()
-            && std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
-        match link {
-            true => reporter.warning(&Warning::Symlink(&path)),
-            false => reporter.warning(&Warning::Special(&path)),
+        match plan.src.entries[i as usize].tag {
+            Tag::Symlink => reporter.warning(&Warning::Symlink(&path)),
+            _ => reporter.warning(&Warning::Special(&path)),
         }
     }
     for &i in &plan.held_back {

@@ -71,6 +71,27 @@ pub struct Expected {
     pub mode: u16,
 }
 
+impl Expected {
+    /// True when the source still is what was expected, `read` bytes having been copied from
+    /// it: the check made after every copy, before its result may replace the target.
+    pub fn still_holds(&self, file: &File, read: u64) -> io::Result<bool> {
+        let after = file.metadata()?;
+        Ok(read == self.size && after.len() == self.size && Mtime::of(&after) == self.mtime)
+    }
+}
+
+/// A fresh temporary name (`.syncease-PID<kind>N.tmp`) for a symlink (`kind` 'l') or a file
+/// written by a remote destination ('s'); local file temporaries come from `tempfile`. All
+/// match [`is_temp_name`], so the next run sweeps what a killed one left.
+pub fn temp_name(kind: char) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{TEMP_PREFIX}{:x}{kind}{n}{TEMP_SUFFIX}",
+        std::process::id()
+    )
+}
+
 /// The process umask, read once before any worker starts (see [`prepare`]).
 static UMASK: AtomicU32 = AtomicU32::new(0o022);
 
@@ -130,11 +151,7 @@ pub fn copy_file(
     let file = temp.as_file();
     let written =
         copy_contents(&from, file, expected.size).map_err(|e| Error::copy(src, dst, e))?;
-    let after = from.metadata().at(Op::Stat, src)?;
-    if written != expected.size
-        || after.len() != expected.size
-        || Mtime::of(&after) != expected.mtime
-    {
+    if !expected.still_holds(&from, written).at(Op::Stat, src)? {
         return Err(CopyError::Changed);
     }
     if mode & !0o777 != 0 || mode & UMASK.load(Ordering::Relaxed) != 0 {
@@ -187,12 +204,9 @@ pub fn make_symlink(
     replaces: Option<Tag>,
     displaced: Displaced<'_>,
 ) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
     let temp = loop {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{TEMP_PREFIX}{:x}l{n}{TEMP_SUFFIX}", std::process::id());
-        let temp = dir.join(name);
+        let temp = dir.join(temp_name('l'));
         match std::os::unix::fs::symlink(target, &temp) {
             Ok(()) => break temp,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,

@@ -32,7 +32,6 @@ use tracing::debug;
 
 use crate::config::Config;
 use crate::dest::Destination;
-use crate::entry::Tag;
 use crate::exec::Roots;
 use crate::preflight::Refusal;
 use crate::report::{Reporter, Status, Summary, Warning};
@@ -42,37 +41,45 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
     let started = Instant::now();
     let refuse = |refusal: Refusal| refuse(config, reporter, started, refusal);
     if let Some(url) = &config.remote {
-        if let Err(refusal) = preflight::check_source(&config.src) {
-            return refuse(refusal);
-        }
-        let config = &Config {
-            src: std::path::absolute(&config.src).unwrap_or_else(|_| config.src.clone()),
-            ..config.clone()
+        let src_empty = match preflight::check_source(&config.src) {
+            Ok((_, empty)) => empty,
+            Err(refusal) => return refuse(refusal),
         };
         let dest = match remote::open(url, config) {
             Ok(dest) => dest,
             Err(e) => return refuse(Refusal::DestinationUnreadable(config.dst.clone(), e)),
         };
+        if let Err(refusal) = preflight::empty_source(config, src_empty, &*dest) {
+            return refuse(refusal);
+        }
+        let config = &Config {
+            src: std::path::absolute(&config.src).unwrap_or_else(|_| config.src.clone()),
+            symlinks: dest.stores_symlinks(),
+            ..config.clone()
+        };
         return mirror(config, &*dest, reporter, started);
     }
-    let protected = match preflight::check(config) {
-        Ok(protected) => protected,
+    let checked = match preflight::check(config) {
+        Ok(checked) => checked,
         Err(refusal) => return refuse(refusal),
     };
     // Absolute roots: every path below them is then absolute too, which spares a getcwd per
     // temporary file.
     let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let config = &Config {
-        protected,
+        protected: checked.protected,
         src: absolute(&config.src),
         dst: absolute(&config.dst),
         ..config.clone()
     };
-    fsops::prepare();
     let local = dest::Local {
         root: &config.dst,
         backup: config.backup_dir.as_deref(),
     };
+    if let Err(refusal) = preflight::empty_source(config, checked.src_empty, &local) {
+        return refuse(refusal);
+    }
+    fsops::prepare();
     mirror(config, &local, reporter, started)
 }
 
@@ -123,23 +130,6 @@ fn mirror(
         } else {
             src
         };
-        // A remote destination is only listed now: the guard against an unmounted source.
-        if config.remote.is_some()
-            && src.entries.is_empty()
-            && src.errors.is_empty()
-            && !dst.entries.is_empty()
-            && !config.allow_empty_source
-        {
-            return refuse(Refusal::EmptySource {
-                src: config.src.clone(),
-                dst: config.dst.clone(),
-            });
-        }
-        if !dest.stores_symlinks() {
-            for entry in src.entries.iter_mut().filter(|e| e.tag == Tag::Symlink) {
-                entry.tag = Tag::Special;
-            }
-        }
         let (changed, errors) = dest.refine(&config.src, &src, &mut dst, &config.compare);
         src.errors.extend(errors);
         for error in src.errors.iter().chain(&dst.errors) {

@@ -559,9 +559,16 @@ impl<'t> Planner<'_, 't> {
         self.plan.dirs.push(MakeDir { src: i, replaces });
     }
 
+    /// Source entries that are never mirrored: special files, and symlinks where the
+    /// destination cannot hold them.
+    fn skipped(&self, tag: Tag) -> bool {
+        tag == Tag::Special || (tag == Tag::Symlink && !self.config.symlinks)
+    }
+
     fn source_only(&mut self, i: u32) {
         match self.src(i).tag {
-            Tag::Special => self.plan.skipped.push(i),
+            tag if self.skipped(tag) => self.plan.skipped.push(i),
+            Tag::Special => unreachable!("special files are skipped"),
             Tag::Dir => self.make_dir(i, None),
             Tag::File | Tag::Symlink => self.transfer(i, Reason::New),
         }
@@ -583,7 +590,8 @@ impl<'t> Planner<'_, 't> {
     fn both(&mut self, i: u32, j: u32) -> Option<usize> {
         let (src, dst) = (self.src(i), &self.plan.dst.entries[j as usize]);
         match (src.tag, dst.tag) {
-            (Tag::Special, _) => self.plan.skipped.push(i),
+            (tag, _) if self.skipped(tag) => self.plan.skipped.push(i),
+            (Tag::Special, _) => unreachable!("special files are skipped"),
             (Tag::Dir, Tag::Dir) => self.open_dir(
                 i,
                 Some(RootMeta {

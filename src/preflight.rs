@@ -10,6 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
+use crate::dest::Destination;
 
 /// Why a run was refused.
 #[derive(Debug)]
@@ -102,18 +103,24 @@ impl fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
-/// Check the roots. Nothing is written. Returns the relative paths inside the mirror that must
-/// be left alone (a backup directory inside DST).
-pub fn check(config: &Config) -> Result<Vec<PathBuf>, Refusal> {
+/// What the checks of the roots found.
+#[derive(Debug)]
+pub struct Checked {
+    /// Relative paths inside the mirror that must be left alone (a backup directory in DST).
+    pub protected: Vec<PathBuf>,
+    /// SRC has no entries at all (see [`empty_source`]).
+    pub src_empty: bool,
+}
+
+/// Check the roots. Nothing is written.
+pub fn check(config: &Config) -> Result<Checked, Refusal> {
     let src = &config.src;
     let dst = &config.dst;
     let (src_real, src_empty) = check_source(src)?;
 
-    let (dst_real, dst_exists) = match fs::metadata(dst) {
+    let dst_real = match fs::metadata(dst) {
         Ok(meta) if meta.is_dir() => {
-            let real = fs::canonicalize(dst)
-                .map_err(|e| Refusal::DestinationUnreadable(dst.clone(), e))?;
-            (real, true)
+            fs::canonicalize(dst).map_err(|e| Refusal::DestinationUnreadable(dst.clone(), e))?
         }
         Ok(_) => return Err(Refusal::DestinationNotDir(dst.clone())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -121,7 +128,7 @@ pub fn check(config: &Config) -> Result<Vec<PathBuf>, Refusal> {
                 // A dangling symlink: creating DST would write through it.
                 return Err(Refusal::DestinationNotDir(dst.clone()));
             }
-            (resolve_missing(dst)?, false)
+            resolve_missing(dst)?
         }
         Err(e) => return Err(Refusal::DestinationUnreadable(dst.clone(), e)),
     };
@@ -141,19 +148,34 @@ pub fn check(config: &Config) -> Result<Vec<PathBuf>, Refusal> {
             dst: dst.clone(),
         });
     }
-    if src_empty && dst_exists && !config.allow_empty_source {
-        let mut dst_entries =
-            fs::read_dir(dst).map_err(|e| Refusal::DestinationUnreadable(dst.clone(), e))?;
-        if dst_entries.next().is_some() {
-            return Err(Refusal::EmptySource {
-                src: src.clone(),
-                dst: dst.clone(),
-            });
-        }
+    let protected = match &config.backup_dir {
+        Some(backup) => check_backup(backup, &src_real, &dst_real)?,
+        None => Vec::new(),
+    };
+    Ok(Checked {
+        protected,
+        src_empty,
+    })
+}
+
+/// The guard against a source disk that is not mounted: an empty SRC over a destination that
+/// holds anything is refused, unless `--allow-empty-source`. Asked of any destination, local
+/// or remote, once it is reachable and before anything is listed or written.
+pub fn empty_source(
+    config: &Config,
+    src_empty: bool,
+    dest: &dyn Destination,
+) -> Result<(), Refusal> {
+    if !src_empty || config.allow_empty_source {
+        return Ok(());
     }
-    match &config.backup_dir {
-        Some(backup) => check_backup(backup, &src_real, &dst_real),
-        None => Ok(Vec::new()),
+    match dest.is_empty() {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Refusal::EmptySource {
+            src: config.src.clone(),
+            dst: config.dst.clone(),
+        }),
+        Err(e) => Err(Refusal::DestinationUnreadable(config.dst.clone(), e)),
     }
 }
 

@@ -279,3 +279,26 @@ fn escaped_paths_stay_on_one_line() {
     assert_eq!(Escaped(Path::new(raw)).to_string(), "a\\x0ab\\x5cc\\xff");
     assert_eq!(Escaped(Path::new("caf\u{e9} x")).to_string(), "caf\u{e9} x");
 }
+
+#[test]
+fn symlinks_are_skipped_where_the_destination_cannot_hold_them() {
+    let config = Config {
+        symlinks: false,
+        ..config()
+    };
+    let src = tree(vec![
+        file("a", 1, 1),
+        link("new-link", "a"),
+        link("old-link", "a"),
+        special("fifo"),
+    ]);
+    let dst = tree(vec![file("a", 1, 1), file("old-link", 1, 1)]);
+    let plan = plan(src, dst, &config);
+    assert!(lines(&plan).is_empty(), "{:?}", lines(&plan));
+    let skipped: Vec<_> = plan.skipped.iter().map(|&i| plan.src_path(i)).collect();
+    assert_eq!(skipped.len(), 3);
+    assert!(
+        plan.deletes.is_empty(),
+        "a skipped path is not deleted either"
+    );
+}

@@ -18,7 +18,6 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use base64::Engine as _;
 use md5::{Digest, Md5};
@@ -54,8 +53,6 @@ pub struct S3 {
     prefix: String,
     /// The key prefix of `--backup-dir`: ending in `/`.
     backup: Option<String>,
-    /// ETags from the listing, by path below the prefix.
-    etags: Mutex<HashMap<PathBuf, String>>,
 }
 
 impl std::fmt::Debug for S3 {
@@ -138,8 +135,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// MD5 of a whole local file, as lowercase hex.
-fn file_md5(path: &Path) -> io::Result<String> {
+/// MD5 of a whole local file.
+fn file_md5(path: &Path) -> io::Result<[u8; 16]> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Md5::new();
     let mut buf = vec![0; 1 << 20];
@@ -149,7 +146,7 @@ fn file_md5(path: &Path) -> io::Result<String> {
             n => hasher.update(&buf[..n]),
         }
     }
-    Ok(hex(&hasher.finalize()))
+    Ok(hasher.finalize().into())
 }
 
 impl S3 {
@@ -196,18 +193,28 @@ impl S3 {
                 p => format!("{p}/"),
             },
             backup,
-            etags: Mutex::new(HashMap::new()),
         };
-        s3.rt
-            .block_on(s3.op.list_options(
-                &s3.list_root(),
-                ListOptions {
-                    limit: Some(1),
-                    ..ListOptions::default()
-                },
-            ))
-            .map_err(s3_error)?;
+        // Reachable, with these credentials, before anything else happens.
+        s3.first_keys(1)?;
         Ok(s3)
+    }
+
+    /// Up to `n` keys directly below the prefix (the prefix's own marker left out).
+    fn first_keys(&self, n: usize) -> io::Result<Vec<String>> {
+        let options = ListOptions {
+            limit: Some(n + 1),
+            ..ListOptions::default()
+        };
+        let listed = self
+            .rt
+            .block_on(self.op.list_options(&self.list_root(), options))
+            .map_err(s3_error)?;
+        Ok(listed
+            .into_iter()
+            .map(|e| e.path().to_string())
+            .filter(|key| *key != self.list_root() && *key != self.prefix)
+            .take(n)
+            .collect())
     }
 
     fn list_root(&self) -> String {
@@ -293,12 +300,7 @@ impl S3 {
         expected: Expected,
     ) -> std::result::Result<u64, UploadError> {
         let mut metadata = HashMap::from([("mtime".to_string(), format_mtime(expected.mtime))]);
-        let unchanged = |file: &std::fs::File, read: u64| -> io::Result<bool> {
-            let after = file.metadata()?;
-            Ok(read == expected.size
-                && after.len() == expected.size
-                && Mtime::of(&after) == expected.mtime)
-        };
+        let unchanged = |file: &std::fs::File, read| expected.still_holds(file, read);
         if expected.size <= PART as u64 {
             let mut data = Vec::with_capacity(expected.size as usize);
             (&mut file)
@@ -320,13 +322,9 @@ impl S3 {
         }
         // A multipart ETag is not the content's MD5: keep it in the metadata for --checksum.
         let md5 = file_md5(src).map_err(UploadError::Read)?;
-        let raw: Vec<u8> = (0..md5.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&md5[i..i + 2], 16).unwrap_or(0))
-            .collect();
         metadata.insert(
             "md5chksum".to_string(),
-            base64::engine::general_purpose::STANDARD.encode(raw),
+            base64::engine::general_purpose::STANDARD.encode(md5),
         );
         let options = WriteOptions {
             user_metadata: Some(metadata),
@@ -396,23 +394,23 @@ impl S3 {
                 let Some(done) = tasks.join_next().await else {
                     break;
                 };
-                match done {
-                    Ok((n, head)) => out[n] = Some(head.map_err(s3_error)),
-                    Err(e) => return vec![Err(io::Error::other(e))],
-                }
+                // A task only fails by panicking (none is cancelled): pass the panic on.
+                let (n, head) = done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+                out[n] = Some(head.map_err(s3_error));
             }
             out.into_iter()
-                .map(|h| h.unwrap_or_else(|| Err(io::Error::other("no answer"))))
+                .map(|h| h.expect("every HEAD was answered"))
                 .collect()
         })
     }
 }
 
 /// What a HEAD tells about an object: the source mtime kept at upload (else LastModified) and
-/// the MD5 kept for multipart uploads.
+/// the content's MD5 (lowercase hex) — the ETag of a single-part upload, else the MD5 kept in
+/// the metadata of a multipart one.
 struct Head {
     mtime: Option<Mtime>,
-    md5chksum: Option<String>,
+    md5: Option<String>,
 }
 
 impl Head {
@@ -423,9 +421,11 @@ impl Head {
             mtime: get("mtime")
                 .and_then(parse_mtime)
                 .or_else(|| meta.last_modified().map(mtime_of)),
-            md5chksum: get("md5chksum")
-                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-                .map(|raw| hex(&raw)),
+            md5: meta.etag().and_then(etag_md5).or_else(|| {
+                get("md5chksum")
+                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                    .map(|raw| hex(&raw))
+            }),
         }
     }
 }
@@ -472,6 +472,10 @@ impl Destination for S3 {
         false
     }
 
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.first_keys(1)?.is_empty())
+    }
+
     fn scan(&self, filter: &Filter) -> Tree {
         let root = RootMeta {
             mtime: Mtime::default(),
@@ -493,7 +497,6 @@ impl Destination for S3 {
                 return tree;
             }
         };
-        let mut etags = HashMap::new();
         let mut listed = Vec::with_capacity(entries.len());
         for entry in entries {
             let (key, meta) = entry.into_parts();
@@ -504,9 +507,6 @@ impl Destination for S3 {
             let rel = PathBuf::from(rel.trim_end_matches('/'));
             if rel.as_os_str().is_empty() {
                 continue;
-            }
-            if let Some(etag) = meta.etag() {
-                etags.insert(rel.clone(), etag.to_string());
             }
             listed.push(match is_dir {
                 true => Listed::dir(rel),
@@ -520,7 +520,6 @@ impl Destination for S3 {
                 },
             });
         }
-        *self.etags.lock().unwrap_or_else(|e| e.into_inner()) = etags;
         common::tree_of(listed, filter, root)
     }
 
@@ -553,20 +552,18 @@ impl Destination for S3 {
                 .map(|&(_, j)| self.key(dst.path_at(j)).unwrap_or_default())
                 .collect();
             let heads = self.heads(keys);
-            let local_md5s: Vec<Option<io::Result<String>>> = match compare.method {
+            let local_md5s: Vec<Option<io::Result<[u8; 16]>>> = match compare.method {
                 Method::Checksum => same_size
                     .par_iter()
                     .map(|&(i, _)| Some(file_md5(&src_root.join(src.origin(i)))))
                     .collect(),
                 _ => same_size.iter().map(|_| None).collect(),
             };
-            let etags = self.etags.lock().unwrap_or_else(|e| e.into_inner());
             for ((&(i, j), head), local) in same_size.iter().zip(heads).zip(local_md5s) {
-                let rel = dst.path_at(j).to_path_buf();
                 let head = match head {
                     Ok(head) => head,
                     Err(e) => {
-                        errors.push(self.fail(Op::Stat, &rel, e));
+                        errors.push(self.fail(Op::Stat, dst.path_at(j), e));
                         continue;
                     }
                 };
@@ -582,21 +579,20 @@ impl Destination for S3 {
                         continue;
                     }
                 };
-                let remote = etags.get(&rel).and_then(|t| etag_md5(t)).or(head.md5chksum);
-                if remote.as_deref() != Some(local.as_str()) {
+                if head.md5 != Some(hex(&local)) {
                     changed.insert(i);
                 }
             }
         }
-        common::adopt(
-            src,
-            dst,
-            Keeps {
-                modes: false,
-                dir_times: false,
-                nanoseconds: true,
-            },
-        );
+        // S3 keeps no permission bits and no directory times; object times are ours, exact.
+        let keeps = Keeps {
+            modes: false,
+            dir_times: false,
+            link_times: true,
+            nanoseconds: true,
+            seconds: i64::MIN..=i64::MAX,
+        };
+        common::adopt(src, dst, &keeps);
         (changed, errors)
     }
 

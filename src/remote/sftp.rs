@@ -14,7 +14,6 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use russh::client;
@@ -33,7 +32,7 @@ use crate::dest::Destination;
 use crate::entry::{Mtime, RootMeta, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
-use crate::fsops::{is_temp_name, open_source, Copied, CopyError, Expected};
+use crate::fsops::{is_temp_name, open_source, temp_name, Copied, CopyError, Expected};
 
 const POSIX_RENAME: &str = "posix-rename@openssh.com";
 /// Bytes per write request: every SFTP server accepts 32 KiB; more when it says so.
@@ -136,6 +135,24 @@ fn sftp_error(e: SftpError) -> io::Error {
         _ => io::ErrorKind::Other,
     };
     io_error(kind, e)
+}
+
+/// The answer to a request, or `None` when its path is not there.
+fn found<T>(result: std::result::Result<T, SftpError>) -> io::Result<Option<T>> {
+    absent_is_none(result.map_err(sftp_error))
+}
+
+fn absent_is_none<T>(result: io::Result<T>) -> io::Result<Option<T>> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A request that answers with a status: `Ok` only for SSH_FX_OK.
+fn done(result: std::result::Result<russh_sftp::protocol::Status, SftpError>) -> io::Result<()> {
+    status(result.map(Packet::Status))
 }
 
 fn status(result: std::result::Result<Packet, SftpError>) -> io::Result<()> {
@@ -349,13 +366,7 @@ impl Sftp {
     }
 
     async fn lstat(&self, path: &str) -> io::Result<Option<FileAttributes>> {
-        match self.sftp.lstat(path.to_string()).await {
-            Ok(a) => Ok(Some(a.attrs)),
-            Err(e) => match sftp_error(e) {
-                e if e.kind() == io::ErrorKind::NotFound => Ok(None),
-                e => Err(e),
-            },
-        }
+        Ok(found(self.sftp.lstat(path.to_string()).await)?.map(|a| a.attrs))
     }
 
     /// Rename `from` over `to`, replacing it atomically where the server can.
@@ -372,18 +383,8 @@ impl Sftp {
             };
             return status(self.sftp.extended(POSIX_RENAME, data).await);
         }
-        match self.sftp.remove(to.to_string()).await {
-            Ok(_) => {}
-            Err(e) => match sftp_error(e) {
-                e if e.kind() == io::ErrorKind::NotFound => {}
-                e => return Err(e),
-            },
-        }
-        self.sftp
-            .rename(from.to_string(), to.to_string())
-            .await
-            .map(|_| ())
-            .map_err(sftp_error)
+        found(self.sftp.remove(to.to_string()).await)?;
+        done(self.sftp.rename(from.to_string(), to.to_string()).await)
     }
 
     /// The first free backup name for `rel` (creating its parent directories).
@@ -415,11 +416,7 @@ impl Sftp {
                     return Ok(());
                 }
                 let slot = self.slot(backup, rel).await?;
-                self.sftp
-                    .rename(path, slot)
-                    .await
-                    .map(|_| ())
-                    .map_err(sftp_error)
+                done(self.sftp.rename(path, slot).await)
             }
             None if tag == Tag::Dir => self.remove_tree(&path).await,
             None => self.remove_file(&path).await,
@@ -437,14 +434,9 @@ impl Sftp {
                     return Ok(());
                 }
                 let slot = self.slot(backup, rel).await?;
-                if self.hardlink {
-                    status(self.sftp.hardlink(path, slot).await.map(Packet::Status))
-                } else {
-                    self.sftp
-                        .rename(path, slot)
-                        .await
-                        .map(|_| ())
-                        .map_err(sftp_error)
+                match self.hardlink {
+                    true => done(self.sftp.hardlink(path, slot).await),
+                    false => done(self.sftp.rename(path, slot).await),
                 }
             }
             (None, _) => Ok(()),
@@ -452,13 +444,11 @@ impl Sftp {
     }
 
     async fn remove_file(&self, path: &str) -> io::Result<()> {
-        match self.sftp.remove(path.to_string()).await {
-            Ok(_) => Ok(()),
-            Err(e) => match sftp_error(e) {
-                e if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                e => Err(e),
-            },
-        }
+        found(self.sftp.remove(path.to_string()).await).map(drop)
+    }
+
+    async fn remove_dir(&self, path: &str) -> io::Result<()> {
+        found(self.sftp.rmdir(path.to_string()).await).map(drop)
     }
 
     /// Remove a directory and everything below it, never following symlinks.
@@ -471,13 +461,7 @@ impl Sftp {
                 self.remove_file(&child).await?;
             }
         }
-        match self.sftp.rmdir(path.to_string()).await {
-            Ok(_) => Ok(()),
-            Err(e) => match sftp_error(e) {
-                e if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                e => Err(e),
-            },
-        }
+        self.remove_dir(path).await
     }
 
     /// The children of one directory (without `.` and `..`).
@@ -494,13 +478,8 @@ impl Sftp {
         expected: Expected,
         replaces: Option<Tag>,
     ) -> std::result::Result<u64, UploadError> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
         let target = self.remote(rel).map_err(UploadError::Write)?;
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let temp = join(
-            parent(&target),
-            &format!(".syncease-{:x}s{n}.tmp", std::process::id()),
-        );
+        let temp = join(parent(&target), &temp_name('s'));
         let flags = OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE | OpenFlags::TRUNCATE;
         let handle = self
             .sftp
@@ -533,21 +512,14 @@ impl Sftp {
             while let Some(w) = in_flight.pop_front() {
                 wait_write(Some(w)).await?;
             }
-            let after = file.metadata().map_err(UploadError::Read)?;
-            if offset != expected.size
-                || after.len() != expected.size
-                || Mtime::of(&after) != expected.mtime
+            if !expected
+                .still_holds(&file, offset)
+                .map_err(UploadError::Read)?
             {
                 return Err(UploadError::Changed);
             }
             let meta = attrs(Some(expected.mode), Some(expected.mtime));
-            status(
-                self.sftp
-                    .fsetstat(handle.clone(), meta)
-                    .await
-                    .map(Packet::Status),
-            )
-            .map_err(UploadError::Write)?;
+            done(self.sftp.fsetstat(handle.clone(), meta).await).map_err(UploadError::Write)?;
             Ok(offset)
         }
         .await;
@@ -576,11 +548,10 @@ async fn wait_write(
     >,
 ) -> std::result::Result<(), UploadError> {
     let Some(task) = task else { return Ok(()) };
-    let packet = task
+    let answer = task
         .await
-        .map_err(|e| UploadError::Write(io::Error::other(e)))?
-        .map(Packet::Status);
-    status(packet).map_err(UploadError::Write)
+        .map_err(|e| UploadError::Write(io::Error::other(e)))?;
+    done(answer).map_err(UploadError::Write)
 }
 
 /// Fill `buf` from `file` unless it ends first; the number of bytes read.
@@ -655,6 +626,11 @@ impl Destination for Sftp {
                 rel.display()
             )),
         }
+    }
+
+    fn is_empty(&self) -> io::Result<bool> {
+        let listed = self.rt.block_on(list_dir(&self.sftp, &self.root));
+        Ok(absent_is_none(listed)?.is_none_or(|children| children.is_empty()))
     }
 
     fn scan(&self, filter: &Filter) -> Tree {
@@ -743,7 +719,8 @@ impl Destination for Sftp {
             }
             (listed, errors)
         });
-        let mut tree = common::tree_of(listed, filter, root);
+        // The walk already left out what the filter excludes (and did not enter such folders).
+        let mut tree = common::tree_of(listed, &Filter::default(), root);
         tree.errors = errors;
         tree
     }
@@ -755,32 +732,15 @@ impl Destination for Sftp {
         dst: &mut Tree,
         _compare: &Compare,
     ) -> (HashSet<u32>, Vec<Error>) {
-        common::adopt(
-            src,
-            dst,
-            Keeps {
-                modes: true,
-                dir_times: true,
-                nanoseconds: false,
-            },
-        );
-        // A link's own time cannot be set over SFTP v3, and times before 1970 or after 2106
-        // have no form there (they are stored clamped): take the source's.
-        let pairs: Vec<(u32, u32)> = crate::entry::merge(src, dst)
-            .filter_map(|p| match p {
-                crate::entry::Pair::Both(i, j) => Some((i, j)),
-                _ => None,
-            })
-            .collect();
-        for (i, j) in pairs {
-            let s = src.entries[i as usize];
-            let d = &mut dst.entries[j as usize];
-            let clamped = s.mtime.sec.clamp(0, u32::MAX as i64);
-            let link = s.tag == Tag::Symlink && d.tag == Tag::Symlink;
-            if link || (s.tag == d.tag && clamped != s.mtime.sec && d.mtime.sec == clamped) {
-                d.mtime = s.mtime;
-            }
-        }
+        // SFTP version 3 carries whole seconds from 1970 to 2106 and cannot set a link's time.
+        let keeps = Keeps {
+            modes: true,
+            dir_times: true,
+            link_times: false,
+            nanoseconds: false,
+            seconds: 0..=i64::from(u32::MAX),
+        };
+        common::adopt(src, dst, &keeps);
         (HashSet::new(), Vec::new())
     }
 
@@ -805,11 +765,10 @@ impl Destination for Sftp {
     fn open_dir(&self, rel: &Path, mode: u16) -> Result<()> {
         let result = self.rt.block_on(async {
             let path = self.remote(rel)?;
-            status(
+            done(
                 self.sftp
                     .setstat(path, attrs(Some(mode | 0o700), None))
-                    .await
-                    .map(Packet::Status),
+                    .await,
             )
         });
         result.map_err(|e| self.fail(Op::SetPermissions, rel, e))
@@ -821,12 +780,7 @@ impl Destination for Sftp {
                 self.displace(rel, tag).await?;
             }
             let path = self.remote(rel)?;
-            status(
-                self.sftp
-                    .mkdir(path, attrs(Some(0o700), None))
-                    .await
-                    .map(Packet::Status),
-            )
+            done(self.sftp.mkdir(path, attrs(Some(0o700), None)).await)
         });
         result.map_err(|e| self.fail(Op::MakeDir, rel, e))
     }
@@ -856,23 +810,13 @@ impl Destination for Sftp {
         _mtime: Mtime,
         replaces: Option<Tag>,
     ) -> Result<()> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
         let result = self.rt.block_on(async {
             let path = self.remote(rel)?;
             let target = common::text(target)?.to_string();
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let temp = join(
-                parent(&path),
-                &format!(".syncease-{:x}l{n}.tmp", std::process::id()),
-            );
+            let temp = join(parent(&path), &temp_name('l'));
             // OpenSSH reads SSH_FXP_SYMLINK's two paths in the opposite order to the draft
             // (target first); so does every server built on its code.
-            status(
-                self.sftp
-                    .symlink(target, temp.clone())
-                    .await
-                    .map(Packet::Status),
-            )?;
+            done(self.sftp.symlink(target, temp.clone()).await)?;
             let placed = async {
                 self.make_room(rel, replaces).await?;
                 self.rename_over(&temp, &path).await
@@ -901,12 +845,7 @@ impl Destination for Sftp {
         }
         let result = self.rt.block_on(async {
             let path = self.remote(rel)?;
-            status(
-                self.sftp
-                    .setstat(path, attrs(mode, mtime))
-                    .await
-                    .map(Packet::Status),
-            )
+            done(self.sftp.setstat(path, attrs(mode, mtime)).await)
         });
         result.map_err(|e| self.fail(Op::SetTimes, rel, e))
     }
@@ -915,13 +854,7 @@ impl Destination for Sftp {
         let result = self.rt.block_on(async {
             let path = self.remote(rel)?;
             match tag {
-                Tag::Dir => match self.sftp.rmdir(path).await {
-                    Ok(_) => Ok(()),
-                    Err(e) => match sftp_error(e) {
-                        e if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                        e => Err(e),
-                    },
-                },
+                Tag::Dir => self.remove_dir(&path).await,
                 _ => self.displace(rel, tag).await,
             }
         });
@@ -931,11 +864,10 @@ impl Destination for Sftp {
     fn set_dir_meta(&self, rel: &Path, mode: u16, mtime: Mtime) -> Result<()> {
         let result = self.rt.block_on(async {
             let path = self.remote(rel)?;
-            status(
+            done(
                 self.sftp
                     .setstat(path, attrs(Some(mode), Some(mtime)))
-                    .await
-                    .map(Packet::Status),
+                    .await,
             )
         });
         result.map_err(|e| self.fail(Op::SetTimes, rel, e))

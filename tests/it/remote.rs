@@ -874,3 +874,68 @@ fn a_build_without_sftp_names_the_feature_to_enable() {
         .expect(2);
     assert!(run.stderr.contains("--features sftp"), "{run:?}");
 }
+
+/// A loopback port nothing listens on (bound, then released).
+#[cfg(any(feature = "s3", feature = "sftp"))]
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[cfg(feature = "s3")]
+#[test]
+fn an_unreachable_s3_endpoint_is_refused_before_anything() {
+    let f = Fixture::new();
+    f.write("src/a.txt", "a");
+    let endpoint = format!("http://127.0.0.1:{}", closed_port());
+    let run = Run::from(
+        syncease()
+            .env("AWS_ACCESS_KEY_ID", "id")
+            .env("AWS_SECRET_ACCESS_KEY", "secret")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .args(["--json", "--s3-endpoint", &endpoint, "--s3-region", "x"])
+            .arg(&f.src)
+            .arg("s3://bucket/p")
+            .output()
+            .unwrap(),
+    )
+    .expect(2);
+    assert_eq!(json(&run)["status"], "refused", "{run:?}");
+    assert!(run.stdout.contains("s3://bucket/p"), "{run:?}");
+}
+
+#[cfg(feature = "sftp")]
+#[test]
+fn an_unreachable_or_unusable_sftp_host_is_refused() {
+    let f = Fixture::new();
+    f.write("src/a.txt", "a");
+    let url = format!("sftp://me@127.0.0.1:{}/x", closed_port());
+    let with_key = |key: &Path| {
+        let out = syncease()
+            .arg("--ssh-key")
+            .arg(key)
+            .arg("--known-hosts")
+            .arg(f.path("known_hosts"))
+            .arg(&f.src)
+            .arg(&url)
+            .output()
+            .unwrap();
+        Run::from(out).expect(2)
+    };
+    let run = with_key(&f.path("no-such-key"));
+    assert!(run.stderr.contains("cannot load key"), "{run:?}");
+    let key = f.path("key");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        assert!(!in_ci(), "ssh-keygen is missing");
+        return;
+    }
+    let run = with_key(&key);
+    assert!(run.stderr.contains("cannot connect"), "{run:?}");
+}
