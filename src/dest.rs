@@ -14,7 +14,7 @@ use crate::config::{Compare, Method};
 use crate::entry::{Mtime, Tag, Tree};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use crate::fsops::{self, Copied, CopyError, Displaced, Expected};
+use crate::fsops::{self, Copied, CopyError, Displaced, Expected, Held};
 
 /// One side a plan can be carried out against.
 pub trait Destination: Sync {
@@ -56,13 +56,13 @@ pub trait Destination: Sync {
     fn make_dir(&self, rel: &Path, replaces: Option<Tag>) -> Result<()>;
 
     /// Copy the source file `src` to `rel`, atomically: readers see the old version or the new
-    /// one, never a mix.
+    /// one, never a mix. `held` is what the listing found at `rel`.
     fn write_file(
         &self,
         src: &Path,
         rel: &Path,
         expected: Option<Expected>,
-        replaces: Option<Tag>,
+        held: Held,
     ) -> std::result::Result<Copied, CopyError>;
 
     /// Make a symlink at `rel` with the given target text and mtime.
@@ -164,15 +164,9 @@ impl Destination for Local<'_> {
         src: &Path,
         rel: &Path,
         expected: Option<Expected>,
-        replaces: Option<Tag>,
+        held: Held,
     ) -> std::result::Result<Copied, CopyError> {
-        fsops::copy_file(
-            src,
-            &self.path(rel),
-            expected,
-            replaces,
-            self.displaced(rel),
-        )
+        fsops::copy_file(src, &self.path(rel), expected, held, self.displaced(rel))
     }
 
     fn make_symlink(

@@ -23,7 +23,7 @@ use crate::compare::Reason;
 use crate::dest::Destination;
 use crate::entry::Tag;
 use crate::error::{Error, Op};
-use crate::fsops::{Copied, CopyError, Expected};
+use crate::fsops::{Copied, CopyError, Expected, Held};
 use crate::plan::{DirMeta, Item, Payload, Plan, Transfer, Withheld};
 use crate::report::{Reporter, Summary, Warning};
 
@@ -234,9 +234,10 @@ fn write_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Summ
 fn transfer(plan: &Plan<'_>, t: &Transfer, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary {
     let mut summary = Summary::default();
     let rel = plan.src_path(t.src);
-    let replaces = match t.reason {
-        Reason::Type(tag) => Some(tag),
-        _ => None,
+    let held = match t.reason {
+        Reason::New => Held::Nothing,
+        Reason::Type(tag) => Held::Other(tag),
+        _ => Held::Same,
     };
     let result = match plan.payload(t) {
         Payload::File { .. } => {
@@ -250,7 +251,7 @@ fn transfer(plan: &Plan<'_>, t: &Transfer, roots: Roots<'_>, reporter: &dyn Repo
             let mut tries = 0;
             loop {
                 tries += 1;
-                match roots.dst.write_file(&src, rel, expected.take(), replaces) {
+                match roots.dst.write_file(&src, rel, expected.take(), held) {
                     Err(CopyError::Changed) if tries < 2 => {
                         debug!(path = %src.display(), "changed while copied; trying again");
                     }
@@ -271,7 +272,7 @@ fn transfer(plan: &Plan<'_>, t: &Transfer, roots: Roots<'_>, reporter: &dyn Repo
         }
         Payload::Symlink { target, mtime } => roots
             .dst
-            .make_symlink(rel, target, mtime, replaces)
+            .make_symlink(rel, target, mtime, held.other())
             .map(|()| 0),
     };
     match result {

@@ -2,7 +2,8 @@
 //!
 //! Files and symlinks are first made under a temporary name in their target directory, given
 //! their mode and mtime, and only then renamed over the target, so an interrupted run leaves
-//! either the old or the new version at every path, never a mix. Temporary names follow one
+//! either the old or the new version at every path, never a mix. A new file is written without
+//! a name at all (`O_TMPFILE`) and linked into place when complete. Temporary names follow one
 //! pattern ([`is_temp_name`]) so the next run can sweep what a killed run left. No function here
 //! follows a symlink found in DST: links are replaced, never written through.
 
@@ -10,7 +11,9 @@ use std::fs::{self, File, Permissions};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use tracing::debug;
 
 use crate::entry::{mode_of, Mtime, Tag};
 use crate::error::{Context, Error, Op, Result};
@@ -62,6 +65,27 @@ pub enum Displaced<'a> {
     Backup { dir: &'a Path, rel: &'a Path },
 }
 
+/// What a destination path held when it was listed, before a file is written there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// Nothing: the file is new.
+    Nothing,
+    /// An entry of the same type, replaced atomically.
+    Same,
+    /// An entry of another type (`Tag`), which has to make room first.
+    Other(Tag),
+}
+
+impl Held {
+    /// The entry of another type that has to make room, if any.
+    pub fn other(self) -> Option<Tag> {
+        match self {
+            Held::Other(tag) => Some(tag),
+            Held::Nothing | Held::Same => None,
+        }
+    }
+}
+
 /// What the listing said about a source file; a copy whose source no longer matches it after
 /// the copy is not renamed into place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,9 +104,10 @@ impl Expected {
     }
 }
 
-/// A fresh temporary name (`.syncease-PID<kind>N.tmp`) for a symlink (`kind` 'l') or a file
-/// written by a remote destination ('s'); local file temporaries come from `tempfile`. All
-/// match [`is_temp_name`], so the next run sweeps what a killed one left.
+/// A fresh temporary name (`.syncease-PID<kind>N.tmp`) for a symlink (`kind` 'l'), an
+/// unnamed file that needs a name ('f') or a file written by a remote destination ('s'); other
+/// local file temporaries come from `tempfile`. All match [`is_temp_name`], so the next run
+/// sweeps what a killed one left.
 pub fn temp_name(kind: char) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -90,6 +115,22 @@ pub fn temp_name(kind: char) -> String {
         "{TEMP_PREFIX}{:x}{kind}{n}{TEMP_SUFFIX}",
         std::process::id()
     )
+}
+
+/// Make an entry under a fresh temporary name in `dir` with `make`, trying the next name
+/// while one is taken; returns its path.
+fn new_temp(
+    dir: &Path,
+    kind: char,
+    mut make: impl FnMut(&Path) -> io::Result<()>,
+) -> io::Result<PathBuf> {
+    loop {
+        let temp = dir.join(temp_name(kind));
+        match make(&temp) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            other => return other.map(|()| temp),
+        }
+    }
 }
 
 /// The process umask, read once before any worker starts (see [`prepare`]).
@@ -125,45 +166,151 @@ pub fn open_source(src: &Path, expected: Option<Expected>) -> Result<Option<(Fil
     Ok(Some((from, expected)))
 }
 
-/// Copy `src` to `dst` through a temporary file in `dst`'s directory; `replaces` is what the
-/// destination holds now when it is not a file (a directory is removed, or moved to the backup,
+/// Copy `src` to `dst` through a temporary file in `dst`'s directory; `held` is what the
+/// destination held at `dst` when it was listed (a directory is removed, or moved to the backup,
 /// just before the rename). `expected` is the listing's view of the source; `None` asks for a
 /// fresh look (used when trying again after the source changed).
+///
+/// A new file (`Held::Nothing`) is written to an unnamed temporary (`O_TMPFILE`) and linked
+/// into place once complete: no name to create and rename, and nothing left behind if the run
+/// is killed. Where that is not possible the named temporary is used, as for every update.
 pub fn copy_file(
     src: &Path,
     dst: &Path,
     expected: Option<Expected>,
-    replaces: Option<Tag>,
+    held: Held,
     displaced: Displaced<'_>,
 ) -> Result<Copied, CopyError> {
     let Some((from, expected)) = open_source(src, expected)? else {
         return Ok(Copied::Vanished);
     };
-    let mode = u32::from(expected.mode);
     let dir = dst.parent().unwrap_or(Path::new("."));
+    if held == Held::Nothing && UNNAMED.load(Ordering::Relaxed) {
+        if let Some(copied) = copy_unnamed(&from, src, dst, &expected, displaced)? {
+            return Ok(copied);
+        }
+    }
     // Created with its final mode where the umask allows, saving a chmod per file.
     let temp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
         .suffix(TEMP_SUFFIX)
-        .permissions(Permissions::from_mode(mode & 0o777))
+        .permissions(Permissions::from_mode(u32::from(expected.mode) & 0o777))
         .tempfile_in(dir)
         .at(Op::CreateTemp, dir)?;
-    let file = temp.as_file();
-    let written =
-        copy_contents(&from, file, expected.size).map_err(|e| Error::copy(src, dst, e))?;
-    if !expected.still_holds(&from, written).at(Op::Stat, src)? {
-        return Err(CopyError::Changed);
-    }
-    if mode & !0o777 != 0 || mode & UMASK.load(Ordering::Relaxed) != 0 {
-        file.set_permissions(Permissions::from_mode(mode))
-            .at(Op::SetPermissions, dst)?;
-    }
-    filetime::set_file_handle_times(file, None, Some(expected.mtime.as_filetime()))
-        .at(Op::SetTimes, dst)?;
-    make_room(dst, replaces, displaced)?;
+    let written = fill(&from, temp.as_file(), src, dst, &expected)?;
+    make_room(dst, held.other(), displaced)?;
     temp.persist(dst)
         .map_err(|e| Error::new(Op::Rename, dst, e.error))?;
     Ok(Copied::Done(written))
+}
+
+/// The copy of a new file through an unnamed temporary; `None` when it has to be made again
+/// through a named one (no unnamed file here, or it could not be linked).
+fn copy_unnamed(
+    from: &File,
+    src: &Path,
+    dst: &Path,
+    expected: &Expected,
+    displaced: Displaced<'_>,
+) -> Result<Option<Copied>, CopyError> {
+    let dir = dst.parent().unwrap_or(Path::new("."));
+    let Some(temp) = unnamed_in(dir, expected.mode) else {
+        return Ok(None);
+    };
+    let written = fill(from, &temp, src, dst, expected)?;
+    match link_unnamed(&temp, dst) {
+        Ok(()) => Ok(Some(Copied::Done(written))),
+        // Something was put at the target since it was listed: replace it atomically, like
+        // any other file.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let name =
+                new_temp(dir, 'f', |name| link_unnamed(&temp, name)).at(Op::CreateTemp, dir)?;
+            match place(&name, dst, None, displaced) {
+                Ok(()) => Ok(Some(Copied::Done(written))),
+                Err(e) => {
+                    let _ = fs::remove_file(&name);
+                    Err(e.into())
+                }
+            }
+        }
+        // Linking an unnamed file is refused (older kernels allow it only to privileged
+        // processes), or the directory went away: name every temporary from now on, starting
+        // with this one, which also reports a real problem with the directory.
+        Err(e) => {
+            debug!(dst = %dst.display(), error = %e, "unnamed temporaries unusable");
+            UNNAMED.store(false, Ordering::Relaxed);
+            rewind(from).at(Op::Read, src)?;
+            Ok(None)
+        }
+    }
+}
+
+/// Copy the source's contents into the temporary `to`, check the source did not change while
+/// it was read, and give the copy its mode and mtime. Returns the bytes copied.
+fn fill(
+    from: &File,
+    to: &File,
+    src: &Path,
+    dst: &Path,
+    expected: &Expected,
+) -> Result<u64, CopyError> {
+    let written = copy_contents(from, to, expected.size).map_err(|e| Error::copy(src, dst, e))?;
+    if !expected.still_holds(from, written).at(Op::Stat, src)? {
+        return Err(CopyError::Changed);
+    }
+    let mode = u32::from(expected.mode);
+    if mode & !0o777 != 0 || mode & UMASK.load(Ordering::Relaxed) != 0 {
+        to.set_permissions(Permissions::from_mode(mode))
+            .at(Op::SetPermissions, dst)?;
+    }
+    filetime::set_file_handle_times(to, None, Some(expected.mtime.as_filetime()))
+        .at(Op::SetTimes, dst)?;
+    Ok(written)
+}
+
+/// Whether unnamed temporaries can be linked into place; cleared for the rest of the run the
+/// first time one cannot.
+static UNNAMED: AtomicBool = AtomicBool::new(true);
+
+/// An unnamed file in `dir` (`O_TMPFILE`), created with the permission bits of `mode` (less
+/// the umask). `None` where the filesystem or kernel has none, or on any other error: the
+/// named temporary that is tried next reports a real problem with the directory.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn unnamed_in(dir: &Path, mode: u16) -> Option<File> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
+    let mode = Mode::from_raw_mode((u32::from(mode) & 0o777) as rustix::fs::RawMode);
+    rustix::fs::open(dir, flags, mode).ok().map(File::from)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn unnamed_in(_dir: &Path, _mode: u16) -> Option<File> {
+    None
+}
+
+/// Give an unnamed file the name `path`, which must not exist.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn link_unnamed(file: &File, path: &Path) -> io::Result<()> {
+    use rustix::fs::{AtFlags, CWD};
+    Ok(rustix::fs::linkat(
+        file,
+        "",
+        CWD,
+        path,
+        AtFlags::EMPTY_PATH,
+    )?)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn link_unnamed(_file: &File, _path: &Path) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Go back to the start of a source file, to read it again.
+fn rewind(file: &File) -> io::Result<()> {
+    use std::io::Seek;
+    let mut file = file;
+    file.seek(io::SeekFrom::Start(0)).map(|_| ())
 }
 
 /// Copy `len` bytes with `copy_file_range` (the kernel copies, or reflinks, without the data
@@ -205,24 +352,23 @@ pub fn make_symlink(
     displaced: Displaced<'_>,
 ) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let temp = loop {
-        let temp = dir.join(temp_name('l'));
-        match std::os::unix::fs::symlink(target, &temp) {
-            Ok(()) => break temp,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::new(Op::Symlink, path, e)),
-        }
-    };
+    let temp = new_temp(dir, 'l', |temp| std::os::unix::fs::symlink(target, temp))
+        .at(Op::Symlink, path)?;
     let result = (|| {
         let time = mtime.as_filetime();
         filetime::set_symlink_file_times(&temp, time, time).at(Op::SetTimes, path)?;
-        make_room(path, replaces, displaced)?;
-        fs::rename(&temp, path).at(Op::Rename, path)
+        place(&temp, path, replaces, displaced)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// Rename the complete temporary `temp` over `path`, after making room for it.
+fn place(temp: &Path, path: &Path, replaces: Option<Tag>, displaced: Displaced<'_>) -> Result<()> {
+    make_room(path, replaces, displaced)?;
+    fs::rename(temp, path).at(Op::Rename, path)
 }
 
 /// Prepare `path` for a rename over it: a directory cannot be renamed over, so it is removed

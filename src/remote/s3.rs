@@ -34,7 +34,7 @@ use crate::dest::Destination;
 use crate::entry::{merge, Mtime, Pair, RootMeta, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
-use crate::fsops::{open_source, Copied, CopyError, Expected};
+use crate::fsops::{open_source, Copied, CopyError, Expected, Held};
 
 /// Files up to this size are one PUT; larger ones are uploaded in parts of this size.
 pub const PART: usize = 8 << 20;
@@ -628,7 +628,7 @@ impl Destination for S3 {
         src: &Path,
         rel: &Path,
         expected: Option<Expected>,
-        replaces: Option<Tag>,
+        held: Held,
     ) -> std::result::Result<Copied, CopyError> {
         let Some((file, expected)) = open_source(src, expected)? else {
             return Ok(Copied::Vanished);
@@ -636,7 +636,7 @@ impl Destination for S3 {
         let key = self.key(rel).map_err(|e| self.fail(Op::Copy, rel, e))?;
         let to = self.path(rel);
         self.rt.block_on(async {
-            if replaces == Some(Tag::Dir) {
+            if held == Held::Other(Tag::Dir) {
                 self.remove_below(rel)
                     .await
                     .map_err(|e| Error::new(Op::Remove, &to, e))?;
@@ -677,7 +677,7 @@ impl Destination for S3 {
         if tag != Tag::File || mtime.is_none() {
             return Ok(());
         }
-        match self.write_file(src, rel, None, None) {
+        match self.write_file(src, rel, None, Held::Same) {
             Ok(_) => Ok(()),
             Err(CopyError::Io(e)) => Err(e),
             Err(CopyError::Changed) => {

@@ -32,7 +32,7 @@ use crate::dest::Destination;
 use crate::entry::{Mtime, RootMeta, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
-use crate::fsops::{is_temp_name, open_source, temp_name, Copied, CopyError, Expected};
+use crate::fsops::{is_temp_name, open_source, temp_name, Copied, CopyError, Expected, Held};
 
 const POSIX_RENAME: &str = "posix-rename@openssh.com";
 /// Bytes per write request: every SFTP server accepts 32 KiB; more when it says so.
@@ -790,12 +790,15 @@ impl Destination for Sftp {
         src: &Path,
         rel: &Path,
         expected: Option<Expected>,
-        replaces: Option<Tag>,
+        held: Held,
     ) -> std::result::Result<Copied, CopyError> {
         let Some((file, expected)) = open_source(src, expected)? else {
             return Ok(Copied::Vanished);
         };
-        match self.rt.block_on(self.upload(file, rel, expected, replaces)) {
+        match self
+            .rt
+            .block_on(self.upload(file, rel, expected, held.other()))
+        {
             Ok(bytes) => Ok(Copied::Done(bytes)),
             Err(UploadError::Changed) => Err(CopyError::Changed),
             Err(UploadError::Read(e)) => Err(Error::new(Op::Read, src, e).into()),

@@ -377,6 +377,92 @@ fn killed_runs_leave_old_or_new_files_and_a_rerun_converges() {
     assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
 }
 
+#[test]
+fn a_killed_first_copy_leaves_only_complete_files_and_no_temporaries() {
+    const FILES: u64 = 6;
+    const SIZE: usize = 48 << 20;
+    let f = Fixture::new();
+    for i in 0..FILES {
+        f.write(format!("src/big-{i}"), big_content(i, 1, SIZE));
+    }
+    // New files are written unnamed and linked into place when complete: kill the run once
+    // some are in place while others are being written.
+    let mut child = spawn_sync(&f, "2", Stdio::null());
+    let placed = || {
+        (0..FILES)
+            .filter(|i| f.dst.join(format!("big-{i}")).exists())
+            .count()
+    };
+    wait_for(&mut child, "the first file in place", || placed() >= 1);
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "the run ended before the kill");
+    assert!(
+        placed() < FILES as usize,
+        "every file was in place before the kill"
+    );
+    for i in 0..FILES {
+        let path = f.dst.join(format!("big-{i}"));
+        if let Ok(copied) = fs::read(&path) {
+            assert!(copied == big_content(i, 1, SIZE), "big-{i} is incomplete");
+        }
+    }
+    assert!(temporaries(&f.dst).is_empty(), "{:?}", temporaries(&f.dst));
+    f.sync(&[]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+}
+
+#[test]
+fn a_file_put_at_a_new_path_during_the_run_is_replaced_and_kept_in_the_backup() {
+    let f = Fixture::new();
+    let backup = tempfile::tempdir().unwrap();
+    f.write("src/a-big.bin", vec![b'b'; 256 << 20]);
+    f.write("src/late.txt", "from the source");
+    // One worker copies the big file first; DST is created only after the scan, so a file put
+    // at late.txt now was not there when DST was listed.
+    let mut cmd = syncease();
+    cmd.args(["-j", "1", "--backup-dir"])
+        .arg(backup.path())
+        .arg(&f.src)
+        .arg(&f.dst);
+    let mut child = cmd.spawn().unwrap();
+    wait_for(&mut child, "DST made", || f.dst.is_dir());
+    fs::write(f.dst.join("late.txt"), "put there meanwhile").unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        fs::read(f.dst.join("late.txt")).unwrap(),
+        b"from the source"
+    );
+    assert_eq!(
+        fs::read(backup.path().join("late.txt")).unwrap(),
+        b"put there meanwhile"
+    );
+    assert!(temporaries(&f.dst).is_empty(), "{:?}", temporaries(&f.dst));
+}
+
+#[test]
+fn a_new_file_in_a_directory_that_cannot_be_written_fails_alone() {
+    if !is_root() {
+        eprintln!("needs root to hand a directory to another user: not tested");
+        return;
+    }
+    let f = Fixture::new();
+    f.write("src/ok.txt", "ok");
+    f.write("src/locked/new.txt", "new");
+    f.mkdir("dst/locked");
+    // DST/locked belongs to root (mode 755): the unprivileged run cannot create files in it.
+    let mut cmd = unprivileged(&f);
+    std::os::unix::fs::lchown(f.path("dst/locked"), Some(0), Some(0)).unwrap();
+    let run = Run::from(cmd.arg(&f.src).arg(&f.dst).output().unwrap()).expect(1);
+    let locked = f.dst.join("locked");
+    let cause = format!("cannot create a temporary file in '{}'", locked.display());
+    assert!(run.stderr.contains(&cause), "{run:?}");
+    assert!(run.stderr.contains("Permission denied"), "{run:?}");
+    assert_eq!(fs::read(f.dst.join("ok.txt")).unwrap(), b"ok");
+    assert!(!locked.join("new.txt").exists());
+}
+
 /// A small filesystem mounted for one test, unmounted when dropped.
 #[cfg(target_os = "linux")]
 struct SmallFs(std::path::PathBuf);
