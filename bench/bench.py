@@ -193,8 +193,10 @@ def run_timed(argv, shell=False):
     """Run a command; return (seconds, peak RSS in bytes, exit status).
 
     GNU time measures the peak RSS: a child forked from this Python process would report
-    Python's own high-water mark, which the kernel carries across exec.
+    Python's own high-water mark, which the kernel carries across exec. Dirty pages are
+    written back first, so one command's writeback never lands in the next one's time.
     """
+    os.sync()
     if shell:
         argv = ["sh", "-c", argv]
     rss_file = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"syncease-bench-rss-{os.getpid()}")
