@@ -135,13 +135,19 @@ def timed(argv, environment):
     return elapsed
 
 
-def verify(kind, src, name):
-    """The destination holds every file of src with its size."""
-    expected = {}
-    for dirpath, _, files in os.walk(src):
+def sizes(root):
+    """Every file below root, by relative path, with its size."""
+    found = {}
+    for dirpath, _, files in os.walk(root):
         for f in files:
             p = os.path.join(dirpath, f)
-            expected[os.path.relpath(p, src)] = os.path.getsize(p)
+            found[os.path.relpath(p, root)] = os.path.getsize(p)
+    return found
+
+
+def verify(kind, src, name):
+    """The destination holds every file of src with its size."""
+    expected = sizes(src)
     if kind == "s3":
         out = subprocess.run(
             ["rclone", "lsjson", "-R", "--files-only", f"garage:{env('SYNCEASE_TEST_S3_BUCKET')}/{name}"],
@@ -149,12 +155,7 @@ def verify(kind, src, name):
         ).stdout
         actual = {e["Path"]: e["Size"] for e in json.loads(out)}
     else:
-        root = os.path.join(env("SYNCEASE_TEST_SFTP_ROOT"), name)
-        actual = {}
-        for dirpath, _, files in os.walk(root):
-            for f in files:
-                p = os.path.join(dirpath, f)
-                actual[os.path.relpath(p, root)] = os.path.getsize(p)
+        actual = sizes(os.path.join(env("SYNCEASE_TEST_SFTP_ROOT"), name))
     if actual != expected:
         missing = len(set(expected) - set(actual))
         sys.exit(f"{name}: wrong result ({missing} missing, {len(actual)} present)")

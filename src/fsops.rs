@@ -142,6 +142,7 @@ pub fn prepare() {
     let mask = rustix::process::umask(Mode::empty());
     rustix::process::umask(mask);
     UMASK.store(mask.bits(), Ordering::Relaxed);
+    UNNAMED.store(true, Ordering::Relaxed);
 }
 
 /// Open a source file for copying, with what it is expected to be: the listing's view, or a
@@ -186,7 +187,7 @@ pub fn copy_file(
     };
     let dir = dst.parent().unwrap_or(Path::new("."));
     if held == Held::Nothing && UNNAMED.load(Ordering::Relaxed) {
-        if let Some(copied) = copy_unnamed(&from, src, dst, &expected, displaced)? {
+        if let Some(copied) = copy_unnamed(&from, src, dst, dir, &expected, displaced)? {
             return Ok(copied);
         }
     }
@@ -210,10 +211,10 @@ fn copy_unnamed(
     from: &File,
     src: &Path,
     dst: &Path,
+    dir: &Path,
     expected: &Expected,
     displaced: Displaced<'_>,
 ) -> Result<Option<Copied>, CopyError> {
-    let dir = dst.parent().unwrap_or(Path::new("."));
     let Some(temp) = unnamed_in(dir, expected.mode) else {
         return Ok(None);
     };
@@ -225,13 +226,8 @@ fn copy_unnamed(
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             let name =
                 new_temp(dir, 'f', |name| link_unnamed(&temp, name)).at(Op::CreateTemp, dir)?;
-            match place(&name, dst, None, displaced) {
-                Ok(()) => Ok(Some(Copied::Done(written))),
-                Err(e) => {
-                    let _ = fs::remove_file(&name);
-                    Err(e.into())
-                }
-            }
+            place(&name, dst, None, displaced)?;
+            Ok(Some(Copied::Done(written)))
         }
         // Linking an unnamed file is refused (older kernels allow it only to privileged
         // processes), or the directory went away: name every temporary from now on, starting
@@ -268,8 +264,8 @@ fn fill(
     Ok(written)
 }
 
-/// Whether unnamed temporaries can be linked into place; cleared for the rest of the run the
-/// first time one cannot.
+/// Whether unnamed temporaries can be linked into place: set by [`prepare`], cleared for the
+/// rest of the run the first time one cannot.
 static UNNAMED: AtomicBool = AtomicBool::new(true);
 
 /// An unnamed file in `dir` (`O_TMPFILE`), created with the permission bits of `mode` (less
@@ -354,21 +350,23 @@ pub fn make_symlink(
     let dir = path.parent().unwrap_or(Path::new("."));
     let temp = new_temp(dir, 'l', |temp| std::os::unix::fs::symlink(target, temp))
         .at(Op::Symlink, path)?;
-    let result = (|| {
-        let time = mtime.as_filetime();
-        filetime::set_symlink_file_times(&temp, time, time).at(Op::SetTimes, path)?;
-        place(&temp, path, replaces, displaced)
-    })();
-    if result.is_err() {
+    let time = mtime.as_filetime();
+    if let Err(e) = filetime::set_symlink_file_times(&temp, time, time) {
         let _ = fs::remove_file(&temp);
+        return Err(Error::new(Op::SetTimes, path, e));
     }
-    result
+    place(&temp, path, replaces, displaced)
 }
 
-/// Rename the complete temporary `temp` over `path`, after making room for it.
+/// Rename the complete temporary `temp` over `path`, after making room for it; a temporary
+/// that cannot be placed is removed.
 fn place(temp: &Path, path: &Path, replaces: Option<Tag>, displaced: Displaced<'_>) -> Result<()> {
-    make_room(path, replaces, displaced)?;
-    fs::rename(temp, path).at(Op::Rename, path)
+    let placed = make_room(path, replaces, displaced)
+        .and_then(|()| fs::rename(temp, path).at(Op::Rename, path));
+    if placed.is_err() {
+        let _ = fs::remove_file(temp);
+    }
+    placed
 }
 
 /// Prepare `path` for a rename over it: a directory cannot be renamed over, so it is removed

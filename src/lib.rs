@@ -40,6 +40,9 @@ use crate::report::{Reporter, Status, Summary, Warning};
 pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
     let started = Instant::now();
     let refuse = |refusal: Refusal| refuse(config, reporter, started, refusal);
+    // Absolute roots: every path below them is then absolute too, which spares a getcwd per
+    // temporary file.
+    let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     if let Some(url) = &config.remote {
         let src_empty = match preflight::check_source(&config.src) {
             Ok((_, empty)) => empty,
@@ -53,7 +56,7 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
             return refuse(refusal);
         }
         let config = &Config {
-            src: std::path::absolute(&config.src).unwrap_or_else(|_| config.src.clone()),
+            src: absolute(&config.src),
             symlinks: dest.stores_symlinks(),
             ..config.clone()
         };
@@ -63,9 +66,6 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
         Ok(checked) => checked,
         Err(refusal) => return refuse(refusal),
     };
-    // Absolute roots: every path below them is then absolute too, which spares a getcwd per
-    // temporary file.
-    let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let config = &Config {
         protected: checked.protected,
         src: absolute(&config.src),

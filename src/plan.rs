@@ -559,16 +559,18 @@ impl<'t> Planner<'_, 't> {
         self.plan.dirs.push(MakeDir { src: i, replaces });
     }
 
-    /// Source entries that are never mirrored: special files, and symlinks where the
-    /// destination cannot hold them.
-    fn skipped(&self, tag: Tag) -> bool {
-        tag == Tag::Special || (tag == Tag::Symlink && !self.config.symlinks)
+    /// The type source entry `i` is planned as: its own, except that a symlink the destination
+    /// cannot hold is skipped like a special file (its warning still names it a link).
+    fn src_tag(&self, i: u32) -> Tag {
+        match self.src(i).tag {
+            Tag::Symlink if !self.config.symlinks => Tag::Special,
+            tag => tag,
+        }
     }
 
     fn source_only(&mut self, i: u32) {
-        match self.src(i).tag {
-            tag if self.skipped(tag) => self.plan.skipped.push(i),
-            Tag::Special => unreachable!("special files are skipped"),
+        match self.src_tag(i) {
+            Tag::Special => self.plan.skipped.push(i),
             Tag::Dir => self.make_dir(i, None),
             Tag::File | Tag::Symlink => self.transfer(i, Reason::New),
         }
@@ -589,9 +591,8 @@ impl<'t> Planner<'_, 't> {
     /// is replaced by a non-directory (its contents go with it).
     fn both(&mut self, i: u32, j: u32) -> Option<usize> {
         let (src, dst) = (self.src(i), &self.plan.dst.entries[j as usize]);
-        match (src.tag, dst.tag) {
-            (tag, _) if self.skipped(tag) => self.plan.skipped.push(i),
-            (Tag::Special, _) => unreachable!("special files are skipped"),
+        match (self.src_tag(i), dst.tag) {
+            (Tag::Special, _) => self.plan.skipped.push(i),
             (Tag::Dir, Tag::Dir) => self.open_dir(
                 i,
                 Some(RootMeta {

@@ -125,14 +125,18 @@ fn mtime_of(t: opendal::raw::Timestamp) -> Mtime {
     }
 }
 
-/// The content MD5 a single-part ETag states, as lowercase hex.
-fn etag_md5(etag: &str) -> Option<String> {
-    let tag = etag.trim_matches('"');
-    (tag.len() == 32 && tag.bytes().all(|b| b.is_ascii_hexdigit())).then(|| tag.to_lowercase())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The content MD5 a single-part ETag states (32 hex digits; a multipart one is not an MD5).
+fn etag_md5(etag: &str) -> Option<[u8; 16]> {
+    let tag = etag.trim_matches('"').as_bytes();
+    if tag.len() != 32 || !tag.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let digit = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
+    let mut md5 = [0; 16];
+    for (byte, pair) in md5.iter_mut().zip(tag.chunks(2)) {
+        *byte = digit(pair[0]) << 4 | digit(pair[1]);
+    }
+    Some(md5)
 }
 
 /// MD5 of a whole local file.
@@ -406,11 +410,11 @@ impl S3 {
 }
 
 /// What a HEAD tells about an object: the source mtime kept at upload (else LastModified) and
-/// the content's MD5 (lowercase hex) — the ETag of a single-part upload, else the MD5 kept in
-/// the metadata of a multipart one.
+/// the content's MD5 — the ETag of a single-part upload, else the MD5 kept in the metadata of a
+/// multipart one.
 struct Head {
     mtime: Option<Mtime>,
-    md5: Option<String>,
+    md5: Option<[u8; 16]>,
 }
 
 impl Head {
@@ -424,7 +428,7 @@ impl Head {
             md5: meta.etag().and_then(etag_md5).or_else(|| {
                 get("md5chksum")
                     .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-                    .map(|raw| hex(&raw))
+                    .and_then(|raw| raw.try_into().ok())
             }),
         }
     }
@@ -579,7 +583,7 @@ impl Destination for S3 {
                         continue;
                     }
                 };
-                if head.md5 != Some(hex(&local)) {
+                if head.md5 != Some(local) {
                     changed.insert(i);
                 }
             }
@@ -754,9 +758,17 @@ mod tests {
 
     #[test]
     fn etags_give_an_md5_only_for_single_part_uploads() {
+        let empty = [
+            0xd4, 0x1d, 0x8c, 0xd9, 0x8f, 0x00, 0xb2, 0x04, 0xe9, 0x80, 0x09, 0x98, 0xec, 0xf8,
+            0x42, 0x7e,
+        ];
         assert_eq!(
-            etag_md5("\"D41D8CD98F00B204E9800998ECF8427E\"").as_deref(),
-            Some("d41d8cd98f00b204e9800998ecf8427e")
+            etag_md5("\"D41D8CD98F00B204E9800998ECF8427E\""),
+            Some(empty)
+        );
+        assert_eq!(
+            etag_md5("\"d41d8cd98f00b204e9800998ecf8427e\""),
+            Some(empty)
         );
         assert_eq!(etag_md5("\"d41d8cd98f00b204e9800998ecf8427e-3\""), None);
     }

@@ -33,6 +33,27 @@ fn server_env(backend: &str, built: bool, var: &str) -> Option<String> {
     }
 }
 
+/// A variable `tests/servers/start` sets along with the one `server_env` found.
+fn server_var(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set"))
+}
+
+/// Run `cmd EXTRA SRC URL`.
+fn sync_to(mut cmd: Command, f: &Fixture, url: &str, extra: &[&str]) -> Run {
+    Run::from(cmd.args(extra).arg(&f.src).arg(url).output().unwrap())
+}
+
+/// Run a helper tool (rclone) that must succeed; its standard output.
+fn succeeding(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().expect("rclone (installed by .ci/run)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 fn json(run: &Run) -> Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {run:?}"))
 }
@@ -156,13 +177,12 @@ struct S3 {
 impl S3 {
     fn new(test: &str) -> Option<S3> {
         let endpoint = server_env("s3", cfg!(feature = "s3"), "SYNCEASE_TEST_S3_ENDPOINT")?;
-        let var = |v: &str| std::env::var(v).unwrap_or_else(|_| panic!("{v} is not set"));
         Some(S3 {
             endpoint,
-            bucket: var("SYNCEASE_TEST_S3_BUCKET"),
-            key_id: var("SYNCEASE_TEST_S3_KEY_ID"),
-            secret: var("SYNCEASE_TEST_S3_SECRET"),
-            region: var("SYNCEASE_TEST_S3_REGION"),
+            bucket: server_var("SYNCEASE_TEST_S3_BUCKET"),
+            key_id: server_var("SYNCEASE_TEST_S3_KEY_ID"),
+            secret: server_var("SYNCEASE_TEST_S3_SECRET"),
+            region: server_var("SYNCEASE_TEST_S3_REGION"),
             prefix: unique(test),
         })
     }
@@ -195,14 +215,7 @@ impl S3 {
     }
 
     fn sync(&self, f: &Fixture, extra: &[&str]) -> Run {
-        let out = self
-            .command()
-            .args(extra)
-            .arg(&f.src)
-            .arg(self.url())
-            .output()
-            .unwrap();
-        Run::from(out)
+        sync_to(self.command(), f, &self.url(), extra)
     }
 
     /// rclone, configured for the test store through its environment.
@@ -225,18 +238,12 @@ impl S3 {
     /// What rclone sees below `prefix`: for each file its size, mtime (from our metadata) and
     /// MD5 (from the ETag, or our md5chksum for multipart objects); directories as `None`.
     fn listing(&self, prefix: &str) -> Listing {
-        let out = self
-            .rclone()
-            .args(["lsjson", "-R", "--hash"])
-            .arg(format!("garage:{}/{prefix}", self.bucket))
-            .output()
-            .expect("rclone (installed by .ci/run)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = succeeding(
+            self.rclone()
+                .args(["lsjson", "-R", "--hash"])
+                .arg(format!("garage:{}/{prefix}", self.bucket)),
         );
-        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let doc: Value = serde_json::from_slice(&out).unwrap();
         let mut entries: Vec<_> = doc
             .as_array()
             .unwrap()
@@ -384,19 +391,13 @@ impl S3 {
     /// Every object's server-side LastModified, to see that nothing was rewritten (directories
     /// are left out: rclone gives them the current time).
     fn rclone_raw_times(&self) -> Vec<String> {
-        let out = self
-            .rclone()
-            .args(["lsf", "-R", "--files-only", "--format", "pt"])
-            .arg("--use-server-modtime")
-            .arg(format!("garage:{}/{}", self.bucket, self.prefix))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = succeeding(
+            self.rclone()
+                .args(["lsf", "-R", "--files-only", "--format", "pt"])
+                .arg("--use-server-modtime")
+                .arg(format!("garage:{}/{}", self.bucket, self.prefix)),
         );
-        String::from_utf8(out.stdout)
+        String::from_utf8(out)
             .unwrap()
             .lines()
             .map(String::from)
@@ -409,17 +410,11 @@ fn s3_objects_uploaded_by_rclone_are_seen_as_unchanged() {
     let Some(s3) = S3::new("rclone") else { return };
     let f = Fixture::new();
     remote_tree(&f);
-    let out = s3
-        .rclone()
-        .args(["sync"])
-        .arg(&f.src)
-        .arg(format!("garage:{}/{}", s3.bucket, s3.prefix))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeding(
+        s3.rclone()
+            .args(["sync"])
+            .arg(&f.src)
+            .arg(format!("garage:{}/{}", s3.bucket, s3.prefix)),
     );
     let run = json(&s3.sync(&f, &["--json"]).expect(0));
     assert_eq!(run["copied"]["files"], 0, "{run}");
@@ -637,13 +632,12 @@ struct Sftp {
 impl Sftp {
     fn new(test: &str) -> Option<Sftp> {
         let base = server_env("sftp", cfg!(feature = "sftp"), "SYNCEASE_TEST_SFTP_URL")?;
-        let var = |v: &str| std::env::var(v).unwrap_or_else(|_| panic!("{v} is not set"));
         let name = unique(test);
         Some(Sftp {
             url: format!("{base}/{name}"),
-            local: PathBuf::from(var("SYNCEASE_TEST_SFTP_ROOT")).join(name),
-            key: var("SYNCEASE_TEST_SSH_KEY"),
-            known_hosts: var("SYNCEASE_TEST_KNOWN_HOSTS"),
+            local: PathBuf::from(server_var("SYNCEASE_TEST_SFTP_ROOT")).join(name),
+            key: server_var("SYNCEASE_TEST_SSH_KEY"),
+            known_hosts: server_var("SYNCEASE_TEST_KNOWN_HOSTS"),
         })
     }
 
@@ -654,14 +648,7 @@ impl Sftp {
     }
 
     fn sync(&self, f: &Fixture, extra: &[&str]) -> Run {
-        let out = self
-            .command()
-            .args(extra)
-            .arg(&f.src)
-            .arg(&self.url)
-            .output()
-            .unwrap();
-        Run::from(out)
+        sync_to(self.command(), f, &self.url, extra)
     }
 }
 

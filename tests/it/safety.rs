@@ -415,26 +415,50 @@ fn a_killed_first_copy_leaves_only_complete_files_and_no_temporaries() {
     assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
 }
 
+/// Run `syncease -j 1 EXTRA SRC DST` over SRC's big file and `late.txt`, calling `put` on
+/// DST/late.txt as soon as DST exists: one worker copies the big file first, and DST is created
+/// only after the scan, so what `put` makes there was not there when DST was listed. `None`
+/// when `put` failed (the run had already written late.txt): try again.
+fn put_during_the_run(
+    f: &Fixture,
+    extra: &[&std::ffi::OsStr],
+    put: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> Option<Run> {
+    let _ = fs::remove_dir_all(&f.dst);
+    let mut child = syncease()
+        .args(["-j", "1"])
+        .args(extra)
+        .arg(&f.src)
+        .arg(&f.dst)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&mut child, "DST made", || f.dst.is_dir());
+    let put = put(&f.dst.join("late.txt"));
+    let run = Run::from(child.wait_with_output().unwrap());
+    put.ok().map(|()| run)
+}
+
+fn big_and_late(f: &Fixture) {
+    f.write("src/a-big.bin", vec![b'b'; 256 << 20]);
+    f.write("src/late.txt", "from the source");
+}
+
 #[test]
 fn a_file_put_at_a_new_path_during_the_run_is_replaced_and_kept_in_the_backup() {
     let f = Fixture::new();
-    f.write("src/a-big.bin", vec![b'b'; 256 << 20]);
-    f.write("src/late.txt", "from the source");
-    // One worker copies the big file first; DST is created only after the scan, so a file put
-    // at late.txt now was not there when DST was listed. On a loaded machine this thread may
-    // wake only after the run wrote late.txt (then it overwrote the copy): try again.
+    big_and_late(&f);
+    // On a loaded machine this thread may wake only after the run wrote late.txt (then it
+    // overwrote the copy): try again.
     for _attempt in 0..5 {
-        let _ = fs::remove_dir_all(&f.dst);
         let backup = tempfile::tempdir().unwrap();
-        let mut cmd = syncease();
-        cmd.args(["-j", "1", "--backup-dir"])
-            .arg(backup.path())
-            .arg(&f.src)
-            .arg(&f.dst);
-        let mut child = cmd.spawn().unwrap();
-        wait_for(&mut child, "DST made", || f.dst.is_dir());
-        fs::write(f.dst.join("late.txt"), "put there meanwhile").unwrap();
-        assert!(child.wait().unwrap().success());
+        let args = ["--backup-dir".as_ref(), backup.path().as_os_str()];
+        let put = |path: &Path| fs::write(path, "put there meanwhile");
+        let Some(run) = put_during_the_run(&f, &args, put) else {
+            continue;
+        };
+        run.expect(0);
         let now = fs::read(f.dst.join("late.txt")).unwrap();
         if now == b"put there meanwhile" {
             continue; // written after the run's copy
@@ -451,25 +475,27 @@ fn a_file_put_at_a_new_path_during_the_run_is_replaced_and_kept_in_the_backup() 
 }
 
 #[test]
-fn a_new_file_in_a_directory_that_cannot_be_written_fails_alone() {
-    if !is_root() {
-        eprintln!("needs root to hand a directory to another user: not tested");
+fn a_directory_put_at_a_new_path_during_the_run_fails_that_file_alone() {
+    let f = Fixture::new();
+    big_and_late(&f);
+    for _attempt in 0..5 {
+        // Making the directory fails when the run already wrote late.txt: try again.
+        let Some(run) = put_during_the_run(&f, &[], |path| fs::create_dir(path)) else {
+            continue;
+        };
+        let run = run.expect(1);
+        let late = f.dst.join("late.txt");
+        let cause = format!("cannot rename into place '{}'", late.display());
+        assert!(run.stderr.contains(&cause), "{run:?}");
+        assert!(late.is_dir(), "what was put there stays");
+        assert_eq!(
+            fs::metadata(f.dst.join("a-big.bin")).unwrap().len(),
+            256 << 20
+        );
+        assert!(temporaries(&f.dst).is_empty(), "{:?}", temporaries(&f.dst));
         return;
     }
-    let f = Fixture::new();
-    f.write("src/ok.txt", "ok");
-    f.write("src/locked/new.txt", "new");
-    f.mkdir("dst/locked");
-    // DST/locked belongs to root (mode 755): the unprivileged run cannot create files in it.
-    let mut cmd = unprivileged(&f);
-    std::os::unix::fs::lchown(f.path("dst/locked"), Some(0), Some(0)).unwrap();
-    let run = Run::from(cmd.arg(&f.src).arg(&f.dst).output().unwrap()).expect(1);
-    let locked = f.dst.join("locked");
-    let cause = format!("cannot create a temporary file in '{}'", locked.display());
-    assert!(run.stderr.contains(&cause), "{run:?}");
-    assert!(run.stderr.contains("Permission denied"), "{run:?}");
-    assert_eq!(fs::read(f.dst.join("ok.txt")).unwrap(), b"ok");
-    assert!(!locked.join("new.txt").exists());
+    panic!("the directory was never made before the run reached late.txt, in five runs");
 }
 
 /// A small filesystem mounted for one test, unmounted when dropped.

@@ -359,7 +359,7 @@ fn copies_across_filesystems() {
 }
 
 #[test]
-fn a_directory_that_cannot_be_made_fails_alone() {
+fn a_directory_or_file_that_cannot_be_made_fails_alone() {
     if !is_root() {
         eprintln!("needs root to hand a directory to another user: not tested");
         return;
@@ -367,12 +367,15 @@ fn a_directory_that_cannot_be_made_fails_alone() {
     let f = Fixture::new();
     f.write("src/ok.txt", "ok");
     f.write("src/locked/new/file.txt", "x");
+    f.write("src/locked/new.txt", "new");
     f.mkdir("dst/locked");
     let mut cmd = unprivileged(&f);
-    // DST/locked belongs to root: the unprivileged run cannot create anything in it.
+    // DST/locked belongs to root (mode 755): the unprivileged run cannot create anything in it,
+    // neither a directory nor a file (unnamed or through a named temporary).
     std::os::unix::fs::lchown(f.path("dst/locked"), Some(0), Some(0)).unwrap();
     let run = Run::from(cmd.arg(&f.src).arg(&f.dst).output().unwrap()).expect(1);
-    let new = f.dst.join("locked/new");
+    let locked = f.dst.join("locked");
+    let new = locked.join("new");
     let made = format!("cannot create directory '{}'", new.display());
     assert!(run.stderr.contains(&made), "{run:?}");
     let meta = format!("cannot set permissions on '{}'", new.display());
@@ -380,5 +383,9 @@ fn a_directory_that_cannot_be_made_fails_alone() {
         !run.stderr.contains(&meta),
         "no metadata for a directory never made: {run:?}"
     );
+    let temp = format!("cannot create a temporary file in '{}'", locked.display());
+    assert!(run.stderr.contains(&temp), "{run:?}");
+    assert!(run.stderr.contains("Permission denied"), "{run:?}");
+    assert!(!locked.join("new.txt").exists());
     assert_eq!(fs::read(f.dst.join("ok.txt")).unwrap(), b"ok");
 }
