@@ -9,12 +9,14 @@
 //! 5. set directory modes and mtimes, deepest first, now that nothing below them changes.
 //!
 //! Workers never print: they report through the [`Reporter`] and return counts that are merged.
-//! One failed entry never stops the others.
+//! Itemized lines come out in the plan's order even from parallel phases (see [`InOrder`]), so
+//! they never depend on which worker finished first. One failed entry never stops the others.
 
 use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 use tracing::debug;
@@ -24,7 +26,7 @@ use crate::dest::Destination;
 use crate::entry::Tag;
 use crate::error::{Error, Op};
 use crate::fsops::{Copied, CopyError, Expected, Held};
-use crate::plan::{DirMeta, Item, Payload, Plan, Transfer, Withheld};
+use crate::plan::{DirMeta, Item, Payload, Plan, Withheld};
 use crate::report::{Reporter, Summary, Warning};
 
 /// The source root and the destination a plan is carried out against.
@@ -201,23 +203,25 @@ const RUN: usize = 64;
 /// the other workers idle at the end); the many small ones follow in path order, in runs, so
 /// each worker stays in one directory and the workers rarely contend for the same one.
 fn write_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary {
-    let size = |t: &Transfer| plan.src.entries[t.src as usize].size;
-    let (mut big, small): (Vec<&Transfer>, Vec<&Transfer>) =
-        plan.transfers.iter().partition(|t| size(t) >= BIG);
-    big.sort_by_key(|t| std::cmp::Reverse(size(t)));
+    let size = |&i: &usize| plan.src.entries[plan.transfers[i].src as usize].size;
+    let (mut big, small): (Vec<usize>, Vec<usize>) =
+        (0..plan.transfers.len()).partition(|i| size(i) >= BIG);
+    big.sort_by_key(|i| std::cmp::Reverse(size(i)));
+    let item = |i: usize| plan.transfer_item(&plan.transfers[i]);
+    let in_order = InOrder::new(plan.transfers.len(), reporter, &item);
     let (next_big, next_small) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let worker = || {
         let mut summary = Summary::default();
-        while let Some(t) = big.get(next_big.fetch_add(1, Ordering::Relaxed)) {
-            summary = summary.merge(transfer(plan, t, roots, reporter));
+        while let Some(&i) = big.get(next_big.fetch_add(1, Ordering::Relaxed)) {
+            summary = summary.merge(transfer(plan, i, roots, reporter, &in_order));
         }
         loop {
             let start = next_small.fetch_add(RUN, Ordering::Relaxed);
             let Some(run) = small.get(start..(start + RUN).min(small.len())) else {
                 break;
             };
-            for t in run {
-                summary = summary.merge(transfer(plan, t, roots, reporter));
+            for &i in run {
+                summary = summary.merge(transfer(plan, i, roots, reporter, &in_order));
             }
         }
         summary
@@ -230,8 +234,16 @@ fn write_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Summ
         .reduce(Summary::default, Summary::merge)
 }
 
-/// Write one file or symlink; a source that changes while being read is tried once more.
-fn transfer(plan: &Plan<'_>, t: &Transfer, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary {
+/// Write transfer `i` (a file or symlink); a source that changes while being read is tried
+/// once more.
+fn transfer(
+    plan: &Plan<'_>,
+    i: usize,
+    roots: Roots<'_>,
+    reporter: &dyn Reporter,
+    in_order: &InOrder<'_>,
+) -> Summary {
+    let t = &plan.transfers[i];
     let mut summary = Summary::default();
     let rel = plan.src_path(t.src);
     let held = match t.reason {
@@ -264,6 +276,7 @@ fn transfer(plan: &Plan<'_>, t: &Transfer, roots: Roots<'_>, reporter: &dyn Repo
                     Ok(Copied::Vanished) => {
                         reporter.warning(&Warning::Vanished(&src));
                         summary.vanished += 1;
+                        in_order.done(i, false);
                         return summary;
                     }
                     Ok(Copied::Done(bytes)) => break Ok(bytes),
@@ -282,49 +295,98 @@ fn transfer(plan: &Plan<'_>, t: &Transfer, roots: Roots<'_>, reporter: &dyn Repo
             } else {
                 summary.copied.add(bytes);
             }
-            reporter.item(&plan.transfer_item(t));
+            reporter.wrote(bytes);
+            in_order.done(i, true);
         }
         Err(e) => {
             reporter.error(&e);
             summary.errors += 1;
+            in_order.done(i, false);
         }
     }
     summary
 }
 
 /// Remove entries, given deepest first: non-directories in parallel, then directories in order.
+/// Itemized lines come out in the plan's order all the same.
 fn delete_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary {
-    let is_dir = |j: u32| plan.dst.entries[j as usize].tag == Tag::Dir;
-    let remove = |&j: &u32| {
+    let is_dir = |i: usize| plan.dst.entries[plan.deletes[i] as usize].tag == Tag::Dir;
+    let item = |i: usize| plan.delete_item(plan.deletes[i]);
+    let in_order = InOrder::new(plan.deletes.len(), reporter, &item);
+    let remove = |i: usize| {
         let mut summary = Summary::default();
+        let j = plan.deletes[i];
         let rel = plan.dst_path(j);
         let tag = plan.dst.entries[j as usize].tag;
-        match roots.dst.remove(rel, tag) {
-            Ok(()) => {
-                summary.deleted += 1;
-                reporter.item(&plan.delete_item(j));
-            }
-            Err(e) if tag == Tag::Dir && is_not_empty(&e) => {
+        let result = roots.dst.remove(rel, tag);
+        match &result {
+            Ok(()) => summary.deleted += 1,
+            Err(e) if tag == Tag::Dir && is_not_empty(e) => {
                 reporter.warning(&Warning::NotEmpty(&roots.dst(rel)));
             }
             Err(e) => {
-                reporter.error(&e);
+                reporter.error(e);
                 summary.errors += 1;
             }
         }
+        in_order.done(i, result.is_ok());
         summary
     };
-    let files = plan
-        .deletes
-        .par_iter()
-        .filter(|&&j| !is_dir(j))
+    let files = (0..plan.deletes.len())
+        .into_par_iter()
+        .filter(|&i| !is_dir(i))
         .map(remove)
         .reduce(Summary::default, Summary::merge);
-    plan.deletes
-        .iter()
-        .filter(|&&j| is_dir(j))
+    (0..plan.deletes.len())
+        .filter(|&i| is_dir(i))
         .map(remove)
         .fold(files, Summary::merge)
+}
+
+/// Reports the items of one parallel phase in plan order, whatever order the workers finish
+/// them in: each action marks its slot when done, and every finished slot at the front of the
+/// plan is reported at once. So `-v` prints the same lines in the same order on every run, and
+/// a dry run prints exactly what the real run will (one byte of state per action).
+struct InOrder<'a> {
+    reporter: &'a dyn Reporter,
+    item: &'a (dyn Fn(usize) -> Item<'a> + Sync),
+    slots: Mutex<Slots>,
+}
+
+struct Slots {
+    /// The first action not reported yet.
+    next: usize,
+    /// Per action: not done yet (`None`), done with a line to print, or done without one.
+    done: Vec<Option<bool>>,
+}
+
+impl<'a> InOrder<'a> {
+    fn new(
+        len: usize,
+        reporter: &'a dyn Reporter,
+        item: &'a (dyn Fn(usize) -> Item<'a> + Sync),
+    ) -> InOrder<'a> {
+        InOrder {
+            reporter,
+            item,
+            slots: Mutex::new(Slots {
+                next: 0,
+                done: vec![None; len],
+            }),
+        }
+    }
+
+    /// Action `i` is finished; `itemize` when it succeeded and has a line.
+    fn done(&self, i: usize, itemize: bool) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.done[i] = Some(itemize);
+        while let Some(&Some(itemize)) = slots.done.get(slots.next) {
+            if itemize {
+                self.reporter.item(&(self.item)(slots.next));
+            }
+            slots.next += 1;
+        }
+    }
 }
 
 fn is_not_empty(e: &Error) -> bool {

@@ -260,10 +260,7 @@ impl<'t> Plan<'t> {
         };
         let path = self.src_path(t.src);
         match self.payload(t) {
-            Payload::File { size } => Item {
-                bytes: size,
-                ..Item::new(op, Tag::File, t.reason.word(), path)
-            },
+            Payload::File { .. } => Item::new(op, Tag::File, t.reason.word(), path),
             Payload::Symlink { target, .. } => Item {
                 target: Some(target),
                 ..Item::new(op, Tag::Symlink, t.reason.word(), path)
@@ -306,8 +303,6 @@ pub struct Item<'a> {
     pub reason: &'static str,
     pub path: &'a Path,
     pub target: Option<&'a Path>,
-    /// Bytes this action writes (for progress); not displayed.
-    pub bytes: u64,
 }
 
 impl<'a> Item<'a> {
@@ -318,7 +313,6 @@ impl<'a> Item<'a> {
             reason,
             path,
             target: None,
-            bytes: 0,
         }
     }
 

@@ -123,6 +123,10 @@ impl<R: Reporter> Reporter for Json<R> {
         // stdout carries the document only.
     }
 
+    fn wrote(&self, bytes: u64) {
+        self.inner.wrote(bytes);
+    }
+
     fn warning(&self, warning: &Warning<'_>) {
         self.inner.warning(warning);
         self.warnings.lock().unwrap().push(warning.to_string());

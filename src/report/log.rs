@@ -23,6 +23,10 @@ impl<R: Reporter> Reporter for Logged<R> {
         self.0.item(item);
     }
 
+    fn wrote(&self, bytes: u64) {
+        self.0.wrote(bytes);
+    }
+
     fn warning(&self, warning: &Warning<'_>) {
         warn!("{warning}");
         self.0.warning(warning);

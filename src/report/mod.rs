@@ -151,8 +151,12 @@ impl Status {
 pub trait Reporter: Sync {
     /// The plan is complete: this many files and bytes will be written.
     fn planned(&self, _files: u64, _bytes: u64) {}
-    /// An action was carried out (or, in a dry run, planned).
+    /// An action was carried out (or, in a dry run, planned). Called in plan order, so a
+    /// line may come some time after its action was done (see [`Reporter::wrote`]).
     fn item(&self, item: &Item<'_>);
+    /// A file or link was written, `bytes` long: called by the worker the moment it is done,
+    /// for live progress.
+    fn wrote(&self, _bytes: u64) {}
     fn warning(&self, warning: &Warning<'_>);
     fn error(&self, error: &Error);
     /// The run was refused before anything changed (`finish` follows).
@@ -167,6 +171,9 @@ impl<R: Reporter + ?Sized> Reporter for Box<R> {
     }
     fn item(&self, item: &Item<'_>) {
         (**self).item(item)
+    }
+    fn wrote(&self, bytes: u64) {
+        (**self).wrote(bytes)
     }
     fn warning(&self, warning: &Warning<'_>) {
         (**self).warning(warning)

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::entry::Tag;
 use crate::error::Error;
 use crate::plan::Item;
 use crate::preflight::Refusal;
@@ -53,14 +52,15 @@ impl<R: Reporter> Reporter for Progress<R> {
         self.inner.planned(files, bytes);
     }
 
+    fn wrote(&self, bytes: u64) {
+        let done = self.files_done.fetch_add(1, Ordering::Relaxed) + 1;
+        let total = self.files_total.load(Ordering::Relaxed);
+        self.bar.set_message(format!("{done}/{total} files"));
+        self.bar.inc(bytes);
+        self.inner.wrote(bytes);
+    }
+
     fn item(&self, item: &Item<'_>) {
-        let written = matches!(item.op, "+" | ">" | "~") && item.tag != Tag::Dir;
-        if written {
-            let done = self.files_done.fetch_add(1, Ordering::Relaxed) + 1;
-            let total = self.files_total.load(Ordering::Relaxed);
-            self.bar.set_message(format!("{done}/{total} files"));
-            self.bar.inc(item.bytes);
-        }
         if self.itemize {
             self.bar.suspend(|| self.inner.item(item));
         } else {

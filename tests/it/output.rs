@@ -19,12 +19,6 @@ fn pending() -> Fixture {
     f
 }
 
-fn sorted_lines(text: &str) -> Vec<&str> {
-    let mut lines: Vec<_> = text.lines().collect();
-    lines.sort();
-    lines
-}
-
 #[test]
 fn dry_run_prints_the_plan_and_changes_nothing() {
     let f = pending();
@@ -40,14 +34,17 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
         "{dry:?}"
     );
     let real = f.sync(&["-v"]).expect(0);
-    assert_eq!(sorted_lines(&dry.stdout), sorted_lines(&real.stdout));
     assert_eq!(
-        sorted_lines(&real.stdout),
+        dry.stdout, real.stdout,
+        "a dry run prints what the run does"
+    );
+    assert_eq!(
+        real.stdout.lines().collect::<Vec<_>>(),
         [
             "+d new    new/",
+            ">f size   changed.txt",
             "+f new    new/file.txt",
             "-f gone   gone.txt",
-            ">f size   changed.txt"
         ]
     );
 }
@@ -212,4 +209,21 @@ fn help_is_grouped_and_completions_and_man_page_are_generated() {
     assert!(zsh.stdout.contains("#compdef syncease"));
     let man = Run::from(syncease().arg("--man").output().unwrap()).expect(0);
     assert!(man.stdout.contains(".TH syncease") && man.stdout.contains("backup\\-dir"));
+}
+
+#[test]
+fn itemized_lines_come_in_plan_order_whatever_the_workers_do() {
+    let f = Fixture::new();
+    for i in 0..300 {
+        f.write(format!("src/d{}/f{i:03}", i % 5), format!("{i}"));
+        f.write(format!("dst/old{}/g{i:03}", i % 3), "stale");
+    }
+    // Big files are copied first, whatever their place in the plan.
+    for name in ["d2/big-a", "d4/big-b", "m-big"] {
+        f.write(format!("src/{name}"), vec![b'b'; 2 << 20]);
+    }
+    let dry = f.sync(&["-n", "-j", "8"]).expect(0);
+    let real = f.sync(&["-v", "-j", "8"]).expect(0);
+    assert_eq!(real.stdout.lines().count(), 5 + 303 + 303);
+    assert_eq!(dry.stdout, real.stdout);
 }
