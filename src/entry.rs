@@ -316,13 +316,6 @@ mod tests {
     }
 
     #[test]
-    fn path_order_puts_children_right_after_their_parent() {
-        let mut paths = vec!["a-b", "a/x", "a", "b", "a/x/y", "a.c"];
-        paths.sort_by(|a, b| Path::new(a).cmp(Path::new(b)));
-        assert_eq!(paths, ["a", "a/x", "a/x/y", "a-b", "a.c", "b"]);
-    }
-
-    #[test]
     fn merge_pairs_paths_in_one_pass() {
         let build = |paths: &[&str]| {
             let mut tree = Tree::default();

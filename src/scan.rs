@@ -152,3 +152,25 @@ impl Walker<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scan_lists_children_right_after_their_parent() {
+        let root = tempfile::tempdir().unwrap();
+        for dir in ["a/x/y", "b"] {
+            std::fs::create_dir_all(root.path().join(dir)).unwrap();
+        }
+        for file in ["a-b", "a.c", "a/x/f"] {
+            std::fs::write(root.path().join(file), "").unwrap();
+        }
+        let tree = scan(root.path(), &Filter::default());
+        let paths: Vec<_> = (0..tree.entries.len() as u32)
+            .map(|i| tree.path_at(i).to_str().unwrap().to_string())
+            .collect();
+        // `a-b` and `a.c` sort before `a/` bytewise, but the walk is in path order.
+        assert_eq!(paths, ["a", "a/x", "a/x/f", "a/x/y", "a-b", "a.c", "b"]);
+    }
+}

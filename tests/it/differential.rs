@@ -9,14 +9,6 @@ use crate::util::*;
 
 const SEEDS: [u64; 5] = [1, 2, 3, 42, 2026];
 
-fn rsync_available() -> bool {
-    let found = Command::new("rsync").arg("--version").output().is_ok();
-    if !found && std::env::var("CI").as_deref() == Ok("true") {
-        panic!("rsync is required for the differential test under CI=true; install it");
-    }
-    found
-}
-
 /// Names that trip up tools that treat paths as strings.
 fn name(rng: &mut Rng, i: u64) -> PathBuf {
     let odd: [&[u8]; 8] = [
@@ -225,8 +217,7 @@ fn compare_round(f: &Fixture, seed: u64, round: &str) {
 
 #[test]
 fn mirrors_match_rsync_on_random_trees() {
-    if !rsync_available() {
-        eprintln!("rsync not installed: differential test skipped");
+    if !need("rsync", "rsync") {
         return;
     }
     for seed in SEEDS {

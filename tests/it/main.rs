@@ -5,5 +5,6 @@ mod options;
 mod output;
 mod remote;
 mod safety;
+mod servers;
 mod sync;
 mod util;

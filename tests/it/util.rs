@@ -363,3 +363,230 @@ pub fn big_content(i: u64, v: u64, len: usize) -> Vec<u8> {
     }
     content
 }
+
+/// True when the tests run under CI (`CI=true`), where a test that cannot run is a failure.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Say that the calling test cannot run here, and why. Under `CI=true` that fails the test;
+/// elsewhere one line names the test and the reason on the terminal (written past the test
+/// harness's capture, so it is seen even though the test then passes), and the caller returns.
+#[track_caller]
+pub fn not_tested(why: &str) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    assert!(!in_ci(), "CI=true, and {test} cannot run: {why}");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "not tested: {test}: {why}");
+}
+
+/// Whether `tool` is on PATH.
+pub fn have(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            fs::metadata(dir.join(tool)).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// `have(tool)`, or [`not_tested`] naming it.
+#[track_caller]
+pub fn need(tool: &str, package: &str) -> bool {
+    have(tool) || {
+        not_tested(&format!("needs {tool} (package {package})"));
+        false
+    }
+}
+
+/// Root, or [`not_tested`] saying what root is needed for.
+#[track_caller]
+pub fn need_root(for_what: &str) -> bool {
+    is_root() || {
+        not_tested(&format!("needs root {for_what}"));
+        false
+    }
+}
+
+/// A syncease run under strace that stops itself (SIGSTOP, injected by strace) when a chosen
+/// system call is made on a chosen path: the test then changes the tree at exactly that point
+/// of the run and lets it go on. No timing is involved: the run waits for the test.
+pub struct Paused {
+    strace: Child,
+    log: PathBuf,
+    stops: usize,
+}
+
+/// Whether strace can trace here (it needs ptrace, which some containers forbid).
+pub fn need_strace() -> bool {
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let works = *WORKS.get_or_init(|| {
+        have("strace")
+            && Command::new("strace")
+                .args(["-qq", "-o", "/dev/null", "true"])
+                .status()
+                .is_ok_and(|s| s.success())
+    });
+    works || {
+        not_tested("needs strace (package strace) and permission to trace");
+        false
+    }
+}
+
+impl Paused {
+    /// Start `syncease ARGS` under strace, to be stopped each time `syscall` is made on `path`
+    /// (`when`: strace's count, `1` for the first time only, `1+` for every time).
+    pub fn start<I, S>(syscall: &str, path: &Path, when: &str, args: I) -> Paused
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let log = tempfile::Builder::new()
+            .prefix("syncease-strace-")
+            .tempfile()
+            .unwrap()
+            .into_temp_path()
+            .keep()
+            .unwrap();
+        let strace = Command::new("strace")
+            .args(["-f", "-qq", "-o"])
+            .arg(&log)
+            .args(["-e", &format!("trace={syscall}")])
+            .args([
+                "-e",
+                &format!("inject={syscall}:signal=SIGSTOP:when={when}"),
+            ])
+            .arg("-P")
+            .arg(path)
+            .arg(assert_cmd::cargo::cargo_bin("syncease"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("strace");
+        Paused {
+            strace,
+            log,
+            stops: 0,
+        }
+    }
+
+    /// Wait until the run stops at the next chosen point: `true`, or `false` when it ended
+    /// without stopping again.
+    pub fn stopped(&mut self) -> bool {
+        let started = Instant::now();
+        loop {
+            let log = fs::read_to_string(&self.log).unwrap_or_default();
+            // A signal line for each stop (the call is interrupted, to be restarted once the
+            // run goes on), then a "stopped" line for each thread: once one is there, the stop
+            // has taken hold and a SIGCONT ends it.
+            let signalled: Vec<usize> = log
+                .match_indices("--- SIGSTOP {")
+                .map(|(at, _)| at)
+                .collect();
+            if let Some(&last) = signalled.get(self.stops) {
+                if log[last..].contains("stopped by SIGSTOP") {
+                    self.stops += 1;
+                    return true;
+                }
+            }
+            if self.strace.try_wait().unwrap().is_some() {
+                return false;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the run neither stopped nor ended:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Let the stopped run go on.
+    pub fn resume(&self) {
+        let children = format!("/proc/{0}/task/{0}/children", self.strace.id());
+        let pid = fs::read_to_string(children).unwrap();
+        let status = Command::new("kill")
+            .args(["-CONT", pid.trim()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Wait for the end of the run.
+    pub fn finish(self) -> Run {
+        let out = self.strace.wait_with_output().unwrap();
+        let _ = fs::remove_file(&self.log);
+        Run::from(out)
+    }
+}
+
+/// Run `syncease ARGS` under strace, killed (SIGKILL) the `nth` time it makes `syscall`
+/// (optionally only on `path`): a kill at a point fixed by the count of calls, not by time.
+pub fn killed_at(syscall: &str, nth: u32, path: Option<&Path>, args: &[&OsStr]) -> Run {
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-o", "/dev/null"])
+        .args(["-e", &format!("trace={syscall}")])
+        .args(["-e", &format!("inject={syscall}:signal=SIGKILL:when={nth}")]);
+    if let Some(path) = path {
+        cmd.arg("-P").arg(path);
+    }
+    let out = cmd
+        .arg(assert_cmd::cargo::cargo_bin("syncease"))
+        .args(args)
+        .output()
+        .expect("strace");
+    Run::from(out)
+}
+
+/// A directory on another filesystem than the fixture's, for copies and backups across
+/// filesystems: a small tmpfs mounted for the test as root, else `/dev/shm` when that is
+/// another filesystem; `None` (after [`not_tested`]) when neither is at hand.
+pub struct OtherFs {
+    dir: tempfile::TempDir,
+    mounted: bool,
+}
+
+impl OtherFs {
+    pub fn new(f: &Fixture) -> Option<OtherFs> {
+        let here = fs::metadata(f.dir.path()).unwrap().dev();
+        if is_root() {
+            let dir = tempfile::Builder::new()
+                .prefix("syncease-otherfs-")
+                .tempdir()
+                .unwrap();
+            let mounted = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            if mounted {
+                return Some(OtherFs { dir, mounted });
+            }
+        }
+        match tempfile::Builder::new()
+            .prefix("syncease-otherfs-")
+            .tempdir_in("/dev/shm")
+        {
+            Ok(dir) if fs::metadata(dir.path()).unwrap().dev() != here => Some(OtherFs {
+                dir,
+                mounted: false,
+            }),
+            _ => {
+                not_tested("needs another filesystem: root (to mount a tmpfs) or /dev/shm");
+                None
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for OtherFs {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(self.dir.path()).status();
+        }
+    }
+}
