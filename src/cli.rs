@@ -102,6 +102,10 @@ pub struct Cli {
     #[arg(long, help_heading = "Deletion")]
     pub allow_empty_source: bool,
 
+    /// Sync even when DST shares no entry with SRC, so that everything in it would be deleted
+    #[arg(long, help_heading = "Deletion")]
+    pub allow_unrelated: bool,
+
     /// Move files that would be overwritten or deleted into DIR (same relative path) instead
     #[arg(long, value_name = "DIR", help_heading = "Deletion")]
     pub backup_dir: Option<PathBuf>,
@@ -222,6 +226,7 @@ impl Cli {
         config.delete = !self.no_delete;
         config.max_delete = self.max_delete;
         config.allow_empty_source = self.allow_empty_source;
+        config.allow_unrelated = self.allow_unrelated;
         config.backup_dir = self.backup_dir;
         let verbosity = if self.quiet {
             Verbosity::Quiet

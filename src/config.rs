@@ -46,6 +46,8 @@ pub struct Config {
     pub max_delete: Option<u64>,
     /// Sync an empty SRC over a non-empty DST (which empties DST).
     pub allow_empty_source: bool,
+    /// Sync over a non-empty DST that shares no entry with SRC (which empties it first).
+    pub allow_unrelated: bool,
     /// Move overwritten and deleted entries here instead of destroying them.
     pub backup_dir: Option<PathBuf>,
     /// Which paths take part in the mirror (`--exclude`, `--include`).
@@ -76,6 +78,7 @@ impl Config {
             delete: true,
             max_delete: None,
             allow_empty_source: false,
+            allow_unrelated: false,
             backup_dir: None,
             filter: Filter::default(),
             flatten: false,

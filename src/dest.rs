@@ -26,9 +26,6 @@ pub trait Destination: Sync {
         true
     }
 
-    /// True when the destination holds nothing, or does not exist yet (the empty-source guard).
-    fn is_empty(&self) -> std::io::Result<bool>;
-
     /// List the destination: every entry below the root that the filter allows, in path order.
     fn scan(&self, filter: &Filter) -> Tree;
 
@@ -115,14 +112,6 @@ impl<'a> Local<'a> {
 impl Destination for Local<'_> {
     fn path(&self, rel: &Path) -> PathBuf {
         self.root.join(rel)
-    }
-
-    fn is_empty(&self) -> std::io::Result<bool> {
-        match std::fs::read_dir(self.root) {
-            Ok(mut entries) => Ok(entries.next().is_none()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-            Err(e) => Err(e),
-        }
     }
 
     fn scan(&self, filter: &Filter) -> Tree {

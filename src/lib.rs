@@ -44,17 +44,13 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
     // temporary file.
     let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     if let Some(url) = &config.remote {
-        let src_empty = match preflight::check_source(&config.src) {
-            Ok((_, empty)) => empty,
-            Err(refusal) => return refuse(refusal),
-        };
+        if let Err(refusal) = preflight::check_source(&config.src) {
+            return refuse(refusal);
+        }
         let dest = match remote::open(url, config) {
             Ok(dest) => dest,
             Err(e) => return refuse(Refusal::DestinationUnreadable(config.dst.clone(), e)),
         };
-        if let Err(refusal) = preflight::empty_source(config, src_empty, &*dest) {
-            return refuse(refusal);
-        }
         let config = &Config {
             src: absolute(&config.src),
             symlinks: dest.stores_symlinks(),
@@ -76,9 +72,6 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
         root: &config.dst,
         backup: config.backup_dir.as_deref(),
     };
-    if let Err(refusal) = preflight::empty_source(config, checked.src_empty, &local) {
-        return refuse(refusal);
-    }
     fsops::prepare();
     mirror(config, &local, reporter, started)
 }
@@ -130,6 +123,9 @@ fn mirror(
         } else {
             src
         };
+        if let Err(refusal) = preflight::listings(config, &src, &dst) {
+            return refuse(refusal);
+        }
         let (changed, errors) = dest.refine(&config.src, &src, &mut dst, &config.compare);
         src.errors.extend(errors);
         for error in src.errors.iter().chain(&dst.errors) {

@@ -1,8 +1,11 @@
 //! Refusals: the checks that run before anything is changed.
 //!
-//! A refusal exits with status 2 and leaves DST exactly as it was. The checks are about the two
-//! roots only — existence, type, overlap after resolving symlinks and `..` — plus the empty-source
-//! guard, which protects a backup from a source disk that is not mounted.
+//! A refusal exits with status 2 and leaves DST exactly as it was. [`check`] looks at the two
+//! roots — existence, type, overlap after resolving symlinks and `..` — before anything is
+//! listed; [`listings`] looks at the two listings, as the planner will see them, before anything
+//! is written: a source that cannot be read or lists as empty (a disk that is not mounted) and a
+//! destination that shares nothing with the source (`syncease photos backup/`, meant as "into
+//! backup/") would otherwise have the whole destination deleted.
 
 use std::fmt;
 use std::fs;
@@ -10,7 +13,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-use crate::dest::Destination;
+use crate::entry::{merge, Pair, Tag, Tree};
+use crate::fsops::is_temp_name;
 
 /// Why a run was refused.
 #[derive(Debug)]
@@ -33,6 +37,13 @@ pub enum Refusal {
     EmptySource {
         src: PathBuf,
         dst: PathBuf,
+    },
+    /// DST holds entries, none of which SRC has: every one would be deleted.
+    Unrelated {
+        src: PathBuf,
+        dst: PathBuf,
+        /// Entries at the top of DST.
+        entries: u64,
     },
     /// The backup directory would put kept files inside SRC, or mix them into DST.
     BackupOverlaps {
@@ -88,6 +99,22 @@ impl fmt::Display for Refusal {
                 src.display(),
                 dst.display()
             ),
+            Unrelated { src, dst, entries } => {
+                let name = src
+                    .file_name()
+                    .map(|n| Path::new(n).to_path_buf())
+                    .unwrap_or_default();
+                write!(
+                    f,
+                    "destination '{}' shares no entry with source '{}': all {entries} entr{} at \
+                     its top would be deleted. Did you mean '{}'? Pass --allow-unrelated to \
+                     make it a mirror of the source anyway",
+                    dst.display(),
+                    src.display(),
+                    if *entries == 1 { "y" } else { "ies" },
+                    dst.join(name).display()
+                )
+            }
             BackupOverlaps { backup, reason } => {
                 write!(f, "backup directory '{}' {reason}", backup.display())
             }
@@ -108,15 +135,13 @@ impl std::error::Error for Refusal {}
 pub struct Checked {
     /// Relative paths inside the mirror that must be left alone (a backup directory in DST).
     pub protected: Vec<PathBuf>,
-    /// SRC has no entries at all (see [`empty_source`]).
-    pub src_empty: bool,
 }
 
 /// Check the roots. Nothing is written.
 pub fn check(config: &Config) -> Result<Checked, Refusal> {
     let src = &config.src;
     let dst = &config.dst;
-    let (src_real, src_empty) = check_source(src)?;
+    let src_real = check_source(src)?;
 
     let dst_real = match fs::metadata(dst) {
         Ok(meta) if meta.is_dir() => {
@@ -152,35 +177,71 @@ pub fn check(config: &Config) -> Result<Checked, Refusal> {
         Some(backup) => check_backup(backup, &src_real, &dst_real)?,
         None => Vec::new(),
     };
-    Ok(Checked {
-        protected,
-        src_empty,
+    Ok(Checked { protected })
+}
+
+/// The guards on the listings, as the planner will see them (after filters and `--flatten`):
+///
+/// - the source root must have been listed: a root that vanished or could not be read is a
+///   refusal, never an empty tree;
+/// - an empty source over a destination that holds anything is refused, unless
+///   `--allow-empty-source` (a root holding only an empty `lost+found` is empty: a freshly made
+///   filesystem mounted at SRC);
+/// - a destination that holds entries none of which the source has is refused, unless
+///   `--allow-unrelated`: the run would delete all of it.
+///
+/// Entries the mirror leaves alone (a backup directory inside DST, leftover temporaries) do not
+/// count. Without deletion (`--no-delete`) nothing can be lost and nothing is refused here.
+pub fn listings(config: &Config, src: &Tree, dst: &Tree) -> Result<(), Refusal> {
+    if src.root.is_none() {
+        return Err(Refusal::SourceMissing(config.src.clone()));
+    }
+    if let Some(e) = src.errors.iter().find(|e| e.path == config.src) {
+        let cause = io::Error::new(e.source.kind(), e.source.to_string());
+        return Err(Refusal::SourceUnreadable(config.src.clone(), cause));
+    }
+    let protected = |path: &Path| config.protected.iter().any(|p| path.starts_with(p));
+    let counted = |i: u32| {
+        let path = dst.path_at(i);
+        !protected(path) && !is_temp_name(path)
+    };
+    let dst_entries = (0..dst.entries.len() as u32).filter(|&i| counted(i));
+    if !config.delete || dst_entries.clone().next().is_none() {
+        return Ok(());
+    }
+    let lost_and_found = |i: usize| {
+        src.entries[i].tag == Tag::Dir && src.path_at(i as u32) == Path::new("lost+found")
+    };
+    let src_empty = match src.entries.len() {
+        0 => true,
+        1 => lost_and_found(0),
+        _ => false,
+    };
+    if src_empty {
+        return match config.allow_empty_source {
+            true => Ok(()),
+            false => Err(Refusal::EmptySource {
+                src: config.src.clone(),
+                dst: config.dst.clone(),
+            }),
+        };
+    }
+    let shared = merge(src, dst).any(|pair| matches!(pair, Pair::Both(..)));
+    if shared || config.allow_unrelated {
+        return Ok(());
+    }
+    let top = dst_entries
+        .filter(|&i| dst.path_at(i).components().count() == 1)
+        .count() as u64;
+    Err(Refusal::Unrelated {
+        src: config.src.clone(),
+        dst: config.dst.clone(),
+        entries: top,
     })
 }
 
-/// The guard against a source disk that is not mounted: an empty SRC over a destination that
-/// holds anything is refused, unless `--allow-empty-source`. Asked of any destination, local
-/// or remote, once it is reachable and before anything is listed or written.
-pub fn empty_source(
-    config: &Config,
-    src_empty: bool,
-    dest: &dyn Destination,
-) -> Result<(), Refusal> {
-    if !src_empty || config.allow_empty_source {
-        return Ok(());
-    }
-    match dest.is_empty() {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(Refusal::EmptySource {
-            src: config.src.clone(),
-            dst: config.dst.clone(),
-        }),
-        Err(e) => Err(Refusal::DestinationUnreadable(config.dst.clone(), e)),
-    }
-}
-
-/// SRC must be a readable directory: its real path, and whether it is empty.
-pub fn check_source(src: &Path) -> Result<(PathBuf, bool), Refusal> {
+/// SRC must be a readable directory: its real path.
+pub fn check_source(src: &Path) -> Result<PathBuf, Refusal> {
     let src_real = match fs::canonicalize(src) {
         Ok(p) => p,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -191,10 +252,8 @@ pub fn check_source(src: &Path) -> Result<(PathBuf, bool), Refusal> {
     if !src_real.is_dir() {
         return Err(Refusal::SourceNotDir(src.to_path_buf()));
     }
-    let mut src_entries =
-        fs::read_dir(src).map_err(|e| Refusal::SourceUnreadable(src.to_path_buf(), e))?;
-    let src_empty = src_entries.next().is_none();
-    Ok((src_real, src_empty))
+    fs::read_dir(src).map_err(|e| Refusal::SourceUnreadable(src.to_path_buf(), e))?;
+    Ok(src_real)
 }
 
 /// The backup directory may be anywhere but in SRC, and must not hold SRC or DST; inside DST it

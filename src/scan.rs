@@ -81,7 +81,9 @@ impl Walker<'_> {
             Ok(())
         });
         if let Err(e) = listing {
-            if e.kind() != io::ErrorKind::NotFound {
+            // A directory that vanished since it was seen is simply gone; the root is not: a
+            // root that cannot be listed is never taken for an empty one.
+            if e.kind() != io::ErrorKind::NotFound || rel.as_os_str().is_empty() {
                 self.tree.errors.push(Error::new(Op::ReadDir, dir, e));
             }
             if entries.is_empty() {

@@ -476,10 +476,6 @@ impl Destination for S3 {
         false
     }
 
-    fn is_empty(&self) -> io::Result<bool> {
-        Ok(self.first_keys(1)?.is_empty())
-    }
-
     fn scan(&self, filter: &Filter) -> Tree {
         let root = RootMeta {
             mtime: Mtime::default(),

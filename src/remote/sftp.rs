@@ -628,11 +628,6 @@ impl Destination for Sftp {
         }
     }
 
-    fn is_empty(&self) -> io::Result<bool> {
-        let listed = self.rt.block_on(list_dir(&self.sftp, &self.root));
-        Ok(absent_is_none(listed)?.is_none_or(|children| children.is_empty()))
-    }
-
     fn scan(&self, filter: &Filter) -> Tree {
         let root_attrs = match self.rt.block_on(self.lstat(&self.root)) {
             Ok(Some(a)) => a,

@@ -3,6 +3,7 @@
 mod differential;
 mod options;
 mod output;
+mod regression;
 mod remote;
 mod safety;
 mod servers;

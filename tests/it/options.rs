@@ -256,6 +256,7 @@ fn flatten_puts_every_file_at_the_top_and_the_newest_wins() {
     f.write("src/top.txt", "top");
     f.symlink("src/a/link", "x.jpg");
     f.mkdir("src/empty");
+    f.write("dst/top.txt", "top, from an earlier backup");
     f.write("dst/old.jpg", "old");
     f.write("dst/sub/file", "in a subfolder");
     let run = f.sync(&["--flatten"]).expect(0);

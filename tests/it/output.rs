@@ -214,6 +214,10 @@ fn help_is_grouped_and_completions_and_man_page_are_generated() {
 #[test]
 fn itemized_lines_come_in_plan_order_whatever_the_workers_do() {
     let f = Fixture::new();
+    for side in ["src", "dst"] {
+        let shared = f.write(format!("{side}/shared"), "in both");
+        set_mtime(&shared, 1_700_000_000, 0);
+    }
     for i in 0..300 {
         f.write(format!("src/d{}/f{i:03}", i % 5), format!("{i}"));
         f.write(format!("dst/old{}/g{i:03}", i % 3), "stale");

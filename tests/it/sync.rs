@@ -228,7 +228,7 @@ fn odd_names_are_bytes_not_strings() {
 fn src_is_never_written() {
     let f = Fixture::new();
     populate(&f);
-    f.mkdir("dst");
+    f.write("dst/top.txt", "an older top.txt");
     f.write("dst/extra", "x");
     let before = identity(&f.src);
     f.sync(&[]).expect(0);

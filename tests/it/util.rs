@@ -200,8 +200,11 @@ pub fn assert_same(left: &Manifest, right: &Manifest) {
     panic!("trees differ:\n{diff}");
 }
 
+/// Per entry: inode, mtime (seconds, nanoseconds) and ctime (seconds, nanoseconds).
+pub type Identity = BTreeMap<PathBuf, (u64, i64, i64, i64, i64)>;
+
 /// Identity of every entry: inode, mtime and ctime. Equal snapshots mean nothing was written.
-pub fn identity(root: &Path) -> BTreeMap<PathBuf, (u64, i64, i64, i64, i64)> {
+pub fn identity(root: &Path) -> Identity {
     walk(root)
         .map(|(rel, m, _)| {
             (
@@ -334,23 +337,6 @@ pub fn temporaries(root: &Path) -> Vec<PathBuf> {
                 .is_some_and(|n| n.as_bytes().starts_with(b".syncease-"))
         })
         .collect()
-}
-
-/// Poll until `ready`, while the run is still going (a run that ends first never reached the
-/// moment the test needs).
-pub fn wait_for(child: &mut Child, moment: &str, mut ready: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !ready() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before {moment}"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "never reached {moment}"
-        );
-        std::thread::sleep(Duration::from_micros(200));
-    }
 }
 
 /// Content of big file `i` in version `v`: a repeated random block, distinct per file and version.

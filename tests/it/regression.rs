@@ -1,0 +1,126 @@
+//! One test per data-loss bug found by attacking the tool, named after the behaviour it keeps.
+
+use std::fs;
+
+use crate::util::*;
+
+/// DST as it is now: contents and identities, to prove a run changed nothing.
+fn state(f: &Fixture) -> (Manifest, Identity) {
+    (Manifest::of(&f.dst), identity(&f.dst))
+}
+
+/// A backup with two files in it.
+fn backup(f: &Fixture) {
+    f.write("dst/a", "1");
+    f.write("dst/b", "2");
+}
+
+#[test]
+fn a_source_whose_every_entry_is_excluded_does_not_wipe_the_backup() {
+    let f = Fixture::new();
+    f.write("src/.Trash-1000/f", "x");
+    backup(&f);
+    let before = state(&f);
+    let run = f.sync(&["--exclude", ".*"]).expect(2);
+    assert!(run.stderr.contains("is empty"), "{run:?}");
+    assert!(before == state(&f), "DST changed");
+}
+
+#[test]
+fn a_flattened_source_without_files_does_not_wipe_the_backup() {
+    let f = Fixture::new();
+    f.mkdir("src/only/empty/folders");
+    backup(&f);
+    let before = state(&f);
+    let run = f.sync(&["--flatten"]).expect(2);
+    assert!(run.stderr.contains("is empty"), "{run:?}");
+    assert!(before == state(&f), "DST changed");
+}
+
+#[test]
+fn a_fresh_filesystem_at_the_source_holding_only_lost_and_found_is_empty() {
+    let f = Fixture::new();
+    f.mkdir("src/lost+found");
+    backup(&f);
+    let before = state(&f);
+    let run = f.sync(&[]).expect(2);
+    assert!(run.stderr.contains("is empty"), "{run:?}");
+    assert!(before == state(&f), "DST changed");
+    // What is in lost+found is data: then the source is not empty.
+    f.write("src/lost+found/#1234", "recovered");
+    f.write("src/a", "1");
+    f.sync(&[]).expect(0);
+}
+
+#[test]
+fn an_empty_source_is_allowed_when_asked_and_over_an_empty_destination() {
+    let f = Fixture::new();
+    f.mkdir("dst");
+    f.sync(&[]).expect(0);
+    backup(&f);
+    f.sync(&["--allow-empty-source"]).expect(0);
+    assert_eq!(fs::read_dir(&f.dst).unwrap().count(), 0);
+}
+
+#[test]
+fn a_source_that_vanishes_after_the_checks_is_a_refusal_not_an_empty_tree() {
+    let f = Fixture::new();
+    f.write("src/a", "1");
+    backup(&f);
+    if !need_strace() {
+        return;
+    }
+    let before = state(&f);
+    // Stopped as the checks open the source, before the scan lists it: the source goes.
+    let mut run = Paused::start("openat", &f.src, "1", [&f.src, &f.dst]);
+    assert!(run.stopped(), "the source was never read");
+    fs::rename(&f.src, f.path("moved-away")).unwrap();
+    run.resume();
+    let run = run.finish().expect(2);
+    assert!(run.stderr.contains("does not exist"), "{run:?}");
+    assert!(before == state(&f), "DST changed");
+}
+
+#[test]
+fn a_source_root_that_cannot_be_opened_is_a_refusal_not_an_empty_tree() {
+    let f = Fixture::new();
+    f.write("src/a", "1");
+    backup(&f);
+    if !need_strace() {
+        return;
+    }
+    let before = state(&f);
+    let mut cmd = std::process::Command::new("strace");
+    cmd.args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=openat"])
+        .args(["-e", "inject=openat:error=ENOENT:when=1", "-P"])
+        .arg(&f.src)
+        .arg(assert_cmd::cargo::cargo_bin("syncease"))
+        .arg(&f.src)
+        .arg(&f.dst);
+    let run = Run::from(cmd.output().unwrap()).expect(2);
+    assert!(run.stderr.contains("refusing to sync"), "{run:?}");
+    assert!(before == state(&f), "DST changed");
+}
+
+#[test]
+fn naming_the_source_folder_itself_as_rsync_users_do_is_refused() {
+    // `syncease photos backup/`, meant as "into backup/": nothing in backup/ is in photos/.
+    let f = Fixture::new();
+    f.write("src/2026/img.jpg", "photo");
+    f.write("dst/documents/cv.pdf", "cv");
+    f.write("dst/music/song.ogg", "song");
+    let before = state(&f);
+    let run = f.sync(&[]).expect(2);
+    let hint = format!("Did you mean '{}'?", f.dst.join("src").display());
+    assert!(run.stderr.contains(&hint), "{run:?}");
+    assert!(run.stderr.contains("all 2 entries"), "{run:?}");
+    assert!(run.stderr.contains("--allow-unrelated"), "{run:?}");
+    assert!(before == state(&f), "DST changed");
+    // A dry run is refused the same way; --no-delete deletes nothing, so it goes ahead.
+    f.sync(&["-n"]).expect(2);
+    f.sync(&["--no-delete"]).expect(0);
+    assert!(f.path("dst/music/song.ogg").exists());
+    fs::remove_dir_all(f.path("dst/2026")).unwrap();
+    f.sync(&["--allow-unrelated"]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+}
