@@ -9,7 +9,7 @@
 //! 5. set directory modes and mtimes, deepest first, now that nothing below them changes.
 //!
 //! Workers never print: they report through the [`Reporter`] and return counts that are merged.
-//! Itemized lines come out in the plan's order even from parallel phases (see [`InOrder`]), so
+//! Itemized lines come out in the plan's order even from parallel phases (see `InOrder`), so
 //! they never depend on which worker finished first. One failed entry never stops the others.
 
 use std::collections::HashSet;
