@@ -24,6 +24,8 @@ pub enum Op {
     Symlink,
     SetPermissions,
     SetTimes,
+    /// Put a file or link where a directory is.
+    Replace,
 }
 
 impl Op {
@@ -42,6 +44,7 @@ impl Op {
             Op::Symlink => "create symlink",
             Op::SetPermissions => "set permissions on",
             Op::SetTimes => "set times on",
+            Op::Replace => "replace directory",
         }
     }
 }

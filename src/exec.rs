@@ -6,7 +6,9 @@
 //! 3. write files and symlinks on every worker of the rayon pool (big files first, largest
 //!    first), then fix metadata-only changes;
 //! 4. delete — deepest first, and only when the plan allows it and no write failed;
-//! 5. set directory modes and mtimes, deepest first, now that nothing below them changes.
+//! 5. put files and links where directories were, now emptied by the deletions (a directory
+//!    that still holds something, such as excluded entries, stays and the file fails alone);
+//! 6. set directory modes and mtimes, deepest first, now that nothing below them changes.
 //!
 //! Workers never print: they report through the [`Reporter`] and return counts that are merged.
 //! Itemized lines come out in the plan's order even from parallel phases (see `InOrder`), so
@@ -26,7 +28,7 @@ use crate::dest::Destination;
 use crate::entry::Tag;
 use crate::error::{Error, Op};
 use crate::fsops::{Copied, CopyError, Expected, Held};
-use crate::plan::{DirMeta, Item, Payload, Plan, Withheld};
+use crate::plan::{DirMeta, Item, Payload, Plan, Transfer, Withheld};
 use crate::report::{Reporter, Summary, Warning};
 
 /// The source root and the destination a plan is carried out against.
@@ -57,6 +59,7 @@ impl Roots<'_> {
 /// Report what the plan would do without touching anything (a dry run).
 pub fn preview(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary {
     announce(plan, roots, reporter);
+    let errors = report_blocked(plan, roots, reporter);
     for item in plan.items() {
         reporter.item(&item);
     }
@@ -73,6 +76,7 @@ pub fn preview(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
         fixed: (plan.fixes.len() + plan.dir_meta.iter().filter(|d| d.differed).count()) as u64,
         kept: plan.kept.len() as u64,
         withheld: withheld_if_relevant(plan, plan.withheld.clone()),
+        errors,
         dry_run: true,
         ..Summary::default()
     }
@@ -92,6 +96,16 @@ fn announce(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) {
     }
 }
 
+/// Under `--no-delete`, a file or link that would take the place of a directory holding
+/// entries is not mirrored: one error each. Returns how many.
+fn report_blocked(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> u64 {
+    for &i in &plan.blocked {
+        let cause = io::Error::other("--no-delete keeps the entries below it");
+        reporter.error(&Error::new(Op::Replace, roots.dst(plan.src_path(i)), cause));
+    }
+    plan.blocked.len() as u64
+}
+
 fn withheld_if_relevant(plan: &Plan<'_>, withheld: Option<Withheld>) -> Option<Withheld> {
     withheld.filter(|_| !plan.deletes.is_empty() || !plan.held_back.is_empty())
 }
@@ -102,6 +116,7 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
     let mut summary = Summary {
         unchanged: plan.unchanged,
         kept: plan.kept.len() as u64,
+        errors: report_blocked(plan, roots, reporter),
         ..Summary::default()
     };
     let fail = |summary: &mut Summary, error: Error| {
@@ -142,7 +157,7 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
         }
     }
 
-    summary = summary.merge(write_all(plan, roots, reporter));
+    summary = summary.merge(write_all(plan, &plan.transfers, roots, reporter));
 
     for fix in &plan.fixes {
         let entry = &plan.src.entries[fix.src as usize];
@@ -177,6 +192,7 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
         }
         None => summary = summary.merge(delete_all(plan, roots, reporter)),
     }
+    summary = summary.merge(write_all(plan, &plan.replacements, roots, reporter));
 
     let made = |d: &&DirMeta| d.src.is_none_or(|i| !not_made.contains(&i));
     for dir in plan.dir_meta.iter().filter(made) {
@@ -202,18 +218,22 @@ const RUN: usize = 64;
 /// first, one at a time (longest-processing-time-first: one big file found late cannot leave
 /// the other workers idle at the end); the many small ones follow in path order, in runs, so
 /// each worker stays in one directory and the workers rarely contend for the same one.
-fn write_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary {
-    let size = |&i: &usize| plan.src.entries[plan.transfers[i].src as usize].size;
-    let (mut big, small): (Vec<usize>, Vec<usize>) =
-        (0..plan.transfers.len()).partition(|i| size(i) >= BIG);
+fn write_all(
+    plan: &Plan<'_>,
+    list: &[Transfer],
+    roots: Roots<'_>,
+    reporter: &dyn Reporter,
+) -> Summary {
+    let size = |&i: &usize| plan.src.entries[list[i].src as usize].size;
+    let (mut big, small): (Vec<usize>, Vec<usize>) = (0..list.len()).partition(|i| size(i) >= BIG);
     big.sort_by_key(|i| std::cmp::Reverse(size(i)));
-    let item = |i: usize| plan.transfer_item(&plan.transfers[i]);
-    let in_order = InOrder::new(plan.transfers.len(), reporter, &item);
+    let item = |i: usize| plan.transfer_item(&list[i]);
+    let in_order = InOrder::new(list.len(), reporter, &item);
     let (next_big, next_small) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let worker = || {
         let mut summary = Summary::default();
         while let Some(&i) = big.get(next_big.fetch_add(1, Ordering::Relaxed)) {
-            summary = summary.merge(transfer(plan, i, roots, reporter, &in_order));
+            summary = summary.merge(transfer(plan, list, i, roots, reporter, &in_order));
         }
         loop {
             let start = next_small.fetch_add(RUN, Ordering::Relaxed);
@@ -221,12 +241,12 @@ fn write_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Summ
                 break;
             };
             for &i in run {
-                summary = summary.merge(transfer(plan, i, roots, reporter, &in_order));
+                summary = summary.merge(transfer(plan, list, i, roots, reporter, &in_order));
             }
         }
         summary
     };
-    let workers = rayon::current_num_threads().min(plan.transfers.len());
+    let workers = rayon::current_num_threads().min(list.len());
     (0..workers)
         .into_par_iter()
         .with_max_len(1)
@@ -234,16 +254,17 @@ fn write_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Summ
         .reduce(Summary::default, Summary::merge)
 }
 
-/// Write transfer `i` (a file or symlink); a source that changes while being read is tried
-/// once more.
+/// Write `list[i]` (a file or symlink); a source that changes while being read is tried once
+/// more.
 fn transfer(
     plan: &Plan<'_>,
+    list: &[Transfer],
     i: usize,
     roots: Roots<'_>,
     reporter: &dyn Reporter,
     in_order: &InOrder<'_>,
 ) -> Summary {
-    let t = &plan.transfers[i];
+    let t = &list[i];
     let mut summary = Summary::default();
     let rel = plan.src_path(t.src);
     let held = match t.reason {

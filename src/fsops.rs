@@ -374,15 +374,37 @@ fn place(temp: &Path, path: &Path, replaces: Option<Tag>, displaced: Displaced<'
 /// was kept when asked (the target never disappears in between).
 fn make_room(path: &Path, replaces: Option<Tag>, displaced: Displaced<'_>) -> Result<()> {
     match (displaced, replaces) {
-        (Displaced::Destroy, Some(Tag::Dir)) => remove_tree(path),
+        (_, Some(Tag::Dir)) => remove_emptied_dir(path),
         (Displaced::Destroy, _) => Ok(()),
-        (Displaced::Backup { dir, rel }, Some(Tag::Dir)) => move_aside(path, &slot(dir, rel)?),
         (Displaced::Backup { dir, rel }, _) => match fs::symlink_metadata(path) {
             Ok(_) => keep_copy(path, &slot(dir, rel)?),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::new(Op::Stat, path, e)),
         },
     }
+}
+
+/// Remove a directory that a file or link takes the place of. The deletions emptied it of
+/// everything listed below it (moving it to the backup when asked); what is still there was
+/// not to be deleted — entries the filters leave out, or made during the run — and keeps the
+/// directory in place.
+fn remove_emptied_dir(path: &Path) -> Result<()> {
+    match fs::remove_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
+            Err(Error::new(Op::Replace, path, still_holds(e)))
+        }
+        Err(e) => Err(Error::new(Op::Replace, path, e)),
+    }
+}
+
+/// The cause given when a directory to be replaced is not empty.
+pub fn still_holds(e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        "it still holds entries that are not to be deleted (excluded, or made during the run)",
+    )
 }
 
 /// Create a directory, after removing the non-directory at its path (a symlink is removed,

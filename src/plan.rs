@@ -140,6 +140,10 @@ pub struct Plan<'t> {
     pub fixes: Vec<Fix>,
     /// DST entries to remove, deepest first. Empty when deletion is off.
     pub deletes: Vec<u32>,
+    /// Files and links that take the place of a destination directory: written after the
+    /// deletions, which empty the directory first (what is below it is deleted like anything
+    /// SRC does not have), so that it can be removed without losing what the deletions keep.
+    pub replacements: Vec<Transfer>,
     /// Deepest first; includes the root.
     pub dir_meta: Vec<DirMeta>,
     /// Source entries that are not mirrored (FIFOs, sockets, devices).
@@ -152,6 +156,9 @@ pub struct Plan<'t> {
     /// Source entries whose type change would destroy a non-empty destination directory while
     /// deletions are withheld: not carried out this run.
     pub held_back: Vec<u32>,
+    /// Source entries that would replace a non-empty destination directory under
+    /// `--no-delete`: not mirrored (an error each), the directory and its contents kept.
+    pub blocked: Vec<u32>,
 }
 
 impl<'t> Plan<'t> {
@@ -165,12 +172,14 @@ impl<'t> Plan<'t> {
             transfers: Vec::new(),
             fixes: Vec::new(),
             deletes: Vec::new(),
+            replacements: Vec::new(),
             dir_meta: Vec::new(),
             skipped: Vec::new(),
             kept: Vec::new(),
             unchanged: Tally::default(),
             withheld: None,
             held_back: Vec::new(),
+            blocked: Vec::new(),
         }
     }
 
@@ -219,7 +228,7 @@ impl<'t> Plan<'t> {
     pub fn totals(&self) -> (Tally, Tally) {
         let mut copied = Tally::default();
         let mut updated = Tally::default();
-        for t in &self.transfers {
+        for t in self.transfers.iter().chain(&self.replacements) {
             let size = match self.payload(t) {
                 Payload::File { size } => size,
                 Payload::Symlink { .. } => 0,
@@ -243,6 +252,7 @@ impl<'t> Plan<'t> {
         if self.withheld.is_none() {
             items.extend(self.deletes.iter().map(|&i| self.delete_item(i)));
         }
+        items.extend(self.replacements.iter().map(|t| self.transfer_item(t)));
         items.extend(
             self.dir_meta
                 .iter()
@@ -391,9 +401,8 @@ pub fn plan_with<'t>(
         dirs: Vec::new(),
         open: Vec::new(),
     };
-    // Type changes that remove a non-empty destination directory: (transfer index, entries).
-    let mut dir_replacements: Vec<(usize, u64)> = Vec::new();
-    let mut replaced_entries = 0u64;
+    // Replacements of destination directories that hold listed entries, by index.
+    let mut emptied: Vec<usize> = Vec::new();
 
     if let Some(root) = src.root {
         planner.dirs.push(DirPair {
@@ -406,37 +415,42 @@ pub fn plan_with<'t>(
     }
 
     let protected = |path: &Path| config.protected.iter().any(|p| path.starts_with(p));
-    // A destination directory being replaced by a file or link: (its path, its transfer, the
-    // entries below it so far). Those entries go with it and are not planned one by one.
-    let mut replaced: Option<(&Path, usize, u64)> = None;
-    let mut close = |replaced: Option<(&Path, usize, u64)>| {
-        if let Some((_, transfer, inside)) = replaced.filter(|r| r.2 > 0) {
-            dir_replacements.push((transfer, inside));
-            replaced_entries += inside + 1;
-        }
-    };
+    // A destination directory at a path where SRC has something else: (its path, what becomes
+    // of what is below it, whether anything is).
+    let mut covered: Option<(&Path, Below, bool)> = None;
     for pair in merge(src, dst) {
-        if let (Pair::Right(j), Some((dir, _, inside))) = (pair, replaced.as_mut()) {
+        if let (Pair::Right(j), Some((dir, below, inside))) = (pair, covered.as_mut()) {
             if dst.path_at(j).starts_with(dir) {
-                *inside += 1;
+                *inside = true;
+                if let Below::Emptied(_) = below {
+                    planner.destination_only(j);
+                }
                 continue;
             }
         }
-        close(replaced.take());
+        if let Some((_, Below::Emptied(t), true)) = covered.take() {
+            emptied.push(t);
+        }
         match pair {
             Pair::Left(i) if !protected(src.path_at(i)) => planner.source_only(i),
             Pair::Right(j) if !protected(dst.path_at(j)) => planner.destination_only(j),
             Pair::Both(i, j) if !protected(src.path_at(i)) => {
-                replaced = planner.both(i, j).map(|t| (src.path_at(i), t, 0));
+                covered = planner
+                    .both(i, j)
+                    .map(|below| (src.path_at(i), below, false));
             }
             _ => {}
         }
     }
-    close(replaced);
+    if let Some((_, Below::Emptied(t), true)) = covered {
+        emptied.push(t);
+    }
 
     let Planner { mut plan, dirs, .. } = planner;
     plan.deletes.reverse();
-    let planned = plan.deletes.len() as u64 + replaced_entries;
+    // Removing a directory that held entries is a deletion too (its entries are counted among
+    // the deletions already).
+    let planned = (plan.deletes.len() + emptied.len()) as u64;
     plan.withheld = if !src.errors.is_empty() {
         Some(Withheld::SourceErrors(src.errors.len()))
     } else {
@@ -445,14 +459,18 @@ pub fn plan_with<'t>(
             _ => None,
         }
     };
-    if plan.withheld.is_some() {
-        // Replacing a non-empty directory by a file or link destroys what is below it: that is a
-        // deletion too, and waits for a clean run.
-        for (index, _) in dir_replacements.into_iter().rev() {
-            let t = plan.transfers.remove(index);
-            plan.held_back.push(t.src);
+    // A directory whose entries are not deleted (deletions withheld, or off) is not replaced:
+    // replacing it would destroy them.
+    if plan.withheld.is_some() || !config.delete {
+        for &index in emptied.iter().rev() {
+            let t = plan.replacements.remove(index);
+            match config.delete {
+                true => plan.held_back.push(t.src),
+                false => plan.blocked.push(t.src),
+            }
         }
         plan.held_back.reverse();
+        plan.blocked.reverse();
     }
 
     for pair in dirs.into_iter().rev() {
@@ -476,6 +494,17 @@ pub fn plan_with<'t>(
         }
     }
     plan
+}
+
+/// What becomes of the entries below a destination directory at a path where SRC has
+/// something else.
+#[derive(Clone, Copy, Debug)]
+enum Below {
+    /// A file or link replaces the directory (`replacements[index]`): what is below it is
+    /// deleted first, like anything SRC does not have.
+    Emptied(usize),
+    /// The source entry is not mirrored (skipped): the directory and all below it stay.
+    Kept,
 }
 
 /// A source directory (or the root), with what the destination has at its path.
@@ -581,12 +610,15 @@ impl<'t> Planner<'_, 't> {
         }
     }
 
-    /// Decide a path both sides have. Returns the transfer's index when a destination directory
-    /// is replaced by a non-directory (its contents go with it).
-    fn both(&mut self, i: u32, j: u32) -> Option<usize> {
+    /// Decide a path both sides have. When the destination has a directory there that stays
+    /// no directory, says what becomes of the entries below it.
+    fn both(&mut self, i: u32, j: u32) -> Option<Below> {
         let (src, dst) = (self.src(i), &self.plan.dst.entries[j as usize]);
         match (self.src_tag(i), dst.tag) {
-            (Tag::Special, _) => self.plan.skipped.push(i),
+            (Tag::Special, other) => {
+                self.plan.skipped.push(i);
+                return (other == Tag::Dir).then_some(Below::Kept);
+            }
             (Tag::Dir, Tag::Dir) => self.open_dir(
                 i,
                 Some(RootMeta {
@@ -619,10 +651,13 @@ impl<'t> Planner<'_, 't> {
                     self.plan.unchanged.add(0);
                 }
             }
-            (Tag::File | Tag::Symlink, other) => {
-                self.transfer(i, Reason::Type(other));
-                return (other == Tag::Dir).then(|| self.plan.transfers.len() - 1);
+            (Tag::File | Tag::Symlink, Tag::Dir) => {
+                self.writes_in_parent_of(self.plan.src_path(i));
+                let reason = Reason::Type(Tag::Dir);
+                self.plan.replacements.push(Transfer { src: i, reason });
+                return Some(Below::Emptied(self.plan.replacements.len() - 1));
             }
+            (Tag::File | Tag::Symlink, other) => self.transfer(i, Reason::Type(other)),
         }
         None
     }

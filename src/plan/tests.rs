@@ -97,8 +97,9 @@ fn decisions() {
             vec!["-l gone   d/l", "-f gone   d/e/f", "-d gone   d/e/", "-d gone   d/"]),
         ("file becomes dir", vec![dir("x"), file("x/a", 1, 1)], vec![file("x", 1, 1)],
             vec!["~d type   x/", "+f new    x/a"]),
-        ("dir becomes file, contents go with it", vec![file("x", 1, 1)], vec![dir("x"), file("x/a", 1, 1)],
-            vec!["~f type   x"]),
+        ("dir becomes file: its contents are deleted first", vec![file("x", 1, 1)],
+            vec![dir("x"), dir("x/d"), file("x/d/a", 1, 1)],
+            vec!["-f gone   x/d/a", "-d gone   x/d/", "~f type   x"]),
         ("symlink becomes dir", vec![dir("x")], vec![link("x", "/elsewhere")], vec!["~d type   x/"]),
         ("dir becomes symlink", vec![link("x", "t")], vec![dir("x")], vec!["~l type   x -> t"]),
         ("file becomes symlink", vec![link("x", "t")], vec![file("x", 1, 1)], vec!["~l type   x -> t"]),
@@ -301,4 +302,34 @@ fn symlinks_are_skipped_where_the_destination_cannot_hold_them() {
         plan.deletes.is_empty(),
         "a skipped path is not deleted either"
     );
+}
+
+#[test]
+fn no_delete_blocks_a_file_that_would_replace_a_directory_holding_entries() {
+    let config = Config {
+        delete: false,
+        ..config()
+    };
+    let src = tree(vec![file("empty", 1, 1), file("full", 1, 1)]);
+    let dst = tree(vec![dir("empty"), dir("full"), file("full/a", 1, 1)]);
+    let plan = plan(src, dst, &config);
+    // An empty directory loses nothing: it is replaced.
+    assert_eq!(lines(&plan), ["~f type   empty"]);
+    let blocked: Vec<_> = plan.blocked.iter().map(|&i| plan.src_path(i)).collect();
+    assert_eq!(blocked, [Path::new("full")]);
+    assert!(plan.deletes.is_empty());
+}
+
+#[test]
+fn a_skipped_source_entry_keeps_the_destination_directory_at_its_path() {
+    let src = tree(vec![special("p"), file("q", 1, 1)]);
+    let dst = tree(vec![
+        dir("p"),
+        file("p/a", 1, 1),
+        dir("p/d"),
+        file("q", 1, 1),
+    ]);
+    let plan = plan(src, dst, &config());
+    assert_eq!(lines(&plan), Vec::<String>::new());
+    assert_eq!(plan.skipped.len(), 1);
 }

@@ -259,8 +259,10 @@ impl S3 {
         self.op.copy(key, &slot).await.map(|_| ()).map_err(s3_error)
     }
 
-    /// Remove every object below `rel/` (a directory replaced by a file), kept first when asked.
-    async fn remove_below(&self, rel: &Path) -> io::Result<()> {
+    /// Make room for a file at `rel` where a directory was: the deletions removed every object
+    /// listed below `rel/`; what is still there was not to be deleted (see
+    /// `fsops::still_holds`) and keeps the directory. Its marker object goes.
+    async fn remove_emptied_dir(&self, rel: &Path) -> io::Result<()> {
         let dir = format!("{}/", self.key(rel)?);
         let listed = self
             .op
@@ -277,13 +279,9 @@ impl S3 {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(s3_error(e)),
         };
-        for entry in entries {
-            let key = entry.path();
-            if self.backup.is_some() && !key.ends_with('/') {
-                let rel = key.strip_prefix(&self.prefix).unwrap_or(key);
-                self.keep(Path::new(rel), key).await?;
-            }
-            self.delete(key).await?;
+        if entries.iter().any(|entry| entry.path() != dir) {
+            let cause = io::Error::from(io::ErrorKind::DirectoryNotEmpty);
+            return Err(crate::fsops::still_holds(cause));
         }
         self.delete(&dir).await
     }
@@ -637,9 +635,9 @@ impl Destination for S3 {
         let to = self.path(rel);
         self.rt.block_on(async {
             if held == Held::Other(Tag::Dir) {
-                self.remove_below(rel)
+                self.remove_emptied_dir(rel)
                     .await
-                    .map_err(|e| Error::new(Op::Remove, &to, e))?;
+                    .map_err(|e| Error::new(Op::Replace, &to, e))?;
             } else {
                 self.keep(rel, &key)
                     .await

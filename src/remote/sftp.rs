@@ -32,7 +32,7 @@ use crate::dest::Destination;
 use crate::entry::{Mtime, RootMeta, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
-use crate::fsops::{is_temp_name, open_source, temp_name, Copied, CopyError, Expected, Held};
+use crate::fsops::{self, is_temp_name, open_source, temp_name, Copied, CopyError, Expected, Held};
 
 const POSIX_RENAME: &str = "posix-rename@openssh.com";
 /// Bytes per write request: every SFTP server accepts 32 KiB; more when it says so.
@@ -407,8 +407,8 @@ impl Sftp {
         Ok(candidate)
     }
 
-    /// Move the entry at `rel` into the backup (or remove it): a directory as a whole.
-    async fn displace(&self, rel: &Path, tag: Tag) -> io::Result<()> {
+    /// Move the non-directory at `rel` into the backup, or remove it.
+    async fn displace(&self, rel: &Path) -> io::Result<()> {
         let path = self.remote(rel)?;
         match &self.backup {
             Some(backup) => {
@@ -418,7 +418,6 @@ impl Sftp {
                 let slot = self.slot(backup, rel).await?;
                 done(self.sftp.rename(path, slot).await)
             }
-            None if tag == Tag::Dir => self.remove_tree(&path).await,
             None => self.remove_file(&path).await,
         }
     }
@@ -427,7 +426,15 @@ impl Sftp {
     /// link, so the target never goes missing), or remove a directory in the way.
     async fn make_room(&self, rel: &Path, replaces: Option<Tag>) -> io::Result<()> {
         match (&self.backup, replaces) {
-            (_, Some(Tag::Dir)) => self.displace(rel, Tag::Dir).await,
+            // The deletions emptied it of what was listed; anything left stays (see
+            // `fsops::still_holds`).
+            (_, Some(Tag::Dir)) => {
+                let path = self.remote(rel)?;
+                match self.remove_dir(&path).await {
+                    Err(e) if !self.list(&path).await?.is_empty() => Err(fsops::still_holds(e)),
+                    other => other,
+                }
+            }
             (Some(backup), _) => {
                 let path = self.remote(rel)?;
                 if self.lstat(&path).await?.is_none() {
@@ -449,19 +456,6 @@ impl Sftp {
 
     async fn remove_dir(&self, path: &str) -> io::Result<()> {
         found(self.sftp.rmdir(path.to_string()).await).map(drop)
-    }
-
-    /// Remove a directory and everything below it, never following symlinks.
-    async fn remove_tree(&self, path: &str) -> io::Result<()> {
-        for (name, a) in self.list(path).await? {
-            let child = join(path, &name);
-            if a.is_dir() {
-                Box::pin(self.remove_tree(&child)).await?;
-            } else {
-                self.remove_file(&child).await?;
-            }
-        }
-        self.remove_dir(path).await
     }
 
     /// The children of one directory (without `.` and `..`).
@@ -771,8 +765,8 @@ impl Destination for Sftp {
 
     fn make_dir(&self, rel: &Path, replaces: Option<Tag>) -> Result<()> {
         let result = self.rt.block_on(async {
-            if let Some(tag) = replaces {
-                self.displace(rel, tag).await?;
+            if replaces.is_some() {
+                self.displace(rel).await?;
             }
             let path = self.remote(rel)?;
             done(self.sftp.mkdir(path, attrs(Some(0o700), None)).await)
@@ -853,7 +847,7 @@ impl Destination for Sftp {
             let path = self.remote(rel)?;
             match tag {
                 Tag::Dir => self.remove_dir(&path).await,
-                _ => self.displace(rel, tag).await,
+                _ => self.displace(rel).await,
             }
         });
         result.map_err(|e| self.fail(Op::Remove, rel, e))

@@ -124,3 +124,86 @@ fn naming_the_source_folder_itself_as_rsync_users_do_is_refused() {
     f.sync(&["--allow-unrelated"]).expect(0);
     assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
 }
+
+#[test]
+fn no_delete_never_empties_a_directory_that_a_file_would_replace() {
+    let f = Fixture::new();
+    f.write("src/x", "new");
+    f.write("dst/x/user-only.txt", "precious");
+    let run = f.sync(&["--no-delete"]).expect(1);
+    let error = format!(
+        "cannot replace directory '{}': --no-delete keeps",
+        f.dst.join("x").display()
+    );
+    assert!(run.stderr.contains(&error), "{run:?}");
+    assert_eq!(
+        fs::read(f.dst.join("x/user-only.txt")).unwrap(),
+        b"precious"
+    );
+    // A dry run says the same.
+    let dry = f.sync(&["--no-delete", "-n"]).expect(1);
+    assert!(dry.stderr.contains(&error), "{dry:?}");
+}
+
+#[test]
+fn an_excluded_entry_keeps_the_directory_a_file_would_replace() {
+    let f = Fixture::new();
+    f.write("src/x", "new");
+    f.write("src/other", "o");
+    f.write("dst/x/notes.keep", "keep");
+    f.write("dst/x/stale.txt", "stale");
+    f.write("dst/other", "o");
+    let run = f.sync(&["--exclude", "*.keep"]).expect(1);
+    assert!(run.stderr.contains("still holds entries"), "{run:?}");
+    assert_eq!(fs::read(f.dst.join("x/notes.keep")).unwrap(), b"keep");
+    assert!(!f.dst.join("x/stale.txt").exists(), "not excluded: deleted");
+}
+
+#[test]
+fn a_directory_replaced_by_a_file_goes_to_the_backup_entry_by_entry() {
+    let f = Fixture::new();
+    f.write("src/x", "new");
+    f.write("dst/x/a/deep.txt", "deep");
+    f.write("dst/x/b.txt", "b");
+    let backup = f.path("backup");
+    f.sync(&["--backup-dir", backup.to_str().unwrap()])
+        .expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    assert_eq!(fs::read(backup.join("x/a/deep.txt")).unwrap(), b"deep");
+    assert_eq!(fs::read(backup.join("x/b.txt")).unwrap(), b"b");
+}
+
+#[test]
+fn max_delete_counts_what_a_replaced_directory_holds() {
+    let f = Fixture::new();
+    f.write("src/x", "new");
+    f.write("dst/x/a", "1");
+    f.write("dst/x/b", "2");
+    // x/a, x/b and x itself.
+    let run = f.sync(&["--max-delete", "2"]).expect(1);
+    assert!(run.stderr.contains("3 deletions planned"), "{run:?}");
+    assert!(f.dst.join("x/a").exists() && f.dst.join("x/b").exists());
+    f.sync(&["--max-delete", "3"]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+}
+
+#[test]
+fn a_source_entry_that_is_skipped_never_deletes_the_directory_at_its_path() {
+    let f = Fixture::new();
+    if !need_root("to make a device node") {
+        return;
+    }
+    let made = std::process::Command::new("mknod")
+        .arg(f.path("src/x"))
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    f.write("src/other", "o");
+    f.write("dst/x/inside.txt", "kept");
+    f.write("dst/other", "o");
+    // A user cannot make a device node: it is skipped, and what DST has at its path stays.
+    let run = run_unprivileged(&f, [&f.src, &f.dst]).expect(0);
+    assert!(run.stderr.contains("skipping"), "{run:?}");
+    assert_eq!(fs::read(f.dst.join("x/inside.txt")).unwrap(), b"kept");
+}
