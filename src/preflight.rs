@@ -158,16 +158,21 @@ pub fn check(config: &Config) -> Result<Checked, Refusal> {
         Err(e) => return Err(Refusal::DestinationUnreadable(dst.clone(), e)),
     };
 
-    if src_real == dst_real {
+    // By path, and by device and inode: one tree seen through two paths (a bind mount, a
+    // second mount of the same filesystem) is one tree.
+    let unreadable = |e| Refusal::SourceUnreadable(src.clone(), e);
+    let src_id = identity(&src_real).map_err(unreadable)?;
+    let dst_id = identity(&dst_real).ok();
+    if src_real == dst_real || dst_id == Some(src_id) {
         return Err(Refusal::Same(src_real));
     }
-    if dst_real.starts_with(&src_real) {
+    if dst_real.starts_with(&src_real) || below(&dst_real, src_id) {
         return Err(Refusal::DestinationInsideSource {
             src: src.clone(),
             dst: dst.clone(),
         });
     }
-    if src_real.starts_with(&dst_real) {
+    if src_real.starts_with(&dst_real) || dst_id.is_some_and(|id| below(&src_real, id)) {
         return Err(Refusal::SourceInsideDestination {
             src: src.clone(),
             dst: dst.clone(),
@@ -256,6 +261,21 @@ pub fn check_source(src: &Path) -> Result<PathBuf, Refusal> {
     Ok(src_real)
 }
 
+/// A directory's device and inode.
+fn identity(path: &Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+/// Whether the directory `id` is `path` (a real path, which need not exist yet) or one of its
+/// ancestors: each existing ancestor is compared by device and inode, so an ancestor reached
+/// through a bind mount is still found.
+fn below(path: &Path, id: (u64, u64)) -> bool {
+    path.ancestors()
+        .any(|ancestor| identity(ancestor).is_ok_and(|found| found == id))
+}
+
 /// The backup directory may be anywhere but in SRC, and must not hold SRC or DST; inside DST it
 /// is left out of the mirror.
 fn check_backup(backup: &Path, src: &Path, dst: &Path) -> Result<Vec<PathBuf>, Refusal> {
@@ -268,13 +288,15 @@ fn check_backup(backup: &Path, src: &Path, dst: &Path) -> Result<Vec<PathBuf>, R
         _ => {}
     }
     let real = resolve_nearest(backup).map_err(|_| overlaps("cannot be resolved"))?;
-    if real.starts_with(src) {
+    let id = identity(&real).ok();
+    let contains = |path: &Path| path.starts_with(&real) || id.is_some_and(|id| below(path, id));
+    if real.starts_with(src) || identity(src).is_ok_and(|src| below(&real, src)) {
         return Err(overlaps("is inside the source"));
     }
-    if src.starts_with(&real) {
+    if contains(src) {
         return Err(overlaps("contains the source"));
     }
-    if dst.starts_with(&real) {
+    if contains(dst) {
         return Err(overlaps("is or contains the destination"));
     }
     Ok(real

@@ -207,3 +207,67 @@ fn a_source_entry_that_is_skipped_never_deletes_the_directory_at_its_path() {
     assert!(run.stderr.contains("skipping"), "{run:?}");
     assert_eq!(fs::read(f.dst.join("x/inside.txt")).unwrap(), b"kept");
 }
+
+/// A bind mount made for one test, undone when dropped.
+struct Bind(std::path::PathBuf);
+
+impl Bind {
+    fn mount(from: &std::path::Path, at: &std::path::Path) -> Bind {
+        fs::create_dir_all(at).unwrap();
+        let made = std::process::Command::new("mount")
+            .arg("--bind")
+            .arg(from)
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mount --bind");
+        Bind(at.to_path_buf())
+    }
+}
+
+impl Drop for Bind {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn one_tree_seen_through_a_bind_mount_is_refused_like_the_same_path() {
+    let f = Fixture::new();
+    if !need_root("to bind-mount a directory") {
+        return;
+    }
+    f.write("outer/src/photo.jpg", "photo");
+    f.write("outer/unrelated.txt", "kept");
+    let _bind = Bind::mount(&f.path("outer"), &f.path("alias"));
+    let src = f.path("outer/src");
+    let src_before = (Manifest::of(&src), identity(&src));
+    // DST is SRC's parent seen through the bind mount: the mirror would delete SRC.
+    let run = f
+        .run([src.as_os_str(), f.path("alias").as_os_str()])
+        .expect(2);
+    assert!(run.stderr.contains("is inside destination"), "{run:?}");
+    // DST below SRC, reached through the bind mount.
+    let inside = f.path("alias/src/backup");
+    let run = f.run([src.as_os_str(), inside.as_os_str()]).expect(2);
+    assert!(run.stderr.contains("is inside source"), "{run:?}");
+    // The same directory by two paths.
+    let same = f.path("alias/src");
+    let run = f.run([src.as_os_str(), same.as_os_str()]).expect(2);
+    assert!(run.stderr.contains("the same directory"), "{run:?}");
+    // A backup directory inside SRC through the bind mount.
+    let run = f
+        .run([
+            src.as_os_str(),
+            f.path("dst").as_os_str(),
+            "--backup-dir".as_ref(),
+            f.path("alias/src/old").as_os_str(),
+        ])
+        .expect(2);
+    assert!(run.stderr.contains("is inside the source"), "{run:?}");
+    assert!(
+        src_before == (Manifest::of(&src), identity(&src)),
+        "SRC changed"
+    );
+    assert!(f.path("outer/unrelated.txt").exists());
+}
