@@ -2,9 +2,10 @@
 
 mod cli;
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
 use std::process::ExitCode;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use clap::{CommandFactory, Parser};
 use tracing_subscriber::filter::LevelFilter;
@@ -44,18 +45,22 @@ fn main() -> ExitCode {
         Err(message) => return refuse(&message, json),
     };
     let log_file = match &output.log_file {
-        Some(path) => match File::create(path) {
-            Ok(file) => Some(file),
-            Err(e) => {
-                return refuse(
-                    &format!("cannot create log file '{}': {e}", path.display()),
-                    json,
-                )
+        Some(path) => {
+            if let Err(refusal) = syncease::preflight::check_log_file(path, &config) {
+                return refuse(&refusal.to_string(), json);
             }
-        },
+            let file = OpenOptions::new().append(true).create(true).open(path);
+            match file {
+                Ok(file) => Some(LogFile(Arc::new(Mutex::new(BufWriter::new(file))))),
+                Err(e) => {
+                    let message = format!("cannot open log file '{}': {e}", path.display());
+                    return refuse(&message, json);
+                }
+            }
+        }
         None => None,
     };
-    init_tracing(log_file);
+    init_tracing(log_file.clone());
 
     let human = Human {
         verbosity: output.verbosity,
@@ -70,12 +75,29 @@ fn main() -> ExitCode {
         reporter = Box::new(Progress::new(reporter, itemize));
     }
     let reporter = Logged(reporter);
-    ExitCode::from(syncease::run(&config, &reporter).code())
+    let status = syncease::run(&config, &reporter);
+    if let Some(mut log) = log_file {
+        let _ = log.flush();
+    }
+    ExitCode::from(status.code())
+}
+
+/// The log file: appended to (as rsync's `--log-file`), through a buffer flushed at the end.
+#[derive(Clone)]
+struct LogFile(Arc<Mutex<BufWriter<File>>>);
+
+impl Write for LogFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).flush()
+    }
 }
 
 /// Diagnostics on stderr as `SYNCEASE_LOG` asks (off by default); with `--log-file`, every
 /// decision and action at debug level in that file too.
-fn init_tracing(log_file: Option<File>) {
+fn init_tracing(log_file: Option<LogFile>) {
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_filter(
@@ -87,7 +109,7 @@ fn init_tracing(log_file: Option<File>) {
     let file = log_file.map(|file| {
         tracing_subscriber::fmt::layer()
             .with_ansi(false)
-            .with_writer(Mutex::new(file))
+            .with_writer(move || file.clone())
             .with_filter(LevelFilter::DEBUG)
     });
     tracing_subscriber::registry()

@@ -51,6 +51,11 @@ pub enum Refusal {
         reason: &'static str,
     },
     BackupNotDir(PathBuf),
+    /// The log file would be written inside SRC or inside the mirror.
+    LogFileOverlaps {
+        log: PathBuf,
+        reason: &'static str,
+    },
     /// Invalid option values, caught after parsing.
     Usage(String),
 }
@@ -123,6 +128,7 @@ impl fmt::Display for Refusal {
                 "backup directory '{}' exists and is not a directory",
                 p.display()
             ),
+            LogFileOverlaps { log, reason } => write!(f, "log file '{}' {reason}", log.display()),
             Usage(msg) => f.write_str(msg),
         }
     }
@@ -259,6 +265,30 @@ pub fn check_source(src: &Path) -> Result<PathBuf, Refusal> {
     }
     fs::read_dir(src).map_err(|e| Refusal::SourceUnreadable(src.to_path_buf(), e))?;
     Ok(src_real)
+}
+
+/// The log file may lie neither inside SRC (which is only read) nor inside a local DST (where
+/// the mirror would delete or overwrite it). Checked before the file is opened; a root that
+/// cannot be resolved here is left to [`check`] to refuse.
+pub fn check_log_file(log: &Path, config: &Config) -> Result<(), Refusal> {
+    let overlaps = |reason| Refusal::LogFileOverlaps {
+        log: log.to_path_buf(),
+        reason,
+    };
+    let real = resolve_nearest(log).map_err(|_| overlaps("cannot be resolved"))?;
+    let inside = |root: &Path| {
+        let root = resolve_nearest(root).ok();
+        root.is_some_and(|root| {
+            real.starts_with(&root) || identity(&root).is_ok_and(|id| below(&real, id))
+        })
+    };
+    if inside(&config.src) {
+        return Err(overlaps("is inside the source"));
+    }
+    if config.remote.is_none() && inside(&config.dst) {
+        return Err(overlaps("is inside the destination"));
+    }
+    Ok(())
 }
 
 /// A directory's device and inode.

@@ -186,7 +186,7 @@ fn log_file_records_every_decision_and_action() {
     }
     let bad = f.path("no/such/dir/log");
     let run = f.sync(&["--log-file", bad.to_str().unwrap()]).expect(2);
-    assert!(run.stderr.contains("cannot create log file"), "{run:?}");
+    assert!(run.stderr.contains("cannot open log file"), "{run:?}");
 }
 
 #[test]

@@ -271,3 +271,45 @@ fn one_tree_seen_through_a_bind_mount_is_refused_like_the_same_path() {
     );
     assert!(f.path("outer/unrelated.txt").exists());
 }
+
+#[test]
+fn the_log_file_is_appended_to_and_a_refused_run_leaves_its_reason_there() {
+    let f = Fixture::new();
+    f.write("src/a", "1");
+    let log = f.write("sync.log", "an earlier run's line\n");
+    let arg = log.to_str().unwrap();
+    f.sync(&["--log-file", arg]).expect(0);
+    let missing = f.path("missing");
+    f.run([
+        "--log-file",
+        arg,
+        missing.to_str().unwrap(),
+        f.dst.to_str().unwrap(),
+    ])
+    .expect(2);
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.starts_with("an earlier run's line\n"), "{text}");
+    assert!(text.contains("1 copied"), "{text}");
+    assert!(
+        text.contains("refusing to sync") && text.contains("does not exist"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_log_file_inside_the_source_or_the_destination_is_refused() {
+    let f = Fixture::new();
+    f.write("src/a", "1");
+    f.sync(&[]).expect(0);
+    let before = (state(&f), Manifest::of(&f.src));
+    for inside in ["src/sync.log", "dst/sync.log", "dst/new/dir/sync.log"] {
+        let log = f.path(inside);
+        let run = f.sync(&["--log-file", log.to_str().unwrap()]).expect(2);
+        assert!(run.stderr.contains("log file"), "{run:?}");
+        assert!(!log.exists(), "{inside} was created");
+    }
+    assert!(
+        before == (state(&f), Manifest::of(&f.src)),
+        "a tree changed"
+    );
+}
