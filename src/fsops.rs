@@ -33,6 +33,12 @@ pub fn is_temp_name(path: &Path) -> bool {
         && name.ends_with(TEMP_SUFFIX.as_bytes())
 }
 
+/// True for a destination entry that is a temporary of this tool: a regular file or link
+/// (never a directory, whatever its name) named like one.
+pub fn is_temporary(path: &Path, tag: Tag) -> bool {
+    matches!(tag, Tag::File | Tag::Symlink) && is_temp_name(path)
+}
+
 /// How a file copy ended, when it did not fail.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Copied {
@@ -544,5 +550,8 @@ mod tests {
         assert!(!is_temp_name(Path::new(".syncease-.tmp")));
         assert!(!is_temp_name(Path::new("syncease-x.tmp")));
         assert!(!is_temp_name(Path::new(".syncease-x.tmp/child")));
+        let name = Path::new(".syncease-Ab12Cd.tmp");
+        assert!(is_temporary(name, Tag::File) && is_temporary(name, Tag::Symlink));
+        assert!(!is_temporary(name, Tag::Dir) && !is_temporary(name, Tag::Special));
     }
 }

@@ -15,7 +15,7 @@ use std::path::Path;
 use crate::compare::{self, Reason, Verdict};
 use crate::config::{Config, Method};
 use crate::entry::{merge, Entry, Mtime, Pair, RootMeta, Tag, Tree};
-use crate::fsops::is_temp_name;
+use crate::fsops::is_temporary;
 
 use tracing::debug;
 
@@ -601,7 +601,7 @@ impl<'t> Planner<'_, 't> {
 
     fn destination_only(&mut self, j: u32) {
         let path = self.plan.dst_path(j);
-        if is_temp_name(path) {
+        if is_temporary(path, self.plan.dst.entries[j as usize].tag) {
             self.writes_in_parent_of(path);
             self.plan.temps.push(j);
         } else if self.config.delete {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 use crate::entry::{merge, Pair, Tag, Tree};
-use crate::fsops::is_temp_name;
+use crate::fsops::is_temporary;
 
 /// Why a run was refused.
 #[derive(Debug)]
@@ -214,7 +214,7 @@ pub fn listings(config: &Config, src: &Tree, dst: &Tree) -> Result<(), Refusal> 
     let protected = |path: &Path| config.protected.iter().any(|p| path.starts_with(p));
     let counted = |i: u32| {
         let path = dst.path_at(i);
-        !protected(path) && !is_temp_name(path)
+        !protected(path) && !is_temporary(path, dst.entries[i as usize].tag)
     };
     let dst_entries = (0..dst.entries.len() as u32).filter(|&i| counted(i));
     if !config.delete || dst_entries.clone().next().is_none() {

@@ -313,3 +313,16 @@ fn a_log_file_inside_the_source_or_the_destination_is_refused() {
         "a tree changed"
     );
 }
+
+#[test]
+fn a_directory_named_like_a_temporary_is_mirrored_not_swept() {
+    let f = Fixture::new();
+    f.write("src/.syncease-x.tmp/inside", "data");
+    f.write("src/plain", "p");
+    f.sync(&[]).expect(0);
+    f.write("dst/stale-dir/.syncease-y.tmp/kept-by-nobody", "old");
+    let run = f.sync(&[]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    f.sync(&[]).expect(0);
+    assert!(!run.stderr.contains("error"), "{run:?}");
+}
