@@ -89,6 +89,8 @@ pub struct DirMeta {
 pub enum Withheld {
     /// The source listing had errors: an unread part might hold what DST has.
     SourceErrors(usize),
+    /// The destination listing had errors: an unlisted part is planned as if it were empty.
+    DestinationErrors(usize),
     /// More deletions than `--max-delete` allows.
     MaxDelete { planned: u64, max: u64 },
     /// A write failed during the run (decided by the executor).
@@ -101,6 +103,11 @@ impl fmt::Display for Withheld {
             Withheld::SourceErrors(n) => write!(
                 f,
                 "the source could not be read completely ({n} error{})",
+                plural(*n as u64)
+            ),
+            Withheld::DestinationErrors(n) => write!(
+                f,
+                "the destination could not be listed completely ({n} error{})",
                 plural(*n as u64)
             ),
             Withheld::MaxDelete { planned, max } => {
@@ -453,6 +460,8 @@ pub fn plan_with<'t>(
     let planned = (plan.deletes.len() + emptied.len()) as u64;
     plan.withheld = if !src.errors.is_empty() {
         Some(Withheld::SourceErrors(src.errors.len()))
+    } else if !dst.errors.is_empty() {
+        Some(Withheld::DestinationErrors(dst.errors.len()))
     } else {
         match config.max_delete {
             Some(max) if planned > max => Some(Withheld::MaxDelete { planned, max }),

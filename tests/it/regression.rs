@@ -326,3 +326,24 @@ fn a_directory_named_like_a_temporary_is_mirrored_not_swept() {
     f.sync(&[]).expect(0);
     assert!(!run.stderr.contains("error"), "{run:?}");
 }
+
+#[test]
+fn a_destination_directory_that_cannot_be_listed_withholds_deletions() {
+    let f = Fixture::new();
+    f.write("src/keep", "k");
+    f.write("dst/keep", "k");
+    f.write("dst/extra", "only in dst");
+    f.write("dst/locked/unknown", "never listed");
+    chmod(&f.path("dst/locked"), 0o000);
+    let run = run_unprivileged(&f, [&f.src, &f.dst]).expect(1);
+    chmod(&f.path("dst/locked"), 0o755);
+    let locked = f.dst.join("locked");
+    let cause = format!("cannot read directory '{}'", locked.display());
+    assert!(run.stderr.contains(&cause), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("the destination could not be listed completely"),
+        "{run:?}"
+    );
+    assert!(f.dst.join("extra").exists() && f.dst.join("locked/unknown").exists());
+}
