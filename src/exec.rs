@@ -353,15 +353,29 @@ fn delete_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Sum
         in_order.done(i, result.is_ok());
         summary
     };
+    // A read-only directory is opened up for its owner before it is emptied (as rsync does);
+    // it is removed right after. Parents come before their children here.
+    let mut opening_failed = 0;
+    for &j in plan.deletes.iter().rev() {
+        let entry = &plan.dst.entries[j as usize];
+        if entry.tag == Tag::Dir && entry.mode & 0o300 != 0o300 {
+            if let Err(e) = roots.dst.open_dir(plan.dst_path(j), entry.mode) {
+                reporter.error(&e);
+                opening_failed += 1;
+            }
+        }
+    }
     let files = (0..plan.deletes.len())
         .into_par_iter()
         .filter(|&i| !is_dir(i))
         .map(remove)
         .reduce(Summary::default, Summary::merge);
-    (0..plan.deletes.len())
+    let mut summary = (0..plan.deletes.len())
         .filter(|&i| is_dir(i))
         .map(remove)
-        .fold(files, Summary::merge)
+        .fold(files, Summary::merge);
+    summary.errors += opening_failed;
+    summary
 }
 
 /// Reports the items of one parallel phase in plan order, whatever order the workers finish

@@ -347,3 +347,16 @@ fn a_destination_directory_that_cannot_be_listed_withholds_deletions() {
     );
     assert!(f.dst.join("extra").exists() && f.dst.join("locked/unknown").exists());
 }
+
+#[test]
+fn a_read_only_directory_that_only_the_destination_has_is_deleted() {
+    let f = Fixture::new();
+    f.write("src/keep", "k");
+    f.write("dst/keep", "k");
+    f.write("dst/ro/inner/f", "x");
+    f.write("dst/ro/g", "y");
+    chmod(&f.path("dst/ro/inner"), 0o500);
+    chmod(&f.path("dst/ro"), 0o555);
+    run_unprivileged(&f, [&f.src, &f.dst]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+}
