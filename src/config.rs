@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use crate::entry::Owner;
 use crate::filter::Filter;
 use crate::remote::{self, Url};
 
@@ -57,6 +58,10 @@ pub struct Config {
     /// Relative paths left out of the mirror on both sides (the backup directory when it lies
     /// inside DST). Set by preflight.
     pub protected: Vec<PathBuf>,
+    /// The owner and group of what this run creates in DST (the process's effective ids for a
+    /// local folder; `None` where they are not known, as on remote destinations). A setuid or
+    /// setgid bit is only given to a copy that has its source's owner, or group. Set by `run`.
+    pub creator: Option<Owner>,
     /// Whether the destination can hold symlinks; when not, the source's are skipped with a
     /// warning. Set by `run` from the destination.
     pub symlinks: bool,
@@ -83,6 +88,7 @@ impl Config {
             filter: Filter::default(),
             flatten: false,
             protected: Vec::new(),
+            creator: None,
             symlinks: true,
             remote: None,
             remote_options: remote::Options::default(),

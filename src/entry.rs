@@ -4,7 +4,7 @@
 //! children, siblings sorted by name bytes), plus every error met while listing. The order lets
 //! the planner compare both sides in one merge pass without a hash map. Paths are relative to
 //! the side's root and stay bytes, never lossy strings; they live in one arena per tree, so an
-//! entry is a fixed 40 bytes plus its path.
+//! entry is a fixed 48 bytes plus its path.
 
 use std::cmp::Ordering;
 use std::fs::Metadata;
@@ -62,8 +62,24 @@ impl Tag {
     }
 }
 
-/// One path below a root, as seen by a single `lstat`: 40 bytes, plus its path bytes (and a
-/// symlink's target) in the tree's arena. A million-file tree costs about 60 MiB, not the
+/// Numeric owner and group of an entry (0 where a listing has none, as on S3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Owner {
+    pub fn of(meta: &Metadata) -> Owner {
+        Owner {
+            uid: meta.uid(),
+            gid: meta.gid(),
+        }
+    }
+}
+
+/// One path below a root, as seen by a single `lstat`: 48 bytes, plus its path bytes (and a
+/// symlink's target) in the tree's arena. A million-file tree costs about 70 MiB, not the
 /// hundreds a `PathBuf` and a boxed target per entry would.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -76,6 +92,7 @@ pub struct Entry {
     /// Permission bits (`mode & 0o7777`).
     pub mode: u16,
     pub tag: Tag,
+    pub owner: Owner,
 }
 
 impl Entry {
@@ -89,6 +106,7 @@ impl Entry {
             path_len: 0,
             mode,
             tag,
+            owner: Owner::default(),
         }
     }
 }
@@ -182,6 +200,9 @@ impl Tree {
             _ => 0,
         };
         self.push_raw(path, tag, size, mtime, mode, target);
+        if let Some(entry) = self.entries.last_mut() {
+            entry.owner = Owner::of(meta);
+        }
     }
 
     /// Append an entry from its parts (used by tests and by `--flatten`).
@@ -212,6 +233,7 @@ impl Tree {
             path_len: u32::try_from(bytes.len()).expect("a path fits in 4 GiB"),
             mode,
             tag,
+            owner: Owner::default(),
         });
     }
 
@@ -270,6 +292,9 @@ impl Tree {
                 entry.mode,
                 self.target(&entry),
             );
+            if let Some(renamed) = tree.entries.last_mut() {
+                renamed.owner = entry.owner;
+            }
             let start = tree.arena.len() as u64;
             tree.arena.extend_from_slice(old);
             tree.origins.push((start, old.len() as u32));
@@ -285,7 +310,7 @@ mod tests {
 
     #[test]
     fn entries_stay_small() {
-        assert_eq!(std::mem::size_of::<Entry>(), 40);
+        assert_eq!(std::mem::size_of::<Entry>(), 48);
     }
 
     #[test]

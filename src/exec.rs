@@ -94,6 +94,17 @@ fn announce(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) {
     for &i in &plan.held_back {
         reporter.warning(&Warning::HeldBack(&roots.dst(plan.src_path(i))));
     }
+    let written = plan
+        .transfers
+        .iter()
+        .chain(&plan.replacements)
+        .map(|t| t.src);
+    let fixed = plan.fixes.iter().filter(|f| f.mode).map(|f| f.src);
+    for i in written.chain(fixed) {
+        if plan.mode_for(i) != plan.src.entries[i as usize].mode {
+            reporter.warning(&Warning::SetIdDropped(&roots.src(plan.src.origin(i))));
+        }
+    }
 }
 
 /// Under `--no-delete`, a file or link that would take the place of a directory holding
@@ -165,7 +176,7 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
             &roots.src(plan.src.origin(fix.src)),
             plan.src_path(fix.src),
             entry.tag,
-            fix.mode.then_some(entry.mode),
+            fix.mode.then(|| plan.mode_for(fix.src)),
             fix.mtime.then_some(entry.mtime),
         );
         match result {
@@ -279,7 +290,7 @@ fn transfer(
             let mut expected = Some(Expected {
                 size: entry.size,
                 mtime: entry.mtime,
-                mode: entry.mode,
+                mode: plan.mode_for(t.src),
             });
             let mut tries = 0;
             loop {

@@ -66,6 +66,10 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
         protected: checked.protected,
         src: absolute(&config.src),
         dst: absolute(&config.dst),
+        creator: Some(entry::Owner {
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+        }),
         ..config.clone()
     };
     let local = dest::Local {

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use crate::compare::{self, Reason, Verdict};
 use crate::config::{Config, Method};
-use crate::entry::{merge, Entry, Mtime, Pair, RootMeta, Tag, Tree};
+use crate::entry::{merge, Entry, Mtime, Owner, Pair, RootMeta, Tag, Tree};
 use crate::fsops::is_temporary;
 
 use tracing::debug;
@@ -137,6 +137,8 @@ pub(crate) fn plural(n: u64) -> &'static str {
 pub struct Plan<'t> {
     pub src: &'t Tree,
     pub dst: &'t Tree,
+    /// Who owns what the run creates (see [`Config::creator`]).
+    pub creator: Option<Owner>,
     /// DST does not exist and is created first.
     pub make_root: bool,
     /// Temporaries left by an interrupted run (DST entries), removed before anything else.
@@ -169,10 +171,11 @@ pub struct Plan<'t> {
 }
 
 impl<'t> Plan<'t> {
-    fn new(src: &'t Tree, dst: &'t Tree) -> Plan<'t> {
+    fn new(src: &'t Tree, dst: &'t Tree, creator: Option<Owner>) -> Plan<'t> {
         Plan {
             src,
             dst,
+            creator,
             make_root: dst.root.is_none(),
             temps: Vec::new(),
             dirs: Vec::new(),
@@ -198,6 +201,26 @@ impl<'t> Plan<'t> {
     /// The path (relative to the roots) of destination entry `index`.
     pub fn dst_path(&self, index: u32) -> &'t Path {
         self.dst.path_at(index)
+    }
+
+    /// The permission bits DST gets for source entry `i`: the source's, less the setuid
+    /// (setgid) bit of a regular file whose copy will not have the source's owner (group), as
+    /// `cp` does — a user's setuid program must not become root's.
+    pub fn mode_for(&self, i: u32) -> u16 {
+        let entry = &self.src.entries[i as usize];
+        if entry.tag != Tag::File || entry.mode & 0o6000 == 0 {
+            return entry.mode;
+        }
+        let kept =
+            |same: fn(Owner, Owner) -> bool| self.creator.is_some_and(|c| same(c, entry.owner));
+        let mut mode = entry.mode;
+        if !kept(|a, b| a.uid == b.uid) {
+            mode &= !0o4000;
+        }
+        if !kept(|a, b| a.gid == b.gid) {
+            mode &= !0o2000;
+        }
+        mode
     }
 
     /// What a transfer writes.
@@ -404,7 +427,7 @@ pub fn plan_with<'t>(
     let mut planner = Planner {
         config,
         changed,
-        plan: Plan::new(src, dst),
+        plan: Plan::new(src, dst, config.creator),
         dirs: Vec::new(),
         open: Vec::new(),
     };
@@ -676,7 +699,7 @@ impl<'t> Planner<'_, 't> {
     fn unchanged_file(&mut self, i: u32, dst: &Entry) {
         let src = self.src(i);
         let rule = &self.config.compare;
-        let mode = src.mode != dst.mode;
+        let mode = self.plan.mode_for(i) != dst.mode;
         let mtime =
             rule.method == Method::Checksum && !compare::same_time(src.mtime, dst.mtime, rule);
         if mode || mtime {

@@ -34,6 +34,8 @@ pub enum Warning<'a> {
     HeldBack(&'a Path),
     /// A destination directory that still holds entries after its planned deletion.
     NotEmpty(&'a Path),
+    /// A setuid or setgid bit left off a copy that does not have its source's owner or group.
+    SetIdDropped(&'a Path),
     /// `--flatten`: two source files share a name; `dropped` is not mirrored.
     Collision { kept: &'a Path, dropped: &'a Path },
 }
@@ -65,6 +67,11 @@ impl fmt::Display for Warning<'_> {
             Warning::NotEmpty(p) => write!(
                 f,
                 "directory '{}' is not empty, so it was not deleted",
+                Escaped(p)
+            ),
+            Warning::SetIdDropped(p) => write!(
+                f,
+                "leaving the setuid/setgid bits off the copy of '{}': its owner or group is not kept",
                 Escaped(p)
             ),
             Warning::Collision { kept, dropped } => write!(

@@ -71,13 +71,18 @@ fn a_source_that_vanishes_after_the_checks_is_a_refusal_not_an_empty_tree() {
         return;
     }
     let before = state(&f);
-    // Stopped as the checks open the source, before the scan lists it: the source goes.
-    let mut run = Paused::start("openat", &f.src, "1", [&f.src, &f.dst]);
-    assert!(run.stopped(), "the source was never read");
+    // strace stops each thread at its first stat of the source: the checks' thread first,
+    // then the scan's, which looks at the root before it lists it: the source goes then.
+    let mut run = Paused::start("statx", &f.src, "1", [&f.src, &f.dst]);
+    assert!(run.stopped(), "the checks never looked at the source");
+    run.resume();
+    assert!(run.stopped(), "the scan never looked at the source");
     fs::rename(&f.src, f.path("moved-away")).unwrap();
     run.resume();
     let run = run.finish().expect(2);
-    assert!(run.stderr.contains("does not exist"), "{run:?}");
+    let cause = format!("cannot read source '{}'", f.src.display());
+    assert!(run.stderr.contains(&cause), "{run:?}");
+    assert!(run.stderr.contains("No such file or directory"), "{run:?}");
     assert!(before == state(&f), "DST changed");
 }
 
@@ -359,4 +364,54 @@ fn a_read_only_directory_that_only_the_destination_has_is_deleted() {
     chmod(&f.path("dst/ro"), 0o555);
     run_unprivileged(&f, [&f.src, &f.dst]).expect(0);
     assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+}
+
+#[test]
+fn a_users_setuid_program_never_becomes_roots() {
+    use std::os::unix::fs::{lchown, MetadataExt};
+    let f = Fixture::new();
+    if !need_root("to copy another user's files") {
+        return;
+    }
+    // (chown clears the bits: it comes first)
+    let theirs = f.write("src/theirs", "#!/bin/sh\n");
+    lchown(&theirs, Some(NOBODY), Some(NOBODY)).unwrap();
+    chmod(&theirs, 0o4755);
+    let group = f.write("src/group", "#!/bin/sh\n");
+    lchown(&group, Some(0), Some(NOBODY)).unwrap();
+    chmod(&group, 0o2755);
+    let own = f.write("src/own", "#!/bin/sh\n");
+    chmod(&own, 0o6755);
+    let run = f.sync(&[]).expect(0);
+    let mode = |name: &str| fs::metadata(f.dst.join(name)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("theirs"), 0o755);
+    assert_eq!(mode("group"), 0o755);
+    assert_eq!(mode("own"), 0o6755, "root's own program keeps its bits");
+    for name in ["theirs", "group"] {
+        let warning = format!(
+            "setuid/setgid bits off the copy of '{}'",
+            f.src.join(name).display()
+        );
+        assert!(run.stderr.contains(&warning), "{run:?}");
+    }
+    // The mirror converges: nothing to write, nothing to warn about.
+    let before = identity(&f.dst);
+    let again = f.sync(&[]).expect(0);
+    assert!(!again.stderr.contains("warning"), "{again:?}");
+    assert_eq!(before, identity(&f.dst));
+}
+
+#[test]
+fn a_users_own_setuid_program_keeps_its_bits() {
+    use std::os::unix::fs::MetadataExt;
+    let f = Fixture::new();
+    let own = f.write("src/own", "#!/bin/sh\n");
+    let mut cmd = unprivileged(&f);
+    // After the fixture is handed to the user: chown clears the bit.
+    chmod(&own, 0o4755);
+    Run::from(cmd.arg(&f.src).arg(&f.dst).output().unwrap()).expect(0);
+    assert_eq!(
+        fs::metadata(f.dst.join("own")).unwrap().mode() & 0o7777,
+        0o4755
+    );
 }
