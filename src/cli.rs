@@ -54,6 +54,10 @@ pub struct Cli {
     #[arg(short = 'n', long, help_heading = "Run")]
     pub dry_run: bool,
 
+    /// When another run is writing to DST, wait for it to end instead of refusing
+    #[arg(long, help_heading = "Run")]
+    pub wait_lock: bool,
+
     /// Worker threads [default: number of CPUs; 16 for a remote DST]
     #[arg(short, long, value_name = "N", help_heading = "Run")]
     pub jobs: Option<usize>,
@@ -223,6 +227,7 @@ impl Cli {
         config.filter = Filter::new(&excludes, &includes).map_err(|e| e.to_string())?;
         config.flatten = self.flatten;
         config.dry_run = self.dry_run;
+        config.wait_lock = self.wait_lock;
         config.delete = !self.no_delete;
         config.max_delete = self.max_delete;
         config.allow_empty_source = self.allow_empty_source;

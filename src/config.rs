@@ -40,6 +40,8 @@ pub struct Config {
     /// Worker threads for scanning and copying (at least 1).
     pub jobs: usize,
     pub dry_run: bool,
+    /// Wait for another run that holds DST's lock instead of refusing.
+    pub wait_lock: bool,
     pub compare: Compare,
     /// Remove destination entries the source does not have.
     pub delete: bool,
@@ -79,6 +81,7 @@ impl Config {
             dst: dst.into(),
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             dry_run: false,
+            wait_lock: false,
             compare: Compare::default(),
             delete: true,
             max_delete: None,

@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use crate::checksum;
 use crate::config::{Compare, Method};
@@ -15,6 +16,7 @@ use crate::entry::{Mtime, Tag, Tree};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::fsops::{self, Copied, CopyError, Displaced, Expected, Held};
+use crate::lock::{self, Lock};
 
 /// One side a plan can be carried out against.
 pub trait Destination: Sync {
@@ -90,11 +92,14 @@ pub trait Destination: Sync {
 }
 
 /// A folder on a local filesystem.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Local<'a> {
     pub root: &'a Path,
     /// `--backup-dir`: where overwritten and deleted entries go instead of being destroyed.
     pub backup: Option<&'a Path>,
+    /// The run's lock on the root (see [`crate::lock`]): taken before the run when the root
+    /// exists, else as soon as it is made; empty in a dry run.
+    pub lock: OnceLock<Lock>,
 }
 
 impl<'a> Local<'a> {
@@ -133,7 +138,15 @@ impl Destination for Local<'_> {
 
     fn make_root(&self) -> Result<()> {
         std::fs::create_dir(self.root)
-            .map_err(|e| Error::new(crate::error::Op::MakeDir, self.root, e))
+            .map_err(|e| Error::new(crate::error::Op::MakeDir, self.root, e))?;
+        // Nobody else can hold a directory made a moment ago — unless another run raced to
+        // make it, and then this one stops here.
+        let lock = lock::lock(self.root, false, |_| {}).map_err(|e| {
+            let cause = std::io::Error::new(std::io::ErrorKind::WouldBlock, e.to_string());
+            Error::new(crate::error::Op::Lock, self.root, cause)
+        })?;
+        let _ = self.lock.set(lock);
+        Ok(())
     }
 
     fn remove_temp(&self, rel: &Path) -> Result<()> {

@@ -26,6 +26,7 @@ pub enum Op {
     SetTimes,
     /// Put a file or link where a directory is.
     Replace,
+    Lock,
 }
 
 impl Op {
@@ -45,6 +46,7 @@ impl Op {
             Op::SetPermissions => "set permissions on",
             Op::SetTimes => "set times on",
             Op::Replace => "replace directory",
+            Op::Lock => "lock",
         }
     }
 }

@@ -20,12 +20,14 @@ pub mod exec;
 pub mod filter;
 pub mod flatten;
 pub mod fsops;
+pub mod lock;
 pub mod plan;
 pub mod preflight;
 pub mod remote;
 pub mod report;
 pub mod scan;
 
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use tracing::debug;
@@ -75,7 +77,22 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
     let local = dest::Local {
         root: &config.dst,
         backup: config.backup_dir.as_deref(),
+        lock: OnceLock::new(),
     };
+    if !config.dry_run && config.dst.is_dir() {
+        let waiting = |holder| {
+            reporter.warning(&Warning::WaitingForLock {
+                dst: &config.dst,
+                holder,
+            })
+        };
+        match lock::lock(&config.dst, config.wait_lock, waiting) {
+            Ok(lock) => {
+                let _ = local.lock.set(lock);
+            }
+            Err(e) => return refuse(Refusal::Locked(e)),
+        }
+    }
     fsops::prepare();
     mirror(config, &local, reporter, started)
 }

@@ -56,6 +56,8 @@ pub enum Refusal {
         log: PathBuf,
         reason: &'static str,
     },
+    /// Another run holds DST (or it cannot be locked).
+    Locked(crate::lock::LockError),
     /// Invalid option values, caught after parsing.
     Usage(String),
 }
@@ -129,6 +131,7 @@ impl fmt::Display for Refusal {
                 p.display()
             ),
             LogFileOverlaps { log, reason } => write!(f, "log file '{}' {reason}", log.display()),
+            Locked(e) => e.fmt(f),
             Usage(msg) => f.write_str(msg),
         }
     }

@@ -34,6 +34,8 @@ pub enum Warning<'a> {
     HeldBack(&'a Path),
     /// A destination directory that still holds entries after its planned deletion.
     NotEmpty(&'a Path),
+    /// Another run holds DST's lock: this one waits (`--wait-lock`).
+    WaitingForLock { dst: &'a Path, holder: Option<u32> },
     /// A setuid or setgid bit left off a copy that does not have its source's owner or group.
     SetIdDropped(&'a Path),
     /// `--flatten`: two source files share a name; `dropped` is not mirrored.
@@ -69,6 +71,13 @@ impl fmt::Display for Warning<'_> {
                 "directory '{}' is not empty, so it was not deleted",
                 Escaped(p)
             ),
+            Warning::WaitingForLock { dst, holder } => {
+                write!(f, "waiting for the run ")?;
+                if let Some(pid) = holder {
+                    write!(f, "(PID {pid}) ")?;
+                }
+                write!(f, "that is writing to '{}'", Escaped(dst))
+            }
             Warning::SetIdDropped(p) => write!(
                 f,
                 "leaving the setuid/setgid bits off the copy of '{}': its owner or group is not kept",

@@ -415,3 +415,74 @@ fn a_users_own_setuid_program_keeps_its_bits() {
         0o4755
     );
 }
+
+/// SRC with a file the first run stops at (under strace), and a few others.
+fn stopped_first_run(f: &Fixture) -> Paused {
+    f.write("src/a.txt", "a");
+    let stop_here = f.write("src/b.txt", "b");
+    f.write("src/c.txt", "c");
+    f.write("dst/a.txt", "older a");
+    let mut first = Paused::start("copy_file_range", &stop_here, "1", [&f.src, &f.dst]);
+    assert!(first.stopped(), "the first run never copied b.txt");
+    first
+}
+
+#[test]
+fn a_second_run_into_the_same_destination_is_refused_naming_the_first() {
+    let f = Fixture::new();
+    if !need_strace() {
+        return;
+    }
+    let first = stopped_first_run(&f);
+    let before = state(&f);
+    let second = f.sync(&[]).expect(2);
+    let holder = format!("another syncease run (PID {})", first.pid());
+    assert!(second.stderr.contains(&holder), "{second:?}");
+    assert!(second.stderr.contains("--wait-lock"), "{second:?}");
+    assert!(before == state(&f), "the refused run changed DST");
+    first.resume();
+    first.finish().expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+}
+
+#[test]
+fn wait_lock_waits_for_the_run_that_holds_the_destination() {
+    use std::io::BufRead;
+    let f = Fixture::new();
+    if !need_strace() {
+        return;
+    }
+    let first = stopped_first_run(&f);
+    let mut second = syncease()
+        .arg("--wait-lock")
+        .arg(&f.src)
+        .arg(&f.dst)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(second.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let waiting = format!(
+        "waiting for the run (PID {}) that is writing to",
+        first.pid()
+    );
+    assert!(line.contains(&waiting), "{line}");
+    first.resume();
+    first.finish().expect(0);
+    assert!(second.wait().unwrap().success());
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+}
+
+#[test]
+fn a_killed_run_leaves_no_lock_behind() {
+    let f = Fixture::new();
+    if !need_strace() {
+        return;
+    }
+    let first = stopped_first_run(&f);
+    first.signal("-KILL");
+    assert_eq!(first.finish().code, -1);
+    f.sync(&[]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+}

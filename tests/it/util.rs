@@ -487,15 +487,29 @@ impl Paused {
         }
     }
 
-    /// Let the stopped run go on.
-    pub fn resume(&self) {
+    /// The PID of the syncease process (strace's child).
+    pub fn pid(&self) -> u32 {
         let children = format!("/proc/{0}/task/{0}/children", self.strace.id());
-        let pid = fs::read_to_string(children).unwrap();
+        fs::read_to_string(children)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Send `signal` (`-CONT`, `-KILL`, ...) to the run.
+    pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .args(["-CONT", pid.trim()])
+            .arg(signal)
+            .arg(self.pid().to_string())
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Let the stopped run go on.
+    pub fn resume(&self) {
+        self.signal("-CONT");
     }
 
     /// Wait for the end of the run.
