@@ -8,6 +8,8 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::plan::Escaped;
+
 /// The operation that failed, phrased so it reads after "cannot".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -87,9 +89,10 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot {} '{}'", self.op.verb(), self.path.display())?;
+        // Escaped as itemized lines are: a name with a newline stays on one line.
+        write!(f, "cannot {} '{}'", self.op.verb(), Escaped(&self.path))?;
         if let Some(to) = &self.to {
-            write!(f, " to '{}'", to.display())?;
+            write!(f, " to '{}'", Escaped(to))?;
         }
         write!(f, ": {}", self.source)
     }

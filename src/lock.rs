@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{flock, FlockOperation};
 
+use crate::plan::Escaped;
+
 /// The lock on one destination directory, held while this value lives.
 #[derive(Debug)]
 pub struct Lock(#[allow(dead_code)] File);
@@ -39,10 +41,10 @@ impl std::fmt::Display for LockError {
                     f,
                     "{who} is writing to destination '{}'; run again when it ends, or pass \
                      --wait-lock to wait for it",
-                    dst.display()
+                    Escaped(dst)
                 )
             }
-            LockError::Io(dst, e) => write!(f, "cannot lock destination '{}': {e}", dst.display()),
+            LockError::Io(dst, e) => write!(f, "cannot lock destination '{}': {e}", Escaped(dst)),
         }
     }
 }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::config::Config;
 use crate::entry::{merge, Pair, Tag, Tree};
 use crate::fsops::is_temporary;
+use crate::plan::Escaped;
 
 /// Why a run was refused.
 #[derive(Debug)]
@@ -66,45 +67,45 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use Refusal::*;
         match self {
-            SourceMissing(p) => write!(f, "source '{}' does not exist", p.display()),
-            SourceNotDir(p) => write!(f, "source '{}' is not a directory", p.display()),
-            SourceUnreadable(p, e) => write!(f, "cannot read source '{}': {e}", p.display()),
+            SourceMissing(p) => write!(f, "source '{}' does not exist", Escaped(p)),
+            SourceNotDir(p) => write!(f, "source '{}' is not a directory", Escaped(p)),
+            SourceUnreadable(p, e) => write!(f, "cannot read source '{}': {e}", Escaped(p)),
             DestinationNotDir(p) => write!(
                 f,
                 "destination '{}' exists and is not a directory",
-                p.display()
+                Escaped(p)
             ),
             DestinationParentMissing(p) => write!(
                 f,
                 "the parent of destination '{}' does not exist (create it first)",
-                p.display()
+                Escaped(p)
             ),
             DestinationUnreadable(p, e) => {
-                write!(f, "cannot read destination '{}': {e}", p.display())
+                write!(f, "cannot read destination '{}': {e}", Escaped(p))
             }
             Same(p) => write!(
                 f,
                 "source and destination are the same directory '{}'",
-                p.display()
+                Escaped(p)
             ),
             DestinationInsideSource { src, dst } => write!(
                 f,
                 "destination '{}' is inside source '{}'",
-                dst.display(),
-                src.display()
+                Escaped(dst),
+                Escaped(src)
             ),
             SourceInsideDestination { src, dst } => write!(
                 f,
                 "source '{}' is inside destination '{}', which the mirror would delete",
-                src.display(),
-                dst.display()
+                Escaped(src),
+                Escaped(dst)
             ),
             EmptySource { src, dst } => write!(
                 f,
                 "source '{}' is empty but destination '{}' is not; is the source mounted? \
                  Pass --allow-empty-source to empty the destination",
-                src.display(),
-                dst.display()
+                Escaped(src),
+                Escaped(dst)
             ),
             Unrelated { src, dst, entries } => {
                 let name = src
@@ -116,21 +117,21 @@ impl fmt::Display for Refusal {
                     "destination '{}' shares no entry with source '{}': all {entries} entr{} at \
                      its top would be deleted. Did you mean '{}'? Pass --allow-unrelated to \
                      make it a mirror of the source anyway",
-                    dst.display(),
-                    src.display(),
+                    Escaped(dst),
+                    Escaped(src),
                     if *entries == 1 { "y" } else { "ies" },
-                    dst.join(name).display()
+                    Escaped(&dst.join(name))
                 )
             }
             BackupOverlaps { backup, reason } => {
-                write!(f, "backup directory '{}' {reason}", backup.display())
+                write!(f, "backup directory '{}' {reason}", Escaped(backup))
             }
             BackupNotDir(p) => write!(
                 f,
                 "backup directory '{}' exists and is not a directory",
-                p.display()
+                Escaped(p)
             ),
-            LogFileOverlaps { log, reason } => write!(f, "log file '{}' {reason}", log.display()),
+            LogFileOverlaps { log, reason } => write!(f, "log file '{}' {reason}", Escaped(log)),
             Locked(e) => e.fmt(f),
             Usage(msg) => f.write_str(msg),
         }

@@ -486,3 +486,19 @@ fn a_killed_run_leaves_no_lock_behind() {
     f.sync(&[]).expect(0);
     assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
 }
+
+#[test]
+fn an_error_about_a_name_with_a_newline_stays_on_one_line() {
+    let f = Fixture::new();
+    let odd = f.write("src/bad\nname", "x");
+    chmod(&odd, 0o000);
+    let run = run_unprivileged(&f, [&f.src, &f.dst]).expect(1);
+    let error = format!("cannot open '{}/bad\\x0aname'", f.src.display());
+    assert!(run.stderr.contains(&error), "{run:?}");
+    assert!(
+        run.stderr
+            .lines()
+            .all(|l| l.starts_with("syncease: ") || l.contains(" copied, ")),
+        "{run:?}"
+    );
+}
