@@ -67,6 +67,9 @@ pub struct Config {
     /// Whether the destination can hold symlinks; when not, the source's are skipped with a
     /// warning. Set by `run` from the destination.
     pub symlinks: bool,
+    /// Whether the destination can hold names that are not UTF-8; when not, such source
+    /// entries are skipped with a warning. Set by `run` from the destination.
+    pub byte_names: bool,
     /// DST as a remote URL (`s3://`, `sftp://`); `dst` then holds its text, for messages.
     pub remote: Option<Url>,
     /// Settings of remote destinations.
@@ -93,6 +96,7 @@ impl Config {
             protected: Vec::new(),
             creator: None,
             symlinks: true,
+            byte_names: true,
             remote: None,
             remote_options: remote::Options::default(),
         }

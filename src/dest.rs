@@ -28,6 +28,12 @@ pub trait Destination: Sync {
         true
     }
 
+    /// False when names must be UTF-8 text: source entries with other names are then skipped
+    /// with a warning each.
+    fn stores_byte_names(&self) -> bool {
+        true
+    }
+
     /// List the destination: every entry below the root that the filter allows, in path order.
     fn scan(&self, filter: &Filter) -> Tree;
 

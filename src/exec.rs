@@ -86,9 +86,11 @@ pub fn preview(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
 fn announce(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) {
     for &i in &plan.skipped {
         let path = roots.src(plan.src.origin(i));
+        let utf8 = plan.src_path(i).to_str().is_some();
         match plan.src.entries[i as usize].tag {
-            Tag::Symlink => reporter.warning(&Warning::Symlink(&path)),
-            _ => reporter.warning(&Warning::Special(&path)),
+            Tag::Special => reporter.warning(&Warning::Special(&path)),
+            _ if !utf8 => reporter.warning(&Warning::Name(&path)),
+            _ => reporter.warning(&Warning::Symlink(&path)),
         }
     }
     for &i in &plan.held_back {

@@ -614,11 +614,14 @@ impl<'t> Planner<'_, 't> {
         self.plan.dirs.push(MakeDir { src: i, replaces });
     }
 
-    /// The type source entry `i` is planned as: its own, except that a symlink the destination
-    /// cannot hold is skipped like a special file (its warning still names it a link).
+    /// The type source entry `i` is planned as: its own, except that a symlink or a name the
+    /// destination cannot hold is skipped like a special file (its warning says which).
     fn src_tag(&self, i: u32) -> Tag {
         match self.src(i).tag {
             Tag::Symlink if !self.config.symlinks => Tag::Special,
+            _ if !self.config.byte_names && self.plan.src_path(i).to_str().is_none() => {
+                Tag::Special
+            }
             tag => tag,
         }
     }

@@ -474,6 +474,10 @@ impl Destination for S3 {
         false
     }
 
+    fn stores_byte_names(&self) -> bool {
+        false
+    }
+
     fn scan(&self, filter: &Filter) -> Tree {
         let root = RootMeta {
             mtime: Mtime::default(),

@@ -611,6 +611,10 @@ fn mtime_of(a: &FileAttributes) -> Mtime {
 }
 
 impl Destination for Sftp {
+    fn stores_byte_names(&self) -> bool {
+        false
+    }
+
     fn path(&self, rel: &Path) -> PathBuf {
         match rel.as_os_str().is_empty() {
             true => PathBuf::from(&self.url),
@@ -846,7 +850,14 @@ impl Destination for Sftp {
         let result = self.rt.block_on(async {
             let path = self.remote(rel)?;
             match tag {
-                Tag::Dir => self.remove_dir(&path).await,
+                // SFTP has no "not empty" status: ask, so that it is the same warning as on a
+                // local folder (a directory that still holds excluded entries is kept).
+                Tag::Dir => match self.remove_dir(&path).await {
+                    Err(_) if !self.list(&path).await?.is_empty() => {
+                        Err(io::ErrorKind::DirectoryNotEmpty.into())
+                    }
+                    other => other,
+                },
                 _ => self.displace(rel).await,
             }
         });

@@ -25,6 +25,8 @@ pub enum Warning<'a> {
     Special(&'a Path),
     /// A source symlink, skipped because the destination cannot store symlinks.
     Symlink(&'a Path),
+    /// A source entry whose name is not UTF-8, skipped because the destination cannot store it.
+    Name(&'a Path),
     /// A source file disappeared before it could be copied.
     Vanished(&'a Path),
     /// No deletion ran, and why.
@@ -53,6 +55,11 @@ impl fmt::Display for Warning<'_> {
             Warning::Symlink(p) => write!(
                 f,
                 "skipping symlink '{}': the destination cannot store symlinks",
+                Escaped(p)
+            ),
+            Warning::Name(p) => write!(
+                f,
+                "skipping '{}': the destination cannot store a name that is not UTF-8",
                 Escaped(p)
             ),
             Warning::Vanished(p) => write!(f, "'{}' vanished before it was copied", Escaped(p)),

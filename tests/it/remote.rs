@@ -940,3 +940,70 @@ fn an_unreachable_or_unusable_sftp_host_is_refused() {
     let run = with_key(&key);
     assert!(run.stderr.contains("cannot connect"), "{run:?}");
 }
+
+/// A source tree with a name that is not UTF-8 (a file, and a directory with a file in it).
+fn tree_with_a_latin1_name(f: &Fixture) {
+    f.write("src/plain.txt", "plain");
+    fs::write(f.src.join(bytes_path(b"caf\xe9.txt")), "latin-1").unwrap();
+    let dir = f.src.join(bytes_path(b"r\xe9sum\xe9s"));
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("cv.txt"), "cv").unwrap();
+}
+
+#[test]
+fn sftp_names_that_are_not_utf8_are_skipped_with_a_warning_and_deletions_go_ahead() {
+    let Some(sftp) = Sftp::new("latin1") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write("src/plain.txt", "plain");
+    sftp.sync(&f, &[]).expect(0);
+    fs::write(sftp.local.join("extra.txt"), "only there").unwrap();
+    tree_with_a_latin1_name(&f);
+    let run = sftp.sync(&f, &[]).expect(0);
+    assert!(
+        run.stderr
+            .contains("caf\\xe9.txt': the destination cannot store"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("r\\xe9sum\\xe9s/cv.txt'"), "{run:?}");
+    assert!(run.stderr.contains("3 skipped"), "{run:?}");
+    assert!(!sftp.local.join("extra.txt").exists(), "deletions go ahead");
+    assert!(sftp.local.join("plain.txt").exists());
+}
+
+#[test]
+fn s3_names_that_are_not_utf8_are_skipped_with_a_warning() {
+    let Some(s3) = S3::new("latin1") else { return };
+    let f = Fixture::new();
+    tree_with_a_latin1_name(&f);
+    let run = s3.sync(&f, &[]).expect(0);
+    assert!(
+        run.stderr
+            .contains("caf\\xe9.txt': the destination cannot store"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("3 skipped"), "{run:?}");
+    let listed: Vec<_> = s3.listing(&s3.prefix).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(listed, ["plain.txt"]);
+}
+
+#[test]
+fn sftp_a_directory_that_keeps_excluded_entries_is_a_warning() {
+    let Some(sftp) = Sftp::new("notempty") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write("src/keep.txt", "k");
+    f.write("src/old/a.txt", "a");
+    sftp.sync(&f, &[]).expect(0);
+    fs::write(sftp.local.join("old/notes.keep"), "excluded").unwrap();
+    fs::remove_dir_all(f.path("src/old")).unwrap();
+    let run = sftp.sync(&f, &["--exclude", "*.keep"]).expect(0);
+    assert!(
+        run.stderr.contains("is not empty, so it was not deleted"),
+        "{run:?}"
+    );
+    assert!(sftp.local.join("old/notes.keep").exists());
+    assert!(!sftp.local.join("old/a.txt").exists());
+}
