@@ -180,6 +180,8 @@ fn mutate(rng: &mut Rng, src: &Path, counter: &mut u64) {
             _ => {}
         }
     }
+    // A directory made here may have gone with its parent, visited after it.
+    new_dirs.retain(|dir| fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()));
     seal_dirs(rng, &new_dirs);
 }
 

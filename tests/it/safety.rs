@@ -263,9 +263,10 @@ fn a_file_changed_during_its_copy_is_copied_again() {
     if !need_strace() {
         return;
     }
-    // The run stops as it starts copying changing.log; the file grows; the run goes on.
-    let mut run = Paused::start("copy_file_range", &changing, "1", [&f.src, &f.dst]);
-    assert!(run.stopped(), "the copy never started");
+    // The run stops once it has opened changing.log; the file grows; the run goes on, copies
+    // what it finds, sees the size move and copies again.
+    let mut run = Paused::start("openat", &changing, "1", [&f.src, &f.dst]);
+    assert!(run.stopped(), "changing.log was never opened");
     append(&changing, b"more");
     run.resume();
     let run = run.finish().expect(0);
@@ -285,9 +286,11 @@ fn a_file_that_keeps_changing_is_never_renamed_into_place() {
     if !need_strace() {
         return;
     }
-    // Stop at every copy of changing.log (every other call: each stopped call is restarted,
-    // and the restart counts too) and make it grow each time.
-    let mut run = Paused::start("copy_file_range", &changing, "1+2", [&f.src, &f.dst]);
+    // Stop once the first try has opened changing.log, and once the second try has taken its
+    // fresh look at it (its second stat: the first is the first try's check after copying):
+    // each time the file grows before it is copied.
+    let stops_at = [("openat", "1"), ("statx", "2")];
+    let mut run = Paused::start_at(&stops_at, &changing, [&f.src, &f.dst]);
     let mut stops = 0;
     while run.stopped() {
         stops += 1;

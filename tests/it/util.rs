@@ -420,9 +420,24 @@ pub fn need_strace() -> bool {
 }
 
 impl Paused {
-    /// Start `syncease ARGS` under strace, to be stopped each time `syscall` is made on `path`
-    /// (`when`: strace's count, `1` for the first time only, `1+` for every time).
+    /// Start `syncease ARGS` under strace, to be stopped when `syscall` is made on `path` for
+    /// the `when`-th time by a thread (strace counts per thread: `1` for the first time only,
+    /// `1+` for every time).
+    ///
+    /// A stop is injected as the call starts: a call the kernel can interrupt (a
+    /// `copy_file_range` on tmpfs) is then restarted when the run goes on, and the restart
+    /// counts as a call, while one it cannot (`openat`, or `copy_file_range` as a reflink on
+    /// XFS) completes first and the run stops right after it.
     pub fn start<I, S>(syscall: &str, path: &Path, when: &str, args: I) -> Paused
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Paused::start_at(&[(syscall, when)], path, args)
+    }
+
+    /// [`Paused::start`] with several stops: `(syscall, when)` each.
+    pub fn start_at<I, S>(stops: &[(&str, &str)], path: &Path, args: I) -> Paused
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -434,14 +449,17 @@ impl Paused {
             .into_temp_path()
             .keep()
             .unwrap();
-        let strace = Command::new("strace")
-            .args(["-f", "-qq", "-o"])
-            .arg(&log)
-            .args(["-e", &format!("trace={syscall}")])
-            .args([
+        let mut strace = Command::new("strace");
+        strace.args(["-f", "-qq", "-o"]).arg(&log);
+        let traced: Vec<&str> = stops.iter().map(|(syscall, _)| *syscall).collect();
+        strace.args(["-e", &format!("trace={}", traced.join(","))]);
+        for (syscall, when) in stops {
+            strace.args([
                 "-e",
                 &format!("inject={syscall}:signal=SIGSTOP:when={when}"),
-            ])
+            ]);
+        }
+        let strace = strace
             .arg("-P")
             .arg(path)
             .arg(assert_cmd::cargo::cargo_bin("syncease"))
