@@ -13,9 +13,9 @@ use std::sync::OnceLock;
 use crate::checksum;
 use crate::config::{Compare, Method};
 use crate::entry::{Mtime, Tag, Tree};
-use crate::error::{Error, Result};
+use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
-use crate::fsops::{self, Copied, CopyError, Displaced, Expected, Held};
+use crate::fsops::{self, Base, Copied, CopyError, Displaced, Expected, Held};
 use crate::lock::{self, Lock};
 
 /// One side a plan can be carried out against.
@@ -97,7 +97,7 @@ pub trait Destination: Sync {
     fn set_dir_meta(&self, rel: &Path, mode: u16, mtime: Mtime) -> Result<()>;
 }
 
-/// A folder on a local filesystem.
+/// A folder on a local filesystem, written only through [`fsops`] and its directory handles.
 #[derive(Debug)]
 pub struct Local<'a> {
     pub root: &'a Path,
@@ -106,17 +106,46 @@ pub struct Local<'a> {
     /// The run's lock on the root (see [`crate::lock`]): taken before the run when the root
     /// exists, else as soon as it is made; empty in a dry run.
     pub lock: OnceLock<Lock>,
+    /// The root, opened once it exists.
+    base: OnceLock<Base>,
+    /// The backup directory, opened (and made) when first needed.
+    backup_base: OnceLock<Base>,
 }
 
 impl<'a> Local<'a> {
-    fn displaced<'r>(&self, rel: &'r Path) -> Displaced<'r>
-    where
-        'a: 'r,
-    {
-        match self.backup {
-            Some(dir) => Displaced::Backup { dir, rel },
-            None => Displaced::Destroy,
+    pub fn new(root: &'a Path, backup: Option<&'a Path>) -> Local<'a> {
+        Local {
+            root,
+            backup,
+            lock: OnceLock::new(),
+            base: OnceLock::new(),
+            backup_base: OnceLock::new(),
         }
+    }
+
+    /// The root's handle, opened on first use (the root exists by the time anything is
+    /// written).
+    fn base(&self) -> Result<&Base> {
+        if let Some(base) = self.base.get() {
+            return Ok(base);
+        }
+        let base = Base::open(self.root).map_err(|e| Error::new(Op::Open, self.root, e))?;
+        Ok(self.base.get_or_init(|| base))
+    }
+
+    fn displaced<'r>(&'r self, rel: &'r Path) -> Result<Displaced<'r>> {
+        let Some(dir) = self.backup else {
+            return Ok(Displaced::Destroy);
+        };
+        let base = match self.backup_base.get() {
+            Some(base) => base,
+            None => {
+                std::fs::create_dir_all(dir).map_err(|e| Error::new(Op::MakeDir, dir, e))?;
+                let base = Base::open(dir).map_err(|e| Error::new(Op::Open, dir, e))?;
+                self.backup_base.get_or_init(|| base)
+            }
+        };
+        Ok(Displaced::Backup { dir: base, rel })
     }
 }
 
@@ -143,28 +172,27 @@ impl Destination for Local<'_> {
     }
 
     fn make_root(&self) -> Result<()> {
-        std::fs::create_dir(self.root)
-            .map_err(|e| Error::new(crate::error::Op::MakeDir, self.root, e))?;
+        std::fs::create_dir(self.root).map_err(|e| Error::new(Op::MakeDir, self.root, e))?;
         // Nobody else can hold a directory made a moment ago — unless another run raced to
         // make it, and then this one stops here.
         let lock = lock::lock(self.root, false, |_| {}).map_err(|e| {
             let cause = std::io::Error::new(std::io::ErrorKind::WouldBlock, e.to_string());
-            Error::new(crate::error::Op::Lock, self.root, cause)
+            Error::new(Op::Lock, self.root, cause)
         })?;
         let _ = self.lock.set(lock);
         Ok(())
     }
 
     fn remove_temp(&self, rel: &Path) -> Result<()> {
-        fsops::remove_entry(&self.path(rel), Tag::File, Displaced::Destroy)
+        fsops::remove_entry(self.base()?, rel, Tag::File, Displaced::Destroy)
     }
 
     fn open_dir(&self, rel: &Path, mode: u16) -> Result<()> {
-        fsops::set_mode(&self.path(rel), u32::from(mode) | 0o700)
+        fsops::set_mode(self.base()?, rel, u32::from(mode) | 0o700)
     }
 
     fn make_dir(&self, rel: &Path, replaces: Option<Tag>) -> Result<()> {
-        fsops::make_dir(&self.path(rel), replaces, self.displaced(rel))
+        fsops::make_dir(self.base()?, rel, replaces, self.displaced(rel)?)
     }
 
     fn write_file(
@@ -174,7 +202,8 @@ impl Destination for Local<'_> {
         expected: Option<Expected>,
         held: Held,
     ) -> std::result::Result<Copied, CopyError> {
-        fsops::copy_file(src, &self.path(rel), expected, held, self.displaced(rel))
+        let displaced = self.displaced(rel)?;
+        fsops::copy_file(src, self.base()?, rel, expected, held, displaced)
     }
 
     fn make_symlink(
@@ -184,13 +213,8 @@ impl Destination for Local<'_> {
         mtime: Mtime,
         replaces: Option<Tag>,
     ) -> Result<()> {
-        fsops::make_symlink(
-            target,
-            &self.path(rel),
-            mtime,
-            replaces,
-            self.displaced(rel),
-        )
+        let displaced = self.displaced(rel)?;
+        fsops::make_symlink(target, self.base()?, rel, mtime, replaces, displaced)
     }
 
     fn fix(
@@ -201,23 +225,23 @@ impl Destination for Local<'_> {
         mode: Option<u16>,
         mtime: Option<Mtime>,
     ) -> Result<()> {
-        let path = self.path(rel);
+        let base = self.base()?;
         if let Some(mode) = mode {
-            fsops::set_mode(&path, u32::from(mode))?;
+            fsops::set_mode(base, rel, u32::from(mode))?;
         }
-        match (mtime, tag) {
-            (Some(mtime), Tag::Symlink) => fsops::set_symlink_mtime(&path, mtime),
-            (Some(mtime), _) => fsops::set_mtime(&path, mtime),
-            (None, _) => Ok(()),
+        match mtime {
+            Some(mtime) => fsops::set_mtime(base, rel, mtime, tag),
+            None => Ok(()),
         }
     }
 
     fn remove(&self, rel: &Path, tag: Tag) -> Result<()> {
-        fsops::remove_entry(&self.path(rel), tag, self.displaced(rel))
+        fsops::remove_entry(self.base()?, rel, tag, self.displaced(rel)?)
     }
 
     fn set_dir_meta(&self, rel: &Path, mode: u16, mtime: Mtime) -> Result<()> {
-        let path = self.path(rel);
-        fsops::set_mode(&path, u32::from(mode)).and_then(|()| fsops::set_mtime(&path, mtime))
+        let base = self.base()?;
+        fsops::set_mode(base, rel, u32::from(mode))?;
+        fsops::set_mtime(base, rel, mtime, Tag::Dir)
     }
 }

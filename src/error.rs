@@ -116,3 +116,9 @@ impl<T> Context<T> for io::Result<T> {
         self.map_err(|e| Error::new(op, path, e))
     }
 }
+
+impl<T> Context<T> for rustix::io::Result<T> {
+    fn at(self, op: Op, path: &Path) -> Result<T> {
+        self.map_err(|e| Error::new(op, path, e.into()))
+    }
+}

@@ -1,17 +1,31 @@
-//! The only code that writes below DST.
+//! The only code that writes below DST and the backup directory.
+//!
+//! Every write goes through a handle on its parent directory ([`Base`]: each directory opened
+//! with `O_NOFOLLOW`, one component at a time) and names the entry in it with `*at` calls
+//! (`openat`, `mkdirat`, `symlinkat`, `linkat`, `renameat`, `unlinkat`,
+//! `utimensat(AT_SYMLINK_NOFOLLOW)`); modes are set on a handle of the entry itself. No path is
+//! resolved again after the listing, so a symlink swapped in for a directory while the run goes
+//! on is an error for what was to be written below it, never a way out of DST.
 //!
 //! Files and symlinks are first made under a temporary name in their target directory, given
 //! their mode and mtime, and only then renamed over the target, so an interrupted run leaves
 //! either the old or the new version at every path, never a mix. A new file is written without
 //! a name at all (`O_TMPFILE`) and linked into place when complete. Temporary names follow one
-//! pattern ([`is_temp_name`]) so the next run can sweep what a killed run left. No function here
-//! follows a symlink found in DST: links are replaced, never written through.
+//! pattern ([`is_temp_name`]) so the next run can sweep what a killed run left.
 
-use std::fs::{self, File, Permissions};
+mod base;
+
+pub use base::Base;
+
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, Permissions};
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 
 use tracing::debug;
 
@@ -67,8 +81,8 @@ impl From<Error> for CopyError {
 pub enum Displaced<'a> {
     /// It is gone.
     Destroy,
-    /// It is kept in `dir` at its relative path `rel` (`--backup-dir`).
-    Backup { dir: &'a Path, rel: &'a Path },
+    /// It is kept in the backup directory `dir` at its relative path `rel` (`--backup-dir`).
+    Backup { dir: &'a Base, rel: &'a Path },
 }
 
 /// What a destination path held when it was listed, before a file is written there.
@@ -110,10 +124,9 @@ impl Expected {
     }
 }
 
-/// A fresh temporary name (`.syncease-PID<kind>N.tmp`) for a symlink (`kind` 'l'), an
-/// unnamed file that needs a name ('f') or a file written by a remote destination ('s'); other
-/// local file temporaries come from `tempfile`. All match [`is_temp_name`], so the next run
-/// sweeps what a killed one left.
+/// A fresh temporary name (`.syncease-PID<kind>N.tmp`) for a file (`kind` 'f'), a symlink
+/// ('l') or a file written by a remote destination ('s'). All match [`is_temp_name`], so the
+/// next run sweeps what a killed one left.
 pub fn temp_name(kind: char) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -123,18 +136,17 @@ pub fn temp_name(kind: char) -> String {
     )
 }
 
-/// Make an entry under a fresh temporary name in `dir` with `make`, trying the next name
-/// while one is taken; returns its path.
+/// Make an entry under a fresh temporary name in the directory `dir` with `make`, trying the
+/// next name while one is taken; returns the name.
 fn new_temp(
-    dir: &Path,
     kind: char,
-    mut make: impl FnMut(&Path) -> io::Result<()>,
-) -> io::Result<PathBuf> {
+    mut make: impl FnMut(&OsStr) -> rustix::io::Result<()>,
+) -> io::Result<OsString> {
     loop {
-        let temp = dir.join(temp_name(kind));
-        match make(&temp) {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            other => return other.map(|()| temp),
+        let name = OsString::from(temp_name(kind));
+        match make(&name) {
+            Err(rustix::io::Errno::EXIST) => continue,
+            other => return other.map(|()| name).map_err(io::Error::from),
         }
     }
 }
@@ -173,17 +185,50 @@ pub fn open_source(src: &Path, expected: Option<Expected>) -> Result<Option<(Fil
     Ok(Some((from, expected)))
 }
 
-/// Copy `src` to `dst` through a temporary file in `dst`'s directory; `held` is what the
-/// destination held at `dst` when it was listed (a directory is removed, or moved to the backup,
-/// just before the rename). `expected` is the listing's view of the source; `None` asks for a
-/// fresh look (used when trying again after the source changed).
+/// The directory and the name of the entry `rel` (never empty).
+fn split(rel: &Path) -> (&Path, &OsStr) {
+    let name = rel.file_name().unwrap_or(rel.as_os_str());
+    (rel.parent().unwrap_or(Path::new("")), name)
+}
+
+/// Run `f` on the handle of `rel`'s directory below `base`; an error reaching it is an error
+/// of `op` on `rel`'s directory.
+fn in_parent<T>(
+    base: &Base,
+    rel: &Path,
+    op: Op,
+    f: impl FnOnce(BorrowedFd<'_>, &OsStr) -> Result<T, CopyError>,
+) -> Result<T, CopyError> {
+    let (dir, name) = split(rel);
+    base.in_dir(dir, |fd| f(fd, name))
+        .map_err(|e| CopyError::Io(Error::new(op, base.path(rel), e)))?
+}
+
+/// [`in_parent`] for operations that cannot end in [`CopyError::Changed`].
+fn at_parent<T>(
+    base: &Base,
+    rel: &Path,
+    op: Op,
+    f: impl FnOnce(BorrowedFd<'_>, &OsStr) -> Result<T>,
+) -> Result<T> {
+    in_parent(base, rel, op, |fd, name| f(fd, name).map_err(CopyError::Io)).map_err(|e| match e {
+        CopyError::Io(e) => e,
+        CopyError::Changed => unreachable!("only copies see a source change"),
+    })
+}
+
+/// Copy `src` to `rel` below `dst` through a temporary file in its directory; `held` is what
+/// the destination held there when it was listed (an emptied directory is removed just before
+/// the rename). `expected` is the listing's view of the source; `None` asks for a fresh look
+/// (used when trying again after the source changed).
 ///
 /// A new file (`Held::Nothing`) is written to an unnamed temporary (`O_TMPFILE`) and linked
 /// into place once complete: no name to create and rename, and nothing left behind if the run
 /// is killed. Where that is not possible the named temporary is used, as for every update.
 pub fn copy_file(
     src: &Path,
-    dst: &Path,
+    dst: &Base,
+    rel: &Path,
     expected: Option<Expected>,
     held: Held,
     displaced: Displaced<'_>,
@@ -191,24 +236,53 @@ pub fn copy_file(
     let Some((from, expected)) = open_source(src, expected)? else {
         return Ok(Copied::Vanished);
     };
-    let dir = dst.parent().unwrap_or(Path::new("."));
-    if held == Held::Nothing && UNNAMED.load(Ordering::Relaxed) {
-        if let Some(copied) = copy_unnamed(&from, src, dst, dir, &expected, displaced)? {
-            return Ok(copied);
+    let path = dst.path(rel);
+    in_parent(dst, rel, Op::CreateTemp, |dir, name| {
+        if held == Held::Nothing && UNNAMED.load(Ordering::Relaxed) {
+            let at = At {
+                dir,
+                name,
+                path: &path,
+            };
+            if let Some(copied) = copy_unnamed(&from, src, at, &expected, displaced)? {
+                return Ok(copied);
+            }
         }
-    }
-    // Created with its final mode where the umask allows, saving a chmod per file.
-    let temp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .suffix(TEMP_SUFFIX)
-        .permissions(Permissions::from_mode(u32::from(expected.mode) & 0o777))
-        .tempfile_in(dir)
-        .at(Op::CreateTemp, dir)?;
-    let written = fill(&from, temp.as_file(), src, dst, &expected)?;
-    make_room(dst, held.other(), displaced)?;
-    temp.persist(dst)
-        .map_err(|e| Error::new(Op::Rename, dst, e.error))?;
-    Ok(Copied::Done(written))
+        let parent = path.parent().unwrap_or(&path);
+        let mode = Mode::from_raw_mode(u32::from(expected.mode) & 0o777);
+        let flags =
+            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut file = None;
+        let temp = new_temp('f', |temp| {
+            file = Some(File::from(rustix::fs::openat(dir, temp, flags, mode)?));
+            Ok(())
+        })
+        .at(Op::CreateTemp, parent)?;
+        let file = file.expect("made with its name");
+        let written = fill(&from, &file, src, &path, &expected);
+        drop(file);
+        let placed = written.and_then(|written| {
+            let at = At {
+                dir,
+                name,
+                path: &path,
+            };
+            place(at, &temp, held.other(), displaced)?;
+            Ok(written)
+        });
+        if placed.is_err() {
+            let _ = rustix::fs::unlinkat(dir, &temp, AtFlags::empty());
+        }
+        placed.map(Copied::Done)
+    })
+}
+
+/// An entry by its directory's handle and its name, with its path for messages.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    dir: BorrowedFd<'a>,
+    name: &'a OsStr,
+    path: &'a Path,
 }
 
 /// The copy of a new file through an unnamed temporary; `None` when it has to be made again
@@ -216,30 +290,32 @@ pub fn copy_file(
 fn copy_unnamed(
     from: &File,
     src: &Path,
-    dst: &Path,
-    dir: &Path,
+    at: At<'_>,
     expected: &Expected,
     displaced: Displaced<'_>,
 ) -> Result<Option<Copied>, CopyError> {
-    let Some(temp) = unnamed_in(dir, expected.mode) else {
+    let Some(temp) = unnamed_in(at.dir, expected.mode) else {
         return Ok(None);
     };
-    let written = fill(from, &temp, src, dst, expected)?;
-    match link_unnamed(&temp, dst) {
+    let written = fill(from, &temp, src, at.path, expected)?;
+    match link_unnamed(&temp, at.dir, at.name) {
         Ok(()) => Ok(Some(Copied::Done(written))),
         // Something was put at the target since it was listed: replace it atomically, like
         // any other file.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let name =
-                new_temp(dir, 'f', |name| link_unnamed(&temp, name)).at(Op::CreateTemp, dir)?;
-            place(&name, dst, None, displaced)?;
+            let parent = at.path.parent().unwrap_or(at.path);
+            let name = new_temp('f', |name| link_unnamed_raw(&temp, at.dir, name))
+                .at(Op::CreateTemp, parent)?;
+            if let Err(e) = place(at, &name, None, displaced) {
+                let _ = rustix::fs::unlinkat(at.dir, &name, AtFlags::empty());
+                return Err(e.into());
+            }
             Ok(Some(Copied::Done(written)))
         }
         // Linking an unnamed file is refused (older kernels allow it only to privileged
-        // processes), or the directory went away: name every temporary from now on, starting
-        // with this one, which also reports a real problem with the directory.
+        // processes): name every temporary from now on, starting with this one.
         Err(e) => {
-            debug!(dst = %dst.display(), error = %e, "unnamed temporaries unusable");
+            debug!(dst = %at.path.display(), error = %e, "unnamed temporaries unusable");
             UNNAMED.store(false, Ordering::Relaxed);
             rewind(from).at(Op::Read, src)?;
             Ok(None)
@@ -274,38 +350,36 @@ fn fill(
 /// rest of the run the first time one cannot.
 static UNNAMED: AtomicBool = AtomicBool::new(true);
 
-/// An unnamed file in `dir` (`O_TMPFILE`), created with the permission bits of `mode` (less
-/// the umask). `None` where the filesystem or kernel has none, or on any other error: the
-/// named temporary that is tried next reports a real problem with the directory.
+/// An unnamed file in the directory `dir` (`O_TMPFILE`), created with the permission bits of
+/// `mode` (less the umask). `None` where the filesystem or kernel has none, or on any other
+/// error: the named temporary that is tried next reports a real problem with the directory.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn unnamed_in(dir: &Path, mode: u16) -> Option<File> {
-    use rustix::fs::{Mode, OFlags};
+fn unnamed_in(dir: BorrowedFd<'_>, mode: u16) -> Option<File> {
     let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
     let mode = Mode::from_raw_mode((u32::from(mode) & 0o777) as rustix::fs::RawMode);
-    rustix::fs::open(dir, flags, mode).ok().map(File::from)
+    rustix::fs::openat(dir, ".", flags, mode)
+        .ok()
+        .map(File::from)
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn unnamed_in(_dir: &Path, _mode: u16) -> Option<File> {
+fn unnamed_in(_dir: BorrowedFd<'_>, _mode: u16) -> Option<File> {
     None
 }
 
-/// Give an unnamed file the name `path`, which must not exist.
+/// Give an unnamed file the name `name` in `dir`, which must not exist.
+fn link_unnamed(file: &File, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    Ok(link_unnamed_raw(file, dir, name)?)
+}
+
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn link_unnamed(file: &File, path: &Path) -> io::Result<()> {
-    use rustix::fs::{AtFlags, CWD};
-    Ok(rustix::fs::linkat(
-        file,
-        "",
-        CWD,
-        path,
-        AtFlags::EMPTY_PATH,
-    )?)
+fn link_unnamed_raw(file: &File, dir: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<()> {
+    rustix::fs::linkat(file, "", dir, name, AtFlags::EMPTY_PATH)
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn link_unnamed(_file: &File, _path: &Path) -> io::Result<()> {
-    Err(io::ErrorKind::Unsupported.into())
+fn link_unnamed_raw(_file: &File, _dir: BorrowedFd<'_>, _name: &OsStr) -> rustix::io::Result<()> {
+    Err(rustix::io::Errno::NOTSUP)
 }
 
 /// Go back to the start of a source file, to read it again.
@@ -345,48 +419,70 @@ fn copy_contents(from: &File, to: &File, _len: u64) -> io::Result<u64> {
     io::copy(&mut from, &mut to)
 }
 
-/// Make a symlink at `path` pointing to `target` (the text, unresolved), with its mtime.
+/// Make a symlink at `rel` below `dst` pointing to `target` (the text, unresolved), with its
+/// mtime.
 pub fn make_symlink(
     target: &Path,
-    path: &Path,
+    dst: &Base,
+    rel: &Path,
     mtime: Mtime,
     replaces: Option<Tag>,
     displaced: Displaced<'_>,
 ) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let temp = new_temp(dir, 'l', |temp| std::os::unix::fs::symlink(target, temp))
-        .at(Op::Symlink, path)?;
-    let time = mtime.as_filetime();
-    if let Err(e) = filetime::set_symlink_file_times(&temp, time, time) {
-        let _ = fs::remove_file(&temp);
-        return Err(Error::new(Op::SetTimes, path, e));
-    }
-    place(&temp, path, replaces, displaced)
+    let path = dst.path(rel);
+    at_parent(dst, rel, Op::Symlink, |dir, name| {
+        let temp = new_temp('l', |temp| rustix::fs::symlinkat(target, dir, temp))
+            .at(Op::Symlink, &path)?;
+        let placed = set_times_at(dir, &temp, mtime, Tag::Symlink)
+            .at(Op::SetTimes, &path)
+            .and_then(|()| {
+                place(
+                    At {
+                        dir,
+                        name,
+                        path: &path,
+                    },
+                    &temp,
+                    replaces,
+                    displaced,
+                )
+            });
+        if placed.is_err() {
+            let _ = rustix::fs::unlinkat(dir, &temp, AtFlags::empty());
+        }
+        placed
+    })
 }
 
-/// Rename the complete temporary `temp` over `path`, after making room for it; a temporary
-/// that cannot be placed is removed.
-fn place(temp: &Path, path: &Path, replaces: Option<Tag>, displaced: Displaced<'_>) -> Result<()> {
-    let placed = make_room(path, replaces, displaced)
-        .and_then(|()| fs::rename(temp, path).at(Op::Rename, path));
-    if placed.is_err() {
-        let _ = fs::remove_file(temp);
-    }
-    placed
+/// Rename the complete temporary `temp` (in the same directory) over the entry, after making
+/// room for it.
+fn place(at: At<'_>, temp: &OsStr, replaces: Option<Tag>, displaced: Displaced<'_>) -> Result<()> {
+    make_room(at, replaces, displaced)?;
+    rustix::fs::renameat(at.dir, temp, at.dir, at.name).at(Op::Rename, at.path)
 }
 
-/// Prepare `path` for a rename over it: a directory cannot be renamed over, so it is removed
-/// (or moved to the backup); any other entry is renamed over atomically, after a backup copy
+/// Prepare the entry for a rename over it: a directory cannot be renamed over, and is removed
+/// (the deletions emptied it); any other entry is renamed over atomically, after a backup copy
 /// was kept when asked (the target never disappears in between).
-fn make_room(path: &Path, replaces: Option<Tag>, displaced: Displaced<'_>) -> Result<()> {
+fn make_room(at: At<'_>, replaces: Option<Tag>, displaced: Displaced<'_>) -> Result<()> {
     match (displaced, replaces) {
-        (_, Some(Tag::Dir)) => remove_emptied_dir(path),
+        (_, Some(Tag::Dir)) => remove_emptied_dir(at),
         (Displaced::Destroy, _) => Ok(()),
-        (Displaced::Backup { dir, rel }, _) => match fs::symlink_metadata(path) {
-            Ok(_) => keep_copy(path, &slot(dir, rel)?),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::new(Op::Stat, path, e)),
-        },
+        (Displaced::Backup { dir, rel }, _) => {
+            match exists(at.dir, at.name).at(Op::Stat, at.path)? {
+                true => keep(at, dir, rel, Keep::Copy),
+                false => Ok(()),
+            }
+        }
+    }
+}
+
+/// Whether `name` exists in `dir` (a link counts as itself).
+fn exists(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<bool> {
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(_) => Ok(true),
+        Err(rustix::io::Errno::NOENT) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -394,14 +490,17 @@ fn make_room(path: &Path, replaces: Option<Tag>, displaced: Displaced<'_>) -> Re
 /// everything listed below it (moving it to the backup when asked); what is still there was
 /// not to be deleted — entries the filters leave out, or made during the run — and keeps the
 /// directory in place.
-fn remove_emptied_dir(path: &Path) -> Result<()> {
-    match fs::remove_dir(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
-            Err(Error::new(Op::Replace, path, still_holds(e)))
+fn remove_emptied_dir(at: At<'_>) -> Result<()> {
+    match rustix::fs::unlinkat(at.dir, at.name, AtFlags::REMOVEDIR) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => {
+            let e = io::Error::from(e);
+            let cause = match e.kind() {
+                io::ErrorKind::DirectoryNotEmpty => still_holds(e),
+                _ => e,
+            };
+            Err(Error::new(Op::Replace, at.path, cause))
         }
-        Err(e) => Err(Error::new(Op::Replace, path, e)),
     }
 }
 
@@ -413,131 +512,242 @@ pub fn still_holds(e: io::Error) -> io::Error {
     )
 }
 
-/// Create a directory, after removing the non-directory at its path (a symlink is removed,
-/// never followed). Created owner-accessible; its real mode is set at the end of the run.
-pub fn make_dir(path: &Path, replaces: Option<Tag>, displaced: Displaced<'_>) -> Result<()> {
-    if let Some(tag) = replaces {
-        remove_entry(path, tag, displaced)?;
-    }
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(path)
-        .at(Op::MakeDir, path)
+/// Create the directory `rel` below `dst`, after removing the non-directory at its path (a
+/// symlink is removed, never followed). Created owner-accessible; its real mode is set at the
+/// end of the run.
+pub fn make_dir(
+    dst: &Base,
+    rel: &Path,
+    replaces: Option<Tag>,
+    displaced: Displaced<'_>,
+) -> Result<()> {
+    let path = dst.path(rel);
+    at_parent(dst, rel, Op::MakeDir, |dir, name| {
+        let at = At {
+            dir,
+            name,
+            path: &path,
+        };
+        if let Some(tag) = replaces {
+            remove_at(at, tag, displaced)?;
+        }
+        rustix::fs::mkdirat(dir, name, Mode::RWXU).at(Op::MakeDir, &path)
+    })
 }
 
-/// Remove one entry: a directory must be empty by now; anything else is unlinked (a symlink
-/// itself, not its target) or moved to the backup. Already gone counts as done.
-pub fn remove_entry(path: &Path, tag: Tag, displaced: Displaced<'_>) -> Result<()> {
+/// Remove the entry `rel` below `dst`: a directory must be empty by now; anything else is
+/// unlinked (a symlink itself, not its target) or moved to the backup. Already gone counts as
+/// done.
+pub fn remove_entry(dst: &Base, rel: &Path, tag: Tag, displaced: Displaced<'_>) -> Result<()> {
+    let path = dst.path(rel);
+    at_parent(dst, rel, Op::Remove, |dir, name| {
+        remove_at(
+            At {
+                dir,
+                name,
+                path: &path,
+            },
+            tag,
+            displaced,
+        )
+    })
+}
+
+fn remove_at(at: At<'_>, tag: Tag, displaced: Displaced<'_>) -> Result<()> {
     if let (Displaced::Backup { dir, rel }, false) = (displaced, tag == Tag::Dir) {
-        return match fs::symlink_metadata(path) {
-            Ok(_) => move_aside(path, &slot(dir, rel)?),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::new(Op::Stat, path, e)),
+        return match exists(at.dir, at.name).at(Op::Stat, at.path)? {
+            true => keep(at, dir, rel, Keep::Move),
+            false => Ok(()),
         };
     }
-    let result = if tag == Tag::Dir {
-        fs::remove_dir(path)
-    } else {
-        fs::remove_file(path)
+    let flags = match tag {
+        Tag::Dir => AtFlags::REMOVEDIR,
+        _ => AtFlags::empty(),
     };
-    match result {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::new(Op::Remove, path, e)),
-        _ => Ok(()),
+    match rustix::fs::unlinkat(at.dir, at.name, flags) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(Error::new(Op::Remove, at.path, e.into())),
     }
 }
 
-/// Remove a directory and everything below it, never following symlinks.
-pub fn remove_tree(path: &Path) -> Result<()> {
-    match fs::remove_dir_all(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::new(Op::Remove, path, e)),
-        _ => Ok(()),
+/// Set the permission bits of the file or directory `rel` below `dst` ("" is `dst` itself).
+pub fn set_mode(dst: &Base, rel: &Path, mode: u32) -> Result<()> {
+    let path = dst.path(rel);
+    if rel.as_os_str().is_empty() {
+        return chmod_handle(dst.as_fd(), mode).at(Op::SetPermissions, &path);
+    }
+    at_parent(dst, rel, Op::SetPermissions, |dir, name| {
+        chmod_at(dir, name, mode).at(Op::SetPermissions, &path)
+    })
+}
+
+/// Set the mtime of the entry `rel` below `dst` ("" is `dst` itself), leaving the atime of a
+/// file or directory alone; a symlink itself gets both.
+pub fn set_mtime(dst: &Base, rel: &Path, mtime: Mtime, tag: Tag) -> Result<()> {
+    let path = dst.path(rel);
+    if rel.as_os_str().is_empty() {
+        return set_times_at(dst.as_fd(), OsStr::new(""), mtime, tag).at(Op::SetTimes, &path);
+    }
+    at_parent(dst, rel, Op::SetTimes, |dir, name| {
+        set_times_at(dir, name, mtime, tag).at(Op::SetTimes, &path)
+    })
+}
+
+fn timespec(mtime: Mtime) -> Timespec {
+    Timespec {
+        tv_sec: mtime.sec,
+        tv_nsec: i64::from(mtime.nsec) as _,
     }
 }
 
-/// Set the permission bits of a file or directory (not used on symlinks).
-pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
-    fs::set_permissions(path, Permissions::from_mode(mode)).at(Op::SetPermissions, path)
+/// `utimensat` on `name` in `dir` without following a link (`""`: `dir` itself).
+fn set_times_at(dir: BorrowedFd<'_>, name: &OsStr, mtime: Mtime, tag: Tag) -> io::Result<()> {
+    let last_access = match tag {
+        Tag::Symlink => timespec(mtime),
+        _ => Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+    };
+    let times = Timestamps {
+        last_access,
+        last_modification: timespec(mtime),
+    };
+    let flags = match name.is_empty() {
+        true => AtFlags::EMPTY_PATH,
+        false => AtFlags::SYMLINK_NOFOLLOW,
+    };
+    Ok(rustix::fs::utimensat(dir, name, &times, flags)?)
 }
 
-/// Set the mtime of a directory or file, leaving its atime alone.
-pub fn set_mtime(path: &Path, mtime: Mtime) -> Result<()> {
-    filetime::set_file_mtime(path, mtime.as_filetime()).at(Op::SetTimes, path)
-}
-
-/// Set the mtime of a symlink itself.
-pub fn set_symlink_mtime(path: &Path, mtime: Mtime) -> Result<()> {
-    let time = mtime.as_filetime();
-    filetime::set_symlink_file_times(path, time, time).at(Op::SetTimes, path)
-}
-
-/// The backup path for `rel`: `DIR/rel`, or `DIR/rel.~N~` with the first free N when an
-/// earlier run's backup is there, so no backup ever overwrites another.
-fn slot(dir: &Path, rel: &Path) -> Result<PathBuf> {
-    let base = dir.join(rel);
-    if let Some(parent) = base.parent() {
-        fs::create_dir_all(parent).at(Op::MakeDir, parent)?;
+/// `chmod` of `name` in `dir`, never of what a link points to: on a handle of the entry itself
+/// (opened without following a link and without reading it, so a directory without read
+/// permission and a device node are handled alike).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn chmod_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> {
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let entry = rustix::fs::openat(dir, name, flags, Mode::empty())?;
+    let stat = rustix::fs::fstat(&entry)?;
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Symlink {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a symlink took its place: not followed",
+        ));
     }
-    let mut candidate = base.clone();
+    chmod_handle(entry.as_fd(), mode)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn chmod_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> {
+    let mode = Mode::from_raw_mode(mode as rustix::fs::RawMode);
+    Ok(rustix::fs::chmodat(
+        dir,
+        name,
+        mode,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?)
+}
+
+/// `chmod` through a handle that may not allow `fchmod` (`O_PATH`): through its entry in
+/// `/proc/self/fd`, which names that very inode.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn chmod_handle(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mode = Mode::from_raw_mode(mode as rustix::fs::RawMode);
+    let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    Ok(rustix::fs::chmod(proc_path.as_str(), mode)?)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn chmod_handle(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    let mode = Mode::from_raw_mode(mode as rustix::fs::RawMode);
+    Ok(rustix::fs::fchmod(fd, mode)?)
+}
+
+/// How an entry is kept in the backup directory.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// It stays where it is (it is about to be renamed over): a hard link, or a copy.
+    Copy,
+    /// It leaves: renamed, or copied then removed across filesystems.
+    Move,
+}
+
+/// Keep the non-directory entry in the backup directory at `rel`, under the first free name:
+/// `rel`, else `rel.~N~`, so that no backup ever overwrites another.
+fn keep(at: At<'_>, backup: &Base, rel: &Path, how: Keep) -> Result<()> {
+    let slot_path = backup.path(rel);
+    let (dir, name) = split(rel);
+    let kept = backup.in_new_dir(dir, |to| {
+        let slot = free_slot(to, name)?;
+        let done = match how {
+            Keep::Copy => rustix::fs::linkat(at.dir, at.name, to, &slot, AtFlags::empty()),
+            Keep::Move => rustix::fs::renameat(at.dir, at.name, to, &slot),
+        };
+        match done {
+            Ok(()) => Ok(()),
+            // Another filesystem (or no hard links there): copy.
+            Err(_) => {
+                copy_entry(at.dir, at.name, to, &slot)?;
+                match how {
+                    Keep::Copy => Ok(()),
+                    Keep::Move => Ok(rustix::fs::unlinkat(at.dir, at.name, AtFlags::empty())?),
+                }
+            }
+        }
+    });
+    kept.and_then(|kept| kept).at(Op::Rename, &slot_path)
+}
+
+/// The first name of `name`, `name.~1~`, `name.~2~`, … that `dir` does not have.
+fn free_slot(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OsString> {
+    let mut candidate = name.to_os_string();
     for n in 1.. {
-        match fs::symlink_metadata(&candidate) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(candidate),
-            Err(e) => return Err(Error::new(Op::Stat, &candidate, e)),
-            Ok(_) => {
-                let mut name = base.as_os_str().to_owned();
-                name.push(format!(".~{n}~"));
-                candidate = PathBuf::from(name);
-            }
+        if !exists(dir, &candidate)? {
+            break;
         }
+        candidate = name.to_os_string();
+        candidate.push(format!(".~{n}~"));
     }
-    unreachable!("the loop returns")
+    Ok(candidate)
 }
 
-/// Move an entry (a whole directory too) to `to`; across filesystems, copy then remove.
-fn move_aside(path: &Path, to: &Path) -> Result<()> {
-    match fs::rename(path, to) {
-        Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
-            copy_tree(path, to)?;
-            match fs::symlink_metadata(path) {
-                Ok(meta) if meta.is_dir() => remove_tree(path),
-                _ => remove_entry(path, Tag::File, Displaced::Destroy),
-            }
+/// Copy a file or symlink, with its mode and mtime, from one directory to another (which may
+/// be on another filesystem). Anything else holds no data to keep.
+fn copy_entry(
+    from: BorrowedFd<'_>,
+    name: &OsStr,
+    to: BorrowedFd<'_>,
+    slot: &OsStr,
+) -> io::Result<()> {
+    let stat = rustix::fs::statat(from, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    let mtime = Mtime {
+        sec: stat.st_mtime as i64,
+        nsec: stat.st_mtime_nsec as u32,
+    };
+    match rustix::fs::FileType::from_raw_mode(stat.st_mode) {
+        rustix::fs::FileType::Symlink => {
+            let target = rustix::fs::readlinkat(from, name, Vec::new())?;
+            rustix::fs::symlinkat(target.as_c_str(), to, slot)?;
+            set_times_at(to, slot, mtime, Tag::Symlink)
         }
-        other => other.at(Op::Rename, to),
-    }
-}
-
-/// Keep a copy of a file or link at `to` while it stays in place: a hard link where possible.
-fn keep_copy(path: &Path, to: &Path) -> Result<()> {
-    match fs::hard_link(path, to) {
-        Ok(()) => Ok(()),
-        Err(_) => copy_tree(path, to),
-    }
-}
-
-/// Copy an entry with its mode and mtime, recursively, never following links.
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    let meta = fs::symlink_metadata(from).at(Op::Stat, from)?;
-    let mtime = Mtime::of(&meta);
-    let kind = meta.file_type();
-    if kind.is_symlink() {
-        let target = fs::read_link(from).at(Op::ReadLink, from)?;
-        std::os::unix::fs::symlink(target, to).at(Op::Symlink, to)?;
-        return set_symlink_mtime(to, mtime);
-    }
-    if kind.is_dir() {
-        fs::create_dir(to).at(Op::MakeDir, to)?;
-        for entry in fs::read_dir(from).at(Op::ReadDir, from)? {
-            let entry = entry.at(Op::ReadDir, from)?;
-            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        rustix::fs::FileType::RegularFile => {
+            let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let source = File::from(rustix::fs::openat(from, name, flags, Mode::empty())?);
+            let flags =
+                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let copy = File::from(rustix::fs::openat(
+                to,
+                slot,
+                flags,
+                Mode::RUSR | Mode::WUSR,
+            )?);
+            copy_contents(&source, &copy, stat.st_size as u64)?;
+            rustix::fs::fchmod(&copy, Mode::from_raw_mode(stat.st_mode & 0o7777))?;
+            set_times_at(copy.as_fd(), OsStr::new(""), mtime, Tag::File)
         }
-        fs::set_permissions(to, meta.permissions()).at(Op::SetPermissions, to)?;
-    } else if kind.is_file() {
-        fs::copy(from, to).map_err(|e| Error::copy(from, to, e))?;
-    } else {
-        return Ok(()); // a FIFO or socket holds no data to keep
+        _ => Ok(()),
     }
-    set_mtime(to, mtime)
 }
 
 #[cfg(test)]

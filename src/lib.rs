@@ -27,7 +27,6 @@ pub mod remote;
 pub mod report;
 pub mod scan;
 
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use tracing::debug;
@@ -75,11 +74,7 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
         }),
         ..config.clone()
     };
-    let local = dest::Local {
-        root: &config.dst,
-        backup: config.backup_dir.as_deref(),
-        lock: OnceLock::new(),
-    };
+    let local = dest::Local::new(&config.dst, config.backup_dir.as_deref());
     if !config.dry_run && config.dst.is_dir() {
         let waiting = |holder| {
             reporter.warning(&Warning::WaitingForLock {

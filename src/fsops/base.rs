@@ -1,0 +1,212 @@
+//! Directory handles: how every write finds its directory without following a link.
+//!
+//! A [`Base`] is a directory a run writes in (DST, or the backup directory), opened once. A
+//! directory below it is reached one component at a time with
+//! `openat(O_PATH | O_DIRECTORY | O_NOFOLLOW)`: a symlink found where a directory was listed —
+//! even one swapped in while the run goes on — stops the walk with an error instead of leading
+//! out of the tree. Each thread keeps a cursor per base on the last directory it was in, and
+//! moves it step by step: down by name, up by `..`, each step up checked against the device and
+//! inode recorded on the way down (a directory moved elsewhere meanwhile sends the cursor back
+//! to the base). Work in path order therefore opens each directory about once per worker, the
+//! cursor holds one descriptor whatever the depth, and nothing recurses: the only depth limit
+//! is the filesystem's.
+
+use std::cell::RefCell;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{Mode, OFlags};
+
+/// A directory this run writes in, opened once, with the path it was given (for messages).
+#[derive(Debug)]
+pub struct Base {
+    fd: OwnedFd,
+    path: PathBuf,
+    /// Tells this base's cursors from those of another.
+    key: u64,
+}
+
+/// How a directory below a base is opened: a handle to walk through (no read permission
+/// needed where `O_PATH` exists), never through a link.
+fn open_flags() -> OFlags {
+    handle_flags() | OFlags::NOFOLLOW
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn handle_flags() -> OFlags {
+    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn handle_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC
+}
+
+/// A directory's device and inode.
+fn identity(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    let stat = rustix::fs::fstat(fd)?;
+    Ok((stat.st_dev, stat.st_ino))
+}
+
+impl Base {
+    /// Open the directory at `path` (the root given by the user: a link there is followed).
+    pub fn open(path: &Path) -> io::Result<Base> {
+        static KEYS: AtomicU64 = AtomicU64::new(0);
+        let fd = rustix::fs::open(path, handle_flags(), Mode::empty())?;
+        Ok(Base {
+            fd,
+            path: path.to_path_buf(),
+            key: KEYS.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    /// The path of `rel` below the base, for messages.
+    pub fn path(&self, rel: &Path) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    /// Run `f` on a handle of directory `dir` (relative to the base; `""` is the base itself).
+    pub fn in_dir<T>(&self, dir: &Path, f: impl FnOnce(BorrowedFd<'_>) -> T) -> io::Result<T> {
+        self.walk(dir, false, f)
+    }
+
+    /// [`Base::in_dir`], creating the directories that are missing (owner-only, as every
+    /// directory a run makes before it gets its real mode).
+    pub fn in_new_dir<T>(&self, dir: &Path, f: impl FnOnce(BorrowedFd<'_>) -> T) -> io::Result<T> {
+        self.walk(dir, true, f)
+    }
+
+    fn walk<T>(
+        &self,
+        dir: &Path,
+        create: bool,
+        f: impl FnOnce(BorrowedFd<'_>) -> T,
+    ) -> io::Result<T> {
+        let target: Vec<&OsStr> = dir
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(name) => Some(name),
+                _ => None,
+            })
+            .collect();
+        // The cursor is taken out while in use, so that a walk in another base (the backup
+        // directory, from inside a walk in DST) has its own.
+        let mut cursor = CURSORS
+            .with(|cursors| {
+                let mut cursors = cursors.borrow_mut();
+                let at = cursors.iter().position(|c| c.key == self.key)?;
+                Some(cursors.swap_remove(at))
+            })
+            .map_or_else(|| Cursor::at_base(self), Ok)?;
+        let moved = cursor.go(self, &target, create);
+        let result = moved.map(|()| f(cursor.fd.as_fd()));
+        CURSORS.with(|cursors| {
+            let mut cursors = cursors.borrow_mut();
+            // Cursors of bases that are gone are of no use: keep a few at most.
+            if cursors.len() >= 4 {
+                cursors.remove(0);
+            }
+            cursors.push(cursor);
+        });
+        result
+    }
+}
+
+impl AsFd for Base {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+thread_local! {
+    static CURSORS: RefCell<Vec<Cursor>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Where one thread last was below one base.
+struct Cursor {
+    key: u64,
+    /// The open directory, and the names that lead to it from the base.
+    fd: OwnedFd,
+    names: Vec<OsString>,
+    /// Device and inode of the base and of each directory in `names`.
+    ids: Vec<(u64, u64)>,
+}
+
+impl Cursor {
+    fn at_base(base: &Base) -> io::Result<Cursor> {
+        let fd = rustix::fs::openat(&base.fd, ".", open_flags(), Mode::empty())?;
+        let ids = vec![identity(fd.as_fd())?];
+        Ok(Cursor {
+            key: base.key,
+            fd,
+            names: Vec::new(),
+            ids,
+        })
+    }
+
+    /// Move to the directory `target` (names below the base).
+    fn go(&mut self, base: &Base, target: &[&OsStr], create: bool) -> io::Result<()> {
+        let common = self
+            .names
+            .iter()
+            .zip(target)
+            .take_while(|(a, b)| a.as_os_str() == **b)
+            .count();
+        while self.names.len() > common {
+            if self.up().is_err() {
+                *self = Cursor::at_base(base)?;
+                break;
+            }
+        }
+        for &name in &target[self.names.len()..] {
+            self.down(name, create)?;
+        }
+        Ok(())
+    }
+
+    /// One step up, through `..`, to the directory this cursor came from: anything else (the
+    /// directory was moved or removed meanwhile) is an error.
+    fn up(&mut self) -> io::Result<()> {
+        let parent = rustix::fs::openat(&self.fd, "..", open_flags(), Mode::empty())?;
+        let expected = self.ids[self.ids.len() - 2];
+        if identity(parent.as_fd())? != expected {
+            return Err(io::Error::other("the directory was moved during the run"));
+        }
+        self.fd = parent;
+        self.names.pop();
+        self.ids.pop();
+        Ok(())
+    }
+
+    /// One step down, into `name`, never through a link.
+    fn down(&mut self, name: &OsStr, create: bool) -> io::Result<()> {
+        let opened = match rustix::fs::openat(&self.fd, name, open_flags(), Mode::empty()) {
+            Err(rustix::io::Errno::NOENT) if create => {
+                match rustix::fs::mkdirat(&self.fd, name, Mode::RWXU) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                rustix::fs::openat(&self.fd, name, open_flags(), Mode::empty())
+            }
+            other => other,
+        };
+        let fd = opened.map_err(|e| match e {
+            // O_NOFOLLOW on a link: say what it is.
+            rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!(
+                    "'{}' is no longer a directory (a symlink or file took its place)",
+                    crate::plan::Escaped(Path::new(name))
+                ),
+            ),
+            e => e.into(),
+        })?;
+        self.ids.push(identity(fd.as_fd())?);
+        self.names.push(name.to_os_string());
+        self.fd = fd;
+        Ok(())
+    }
+}
