@@ -502,3 +502,62 @@ fn an_error_about_a_name_with_a_newline_stays_on_one_line() {
         "{run:?}"
     );
 }
+
+#[test]
+fn a_destination_directory_swapped_for_a_symlink_mid_run_is_never_written_through() {
+    let f = Fixture::new();
+    f.write("src/a-first.txt", "first");
+    for i in 0..50 {
+        f.write(format!("src/sub/f{i:02}"), format!("{i}"));
+    }
+    f.write("src/sub/deeper/g", "g");
+    chmod(&f.path("src/sub"), 0o777);
+    f.write("dst/sub/old", "old");
+    f.write("dst/sub/deeper/old", "old");
+    f.write("outside/precious.txt", "do not touch");
+    chmod(&f.path("outside"), 0o700);
+    if !need_strace() {
+        return;
+    }
+    let outside = (
+        Manifest::of(&f.path("outside")),
+        identity(&f.path("outside")),
+    );
+    // One worker, files in path order: stopped while it copies a-first.txt, with sub/ listed
+    // as a directory; then sub/ is swapped for a link to a directory outside DST.
+    let first = f.path("src/a-first.txt");
+    let args = [
+        "-j".as_ref(),
+        "1".as_ref(),
+        f.src.as_os_str(),
+        f.dst.as_os_str(),
+    ];
+    let mut run = Paused::start("copy_file_range", &first, "1", args);
+    assert!(run.stopped(), "a-first.txt was never copied");
+    fs::rename(f.dst.join("sub"), f.path("moved-away")).unwrap();
+    std::os::unix::fs::symlink(f.path("outside"), f.dst.join("sub")).unwrap();
+    run.resume();
+    let run = run.finish().expect(1);
+    assert!(run.stderr.contains("no longer a directory"), "{run:?}");
+    assert!(
+        outside
+            == (
+                Manifest::of(&f.path("outside")),
+                identity(&f.path("outside"))
+            ),
+        "something was written outside DST:\n{run:?}"
+    );
+    assert!(fs::symlink_metadata(f.dst.join("sub"))
+        .unwrap()
+        .is_symlink());
+    // The next run replaces the link by a directory and converges.
+    f.sync(&[]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    assert!(
+        outside
+            == (
+                Manifest::of(&f.path("outside")),
+                identity(&f.path("outside"))
+            )
+    );
+}
