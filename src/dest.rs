@@ -15,7 +15,7 @@ use crate::config::{Compare, Method};
 use crate::entry::{Mtime, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
-use crate::fsops::{self, Base, Copied, CopyError, Displaced, Expected, Held};
+use crate::fsops::{self, Base, Copied, CopyError, Displaced, Expected, Held, Source};
 use crate::lock::{self, Lock};
 
 /// One side a plan can be carried out against.
@@ -64,7 +64,7 @@ pub trait Destination: Sync {
     /// one, never a mix. `held` is what the listing found at `rel`.
     fn write_file(
         &self,
-        src: &Path,
+        src: Source<'_>,
         rel: &Path,
         expected: Option<Expected>,
         held: Held,
@@ -83,7 +83,7 @@ pub trait Destination: Sync {
     /// source file, for destinations that can only change metadata by writing again.
     fn fix(
         &self,
-        src: &Path,
+        src: Source<'_>,
         rel: &Path,
         tag: Tag,
         mode: Option<u16>,
@@ -197,7 +197,7 @@ impl Destination for Local<'_> {
 
     fn write_file(
         &self,
-        src: &Path,
+        src: Source<'_>,
         rel: &Path,
         expected: Option<Expected>,
         held: Held,
@@ -219,7 +219,7 @@ impl Destination for Local<'_> {
 
     fn fix(
         &self,
-        _src: &Path,
+        _src: Source<'_>,
         rel: &Path,
         tag: Tag,
         mode: Option<u16>,

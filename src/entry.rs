@@ -28,6 +28,16 @@ impl Mtime {
         }
     }
 
+    /// The mtime an `lstat` (or `fstatat`) returned.
+    // The field types differ between platforms: the conversions are not useless everywhere.
+    #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+    pub fn of_stat(stat: &rustix::fs::Stat) -> Mtime {
+        Mtime {
+            sec: i64::from(stat.st_mtime),
+            nsec: stat.st_mtime_nsec as u32,
+        }
+    }
+
     pub fn as_filetime(self) -> filetime::FileTime {
         filetime::FileTime::from_unix_time(self.sec, self.nsec)
     }
@@ -148,6 +158,15 @@ pub fn mode_of(meta: &Metadata) -> u16 {
     (meta.mode() & 0o7777) as u16
 }
 
+/// Whether the listing path `path` is `dir` or lies below it. Listing paths are normal (no
+/// `.`, `..` or repeated or trailing slashes), so bytes tell, at the cost of one `memcmp`,
+/// where `Path::starts_with` walks every component — which counts on deep trees.
+pub fn is_within(path: &Path, dir: &Path) -> bool {
+    let (path, dir) = (path_bytes(path), path_bytes(dir));
+    dir.is_empty()
+        || (path.starts_with(dir) && (path.len() == dir.len() || path[dir.len()] == b'/'))
+}
+
 /// Where a path stands in a merge of two listings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pair {
@@ -190,18 +209,22 @@ pub fn merge<'t>(left: &'t Tree, right: &'t Tree) -> impl Iterator<Item = Pair> 
 }
 
 impl Tree {
-    /// Append an entry (callers keep path order). `target` is a symlink's target text.
-    pub fn push(&mut self, path: &Path, meta: &Metadata, tag: Tag, target: Option<&Path>) {
-        let mtime = Mtime::of(meta);
-        let mode = mode_of(meta);
+    /// Append an entry from its `lstat` (callers keep path order). `target` is a symlink's
+    /// target text.
+    pub fn push(&mut self, path: &Path, stat: &rustix::fs::Stat, tag: Tag, target: Option<&Path>) {
+        let mtime = Mtime::of_stat(stat);
+        let mode = (stat.st_mode & 0o7777) as u16;
         let size = match (tag, target) {
-            (Tag::File, _) => meta.len(),
+            (Tag::File, _) => stat.st_size as u64,
             (_, Some(target)) => path_bytes(target).len() as u64,
             _ => 0,
         };
         self.push_raw(path, tag, size, mtime, mode, target);
         if let Some(entry) = self.entries.last_mut() {
-            entry.owner = Owner::of(meta);
+            entry.owner = Owner {
+                uid: stat.st_uid,
+                gid: stat.st_gid,
+            };
         }
     }
 
@@ -307,6 +330,24 @@ impl Tree {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn within_is_by_whole_components() {
+        let yes = [("a/b", "a"), ("a", "a"), ("a", ""), ("a/b/c", "a/b")];
+        let no = [("ab", "a"), ("a-b/c", "a"), ("a", "a/b"), ("b/a", "a")];
+        for (path, dir) in yes {
+            assert!(
+                is_within(Path::new(path), Path::new(dir)),
+                "{path} in {dir}"
+            );
+        }
+        for (path, dir) in no {
+            assert!(
+                !is_within(Path::new(path), Path::new(dir)),
+                "{path} not in {dir}"
+            );
+        }
+    }
 
     #[test]
     fn entries_stay_small() {

@@ -27,21 +27,21 @@ use crate::compare::Reason;
 use crate::dest::Destination;
 use crate::entry::Tag;
 use crate::error::{Error, Op};
-use crate::fsops::{Copied, CopyError, Expected, Held};
+use crate::fsops::{Base, Copied, CopyError, Expected, Held, Source};
 use crate::plan::{DirMeta, Item, Payload, Plan, Transfer, Withheld};
 use crate::report::{Reporter, Summary, Warning};
 
 /// The source root and the destination a plan is carried out against.
 #[derive(Clone, Copy)]
 pub struct Roots<'a> {
-    pub src: &'a Path,
+    pub src: &'a Base,
     pub dst: &'a dyn Destination,
 }
 
 impl std::fmt::Debug for Roots<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Roots")
-            .field("src", &self.src)
+            .field("src", &self.src.path(Path::new("")))
             .field("dst", &self.dst.path(Path::new("")))
             .finish()
     }
@@ -49,7 +49,14 @@ impl std::fmt::Debug for Roots<'_> {
 
 impl Roots<'_> {
     fn src(&self, rel: &Path) -> PathBuf {
-        self.src.join(rel)
+        self.src.path(rel)
+    }
+
+    fn source<'r>(&'r self, rel: &'r Path) -> Source<'r> {
+        Source {
+            base: self.src,
+            rel,
+        }
     }
     fn dst(&self, rel: &Path) -> PathBuf {
         self.dst.path(rel)
@@ -175,7 +182,7 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
     for fix in &plan.fixes {
         let entry = &plan.src.entries[fix.src as usize];
         let result = roots.dst.fix(
-            &roots.src(plan.src.origin(fix.src)),
+            roots.source(plan.src.origin(fix.src)),
             plan.src_path(fix.src),
             entry.tag,
             fix.mode.then(|| plan.mode_for(fix.src)),
@@ -287,7 +294,7 @@ fn transfer(
     };
     let result = match plan.payload(t) {
         Payload::File { .. } => {
-            let src = roots.src(plan.src.origin(t.src));
+            let source = roots.source(plan.src.origin(t.src));
             let entry = &plan.src.entries[t.src as usize];
             let mut expected = Some(Expected {
                 size: entry.size,
@@ -297,18 +304,18 @@ fn transfer(
             let mut tries = 0;
             loop {
                 tries += 1;
-                match roots.dst.write_file(&src, rel, expected.take(), held) {
+                match roots.dst.write_file(source, rel, expected.take(), held) {
                     Err(CopyError::Changed) if tries < 2 => {
-                        debug!(path = %src.display(), "changed while copied; trying again");
+                        debug!(path = %source.path().display(), "changed while copied; trying again");
                     }
                     Err(CopyError::Changed) => {
                         let dst = roots.dst(rel);
                         let cause = io::Error::other("it changed while being copied (tried twice)");
-                        break Err(Error::copy(&src, &dst, cause));
+                        break Err(Error::copy(&source.path(), &dst, cause));
                     }
                     Err(CopyError::Io(e)) => break Err(e),
                     Ok(Copied::Vanished) => {
-                        reporter.warning(&Warning::Vanished(&src));
+                        reporter.warning(&Warning::Vanished(&source.path()));
                         summary.vanished += 1;
                         in_order.done(i, false);
                         return summary;

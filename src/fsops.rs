@@ -22,7 +22,7 @@ use std::fs::{File, Permissions};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
@@ -163,18 +163,44 @@ pub fn prepare() {
     UNNAMED.store(true, Ordering::Relaxed);
 }
 
+/// A file below SRC, reached through SRC's directory handles like everything below DST: no
+/// path is resolved again, no link followed, and no depth is too deep.
+#[derive(Clone, Copy, Debug)]
+pub struct Source<'a> {
+    pub base: &'a Base,
+    pub rel: &'a Path,
+}
+
+impl Source<'_> {
+    /// Its path, for messages.
+    pub fn path(&self) -> PathBuf {
+        self.base.path(self.rel)
+    }
+}
+
 /// Open a source file for copying, with what it is expected to be: the listing's view, or a
 /// fresh look when `expected` is `None`. `None` when the file vanished since it was listed.
-pub fn open_source(src: &Path, expected: Option<Expected>) -> Result<Option<(File, Expected)>> {
-    let from = match File::open(src) {
-        Ok(f) => f,
+/// A link or a FIFO found in its place is an error, never followed or waited on.
+pub fn open_source(
+    src: Source<'_>,
+    expected: Option<Expected>,
+) -> Result<Option<(File, Expected)>> {
+    let (dir, name) = split(src.rel);
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let opened = src
+        .base
+        .in_dir(dir, |fd| rustix::fs::openat(fd, name, flags, Mode::empty()));
+    let from = match opened {
+        Ok(Ok(fd)) => File::from(fd),
+        Ok(Err(rustix::io::Errno::NOENT)) => return Ok(None),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::new(Op::Open, src, e)),
+        Ok(Err(e)) => return Err(Error::new(Op::Open, src.path(), e.into())),
+        Err(e) => return Err(Error::new(Op::Open, src.path(), e)),
     };
     let expected = match expected {
         Some(expected) => expected,
         None => {
-            let meta = from.metadata().at(Op::Stat, src)?;
+            let meta = from.metadata().at(Op::Stat, &src.path())?;
             Expected {
                 size: meta.len(),
                 mtime: Mtime::of(&meta),
@@ -226,7 +252,7 @@ fn at_parent<T>(
 /// into place once complete: no name to create and rename, and nothing left behind if the run
 /// is killed. Where that is not possible the named temporary is used, as for every update.
 pub fn copy_file(
-    src: &Path,
+    src: Source<'_>,
     dst: &Base,
     rel: &Path,
     expected: Option<Expected>,
@@ -237,6 +263,7 @@ pub fn copy_file(
         return Ok(Copied::Vanished);
     };
     let path = dst.path(rel);
+    let src = &src.path();
     in_parent(dst, rel, Op::CreateTemp, |dir, name| {
         if held == Held::Nothing && UNNAMED.load(Ordering::Relaxed) {
             let at = At {
@@ -721,10 +748,7 @@ fn copy_entry(
     slot: &OsStr,
 ) -> io::Result<()> {
     let stat = rustix::fs::statat(from, name, AtFlags::SYMLINK_NOFOLLOW)?;
-    let mtime = Mtime {
-        sec: stat.st_mtime as i64,
-        nsec: stat.st_mtime_nsec as u32,
-    };
+    let mtime = Mtime::of_stat(&stat);
     match rustix::fs::FileType::from_raw_mode(stat.st_mode) {
         rustix::fs::FileType::Symlink => {
             let target = rustix::fs::readlinkat(from, name, Vec::new())?;

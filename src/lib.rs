@@ -159,8 +159,12 @@ fn mirror(
         reporter.planned(copied.files + updated.files, copied.bytes + updated.bytes);
         let scan_errors = (src.errors.len() + dst.errors.len()) as u64;
         drop(changed);
+        let src_base = match fsops::Base::open(&config.src) {
+            Ok(base) => base,
+            Err(e) => return refuse(Refusal::SourceUnreadable(config.src.clone(), e)),
+        };
         let roots = Roots {
-            src: &config.src,
+            src: &src_base,
             dst: dest,
         };
         let mut summary = if config.dry_run {

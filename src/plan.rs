@@ -14,7 +14,7 @@ use std::path::Path;
 
 use crate::compare::{self, Reason, Verdict};
 use crate::config::{Config, Method};
-use crate::entry::{merge, Entry, Mtime, Owner, Pair, RootMeta, Tag, Tree};
+use crate::entry::{is_within, merge, Entry, Mtime, Owner, Pair, RootMeta, Tag, Tree};
 use crate::fsops::is_temporary;
 
 use tracing::debug;
@@ -444,13 +444,13 @@ pub fn plan_with<'t>(
         planner.open.push((Path::new(""), 0));
     }
 
-    let protected = |path: &Path| config.protected.iter().any(|p| path.starts_with(p));
+    let protected = |path: &Path| config.protected.iter().any(|p| is_within(path, p));
     // A destination directory at a path where SRC has something else: (its path, what becomes
     // of what is below it, whether anything is).
     let mut covered: Option<(&Path, Below, bool)> = None;
     for pair in merge(src, dst) {
         if let (Pair::Right(j), Some((dir, below, inside))) = (pair, covered.as_mut()) {
-            if dst.path_at(j).starts_with(dir) {
+            if is_within(dst.path_at(j), dir) {
                 *inside = true;
                 if let Below::Emptied(_) = below {
                     planner.destination_only(j);
@@ -569,13 +569,13 @@ impl<'t> Planner<'_, 't> {
     fn parent_dir(&mut self, path: &Path) -> Option<usize> {
         let parent = path.parent().unwrap_or(Path::new(""));
         while let Some(&(dir, _)) = self.open.last() {
-            if parent.starts_with(dir) {
+            if is_within(parent, dir) {
                 break;
             }
             self.open.pop();
         }
         match self.open.last() {
-            Some(&(dir, index)) if dir == parent => Some(index),
+            Some(&(dir, index)) if dir.as_os_str() == parent.as_os_str() => Some(index),
             _ => None,
         }
     }

@@ -13,7 +13,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-use crate::entry::{merge, Pair, Tag, Tree};
+use crate::entry::{is_within, merge, Pair, Tag, Tree};
 use crate::fsops::is_temporary;
 use crate::plan::Escaped;
 
@@ -215,7 +215,7 @@ pub fn listings(config: &Config, src: &Tree, dst: &Tree) -> Result<(), Refusal> 
         let cause = io::Error::new(e.source.kind(), e.source.to_string());
         return Err(Refusal::SourceUnreadable(config.src.clone(), cause));
     }
-    let protected = |path: &Path| config.protected.iter().any(|p| path.starts_with(p));
+    let protected = |path: &Path| config.protected.iter().any(|p| is_within(path, p));
     let counted = |i: u32| {
         let path = dst.path_at(i);
         !protected(path) && !is_temporary(path, dst.entries[i as usize].tag)

@@ -1,22 +1,31 @@
 //! Listing one side: every entry below a root, with one `lstat` each, and every error.
 //!
 //! The walk is depth-first with each directory's children sorted by name bytes, which is the
-//! path order the planner's merge needs. Each directory is read once, and its children are
-//! stat'ed relative to the open directory (`fstatat`, no path walk per entry) in parallel on the
-//! rayon pool, so one large tree uses every core while SRC and DST are also scanned at the same
-//! time. Symlinks are recorded as links (target text read, never followed); a directory the
-//! filter leaves out is not entered. An entry that cannot be listed or stat'ed becomes an error
-//! in [`Tree::errors`], never an empty directory: the planner withholds deletions when the
-//! source listing is incomplete. An entry that disappears while the scan runs is simply not
-//! there.
+//! path order the planner's merge needs. It goes through directory handles, never paths: each
+//! directory is opened relative to its parent (`openat` with `O_NOFOLLOW`), read once, and its
+//! children are stat'ed relative to it (`fstatat`) in parallel on the rayon pool, so one large
+//! tree uses every core while SRC and DST are also scanned at the same time. The walk keeps an
+//! explicit stack, not the call stack, and a directory's handle only while it still has a
+//! subdirectory to enter, so neither the depth of a tree nor the length of its paths
+//! (`PATH_MAX` is a limit on one path given to the kernel, never reached here) is a limit:
+//! a chain of directories costs one open handle, and a tree holds at most one per level that
+//! still has a subdirectory to visit (the process's open-file limit bounds that number).
+//!
+//! Symlinks are recorded as links (target text read, never followed); a directory the filter
+//! leaves out is not entered. An entry that cannot be listed or stat'ed becomes an error in
+//! [`Tree::errors`], never an empty directory: the planner withholds deletions when a listing
+//! is incomplete. An entry that disappears while the scan runs is simply not there — except
+//! the root, which is never taken for an empty tree.
 
-use std::ffi::OsString;
-use std::fs::{self, DirEntry, Metadata};
+use std::ffi::{OsStr, OsString};
+use std::fs;
 use std::io;
-use std::os::unix::fs::FileTypeExt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat};
 use tracing::debug;
 
 use crate::entry::{mode_of, Mtime, RootMeta, Tag, Tree};
@@ -27,7 +36,7 @@ use crate::filter::Filter;
 const PARALLEL_FROM: usize = 16;
 
 /// List everything below `root` that the filter allows. A missing root gives an empty tree
-/// with `root: None`.
+/// with `root: None`; a root that cannot be read gives an error.
 pub fn scan(root: &Path, filter: &Filter) -> Tree {
     let mut tree = Tree::default();
     let root_meta = match fs::metadata(root) {
@@ -42,8 +51,15 @@ pub fn scan(root: &Path, filter: &Filter) -> Tree {
         mtime: Mtime::of(&root_meta),
         mode: mode_of(&root_meta),
     });
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let mut walker = Walker { root, filter, tree };
-    walker.walk(root, &mut PathBuf::new());
+    match rustix::fs::open(root, flags, Mode::empty()) {
+        Ok(fd) => walker.walk(fd),
+        Err(e) => walker
+            .tree
+            .errors
+            .push(Error::new(Op::ReadDir, root, e.into())),
+    }
     let mut tree = walker.tree;
     tree.shrink();
     debug!(
@@ -61,97 +77,159 @@ struct Walker<'a> {
     tree: Tree,
 }
 
-/// One child of a directory, stat'ed.
+/// One child of a directory, stat'ed, with a symlink's target read.
 struct Child {
     name: OsString,
-    entry: DirEntry,
-    meta: io::Result<Metadata>,
+    stat: io::Result<Stat>,
+    target: Option<io::Result<PathBuf>>,
+}
+
+/// A directory being walked: its children still to record, and its handle while one of them
+/// is a directory still to enter.
+struct Level {
+    dir: Option<OwnedFd>,
+    children: std::vec::IntoIter<Child>,
+    subdirs_left: usize,
+}
+
+fn tag_of(stat: &Stat) -> Tag {
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile => Tag::File,
+        FileType::Directory => Tag::Dir,
+        FileType::Symlink => Tag::Symlink,
+        _ => Tag::Special,
+    }
 }
 
 impl Walker<'_> {
-    /// List directory `dir` (whose path below the root is `rel`) and everything below it.
-    fn walk(&mut self, dir: &Path, rel: &mut PathBuf) {
-        // Each name is fetched once: it is the sort key and then the path component.
-        let mut entries = Vec::new();
-        let listing = fs::read_dir(dir).and_then(|list| {
-            for entry in list {
-                let entry = entry?;
-                entries.push((entry.file_name(), entry));
-            }
-            Ok(())
-        });
-        if let Err(e) = listing {
-            // A directory that vanished since it was seen is simply gone; the root is not: a
-            // root that cannot be listed is never taken for an empty one.
-            if e.kind() != io::ErrorKind::NotFound || rel.as_os_str().is_empty() {
-                self.tree.errors.push(Error::new(Op::ReadDir, dir, e));
-            }
-            if entries.is_empty() {
-                return;
-            }
-        }
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let stat = |(name, entry): (OsString, DirEntry)| {
-            let meta = entry.metadata();
-            Child { name, entry, meta }
-        };
-        let children: Vec<Child> = if entries.len() >= PARALLEL_FROM {
-            entries.into_par_iter().with_min_len(8).map(stat).collect()
-        } else {
-            entries.into_iter().map(stat).collect()
-        };
-        for child in children {
+    /// Walk the tree below the open root, depth first, without recursion.
+    fn walk(&mut self, root: OwnedFd) {
+        let mut rel = PathBuf::new();
+        let mut stack = vec![self.level(root, &rel)];
+        while let Some(level) = stack.last_mut() {
+            let Some(child) = level.children.next() else {
+                stack.pop();
+                rel.pop(); // the root's level pops nothing: `rel` is empty then
+                continue;
+            };
             rel.push(&child.name);
-            self.add(child, rel);
-            rel.pop();
+            let Some(()) = self.add(&child, &rel) else {
+                rel.pop();
+                continue;
+            };
+            // A directory to enter: the handle of its parent is kept only while another
+            // subdirectory is left to enter.
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let opened = level
+                .dir
+                .as_ref()
+                .map(|parent| rustix::fs::openat(parent, &child.name, flags, Mode::empty()));
+            level.subdirs_left -= 1;
+            if level.subdirs_left == 0 {
+                level.dir = None;
+            }
+            match opened {
+                Some(Ok(fd)) => {
+                    let level = self.level(fd, &rel);
+                    stack.push(level);
+                }
+                Some(Err(e)) if e != rustix::io::Errno::NOENT => {
+                    let path = self.root.join(&rel);
+                    self.tree
+                        .errors
+                        .push(Error::new(Op::ReadDir, path, e.into()));
+                    rel.pop();
+                }
+                _ => {
+                    rel.pop();
+                }
+            }
         }
     }
 
-    /// Record one child and, for a directory, its contents.
-    fn add(&mut self, child: Child, rel: &mut PathBuf) {
-        let path = || self.root.join(&*rel);
-        let meta = match child.meta {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+    /// List the open directory `dir` (whose path below the root is `rel`).
+    fn level(&mut self, dir: OwnedFd, rel: &Path) -> Level {
+        let children = self.list(dir.as_fd(), rel);
+        let subdirs_left = children
+            .iter()
+            .filter(|c| c.stat.as_ref().is_ok_and(|s| tag_of(s) == Tag::Dir))
+            .count();
+        Level {
+            dir: (subdirs_left > 0).then_some(dir),
+            children: children.into_iter(),
+            subdirs_left,
+        }
+    }
+
+    /// The children of `dir`, sorted by name, each stat'ed (and a symlink's target read).
+    fn list(&mut self, dir: BorrowedFd<'_>, rel: &Path) -> Vec<Child> {
+        let mut names = Vec::new();
+        let listing = (|| -> io::Result<()> {
+            for entry in Dir::read_from(dir)? {
+                let name = entry?.file_name().to_bytes().to_vec();
+                if name != b"." && name != b".." {
+                    names.push(OsString::from(OsStr::from_bytes(&name)));
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = listing {
+            // A directory that vanished since it was seen is simply gone; the root is not.
+            if e.kind() != io::ErrorKind::NotFound || rel.as_os_str().is_empty() {
+                self.tree
+                    .errors
+                    .push(Error::new(Op::ReadDir, self.root.join(rel), e));
+            }
+        }
+        names.sort_unstable();
+        let stat = |name: OsString| {
+            let stat =
+                rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW).map_err(Into::into);
+            let target = match &stat {
+                Ok(s) if tag_of(s) == Tag::Symlink => Some(
+                    rustix::fs::readlinkat(dir, &name, Vec::new())
+                        .map(|t| PathBuf::from(OsStr::from_bytes(t.as_bytes())))
+                        .map_err(Into::into),
+                ),
+                _ => None,
+            };
+            Child { name, stat, target }
+        };
+        if names.len() >= PARALLEL_FROM {
+            names.into_par_iter().with_min_len(8).map(stat).collect()
+        } else {
+            names.into_iter().map(stat).collect()
+        }
+    }
+
+    /// Record one child; `Some` when it is a directory to enter.
+    fn add(&mut self, child: &Child, rel: &Path) -> Option<()> {
+        let path = || self.root.join(rel);
+        let stat = match &child.stat {
+            Ok(stat) => stat,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
             Err(e) => {
+                let e = io::Error::new(e.kind(), e.to_string());
                 self.tree.errors.push(Error::new(Op::Stat, path(), e));
-                return;
+                return None;
             }
         };
-        let file_type = meta.file_type();
-        let tag = if file_type.is_file() {
-            Tag::File
-        } else if file_type.is_dir() {
-            Tag::Dir
-        } else if file_type.is_symlink() {
-            Tag::Symlink
-        } else {
-            debug_assert!(
-                file_type.is_fifo()
-                    || file_type.is_socket()
-                    || file_type.is_block_device()
-                    || file_type.is_char_device()
-            );
-            Tag::Special
-        };
+        let tag = tag_of(stat);
         if !self.filter.allows(rel, tag == Tag::Dir) {
-            return;
+            return None;
         }
-        let target = match tag {
-            Tag::Symlink => match fs::read_link(child.entry.path()) {
-                Ok(target) => Some(target),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-                Err(e) => {
-                    self.tree.errors.push(Error::new(Op::ReadLink, path(), e));
-                    return;
-                }
-            },
-            _ => None,
+        let target = match &child.target {
+            Some(Ok(target)) => Some(target.as_path()),
+            Some(Err(e)) if e.kind() == io::ErrorKind::NotFound => return None,
+            Some(Err(e)) => {
+                let e = io::Error::new(e.kind(), e.to_string());
+                self.tree.errors.push(Error::new(Op::ReadLink, path(), e));
+                return None;
+            }
+            None => None,
         };
-        self.tree.push(rel, &meta, tag, target.as_deref());
-        if tag == Tag::Dir {
-            self.walk(&child.entry.path(), rel);
-        }
+        self.tree.push(rel, stat, tag, target);
+        (tag == Tag::Dir).then_some(())
     }
 }
 

@@ -12,10 +12,11 @@
 //! is the filesystem's.
 
 use std::cell::RefCell;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::{Component, Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{Mode, OFlags};
@@ -85,13 +86,6 @@ impl Base {
         create: bool,
         f: impl FnOnce(BorrowedFd<'_>) -> T,
     ) -> io::Result<T> {
-        let target: Vec<&OsStr> = dir
-            .components()
-            .filter_map(|c| match c {
-                Component::Normal(name) => Some(name),
-                _ => None,
-            })
-            .collect();
         // The cursor is taken out while in use, so that a walk in another base (the backup
         // directory, from inside a walk in DST) has its own.
         let mut cursor = CURSORS
@@ -101,7 +95,7 @@ impl Base {
                 Some(cursors.swap_remove(at))
             })
             .map_or_else(|| Cursor::at_base(self), Ok)?;
-        let moved = cursor.go(self, &target, create);
+        let moved = cursor.go(self, dir.as_os_str().as_bytes(), create);
         let result = moved.map(|()| f(cursor.fd.as_fd()));
         CURSORS.with(|cursors| {
             let mut cursors = cursors.borrow_mut();
@@ -128,10 +122,13 @@ thread_local! {
 /// Where one thread last was below one base.
 struct Cursor {
     key: u64,
-    /// The open directory, and the names that lead to it from the base.
+    /// The open directory.
     fd: OwnedFd,
-    names: Vec<OsString>,
-    /// Device and inode of the base and of each directory in `names`.
+    /// Its path below the base (normal: no `.`, `..` or doubled slashes), and where each of
+    /// its components ends in it: paths are compared as bytes, never component by component.
+    path: Vec<u8>,
+    ends: Vec<usize>,
+    /// Device and inode of the base and of each directory on the way.
     ids: Vec<(u64, u64)>,
 }
 
@@ -142,27 +139,34 @@ impl Cursor {
         Ok(Cursor {
             key: base.key,
             fd,
-            names: Vec::new(),
+            path: Vec::new(),
+            ends: Vec::new(),
             ids,
         })
     }
 
-    /// Move to the directory `target` (names below the base).
-    fn go(&mut self, base: &Base, target: &[&OsStr], create: bool) -> io::Result<()> {
-        let common = self
-            .names
-            .iter()
-            .zip(target)
-            .take_while(|(a, b)| a.as_os_str() == **b)
-            .count();
-        while self.names.len() > common {
+    /// Move to the directory `target` (a normal path below the base, as bytes).
+    fn go(&mut self, base: &Base, target: &[u8], create: bool) -> io::Result<()> {
+        while let Some(&end) = self.ends.last() {
+            let shared = target.len() >= end
+                && target[..end] == self.path[..end]
+                && (target.len() == end || target[end] == b'/');
+            if shared {
+                break;
+            }
             if self.up().is_err() {
                 *self = Cursor::at_base(base)?;
                 break;
             }
         }
-        for &name in &target[self.names.len()..] {
-            self.down(name, create)?;
+        let mut at = self.ends.last().map_or(0, |&end| end + 1);
+        while at < target.len() {
+            let next = target[at..]
+                .iter()
+                .position(|&b| b == b'/')
+                .map_or(target.len(), |n| at + n);
+            self.down(OsStr::from_bytes(&target[at..next]), create)?;
+            at = next + 1;
         }
         Ok(())
     }
@@ -176,8 +180,10 @@ impl Cursor {
             return Err(io::Error::other("the directory was moved during the run"));
         }
         self.fd = parent;
-        self.names.pop();
         self.ids.pop();
+        self.ends.pop();
+        let end = self.ends.last().copied().unwrap_or(0);
+        self.path.truncate(end);
         Ok(())
     }
 
@@ -205,7 +211,11 @@ impl Cursor {
             e => e.into(),
         })?;
         self.ids.push(identity(fd.as_fd())?);
-        self.names.push(name.to_os_string());
+        if !self.path.is_empty() {
+            self.path.push(b'/');
+        }
+        self.path.extend_from_slice(name.as_bytes());
+        self.ends.push(self.path.len());
         self.fd = fd;
         Ok(())
     }

@@ -34,7 +34,7 @@ use crate::dest::Destination;
 use crate::entry::{merge, Mtime, Pair, RootMeta, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
-use crate::fsops::{open_source, Copied, CopyError, Expected, Held};
+use crate::fsops::{open_source, Copied, CopyError, Expected, Held, Source};
 
 /// Files up to this size are one PUT; larger ones are uploaded in parts of this size.
 pub const PART: usize = 8 << 20;
@@ -139,9 +139,9 @@ fn etag_md5(etag: &str) -> Option<[u8; 16]> {
     Some(md5)
 }
 
-/// MD5 of a whole local file.
-fn file_md5(path: &Path) -> io::Result<[u8; 16]> {
-    let mut file = std::fs::File::open(path)?;
+/// MD5 of a whole local file, read from its start; it is left at its start again.
+fn file_md5(file: &mut std::fs::File) -> io::Result<[u8; 16]> {
+    use std::io::Seek;
     let mut hasher = Md5::new();
     let mut buf = vec![0; 1 << 20];
     loop {
@@ -150,6 +150,7 @@ fn file_md5(path: &Path) -> io::Result<[u8; 16]> {
             n => hasher.update(&buf[..n]),
         }
     }
+    file.rewind()?;
     Ok(hasher.finalize().into())
 }
 
@@ -297,7 +298,6 @@ impl S3 {
     async fn upload(
         &self,
         mut file: std::fs::File,
-        src: &Path,
         key: &str,
         expected: Expected,
     ) -> std::result::Result<u64, UploadError> {
@@ -323,7 +323,7 @@ impl S3 {
             return Ok(expected.size);
         }
         // A multipart ETag is not the content's MD5: keep it in the metadata for --checksum.
-        let md5 = file_md5(src).map_err(UploadError::Read)?;
+        let md5 = file_md5(&mut file).map_err(UploadError::Read)?;
         metadata.insert(
             "md5chksum".to_string(),
             base64::engine::general_purpose::STANDARD.encode(md5),
@@ -557,7 +557,10 @@ impl Destination for S3 {
             let local_md5s: Vec<Option<io::Result<[u8; 16]>>> = match compare.method {
                 Method::Checksum => same_size
                     .par_iter()
-                    .map(|&(i, _)| Some(file_md5(&src_root.join(src.origin(i)))))
+                    .map(|&(i, _)| {
+                        let path = src_root.join(src.origin(i));
+                        Some(std::fs::File::open(path).and_then(|mut file| file_md5(&mut file)))
+                    })
                     .collect(),
                 _ => same_size.iter().map(|_| None).collect(),
             };
@@ -627,14 +630,15 @@ impl Destination for S3 {
 
     fn write_file(
         &self,
-        src: &Path,
+        source: Source<'_>,
         rel: &Path,
         expected: Option<Expected>,
         held: Held,
     ) -> std::result::Result<Copied, CopyError> {
-        let Some((file, expected)) = open_source(src, expected)? else {
+        let Some((file, expected)) = open_source(source, expected)? else {
             return Ok(Copied::Vanished);
         };
+        let src = &source.path();
         let key = self.key(rel).map_err(|e| self.fail(Op::Copy, rel, e))?;
         let to = self.path(rel);
         self.rt.block_on(async {
@@ -647,7 +651,7 @@ impl Destination for S3 {
                     .await
                     .map_err(|e| Error::copy(src, &to, e))?;
             }
-            match self.upload(file, src, &key, expected).await {
+            match self.upload(file, &key, expected).await {
                 Ok(bytes) => Ok(Copied::Done(bytes)),
                 Err(UploadError::Changed) => Err(CopyError::Changed),
                 Err(UploadError::Read(e)) => Err(Error::new(Op::Read, src, e).into()),
@@ -669,7 +673,7 @@ impl Destination for S3 {
 
     fn fix(
         &self,
-        src: &Path,
+        src: Source<'_>,
         rel: &Path,
         tag: Tag,
         _mode: Option<u16>,
@@ -684,7 +688,7 @@ impl Destination for S3 {
             Err(CopyError::Io(e)) => Err(e),
             Err(CopyError::Changed) => {
                 let cause = io::Error::other("it changed while being copied");
-                Err(Error::copy(src, &self.path(rel), cause))
+                Err(Error::copy(&src.path(), &self.path(rel), cause))
             }
         }
     }

@@ -32,7 +32,9 @@ use crate::dest::Destination;
 use crate::entry::{Mtime, RootMeta, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
-use crate::fsops::{self, is_temp_name, open_source, temp_name, Copied, CopyError, Expected, Held};
+use crate::fsops::{
+    self, is_temp_name, open_source, temp_name, Copied, CopyError, Expected, Held, Source,
+};
 
 const POSIX_RENAME: &str = "posix-rename@openssh.com";
 /// Bytes per write request: every SFTP server accepts 32 KiB; more when it says so.
@@ -780,14 +782,15 @@ impl Destination for Sftp {
 
     fn write_file(
         &self,
-        src: &Path,
+        source: Source<'_>,
         rel: &Path,
         expected: Option<Expected>,
         held: Held,
     ) -> std::result::Result<Copied, CopyError> {
-        let Some((file, expected)) = open_source(src, expected)? else {
+        let Some((file, expected)) = open_source(source, expected)? else {
             return Ok(Copied::Vanished);
         };
+        let src = &source.path();
         match self
             .rt
             .block_on(self.upload(file, rel, expected, held.other()))
@@ -828,7 +831,7 @@ impl Destination for Sftp {
 
     fn fix(
         &self,
-        _src: &Path,
+        _src: Source<'_>,
         rel: &Path,
         tag: Tag,
         mode: Option<u16>,

@@ -561,3 +561,85 @@ fn a_destination_directory_swapped_for_a_symlink_mid_run_is_never_written_throug
             )
     );
 }
+
+/// `find`'s view of a tree that paths cannot reach (deeper than `PATH_MAX`): type, mode, size,
+/// mtime and depth of every entry, in find's order (both trees are made the same way).
+fn deep_listing(root: &std::path::Path) -> Vec<String> {
+    let out = std::process::Command::new("find")
+        .args([".", "-printf", "%y %m %s %T@ %d %f\\n"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Below `root`, a chain of `depth` directories named `d`, each holding a file `f` with its
+/// level, and a file `bottom` in the last: made through handles, since no path reaches it.
+fn deep_chain(root: &std::path::Path, depth: u32) {
+    use rustix::fs::{mkdirat, openat, Mode, OFlags};
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let file_flags = OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC;
+    let mode = Mode::from_raw_mode(0o755);
+    let mut dir = rustix::fs::open(root, dir_flags, Mode::empty()).unwrap();
+    for level in 1..=depth {
+        mkdirat(&dir, "d", mode).unwrap();
+        let file = openat(&dir, "f", file_flags, Mode::from_raw_mode(0o644)).unwrap();
+        rustix::io::write(&file, format!("{level}\n").as_bytes()).unwrap();
+        dir = openat(&dir, "d", dir_flags, Mode::empty()).unwrap();
+    }
+    let file = openat(&dir, "bottom", file_flags, Mode::from_raw_mode(0o644)).unwrap();
+    rustix::io::write(&file, b"bottom\n").unwrap();
+}
+
+/// Remove the chain below `root`'s `levels`-th `d` (all of it for 0), one handle at a time.
+fn cut_chain(root: &std::path::Path, levels: u32) {
+    use rustix::fs::{openat, unlinkat, AtFlags, Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut dir = rustix::fs::open(root, flags, Mode::empty()).unwrap();
+    for _ in 0..levels {
+        dir = openat(&dir, "d", flags, Mode::empty()).unwrap();
+    }
+    let mut depth = 0;
+    while let Ok(next) = openat(&dir, "d", flags, Mode::empty()) {
+        dir = next;
+        depth += 1;
+    }
+    for _ in 0..depth {
+        for name in ["f", "bottom"] {
+            let _ = unlinkat(&dir, name, AtFlags::empty());
+        }
+        dir = openat(&dir, "..", flags, Mode::empty()).unwrap();
+        unlinkat(&dir, "d", AtFlags::REMOVEDIR).unwrap();
+    }
+}
+
+#[test]
+fn a_tree_ten_thousand_directories_deep_is_mirrored_and_pruned() {
+    let f = Fixture::new();
+    // Its deepest paths are 20,000 bytes long, five times PATH_MAX.
+    deep_chain(&f.src, 10_000);
+    let run = f.sync(&[]).expect(0);
+    assert!(run.stderr.contains("10,001 copied"), "{run:?}");
+    assert_eq!(deep_listing(&f.src), deep_listing(&f.dst));
+    let noop = f.sync(&["-v"]).expect(0);
+    assert_eq!(noop.stdout, "", "a second run writes nothing");
+    // The deeper half goes: 5,000 directories and 5,000 files, deepest first.
+    cut_chain(&f.src, 5_000);
+    let run = f.sync(&[]).expect(0);
+    assert!(run.stderr.contains("10,000 deleted"), "{run:?}");
+    assert_eq!(deep_listing(&f.src), deep_listing(&f.dst));
+    // The fixture's own clean-up recurses on depth: leave it nothing deep.
+    cut_chain(&f.src, 0);
+    cut_chain(&f.dst, 0);
+}

@@ -263,10 +263,11 @@ fn a_file_changed_during_its_copy_is_copied_again() {
     if !need_strace() {
         return;
     }
-    // The run stops once it has opened changing.log; the file grows; the run goes on, copies
-    // what it finds, sees the size move and copies again.
-    let mut run = Paused::start("openat", &changing, "1", [&f.src, &f.dst]);
-    assert!(run.stopped(), "changing.log was never opened");
+    // The run stops as it copies changing.log (before the copy, or right after it where the
+    // filesystem does not interrupt it); the file grows; the run goes on, sees the size move
+    // and copies again.
+    let mut run = Paused::start("copy_file_range", &changing, "1", [&f.src, &f.dst]);
+    assert!(run.stopped(), "changing.log was never copied");
     append(&changing, b"more");
     run.resume();
     let run = run.finish().expect(0);
@@ -286,10 +287,10 @@ fn a_file_that_keeps_changing_is_never_renamed_into_place() {
     if !need_strace() {
         return;
     }
-    // Stop once the first try has opened changing.log, and once the second try has taken its
-    // fresh look at it (its second stat: the first is the first try's check after copying):
-    // each time the file grows before it is copied.
-    let stops_at = [("openat", "1"), ("statx", "2")];
+    // Stop as the first try copies changing.log, and once the second try has taken its fresh
+    // look at it (its second stat: the first is the first try's check after copying): each
+    // time the file grows before that try checks it.
+    let stops_at = [("copy_file_range", "1"), ("statx", "2")];
     let mut run = Paused::start_at(&stops_at, &changing, [&f.src, &f.dst]);
     let mut stops = 0;
     while run.stopped() {
@@ -398,16 +399,15 @@ fn a_killed_first_copy_leaves_only_complete_files_and_no_temporaries() {
     assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
 }
 
-/// Run `syncease EXTRA SRC DST` over SRC's `a.txt` and `late.txt`, stopped as it opens
-/// late.txt to copy it (DST was listed long before), while `put` makes something at
-/// DST/late.txt.
+/// Run `syncease EXTRA SRC DST` over SRC's `a.txt` and `late.txt`, stopped as it copies
+/// late.txt (DST was listed long before), while `put` makes something at DST/late.txt.
 fn put_during_the_run(f: &Fixture, extra: &[&std::ffi::OsStr], put: impl FnOnce(&Path)) -> Run {
     f.write("src/a.txt", "a");
     let late = f.write("src/late.txt", "from the source");
     let mut args = extra.to_vec();
     args.extend([f.src.as_os_str(), f.dst.as_os_str()]);
-    let mut run = Paused::start("openat", &late, "1", args);
-    assert!(run.stopped(), "late.txt was never opened");
+    let mut run = Paused::start("copy_file_range", &late, "1", args);
+    assert!(run.stopped(), "late.txt was never copied");
     put(&f.dst.join("late.txt"));
     run.resume();
     run.finish()
