@@ -20,7 +20,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -87,7 +87,7 @@ struct Child {
 /// A directory being walked: its children still to record, and its handle while one of them
 /// is a directory still to enter.
 struct Level {
-    dir: Option<OwnedFd>,
+    dir: Option<Dir>,
     children: std::vec::IntoIter<Child>,
     subdirs_left: usize,
 }
@@ -120,10 +120,10 @@ impl Walker<'_> {
             // A directory to enter: the handle of its parent is kept only while another
             // subdirectory is left to enter.
             let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            let opened = level
-                .dir
-                .as_ref()
-                .map(|parent| rustix::fs::openat(parent, &child.name, flags, Mode::empty()));
+            let opened = level.dir.as_ref().map(|parent| {
+                let parent = parent.fd()?;
+                rustix::fs::openat(parent, &child.name, flags, Mode::empty())
+            });
             level.subdirs_left -= 1;
             if level.subdirs_left == 0 {
                 level.dir = None;
@@ -149,23 +149,33 @@ impl Walker<'_> {
 
     /// List the open directory `dir` (whose path below the root is `rel`).
     fn level(&mut self, dir: OwnedFd, rel: &Path) -> Level {
-        let children = self.list(dir.as_fd(), rel);
+        let mut dir = Dir::new(dir);
+        let children = match &mut dir {
+            Ok(dir) => self.list(dir, rel),
+            Err(e) => {
+                let e = io::Error::from(*e);
+                self.tree
+                    .errors
+                    .push(Error::new(Op::ReadDir, self.root.join(rel), e));
+                Vec::new()
+            }
+        };
         let subdirs_left = children
             .iter()
             .filter(|c| c.stat.as_ref().is_ok_and(|s| tag_of(s) == Tag::Dir))
             .count();
         Level {
-            dir: (subdirs_left > 0).then_some(dir),
+            dir: dir.ok().filter(|_| subdirs_left > 0),
             children: children.into_iter(),
             subdirs_left,
         }
     }
 
     /// The children of `dir`, sorted by name, each stat'ed (and a symlink's target read).
-    fn list(&mut self, dir: BorrowedFd<'_>, rel: &Path) -> Vec<Child> {
+    fn list(&mut self, entries: &mut Dir, rel: &Path) -> Vec<Child> {
         let mut names = Vec::new();
         let listing = (|| -> io::Result<()> {
-            for entry in Dir::read_from(dir)? {
+            for entry in &mut *entries {
                 let name = entry?.file_name().to_bytes().to_vec();
                 if name != b"." && name != b".." {
                     names.push(OsString::from(OsStr::from_bytes(&name)));
@@ -182,6 +192,9 @@ impl Walker<'_> {
             }
         }
         names.sort_unstable();
+        let Ok(dir) = entries.fd() else {
+            return Vec::new();
+        };
         let stat = |name: OsString| {
             let stat =
                 rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW).map_err(Into::into);
