@@ -643,3 +643,38 @@ fn a_tree_ten_thousand_directories_deep_is_mirrored_and_pruned() {
     cut_chain(&f.src, 0);
     cut_chain(&f.dst, 0);
 }
+
+#[test]
+fn a_symlink_that_an_earlier_run_moved_into_the_backup_is_never_followed() {
+    let f = Fixture::new();
+    let backup = f.path("backup");
+    let arg = backup.to_str().unwrap();
+    f.write("src/keep", "k");
+    f.write("dst/keep", "k");
+    f.write("outside/existing", "outside");
+    // Run 1: DST's link `a` (to a directory outside) is deleted, so it moves into the backup.
+    f.symlink("dst/a", f.path("outside"));
+    f.sync(&["--backup-dir", arg]).expect(0);
+    assert!(fs::symlink_metadata(backup.join("a")).unwrap().is_symlink());
+    // Run 2: DST has a directory `a` whose file goes: its backup slot is below the link.
+    f.write("dst/a/f", "to back up");
+    let outside = (
+        Manifest::of(&f.path("outside")),
+        identity(&f.path("outside")),
+    );
+    let run = f.sync(&["--backup-dir", arg]).expect(1);
+    assert!(run.stderr.contains("no longer a directory"), "{run:?}");
+    assert!(
+        outside
+            == (
+                Manifest::of(&f.path("outside")),
+                identity(&f.path("outside"))
+            ),
+        "the backup went through the link: {run:?}"
+    );
+    assert_eq!(
+        fs::read(f.dst.join("a/f")).unwrap(),
+        b"to back up",
+        "kept in place"
+    );
+}
