@@ -711,16 +711,20 @@ fn keep(at: At<'_>, backup: &Base, rel: &Path, how: Keep) -> Result<()> {
             Keep::Copy => rustix::fs::linkat(at.dir, at.name, to, &slot, AtFlags::empty()),
             Keep::Move => rustix::fs::renameat(at.dir, at.name, to, &slot),
         };
+        use rustix::io::Errno;
         match done {
             Ok(()) => Ok(()),
             // Another filesystem (or no hard links there): copy.
-            Err(_) => {
+            Err(Errno::XDEV | Errno::PERM | Errno::MLINK | Errno::NOTSUP)
+                if how == Keep::Copy || done == Err(Errno::XDEV) =>
+            {
                 copy_entry(at.dir, at.name, to, &slot)?;
                 match how {
                     Keep::Copy => Ok(()),
                     Keep::Move => Ok(rustix::fs::unlinkat(at.dir, at.name, AtFlags::empty())?),
                 }
             }
+            Err(e) => Err(e.into()),
         }
     });
     kept.and_then(|kept| kept).at(Op::Rename, &slot_path)

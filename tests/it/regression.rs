@@ -6,7 +6,7 @@ use crate::util::*;
 
 /// DST as it is now: contents and identities, to prove a run changed nothing.
 fn state(f: &Fixture) -> (Manifest, Identity) {
-    (Manifest::of(&f.dst), identity(&f.dst))
+    snapshot(&f.dst)
 }
 
 /// A backup with two files in it.
@@ -246,7 +246,7 @@ fn one_tree_seen_through_a_bind_mount_is_refused_like_the_same_path() {
     f.write("outer/unrelated.txt", "kept");
     let _bind = Bind::mount(&f.path("outer"), &f.path("alias"));
     let src = f.path("outer/src");
-    let src_before = (Manifest::of(&src), identity(&src));
+    let src_before = snapshot(&src);
     // DST is SRC's parent seen through the bind mount: the mirror would delete SRC.
     let run = f
         .run([src.as_os_str(), f.path("alias").as_os_str()])
@@ -270,10 +270,7 @@ fn one_tree_seen_through_a_bind_mount_is_refused_like_the_same_path() {
         ])
         .expect(2);
     assert!(run.stderr.contains("is inside the source"), "{run:?}");
-    assert!(
-        src_before == (Manifest::of(&src), identity(&src)),
-        "SRC changed"
-    );
+    assert!(src_before == snapshot(&src), "SRC changed");
     assert!(f.path("outer/unrelated.txt").exists());
 }
 
@@ -519,10 +516,7 @@ fn a_destination_directory_swapped_for_a_symlink_mid_run_is_never_written_throug
     if !need_strace() {
         return;
     }
-    let outside = (
-        Manifest::of(&f.path("outside")),
-        identity(&f.path("outside")),
-    );
+    let outside = snapshot(&f.path("outside"));
     // One worker, files in path order: stopped while it copies a-first.txt, with sub/ listed
     // as a directory; then sub/ is swapped for a link to a directory outside DST.
     let first = f.path("src/a-first.txt");
@@ -540,11 +534,7 @@ fn a_destination_directory_swapped_for_a_symlink_mid_run_is_never_written_throug
     let run = run.finish().expect(1);
     assert!(run.stderr.contains("no longer a directory"), "{run:?}");
     assert!(
-        outside
-            == (
-                Manifest::of(&f.path("outside")),
-                identity(&f.path("outside"))
-            ),
+        outside == snapshot(&f.path("outside")),
         "something was written outside DST:\n{run:?}"
     );
     assert!(fs::symlink_metadata(f.dst.join("sub"))
@@ -553,13 +543,7 @@ fn a_destination_directory_swapped_for_a_symlink_mid_run_is_never_written_throug
     // The next run replaces the link by a directory and converges.
     f.sync(&[]).expect(0);
     assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
-    assert!(
-        outside
-            == (
-                Manifest::of(&f.path("outside")),
-                identity(&f.path("outside"))
-            )
-    );
+    assert!(outside == snapshot(&f.path("outside")));
 }
 
 /// `find`'s view of a tree that paths cannot reach (deeper than `PATH_MAX`): type, mode, size,
@@ -658,18 +642,11 @@ fn a_symlink_that_an_earlier_run_moved_into_the_backup_is_never_followed() {
     assert!(fs::symlink_metadata(backup.join("a")).unwrap().is_symlink());
     // Run 2: DST has a directory `a` whose file goes: its backup slot is below the link.
     f.write("dst/a/f", "to back up");
-    let outside = (
-        Manifest::of(&f.path("outside")),
-        identity(&f.path("outside")),
-    );
+    let outside = snapshot(&f.path("outside"));
     let run = f.sync(&["--backup-dir", arg]).expect(1);
     assert!(run.stderr.contains("no longer a directory"), "{run:?}");
     assert!(
-        outside
-            == (
-                Manifest::of(&f.path("outside")),
-                identity(&f.path("outside"))
-            ),
+        outside == snapshot(&f.path("outside")),
         "the backup went through the link: {run:?}"
     );
     assert_eq!(

@@ -18,20 +18,14 @@ fn synced() -> Fixture {
 
 #[track_caller]
 fn assert_refused(f: &Fixture, args: &[&std::ffi::OsStr], expect: &str) {
-    let before_dst = f
-        .dst
-        .exists()
-        .then(|| (Manifest::of(&f.dst), identity(&f.dst)));
+    let before_dst = f.dst.exists().then(|| snapshot(&f.dst));
     let before_src = (Manifest::of(&f.src), identity(&f.src));
     let run = f.run(args).expect(2);
     assert!(
         run.stderr.contains("refusing to sync") && run.stderr.contains(expect),
         "{run:?}"
     );
-    let after_dst = f
-        .dst
-        .exists()
-        .then(|| (Manifest::of(&f.dst), identity(&f.dst)));
+    let after_dst = f.dst.exists().then(|| snapshot(&f.dst));
     assert!(before_dst == after_dst, "DST changed by a refused run");
     assert!(
         before_src == (Manifest::of(&f.src), identity(&f.src)),
@@ -143,18 +137,9 @@ fn a_symlink_in_dst_is_replaced_never_written_through() {
     f.write("src/sub/deeper/f", "x");
     f.mkdir("dst");
     f.symlink("dst/sub", f.path("outside"));
-    let outside = (
-        Manifest::of(&f.path("outside")),
-        identity(&f.path("outside")),
-    );
+    let outside = snapshot(&f.path("outside"));
     f.sync(&[]).expect(0);
-    assert_eq!(
-        outside,
-        (
-            Manifest::of(&f.path("outside")),
-            identity(&f.path("outside"))
-        )
-    );
+    assert_eq!(outside, snapshot(&f.path("outside")));
     assert!(fs::symlink_metadata(f.path("dst/sub")).unwrap().is_dir());
     assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
 }
@@ -188,10 +173,13 @@ fn read_only_destination_directory_is_updated_and_stays_read_only() {
 #[test]
 fn leftover_temporaries_are_swept_even_without_deletion() {
     let f = synced();
-    f.write("dst/sub/.syncease-AbC123.tmp", "partial");
+    f.write("dst/sub/.syncease-AbC123.tmp", "half a file");
+    f.write("dst/.syncease-l1a2.tmp", "");
     f.sync(&["--no-delete"]).expect(0);
     assert!(temporaries(&f.dst).is_empty());
     assert!(f.path("dst/extra.txt").exists());
+    f.sync(&[]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
 }
 
 #[test]

@@ -253,17 +253,6 @@ fn updates_replace_the_file_instead_of_writing_into_it() {
 }
 
 #[test]
-fn leftover_temporaries_are_swept() {
-    let f = Fixture::new();
-    f.write("src/a/f", "x");
-    f.sync(&[]).expect(0);
-    f.write("dst/a/.syncease-Zx81Qp.tmp", "half a file");
-    f.write("dst/.syncease-l1a2.tmp", "");
-    f.sync(&[]).expect(0);
-    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
-}
-
-#[test]
 fn results_are_the_same_with_one_or_many_threads() {
     let f = Fixture::new();
     for i in 0..200 {

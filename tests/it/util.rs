@@ -200,6 +200,11 @@ pub fn assert_same(left: &Manifest, right: &Manifest) {
     panic!("trees differ:\n{diff}");
 }
 
+/// Contents and identities of a tree: equal snapshots mean nothing below it changed.
+pub fn snapshot(root: &Path) -> (Manifest, Identity) {
+    (Manifest::of(root), identity(root))
+}
+
 /// Per entry: inode, mtime (seconds, nanoseconds) and ctime (seconds, nanoseconds).
 pub type Identity = BTreeMap<PathBuf, (u64, i64, i64, i64, i64)>;
 
