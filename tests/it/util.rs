@@ -609,7 +609,11 @@ impl OtherFs {
 impl Drop for OtherFs {
     fn drop(&mut self) {
         if self.mounted {
-            let _ = Command::new("umount").arg(self.dir.path()).status();
+            // Lazily: a busy mount is detached all the same, never left behind.
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
         }
     }
 }
