@@ -62,6 +62,14 @@ pub struct Cli {
     #[arg(short, long, value_name = "N", help_heading = "Run")]
     pub jobs: Option<usize>,
 
+    /// Do not keep owners (as root they are kept by numeric id, as rsync -a --numeric-ids)
+    #[arg(long, help_heading = "Run")]
+    pub no_owner: bool,
+
+    /// Do not keep groups (kept as root, and as a user for the groups the user is in)
+    #[arg(long, help_heading = "Run")]
+    pub no_group: bool,
+
     /// Compare files of equal size by content (BLAKE3) instead of modification time
     #[arg(short, long, help_heading = "Compare", conflicts_with = "size_only")]
     pub checksum: bool,
@@ -228,6 +236,8 @@ impl Cli {
         config.flatten = self.flatten;
         config.dry_run = self.dry_run;
         config.wait_lock = self.wait_lock;
+        config.ownership.owner = !self.no_owner;
+        config.ownership.group = !self.no_group;
         config.delete = !self.no_delete;
         config.max_delete = self.max_delete;
         config.allow_empty_source = self.allow_empty_source;

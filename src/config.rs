@@ -60,10 +60,8 @@ pub struct Config {
     /// Relative paths left out of the mirror on both sides (the backup directory when it lies
     /// inside DST). Set by preflight.
     pub protected: Vec<PathBuf>,
-    /// The owner and group of what this run creates in DST (the process's effective ids for a
-    /// local folder; `None` where they are not known, as on remote destinations). A setuid or
-    /// setgid bit is only given to a copy that has its source's owner, or group. Set by `run`.
-    pub creator: Option<Owner>,
+    /// Who owns what the run writes, and which owners and groups it keeps.
+    pub ownership: Ownership,
     /// Whether the destination can hold symlinks; when not, the source's are skipped with a
     /// warning. Set by `run` from the destination.
     pub symlinks: bool,
@@ -74,6 +72,37 @@ pub struct Config {
     pub remote: Option<Url>,
     /// Settings of remote destinations.
     pub remote_options: remote::Options,
+}
+
+/// Who owns what a run writes in DST, and what of the source's ownership it keeps.
+#[derive(Clone, Debug, Default)]
+pub struct Ownership {
+    /// The process's effective ids: the owner and group of what it creates (set by `run` for a
+    /// local folder; `None` where they are not known, as on remote destinations, which then
+    /// keep no owners).
+    pub creator: Option<Owner>,
+    /// Keep owners (asked: `--no-owner` turns it off); only root can give files away.
+    pub owner: bool,
+    /// Keep groups (asked: `--no-group` turns it off): any group as root, otherwise the groups
+    /// the process belongs to.
+    pub group: bool,
+    /// The process's groups (supplementary and effective), for a run that is not root's.
+    pub groups: Vec<u32>,
+}
+
+impl Ownership {
+    /// Whether the copy of an entry owned by `uid` gets that owner.
+    pub fn keeps_owner(&self, uid: u32) -> bool {
+        self.creator
+            .is_some_and(|c| c.uid == uid || (self.owner && c.uid == 0))
+    }
+
+    /// Whether the copy of an entry of group `gid` gets that group.
+    pub fn keeps_group(&self, gid: u32) -> bool {
+        self.creator.is_some_and(|c| {
+            c.gid == gid || (self.group && (c.uid == 0 || self.groups.contains(&gid)))
+        })
+    }
 }
 
 impl Config {
@@ -94,7 +123,7 @@ impl Config {
             filter: Filter::default(),
             flatten: false,
             protected: Vec::new(),
-            creator: None,
+            ownership: Ownership::default(),
             symlinks: true,
             byte_names: true,
             remote: None,

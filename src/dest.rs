@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use crate::checksum;
 use crate::config::{Compare, Method};
-use crate::entry::{Mtime, Tag, Tree};
+use crate::entry::{Chown, Mtime, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
 use crate::fsops::{self, Base, Copied, CopyError, Displaced, Expected, Held, Source};
@@ -66,7 +66,7 @@ pub trait Destination: Sync {
         &self,
         src: Source<'_>,
         rel: &Path,
-        expected: Option<Expected>,
+        expected: Expected,
         held: Held,
     ) -> std::result::Result<Copied, CopyError>;
 
@@ -77,10 +77,11 @@ pub trait Destination: Sync {
         target: &Path,
         mtime: Mtime,
         replaces: Option<Tag>,
+        owner: Chown,
     ) -> Result<()>;
 
-    /// Give an entry whose contents are already right its mode and/or mtime. `src` is the
-    /// source file, for destinations that can only change metadata by writing again.
+    /// Give an entry whose contents are already right its owner, mode and/or mtime. `src` is
+    /// the source file, for destinations that can only change metadata by writing again.
     fn fix(
         &self,
         src: Source<'_>,
@@ -88,13 +89,14 @@ pub trait Destination: Sync {
         tag: Tag,
         mode: Option<u16>,
         mtime: Option<Mtime>,
+        owner: Chown,
     ) -> Result<()>;
 
     /// Remove an entry (a directory is empty by now). Already gone counts as done.
     fn remove(&self, rel: &Path, tag: Tag) -> Result<()>;
 
     /// Set a directory's mode and mtime, once nothing below it changes any more.
-    fn set_dir_meta(&self, rel: &Path, mode: u16, mtime: Mtime) -> Result<()>;
+    fn set_dir_meta(&self, rel: &Path, mode: u16, mtime: Mtime, owner: Chown) -> Result<()>;
 }
 
 /// A folder on a local filesystem, written only through [`fsops`] and its directory handles.
@@ -199,7 +201,7 @@ impl Destination for Local<'_> {
         &self,
         src: Source<'_>,
         rel: &Path,
-        expected: Option<Expected>,
+        expected: Expected,
         held: Held,
     ) -> std::result::Result<Copied, CopyError> {
         let displaced = self.displaced(rel)?;
@@ -212,9 +214,15 @@ impl Destination for Local<'_> {
         target: &Path,
         mtime: Mtime,
         replaces: Option<Tag>,
+        owner: Chown,
     ) -> Result<()> {
         let displaced = self.displaced(rel)?;
-        fsops::make_symlink(target, self.base()?, rel, mtime, replaces, displaced)
+        let link = fsops::Link {
+            target,
+            mtime,
+            owner,
+        };
+        fsops::make_symlink(link, self.base()?, rel, replaces, displaced)
     }
 
     fn fix(
@@ -224,8 +232,13 @@ impl Destination for Local<'_> {
         tag: Tag,
         mode: Option<u16>,
         mtime: Option<Mtime>,
+        owner: Chown,
     ) -> Result<()> {
         let base = self.base()?;
+        // The owner first: a chown clears setuid and setgid bits, which the mode then sets.
+        if !owner.is_empty() {
+            fsops::set_owner(base, rel, owner)?;
+        }
         if let Some(mode) = mode {
             fsops::set_mode(base, rel, u32::from(mode))?;
         }
@@ -239,8 +252,11 @@ impl Destination for Local<'_> {
         fsops::remove_entry(self.base()?, rel, tag, self.displaced(rel)?)
     }
 
-    fn set_dir_meta(&self, rel: &Path, mode: u16, mtime: Mtime) -> Result<()> {
+    fn set_dir_meta(&self, rel: &Path, mode: u16, mtime: Mtime, owner: Chown) -> Result<()> {
         let base = self.base()?;
+        if !owner.is_empty() {
+            fsops::set_owner(base, rel, owner)?;
+        }
         fsops::set_mode(base, rel, u32::from(mode))?;
         fsops::set_mtime(base, rel, mtime, Tag::Dir)
     }

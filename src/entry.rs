@@ -88,6 +88,19 @@ impl Owner {
     }
 }
 
+/// The owner and group to give an entry: `None` leaves that id as it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Chown {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+impl Chown {
+    pub fn is_empty(&self) -> bool {
+        self.uid.is_none() && self.gid.is_none()
+    }
+}
+
 /// One path below a root, as seen by a single `lstat`: 48 bytes, plus its path bytes (and a
 /// symlink's target) in the tree's arena. A million-file tree costs about 70 MiB, not the
 /// hundreds a `PathBuf` and a boxed target per entry would.
@@ -126,6 +139,7 @@ impl Entry {
 pub struct RootMeta {
     pub mtime: Mtime,
     pub mode: u16,
+    pub owner: Owner,
 }
 
 /// The listing of one side.

@@ -29,6 +29,7 @@ pub enum Op {
     /// Put a file or link where a directory is.
     Replace,
     Lock,
+    SetOwner,
 }
 
 impl Op {
@@ -49,6 +50,7 @@ impl Op {
             Op::SetTimes => "set times on",
             Op::Replace => "replace directory",
             Op::Lock => "lock",
+            Op::SetOwner => "set the owner of",
         }
     }
 }

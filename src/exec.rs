@@ -181,12 +181,16 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
 
     for fix in &plan.fixes {
         let entry = &plan.src.entries[fix.src as usize];
+        // A chown clears setuid and setgid bits: the mode is set again after it.
+        let mode = plan.mode_for(fix.src);
+        let remode = fix.mode || (!fix.owner.is_empty() && mode & 0o6000 != 0);
         let result = roots.dst.fix(
             roots.source(plan.src.origin(fix.src)),
             plan.src_path(fix.src),
             entry.tag,
-            fix.mode.then(|| plan.mode_for(fix.src)),
+            remode.then_some(mode),
             fix.mtime.then_some(entry.mtime),
+            fix.owner,
         );
         match result {
             Ok(()) => {
@@ -217,7 +221,10 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
     let made = |d: &&DirMeta| d.src.is_none_or(|i| !not_made.contains(&i));
     for dir in plan.dir_meta.iter().filter(made) {
         let (mode, mtime) = plan.dir_meta_values(dir);
-        match roots.dst.set_dir_meta(plan.dir_meta_path(dir), mode, mtime) {
+        match roots
+            .dst
+            .set_dir_meta(plan.dir_meta_path(dir), mode, mtime, dir.owner)
+        {
             Ok(()) if dir.differed => {
                 summary.fixed += 1;
                 reporter.item(&plan.dir_meta_item(dir));
@@ -296,15 +303,19 @@ fn transfer(
         Payload::File { .. } => {
             let source = roots.source(plan.src.origin(t.src));
             let entry = &plan.src.entries[t.src as usize];
-            let mut expected = Some(Expected {
+            let mut expected = Expected {
                 size: entry.size,
                 mtime: entry.mtime,
                 mode: plan.mode_for(t.src),
-            });
+                owner: plan.chown_new(t.src),
+                fresh: false,
+            };
             let mut tries = 0;
             loop {
                 tries += 1;
-                match roots.dst.write_file(source, rel, expected.take(), held) {
+                let written = roots.dst.write_file(source, rel, expected, held);
+                expected.fresh = true;
+                match written {
                     Err(CopyError::Changed) if tries < 2 => {
                         debug!(path = %source.path().display(), "changed while copied; trying again");
                     }
@@ -326,7 +337,7 @@ fn transfer(
         }
         Payload::Symlink { target, mtime } => roots
             .dst
-            .make_symlink(rel, target, mtime, held.other())
+            .make_symlink(rel, target, mtime, held.other(), plan.chown_new(t.src))
             .map(|()| 0),
     };
     match result {

@@ -29,7 +29,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 
 use tracing::debug;
 
-use crate::entry::{mode_of, Mtime, Tag};
+use crate::entry::{Chown, Mtime, Tag};
 use crate::error::{Context, Error, Op, Result};
 
 const TEMP_PREFIX: &str = ".syncease-";
@@ -106,13 +106,18 @@ impl Held {
     }
 }
 
-/// What the listing said about a source file; a copy whose source no longer matches it after
-/// the copy is not renamed into place.
+/// What the listing said about a source file, and what its copy gets; a copy whose source no
+/// longer matches it after the copy is not renamed into place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Expected {
     pub size: u64,
     pub mtime: Mtime,
     pub mode: u16,
+    /// The owner and group to give the copy.
+    pub owner: Chown,
+    /// Size and mtime are to be taken afresh from the opened source (a second try, after it
+    /// changed while being copied); the mode and owner stay as planned.
+    pub fresh: bool,
 }
 
 impl Expected {
@@ -178,13 +183,10 @@ impl Source<'_> {
     }
 }
 
-/// Open a source file for copying, with what it is expected to be: the listing's view, or a
-/// fresh look when `expected` is `None`. `None` when the file vanished since it was listed.
+/// Open a source file for copying, with what it is expected to be (its size and mtime taken
+/// afresh when asked). `None` when the file vanished since it was listed.
 /// A link or a FIFO found in its place is an error, never followed or waited on.
-pub fn open_source(
-    src: Source<'_>,
-    expected: Option<Expected>,
-) -> Result<Option<(File, Expected)>> {
+pub fn open_source(src: Source<'_>, expected: Expected) -> Result<Option<(File, Expected)>> {
     let (dir, name) = split(src.rel);
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let opened = src
@@ -197,17 +199,12 @@ pub fn open_source(
         Ok(Err(e)) => return Err(Error::new(Op::Open, src.path(), e.into())),
         Err(e) => return Err(Error::new(Op::Open, src.path(), e)),
     };
-    let expected = match expected {
-        Some(expected) => expected,
-        None => {
-            let meta = from.metadata().at(Op::Stat, &src.path())?;
-            Expected {
-                size: meta.len(),
-                mtime: Mtime::of(&meta),
-                mode: mode_of(&meta),
-            }
-        }
-    };
+    let mut expected = expected;
+    if expected.fresh {
+        let meta = from.metadata().at(Op::Stat, &src.path())?;
+        expected.size = meta.len();
+        expected.mtime = Mtime::of(&meta);
+    }
     Ok(Some((from, expected)))
 }
 
@@ -255,7 +252,7 @@ pub fn copy_file(
     src: Source<'_>,
     dst: &Base,
     rel: &Path,
-    expected: Option<Expected>,
+    expected: Expected,
     held: Held,
     displaced: Displaced<'_>,
 ) -> Result<Copied, CopyError> {
@@ -363,6 +360,13 @@ fn fill(
     if !expected.still_holds(from, written).at(Op::Stat, src)? {
         return Err(CopyError::Changed);
     }
+    // The owner first: a chown clears setuid and setgid bits, which the mode then sets.
+    let owner = expected.owner;
+    if !owner.is_empty() {
+        let uid = owner.uid.map(rustix::fs::Uid::from_raw);
+        let gid = owner.gid.map(rustix::fs::Gid::from_raw);
+        rustix::fs::fchown(to, uid, gid).at(Op::SetOwner, dst)?;
+    }
     let mode = u32::from(expected.mode);
     if mode & !0o777 != 0 || mode & UMASK.load(Ordering::Relaxed) != 0 {
         to.set_permissions(Permissions::from_mode(mode))
@@ -446,22 +450,31 @@ fn copy_contents(from: &File, to: &File, _len: u64) -> io::Result<u64> {
     io::copy(&mut from, &mut to)
 }
 
-/// Make a symlink at `rel` below `dst` pointing to `target` (the text, unresolved), with its
-/// mtime.
+/// A symlink to make: its target text (unresolved), mtime and owner.
+#[derive(Clone, Copy, Debug)]
+pub struct Link<'a> {
+    pub target: &'a Path,
+    pub mtime: Mtime,
+    pub owner: Chown,
+}
+
+/// Make the symlink `link` at `rel` below `dst`.
 pub fn make_symlink(
-    target: &Path,
+    link: Link<'_>,
     dst: &Base,
     rel: &Path,
-    mtime: Mtime,
     replaces: Option<Tag>,
     displaced: Displaced<'_>,
 ) -> Result<()> {
     let path = dst.path(rel);
     at_parent(dst, rel, Op::Symlink, |dir, name| {
-        let temp = new_temp('l', |temp| rustix::fs::symlinkat(target, dir, temp))
+        let temp = new_temp('l', |temp| rustix::fs::symlinkat(link.target, dir, temp))
             .at(Op::Symlink, &path)?;
-        let placed = set_times_at(dir, &temp, mtime, Tag::Symlink)
-            .at(Op::SetTimes, &path)
+        let placed = chown_at(dir, &temp, link.owner)
+            .at(Op::SetOwner, &path)
+            .and_then(|()| {
+                set_times_at(dir, &temp, link.mtime, Tag::Symlink).at(Op::SetTimes, &path)
+            })
             .and_then(|()| {
                 place(
                     At {
@@ -595,6 +608,32 @@ fn remove_at(at: At<'_>, tag: Tag, displaced: Displaced<'_>) -> Result<()> {
         Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
         Err(e) => Err(Error::new(Op::Remove, at.path, e.into())),
     }
+}
+
+/// Give the entry `rel` below `dst` ("" is `dst` itself) an owner and group, never through a
+/// link (a link itself gets them).
+pub fn set_owner(dst: &Base, rel: &Path, owner: Chown) -> Result<()> {
+    let path = dst.path(rel);
+    if rel.as_os_str().is_empty() {
+        return chown_at(dst.as_fd(), OsStr::new(""), owner).at(Op::SetOwner, &path);
+    }
+    at_parent(dst, rel, Op::SetOwner, |dir, name| {
+        chown_at(dir, name, owner).at(Op::SetOwner, &path)
+    })
+}
+
+/// `fchownat` on `name` in `dir` without following a link (`""`: `dir` itself).
+fn chown_at(dir: BorrowedFd<'_>, name: &OsStr, owner: Chown) -> io::Result<()> {
+    if owner.is_empty() {
+        return Ok(());
+    }
+    let flags = match name.is_empty() {
+        true => AtFlags::EMPTY_PATH,
+        false => AtFlags::SYMLINK_NOFOLLOW,
+    };
+    let uid = owner.uid.map(rustix::fs::Uid::from_raw);
+    let gid = owner.gid.map(rustix::fs::Gid::from_raw);
+    Ok(rustix::fs::chownat(dir, name, uid, gid, flags)?)
 }
 
 /// Set the permission bits of the file or directory `rel` below `dst` ("" is `dst` itself).

@@ -68,10 +68,16 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
         protected: checked.protected,
         src: absolute(&config.src),
         dst: absolute(&config.dst),
-        creator: Some(entry::Owner {
-            uid: rustix::process::geteuid().as_raw(),
-            gid: rustix::process::getegid().as_raw(),
-        }),
+        ownership: config::Ownership {
+            creator: Some(entry::Owner {
+                uid: rustix::process::geteuid().as_raw(),
+                gid: rustix::process::getegid().as_raw(),
+            }),
+            groups: rustix::process::getgroups()
+                .map(|groups| groups.iter().map(|g| g.as_raw()).collect())
+                .unwrap_or_default(),
+            ..config.ownership.clone()
+        },
         ..config.clone()
     };
     let local = dest::Local::new(&config.dst, config.backup_dir.as_deref());

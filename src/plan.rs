@@ -13,8 +13,8 @@ use std::fmt;
 use std::path::Path;
 
 use crate::compare::{self, Reason, Verdict};
-use crate::config::{Config, Method};
-use crate::entry::{is_within, merge, Entry, Mtime, Owner, Pair, RootMeta, Tag, Tree};
+use crate::config::{Config, Method, Ownership};
+use crate::entry::{is_within, merge, Chown, Entry, Mtime, Owner, Pair, RootMeta, Tag, Tree};
 use crate::fsops::is_temporary;
 
 use tracing::debug;
@@ -70,6 +70,8 @@ pub struct Fix {
     pub src: u32,
     pub mode: bool,
     pub mtime: bool,
+    /// The owner and group to set (where the run keeps them and they differ).
+    pub owner: Chown,
 }
 
 /// Give a directory its source mode and mtime once everything below it is done.
@@ -82,6 +84,8 @@ pub struct DirMeta {
     pub unlock: bool,
     /// The directory existed with another mode or mtime (worth an itemized line).
     pub differed: bool,
+    /// The owner and group to set.
+    pub owner: Chown,
 }
 
 /// Why no deletion will run.
@@ -137,8 +141,8 @@ pub(crate) fn plural(n: u64) -> &'static str {
 pub struct Plan<'t> {
     pub src: &'t Tree,
     pub dst: &'t Tree,
-    /// Who owns what the run creates (see [`Config::creator`]).
-    pub creator: Option<Owner>,
+    /// Who owns what the run writes (see [`Ownership`]).
+    pub ownership: Ownership,
     /// DST does not exist and is created first.
     pub make_root: bool,
     /// Temporaries left by an interrupted run (DST entries), removed before anything else.
@@ -171,11 +175,11 @@ pub struct Plan<'t> {
 }
 
 impl<'t> Plan<'t> {
-    fn new(src: &'t Tree, dst: &'t Tree, creator: Option<Owner>) -> Plan<'t> {
+    fn new(src: &'t Tree, dst: &'t Tree, ownership: Ownership) -> Plan<'t> {
         Plan {
             src,
             dst,
-            creator,
+            ownership,
             make_root: dst.root.is_none(),
             temps: Vec::new(),
             dirs: Vec::new(),
@@ -211,16 +215,30 @@ impl<'t> Plan<'t> {
         if entry.tag != Tag::File || entry.mode & 0o6000 == 0 {
             return entry.mode;
         }
-        let kept =
-            |same: fn(Owner, Owner) -> bool| self.creator.is_some_and(|c| same(c, entry.owner));
         let mut mode = entry.mode;
-        if !kept(|a, b| a.uid == b.uid) {
+        if !self.ownership.keeps_owner(entry.owner.uid) {
             mode &= !0o4000;
         }
-        if !kept(|a, b| a.gid == b.gid) {
+        if !self.ownership.keeps_group(entry.owner.gid) {
             mode &= !0o2000;
         }
         mode
+    }
+
+    /// What to change so that an entry owned by `have` (`None`: one this run creates) gets the
+    /// owner and group of a source entry owned by `src`, as far as the run keeps them.
+    pub fn chown(&self, src: Owner, have: Option<Owner>) -> Chown {
+        let have = have.or(self.ownership.creator);
+        let differs = |pick: fn(Owner) -> u32| have.is_none_or(|h| pick(h) != pick(src));
+        Chown {
+            uid: (self.ownership.keeps_owner(src.uid) && differs(|o| o.uid)).then_some(src.uid),
+            gid: (self.ownership.keeps_group(src.gid) && differs(|o| o.gid)).then_some(src.gid),
+        }
+    }
+
+    /// The owner and group to give the new copy of source entry `i`.
+    pub fn chown_new(&self, i: u32) -> Chown {
+        self.chown(self.src.entries[i as usize].owner, None)
     }
 
     /// What a transfer writes.
@@ -315,7 +333,18 @@ impl<'t> Plan<'t> {
 
     pub fn fix_item(&self, fix: &Fix) -> Item<'t> {
         let tag = self.src.entries[fix.src as usize].tag;
-        let reason = if fix.mode { "mode" } else { "time" };
+        let reason = match fix {
+            Fix { mode: true, .. } => "mode",
+            Fix {
+                owner: Chown { uid: Some(_), .. },
+                ..
+            } => "owner",
+            Fix {
+                owner: Chown { gid: Some(_), .. },
+                ..
+            } => "group",
+            _ => "time",
+        };
         Item::new(".", tag, reason, self.src_path(fix.src))
     }
 
@@ -427,7 +456,7 @@ pub fn plan_with<'t>(
     let mut planner = Planner {
         config,
         changed,
-        plan: Plan::new(src, dst, config.creator),
+        plan: Plan::new(src, dst, config.ownership.clone()),
         dirs: Vec::new(),
         open: Vec::new(),
     };
@@ -506,6 +535,7 @@ pub fn plan_with<'t>(
     }
 
     for pair in dirs.into_iter().rev() {
+        let owner = plan.chown(pair.meta.owner, pair.dst.map(|d| d.owner));
         let (differed, unlock) = match pair.dst {
             None => (false, false),
             // A directory written in gets a new mtime anyway; only an otherwise untouched one
@@ -513,6 +543,7 @@ pub fn plan_with<'t>(
             Some(dst) => (
                 !pair.written
                     && (dst.mode != pair.meta.mode
+                        || !owner.is_empty()
                         || !compare::same_time(dst.mtime, pair.meta.mtime, &config.compare)),
                 pair.written && dst.mode & 0o700 != 0o700,
             ),
@@ -522,6 +553,7 @@ pub fn plan_with<'t>(
                 src: pair.src,
                 unlock,
                 differed,
+                owner,
             });
         }
     }
@@ -596,6 +628,7 @@ impl<'t> Planner<'_, 't> {
             meta: RootMeta {
                 mtime: entry.mtime,
                 mode: entry.mode,
+                owner: entry.owner,
             },
             dst,
             written: false,
@@ -659,6 +692,7 @@ impl<'t> Planner<'_, 't> {
                 Some(RootMeta {
                     mtime: dst.mtime,
                     mode: dst.mode,
+                    owner: dst.owner,
                 }),
             ),
             (Tag::Dir, other) => self.make_dir(i, Some(other)),
@@ -676,14 +710,19 @@ impl<'t> Planner<'_, 't> {
             (Tag::Symlink, Tag::Symlink) => {
                 if self.plan.src.target(src) != self.plan.dst.target(dst) {
                     self.transfer(i, Reason::Target);
-                } else if src.mtime != dst.mtime {
-                    self.plan.fixes.push(Fix {
-                        src: i,
-                        mode: false,
-                        mtime: true,
-                    });
                 } else {
-                    self.plan.unchanged.add(0);
+                    let owner = self.plan.chown(src.owner, Some(dst.owner));
+                    let mtime = src.mtime != dst.mtime;
+                    if mtime || !owner.is_empty() {
+                        self.plan.fixes.push(Fix {
+                            src: i,
+                            mode: false,
+                            mtime,
+                            owner,
+                        });
+                    } else {
+                        self.plan.unchanged.add(0);
+                    }
                 }
             }
             (Tag::File | Tag::Symlink, Tag::Dir) => {
@@ -705,11 +744,13 @@ impl<'t> Planner<'_, 't> {
         let mode = self.plan.mode_for(i) != dst.mode;
         let mtime =
             rule.method == Method::Checksum && !compare::same_time(src.mtime, dst.mtime, rule);
-        if mode || mtime {
+        let owner = self.plan.chown(src.owner, Some(dst.owner));
+        if mode || mtime || !owner.is_empty() {
             self.plan.fixes.push(Fix {
                 src: i,
                 mode,
                 mtime,
+                owner,
             });
         } else {
             debug!(path = %self.plan.src_path(i).display(), "unchanged: same size and time");

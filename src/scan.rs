@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat};
 use tracing::debug;
 
-use crate::entry::{mode_of, Mtime, RootMeta, Tag, Tree};
+use crate::entry::{mode_of, Mtime, Owner, RootMeta, Tag, Tree};
 use crate::error::{Error, Op};
 use crate::filter::Filter;
 
@@ -50,6 +50,7 @@ pub fn scan(root: &Path, filter: &Filter) -> Tree {
     tree.root = Some(RootMeta {
         mtime: Mtime::of(&root_meta),
         mode: mode_of(&root_meta),
+        owner: Owner::of(&root_meta),
     });
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let mut walker = Walker { root, filter, tree };

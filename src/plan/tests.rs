@@ -57,6 +57,7 @@ fn build(mut specs: Vec<Spec>) -> Tree {
     tree.root = Some(RootMeta {
         mtime: Mtime { sec: 100, nsec: 0 },
         mode: 0o755,
+        owner: Default::default(),
     });
     for s in specs {
         let target = s.target.map(Path::new);

@@ -31,7 +31,7 @@ use super::common::{self, io_error, Keeps, Listed};
 use super::Options;
 use crate::config::{Compare, Method};
 use crate::dest::Destination;
-use crate::entry::{merge, Mtime, Pair, RootMeta, Tag, Tree};
+use crate::entry::{merge, Chown, Mtime, Pair, RootMeta, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
 use crate::fsops::{open_source, Copied, CopyError, Expected, Held, Source};
@@ -482,6 +482,7 @@ impl Destination for S3 {
         let root = RootMeta {
             mtime: Mtime::default(),
             mode: 0o755,
+            owner: Default::default(),
         };
         let options = ListOptions {
             recursive: true,
@@ -632,7 +633,7 @@ impl Destination for S3 {
         &self,
         source: Source<'_>,
         rel: &Path,
-        expected: Option<Expected>,
+        expected: Expected,
         held: Held,
     ) -> std::result::Result<Copied, CopyError> {
         let Some((file, expected)) = open_source(source, expected)? else {
@@ -666,6 +667,7 @@ impl Destination for S3 {
         _target: &Path,
         _mtime: Mtime,
         _replaces: Option<Tag>,
+        _owner: Chown,
     ) -> Result<()> {
         let cause = io::Error::new(io::ErrorKind::Unsupported, "S3 cannot store symlinks");
         Err(self.fail(Op::Symlink, rel, cause))
@@ -678,12 +680,20 @@ impl Destination for S3 {
         tag: Tag,
         _mode: Option<u16>,
         mtime: Option<Mtime>,
+        _owner: Chown,
     ) -> Result<()> {
         // Object metadata cannot change in place: a new time means writing the object again.
         if tag != Tag::File || mtime.is_none() {
             return Ok(());
         }
-        match self.write_file(src, rel, None, Held::Same) {
+        let fresh = Expected {
+            size: 0,
+            mtime: Mtime::default(),
+            mode: 0,
+            owner: Chown::default(),
+            fresh: true,
+        };
+        match self.write_file(src, rel, fresh, Held::Same) {
             Ok(_) => Ok(()),
             Err(CopyError::Io(e)) => Err(e),
             Err(CopyError::Changed) => {
@@ -707,7 +717,7 @@ impl Destination for S3 {
         result.map_err(|e| self.fail(Op::Remove, rel, e))
     }
 
-    fn set_dir_meta(&self, _rel: &Path, _mode: u16, _mtime: Mtime) -> Result<()> {
+    fn set_dir_meta(&self, _rel: &Path, _mode: u16, _mtime: Mtime, _owner: Chown) -> Result<()> {
         Ok(())
     }
 }

@@ -29,7 +29,7 @@ use super::common::{self, io_error, Keeps, Listed};
 use super::{Options, Url};
 use crate::config::{Compare, Config};
 use crate::dest::Destination;
-use crate::entry::{Mtime, RootMeta, Tag, Tree};
+use crate::entry::{Chown, Mtime, RootMeta, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
 use crate::fsops::{
@@ -641,6 +641,7 @@ impl Destination for Sftp {
         let root = RootMeta {
             mtime: mtime_of(&root_attrs),
             mode: (root_attrs.permissions.unwrap_or(0o755) & 0o7777) as u16,
+            owner: Default::default(),
         };
         let (listed, errors) = self.rt.block_on(async {
             let mut listed = Vec::new();
@@ -784,7 +785,7 @@ impl Destination for Sftp {
         &self,
         source: Source<'_>,
         rel: &Path,
-        expected: Option<Expected>,
+        expected: Expected,
         held: Held,
     ) -> std::result::Result<Copied, CopyError> {
         let Some((file, expected)) = open_source(source, expected)? else {
@@ -808,6 +809,7 @@ impl Destination for Sftp {
         target: &Path,
         _mtime: Mtime,
         replaces: Option<Tag>,
+        _owner: Chown,
     ) -> Result<()> {
         let result = self.rt.block_on(async {
             let path = self.remote(rel)?;
@@ -836,6 +838,7 @@ impl Destination for Sftp {
         tag: Tag,
         mode: Option<u16>,
         mtime: Option<Mtime>,
+        _owner: Chown,
     ) -> Result<()> {
         let mtime = mtime.filter(|_| tag != Tag::Symlink);
         let mode = mode.filter(|_| tag != Tag::Symlink);
@@ -867,7 +870,7 @@ impl Destination for Sftp {
         result.map_err(|e| self.fail(Op::Remove, rel, e))
     }
 
-    fn set_dir_meta(&self, rel: &Path, mode: u16, mtime: Mtime) -> Result<()> {
+    fn set_dir_meta(&self, rel: &Path, mode: u16, mtime: Mtime, _owner: Chown) -> Result<()> {
         let result = self.rt.block_on(async {
             let path = self.remote(rel)?;
             done(

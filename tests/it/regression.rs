@@ -382,11 +382,31 @@ fn a_users_setuid_program_never_becomes_roots() {
     chmod(&group, 0o2755);
     let own = f.write("src/own", "#!/bin/sh\n");
     chmod(&own, 0o6755);
-    let run = f.sync(&[]).expect(0);
-    let mode = |name: &str| fs::metadata(f.dst.join(name)).unwrap().mode() & 0o7777;
-    assert_eq!(mode("theirs"), 0o755);
-    assert_eq!(mode("group"), 0o755);
-    assert_eq!(mode("own"), 0o6755, "root's own program keeps its bits");
+    let meta = |dst: &std::path::Path, name: &str| {
+        let m = fs::metadata(dst.join(name)).unwrap();
+        (m.mode() & 0o7777, m.uid(), m.gid())
+    };
+    // Owners kept (root's default): every copy is its source's, bits and all.
+    f.sync(&[]).expect(0);
+    assert_eq!(meta(&f.dst, "theirs"), (0o4755, NOBODY, NOBODY));
+    assert_eq!(meta(&f.dst, "group"), (0o2755, 0, NOBODY));
+    assert_eq!(meta(&f.dst, "own"), (0o6755, 0, 0));
+    // Owners not kept: the copies are root's, and others' programs lose their bits.
+    let bare = f.path("bare");
+    let args = [
+        "--no-owner",
+        "--no-group",
+        f.src.to_str().unwrap(),
+        bare.to_str().unwrap(),
+    ];
+    let run = f.run(args).expect(0);
+    assert_eq!(meta(&bare, "theirs"), (0o755, 0, 0));
+    assert_eq!(meta(&bare, "group"), (0o755, 0, 0));
+    assert_eq!(
+        meta(&bare, "own"),
+        (0o6755, 0, 0),
+        "root's own program keeps its bits"
+    );
     for name in ["theirs", "group"] {
         let warning = format!(
             "setuid/setgid bits off the copy of '{}'",
@@ -395,10 +415,94 @@ fn a_users_setuid_program_never_becomes_roots() {
         assert!(run.stderr.contains(&warning), "{run:?}");
     }
     // The mirror converges: nothing to write, nothing to warn about.
-    let before = identity(&f.dst);
-    let again = f.sync(&[]).expect(0);
+    let before = identity(&bare);
+    let again = f.run(args).expect(0);
     assert!(!again.stderr.contains("warning"), "{again:?}");
+    assert_eq!(before, identity(&bare));
+}
+
+#[test]
+fn owners_and_groups_are_kept_by_number_as_root() {
+    use std::os::unix::fs::{lchown, MetadataExt};
+    let f = Fixture::new();
+    if !need_root("to give files away") {
+        return;
+    }
+    f.write("src/theirs.txt", "t");
+    f.write("src/sub/deep.txt", "d");
+    f.symlink("src/link", "theirs.txt");
+    // Ids no account has: kept by number.
+    for (rel, uid, gid) in [
+        ("theirs.txt", 1234, 5678),
+        ("sub", 4321, 8765),
+        ("sub/deep.txt", NOBODY, 0),
+    ] {
+        lchown(f.src.join(rel), Some(uid), Some(gid)).unwrap();
+    }
+    lchown(f.src.join("link"), Some(1234), Some(1234)).unwrap();
+    lchown(&f.src, Some(NOBODY), Some(NOBODY)).unwrap();
+    f.sync(&[]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    let before = identity(&f.dst);
+    let noop = f.sync(&["-v"]).expect(0);
+    assert_eq!(noop.stdout, "", "a second run writes nothing");
     assert_eq!(before, identity(&f.dst));
+    // An owner or group changed alone is fixed in place, with its reason.
+    lchown(f.src.join("theirs.txt"), Some(1), None).unwrap();
+    lchown(f.src.join("sub/deep.txt"), None, Some(42)).unwrap();
+    lchown(f.src.join("link"), Some(7), None).unwrap();
+    let ino = fs::metadata(f.dst.join("theirs.txt")).unwrap().ino();
+    let run = f.sync(&["-v"]).expect(0);
+    assert_eq!(
+        run.stdout,
+        ".l owner  link\n.f group  sub/deep.txt\n.f owner  theirs.txt\n"
+    );
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    assert_eq!(ino, fs::metadata(f.dst.join("theirs.txt")).unwrap().ino());
+    // --no-owner and --no-group leave DST's owners alone.
+    lchown(f.src.join("theirs.txt"), Some(2), Some(3)).unwrap();
+    let run = f.sync(&["-v", "--no-owner", "--no-group"]).expect(0);
+    assert_eq!(run.stdout, "");
+    assert_eq!(fs::metadata(f.dst.join("theirs.txt")).unwrap().uid(), 1);
+}
+
+#[test]
+fn a_user_keeps_the_groups_it_is_in_and_no_others() {
+    use std::os::unix::fs::{lchown, MetadataExt};
+    let f = Fixture::new();
+    if !need_root("to run as a user with a supplementary group") {
+        return;
+    }
+    let bin = f.path("syncease-bin");
+    fs::copy(assert_cmd::cargo::cargo_bin("syncease"), &bin).unwrap();
+    f.write("src/users.txt", "in group 100");
+    f.write("src/roots.txt", "in group 0");
+    chmod(f.dir.path(), 0o755);
+    for (_, _, path) in [f.dir.path().to_path_buf(), f.src.clone(), bin.clone()]
+        .iter()
+        .map(|p| ((), (), p.clone()))
+    {
+        lchown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    lchown(f.src.join("users.txt"), Some(NOBODY), Some(100)).unwrap();
+    lchown(f.src.join("roots.txt"), Some(NOBODY), Some(0)).unwrap();
+    let run = || {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--groups=100", "--"])
+            .arg(&bin)
+            .arg(&f.src)
+            .arg(&f.dst)
+            .output()
+            .unwrap();
+        Run::from(out)
+    };
+    run().expect(0);
+    let gid = |name: &str| fs::metadata(f.dst.join(name)).unwrap().gid();
+    assert_eq!(gid("users.txt"), 100, "a group the user is in is kept");
+    assert_eq!(gid("roots.txt"), NOBODY, "another group cannot be given");
+    let before = identity(&f.dst);
+    run().expect(0);
+    assert_eq!(before, identity(&f.dst), "and the mirror converges");
 }
 
 #[test]

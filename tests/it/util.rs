@@ -143,6 +143,8 @@ pub enum Shape {
 pub struct Record {
     pub shape: Shape,
     pub mtime: (i64, i64),
+    /// Numeric owner and group.
+    pub owner: (u32, u32),
 }
 
 /// Every entry below a root (the root itself as ""), by relative path.
@@ -258,6 +260,7 @@ fn record(path: &Path, meta: &fs::Metadata) -> Record {
     Record {
         shape,
         mtime: (meta.mtime(), meta.mtime_nsec()),
+        owner: (meta.uid(), meta.gid()),
     }
 }
 
