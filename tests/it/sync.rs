@@ -368,3 +368,37 @@ fn a_directory_or_file_that_cannot_be_made_fails_alone() {
     assert!(!locked.join("new.txt").exists());
     assert_eq!(fs::read(f.dst.join("ok.txt")).unwrap(), b"ok");
 }
+
+#[test]
+fn sparse_files_keep_their_holes() {
+    use std::io::{Seek, SeekFrom, Write};
+    let f = Fixture::new();
+    let make = |name: &str, data: &[(u64, usize)], len: u64| {
+        let path = f.path(format!("src/{name}"));
+        let mut file = fs::File::create(&path).unwrap();
+        for &(at, n) in data {
+            file.seek(SeekFrom::Start(at)).unwrap();
+            file.write_all(&vec![b'x'; n]).unwrap();
+        }
+        file.set_len(len).unwrap();
+    };
+    // 64 MiB holding 1 MiB in the middle and 4 KiB at the end; 64 MiB of nothing.
+    make(
+        "image.raw",
+        &[(16 << 20, 1 << 20), ((64 << 20) - 4096, 4096)],
+        64 << 20,
+    );
+    make("empty.raw", &[], 64 << 20);
+    let allocated = |path: &Path| fs::metadata(path).unwrap().blocks() * 512;
+    if allocated(&f.path("src/empty.raw")) > 0 {
+        not_tested("the temporary directory's filesystem keeps no holes");
+        return;
+    }
+    f.sync(&[]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    assert!(
+        allocated(&f.dst.join("image.raw")) <= 2 << 20,
+        "the holes were filled"
+    );
+    assert_eq!(allocated(&f.dst.join("empty.raw")), 0);
+}
