@@ -62,6 +62,10 @@ pub struct Cli {
     #[arg(short, long, value_name = "N", help_heading = "Run")]
     pub jobs: Option<usize>,
 
+    /// Skip FIFOs, sockets and device nodes (made again by default; devices only as root)
+    #[arg(long, help_heading = "Run")]
+    pub no_specials: bool,
+
     /// Do not keep owners (as root they are kept by numeric id, as rsync -a --numeric-ids)
     #[arg(long, help_heading = "Run")]
     pub no_owner: bool,
@@ -237,6 +241,7 @@ impl Cli {
         config.dry_run = self.dry_run;
         config.wait_lock = self.wait_lock;
         config.ownership.owner = !self.no_owner;
+        config.specials = !self.no_specials;
         config.ownership.group = !self.no_group;
         config.delete = !self.no_delete;
         config.max_delete = self.max_delete;

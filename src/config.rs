@@ -65,6 +65,9 @@ pub struct Config {
     /// Whether the destination can hold symlinks; when not, the source's are skipped with a
     /// warning. Set by `run` from the destination.
     pub symlinks: bool,
+    /// Make FIFOs, sockets and (as root) device nodes (`--no-specials` turns it off; remote
+    /// destinations cannot hold them).
+    pub specials: bool,
     /// Whether the destination can hold names that are not UTF-8; when not, such source
     /// entries are skipped with a warning. Set by `run` from the destination.
     pub byte_names: bool,
@@ -126,6 +129,7 @@ impl Config {
             ownership: Ownership::default(),
             symlinks: true,
             byte_names: true,
+            specials: true,
             remote: None,
             remote_options: remote::Options::default(),
         }

@@ -15,7 +15,7 @@ use crate::config::{Compare, Method};
 use crate::entry::{Chown, Mtime, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
-use crate::fsops::{self, Base, Copied, CopyError, Displaced, Expected, Held, Source};
+use crate::fsops::{self, Base, Copied, CopyError, Displaced, Expected, Held, Node, Source};
 use crate::lock::{self, Lock};
 
 /// One side a plan can be carried out against.
@@ -79,6 +79,15 @@ pub trait Destination: Sync {
         replaces: Option<Tag>,
         owner: Chown,
     ) -> Result<()>;
+
+    /// Make a FIFO, socket or device node at `rel`, replacing the non-directory `replaces`.
+    fn make_special(&self, rel: &Path, _node: Node, _replaces: Option<Tag>) -> Result<()> {
+        let cause = std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "this destination cannot hold special files",
+        );
+        Err(Error::new(Op::MakeNode, self.path(rel), cause))
+    }
 
     /// Give an entry whose contents are already right its owner, mode and/or mtime. `src` is
     /// the source file, for destinations that can only change metadata by writing again.
@@ -223,6 +232,11 @@ impl Destination for Local<'_> {
             owner,
         };
         fsops::make_symlink(link, self.base()?, rel, replaces, displaced)
+    }
+
+    fn make_special(&self, rel: &Path, node: Node, replaces: Option<Tag>) -> Result<()> {
+        let displaced = self.displaced(rel)?;
+        fsops::make_special(node, self.base()?, rel, replaces, displaced)
     }
 
     fn fix(

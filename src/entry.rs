@@ -56,8 +56,27 @@ pub enum Tag {
     File,
     Dir,
     Symlink,
-    /// FIFO, socket or device: never copied.
-    Special,
+    /// A FIFO, socket or device node: made again where the destination and the run's
+    /// privileges allow, skipped with a warning elsewhere.
+    Special(Kind),
+}
+
+/// The kind of a special file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Fifo,
+    Socket,
+    /// A character device; its device number is the entry's `size`.
+    Char,
+    /// A block device; its device number is the entry's `size`.
+    Block,
+}
+
+impl Kind {
+    /// Only root can make device nodes.
+    pub fn is_device(self) -> bool {
+        matches!(self, Kind::Char | Kind::Block)
+    }
 }
 
 impl Tag {
@@ -67,7 +86,7 @@ impl Tag {
             Tag::File => 'f',
             Tag::Dir => 'd',
             Tag::Symlink => 'l',
-            Tag::Special => 's',
+            Tag::Special(_) => 's',
         }
     }
 }
@@ -108,7 +127,8 @@ impl Chown {
 pub struct Entry {
     /// Offset of the path bytes in [`Tree::arena`]; a symlink's target follows them.
     start: u64,
-    /// Bytes of a file; for a symlink, the length of its target (as `lstat` reports it).
+    /// Bytes of a file; for a symlink, the length of its target (as `lstat` reports it); for a
+    /// device node, its device number.
     pub size: u64,
     pub mtime: Mtime,
     path_len: u32,
@@ -230,6 +250,7 @@ impl Tree {
         let mode = (stat.st_mode & 0o7777) as u16;
         let size = match (tag, target) {
             (Tag::File, _) => stat.st_size as u64,
+            (Tag::Special(kind), _) if kind.is_device() => stat.st_rdev,
             (_, Some(target)) => path_bytes(target).len() as u64,
             _ => 0,
         };

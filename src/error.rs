@@ -30,6 +30,7 @@ pub enum Op {
     Replace,
     Lock,
     SetOwner,
+    MakeNode,
 }
 
 impl Op {
@@ -51,6 +52,7 @@ impl Op {
             Op::Replace => "replace directory",
             Op::Lock => "lock",
             Op::SetOwner => "set the owner of",
+            Op::MakeNode => "make special file",
         }
     }
 }

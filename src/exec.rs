@@ -27,7 +27,7 @@ use crate::compare::Reason;
 use crate::dest::Destination;
 use crate::entry::Tag;
 use crate::error::{Error, Op};
-use crate::fsops::{Base, Copied, CopyError, Expected, Held, Source};
+use crate::fsops::{Base, Copied, CopyError, Expected, Held, Node, Source};
 use crate::plan::{DirMeta, Item, Payload, Plan, Transfer, Withheld};
 use crate::report::{Reporter, Summary, Warning};
 
@@ -95,7 +95,7 @@ fn announce(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) {
         let path = roots.src(plan.src.origin(i));
         let utf8 = plan.src_path(i).to_str().is_some();
         match plan.src.entries[i as usize].tag {
-            Tag::Special => reporter.warning(&Warning::Special(&path)),
+            Tag::Special(_) => reporter.warning(&Warning::Special(&path)),
             _ if !utf8 => reporter.warning(&Warning::Name(&path)),
             _ => reporter.warning(&Warning::Symlink(&path)),
         }
@@ -334,6 +334,17 @@ fn transfer(
                     Ok(Copied::Done(bytes)) => break Ok(bytes),
                 }
             }
+        }
+        Payload::Special { kind, rdev } => {
+            let entry = &plan.src.entries[t.src as usize];
+            let node = Node {
+                kind,
+                rdev,
+                mode: plan.mode_for(t.src),
+                mtime: entry.mtime,
+                owner: plan.chown_new(t.src),
+            };
+            roots.dst.make_special(rel, node, held.other()).map(|()| 0)
         }
         Payload::Symlink { target, mtime } => roots
             .dst

@@ -29,7 +29,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 
 use tracing::debug;
 
-use crate::entry::{Chown, Mtime, Tag};
+use crate::entry::{Chown, Kind, Mtime, Tag};
 use crate::error::{Context, Error, Op, Result};
 
 const TEMP_PREFIX: &str = ".syncease-";
@@ -47,10 +47,10 @@ pub fn is_temp_name(path: &Path) -> bool {
         && name.ends_with(TEMP_SUFFIX.as_bytes())
 }
 
-/// True for a destination entry that is a temporary of this tool: a regular file or link
-/// (never a directory, whatever its name) named like one.
+/// True for a destination entry that is a temporary of this tool: a file, link or special
+/// file (never a directory, whatever its name) named like one.
 pub fn is_temporary(path: &Path, tag: Tag) -> bool {
-    matches!(tag, Tag::File | Tag::Symlink) && is_temp_name(path)
+    tag != Tag::Dir && is_temp_name(path)
 }
 
 /// How a file copy ended, when it did not fail.
@@ -568,6 +568,63 @@ pub fn make_symlink(
     })
 }
 
+/// A special file to make: FIFO, socket or device node, with its metadata.
+#[derive(Clone, Copy, Debug)]
+pub struct Node {
+    pub kind: Kind,
+    /// The device number of a device node.
+    pub rdev: u64,
+    pub mode: u16,
+    pub mtime: Mtime,
+    pub owner: Chown,
+}
+
+/// Make the special file `node` at `rel` below `dst`: under a temporary name, given its owner,
+/// mode and mtime, then renamed into place like a file.
+pub fn make_special(
+    node: Node,
+    dst: &Base,
+    rel: &Path,
+    replaces: Option<Tag>,
+    displaced: Displaced<'_>,
+) -> Result<()> {
+    use rustix::fs::FileType;
+    let kind = match node.kind {
+        Kind::Fifo => FileType::Fifo,
+        Kind::Socket => FileType::Socket,
+        Kind::Char => FileType::CharacterDevice,
+        Kind::Block => FileType::BlockDevice,
+    };
+    let path = dst.path(rel);
+    at_parent(dst, rel, Op::MakeNode, |dir, name| {
+        let mode = Mode::from_raw_mode(u32::from(node.mode & 0o777) as rustix::fs::RawMode);
+        let temp = new_temp('n', |temp| {
+            rustix::fs::mknodat(dir, temp, kind, mode, node.rdev)
+        })
+        .at(Op::MakeNode, &path)?;
+        let placed = chown_at(dir, &temp, node.owner)
+            .at(Op::SetOwner, &path)
+            .and_then(|()| chmod_at(dir, &temp, u32::from(node.mode)).at(Op::SetPermissions, &path))
+            .and_then(|()| set_times_at(dir, &temp, node.mtime, Tag::File).at(Op::SetTimes, &path))
+            .and_then(|()| {
+                place(
+                    At {
+                        dir,
+                        name,
+                        path: &path,
+                    },
+                    &temp,
+                    replaces,
+                    displaced,
+                )
+            });
+        if placed.is_err() {
+            let _ = rustix::fs::unlinkat(dir, &temp, AtFlags::empty());
+        }
+        placed
+    })
+}
+
 /// Rename the complete temporary `temp` (in the same directory) over the entry, after making
 /// room for it.
 fn place(at: At<'_>, temp: &OsStr, replaces: Option<Tag>, displaced: Displaced<'_>) -> Result<()> {
@@ -903,6 +960,7 @@ mod tests {
         assert!(!is_temp_name(Path::new(".syncease-x.tmp/child")));
         let name = Path::new(".syncease-Ab12Cd.tmp");
         assert!(is_temporary(name, Tag::File) && is_temporary(name, Tag::Symlink));
-        assert!(!is_temporary(name, Tag::Dir) && !is_temporary(name, Tag::Special));
+        assert!(is_temporary(name, Tag::Special(Kind::Fifo)));
+        assert!(!is_temporary(name, Tag::Dir));
     }
 }

@@ -56,6 +56,7 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
             src: absolute(&config.src),
             symlinks: dest.stores_symlinks(),
             byte_names: dest.stores_byte_names(),
+            specials: false,
             ..config.clone()
         };
         return mirror(config, &*dest, reporter, started);

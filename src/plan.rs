@@ -14,7 +14,7 @@ use std::path::Path;
 
 use crate::compare::{self, Reason, Verdict};
 use crate::config::{Config, Method, Ownership};
-use crate::entry::{is_within, merge, Chown, Entry, Mtime, Owner, Pair, RootMeta, Tag, Tree};
+use crate::entry::{is_within, merge, Chown, Entry, Kind, Mtime, Owner, Pair, RootMeta, Tag, Tree};
 use crate::fsops::is_temporary;
 
 use tracing::debug;
@@ -44,8 +44,18 @@ pub struct MakeDir {
 /// What a transfer writes, borrowed from the source listing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Payload<'t> {
-    File { size: u64 },
-    Symlink { target: &'t Path, mtime: Mtime },
+    File {
+        size: u64,
+    },
+    Symlink {
+        target: &'t Path,
+        mtime: Mtime,
+    },
+    /// A special file: its kind and (for a device) number.
+    Special {
+        kind: Kind,
+        rdev: u64,
+    },
 }
 
 /// Write the file or symlink of source entry `src` at its path, atomically replacing whatever
@@ -244,12 +254,18 @@ impl<'t> Plan<'t> {
     /// What a transfer writes.
     pub fn payload(&self, t: &Transfer) -> Payload<'t> {
         let entry = &self.src.entries[t.src as usize];
-        match self.src.target(entry) {
-            Some(target) => Payload::Symlink {
-                target,
-                mtime: entry.mtime,
+        match entry.tag {
+            Tag::Special(kind) => Payload::Special {
+                kind,
+                rdev: entry.size,
             },
-            None => Payload::File { size: entry.size },
+            _ => match self.src.target(entry) {
+                Some(target) => Payload::Symlink {
+                    target,
+                    mtime: entry.mtime,
+                },
+                None => Payload::File { size: entry.size },
+            },
         }
     }
 
@@ -279,7 +295,7 @@ impl<'t> Plan<'t> {
         for t in self.transfers.iter().chain(&self.replacements) {
             let size = match self.payload(t) {
                 Payload::File { size } => size,
-                Payload::Symlink { .. } => 0,
+                Payload::Symlink { .. } | Payload::Special { .. } => 0,
             };
             if t.is_update() {
                 updated.add(size)
@@ -319,6 +335,9 @@ impl<'t> Plan<'t> {
         let path = self.src_path(t.src);
         match self.payload(t) {
             Payload::File { .. } => Item::new(op, Tag::File, t.reason.word(), path),
+            Payload::Special { kind, .. } => {
+                Item::new(op, Tag::Special(kind), t.reason.word(), path)
+            }
             Payload::Symlink { target, .. } => Item {
                 target: Some(target),
                 ..Item::new(op, Tag::Symlink, t.reason.word(), path)
@@ -647,23 +666,31 @@ impl<'t> Planner<'_, 't> {
         self.plan.dirs.push(MakeDir { src: i, replaces });
     }
 
-    /// The type source entry `i` is planned as: its own, except that a symlink or a name the
-    /// destination cannot hold is skipped like a special file (its warning says which).
-    fn src_tag(&self, i: u32) -> Tag {
+    /// Whether source entry `i` is left out: a symlink or a name the destination cannot hold,
+    /// or a special file this run cannot make (a device node, unless root; any with
+    /// `--no-specials` or on a remote destination). Its warning says which.
+    fn skipped(&self, i: u32) -> bool {
         match self.src(i).tag {
-            Tag::Symlink if !self.config.symlinks => Tag::Special,
-            _ if !self.config.byte_names && self.plan.src_path(i).to_str().is_none() => {
-                Tag::Special
+            Tag::Symlink if !self.config.symlinks => true,
+            Tag::Special(kind) if !self.config.specials || kind.is_device() && !self.devices() => {
+                true
             }
-            tag => tag,
+            _ => !self.config.byte_names && self.plan.src_path(i).to_str().is_none(),
         }
     }
 
+    /// Device nodes can be made (root, on a local destination).
+    fn devices(&self) -> bool {
+        self.config.ownership.creator.is_some_and(|c| c.uid == 0)
+    }
+
     fn source_only(&mut self, i: u32) {
-        match self.src_tag(i) {
-            Tag::Special => self.plan.skipped.push(i),
+        if self.skipped(i) {
+            return self.plan.skipped.push(i);
+        }
+        match self.src(i).tag {
             Tag::Dir => self.make_dir(i, None),
-            Tag::File | Tag::Symlink => self.transfer(i, Reason::New),
+            Tag::File | Tag::Symlink | Tag::Special(_) => self.transfer(i, Reason::New),
         }
     }
 
@@ -682,11 +709,11 @@ impl<'t> Planner<'_, 't> {
     /// no directory, says what becomes of the entries below it.
     fn both(&mut self, i: u32, j: u32) -> Option<Below> {
         let (src, dst) = (self.src(i), &self.plan.dst.entries[j as usize]);
-        match (self.src_tag(i), dst.tag) {
-            (Tag::Special, other) => {
-                self.plan.skipped.push(i);
-                return (other == Tag::Dir).then_some(Below::Kept);
-            }
+        if self.skipped(i) {
+            self.plan.skipped.push(i);
+            return (dst.tag == Tag::Dir).then_some(Below::Kept);
+        }
+        match (src.tag, dst.tag) {
             (Tag::Dir, Tag::Dir) => self.open_dir(
                 i,
                 Some(RootMeta {
@@ -711,29 +738,45 @@ impl<'t> Planner<'_, 't> {
                 if self.plan.src.target(src) != self.plan.dst.target(dst) {
                     self.transfer(i, Reason::Target);
                 } else {
-                    let owner = self.plan.chown(src.owner, Some(dst.owner));
-                    let mtime = src.mtime != dst.mtime;
-                    if mtime || !owner.is_empty() {
-                        self.plan.fixes.push(Fix {
-                            src: i,
-                            mode: false,
-                            mtime,
-                            owner,
-                        });
-                    } else {
-                        self.plan.unchanged.add(0);
-                    }
+                    self.same_node(i, dst, false);
                 }
             }
-            (Tag::File | Tag::Symlink, Tag::Dir) => {
+            // The same kind of special file, and for a device the same device number.
+            (Tag::Special(a), Tag::Special(b))
+                if a == b && (!a.is_device() || src.size == dst.size) =>
+            {
+                self.same_node(i, dst, true);
+            }
+            (Tag::File | Tag::Symlink | Tag::Special(_), Tag::Dir) => {
                 self.writes_in_parent_of(self.plan.src_path(i));
                 let reason = Reason::Type(Tag::Dir);
                 self.plan.replacements.push(Transfer { src: i, reason });
                 return Some(Below::Emptied(self.plan.replacements.len() - 1));
             }
-            (Tag::File | Tag::Symlink, other) => self.transfer(i, Reason::Type(other)),
+            (Tag::File | Tag::Symlink | Tag::Special(_), other) => {
+                self.transfer(i, Reason::Type(other))
+            }
         }
         None
+    }
+
+    /// A symlink or special file that is the same on both sides: fix its owner, mode (not a
+    /// link's) and mtime where they differ.
+    fn same_node(&mut self, i: u32, dst: &Entry, with_mode: bool) {
+        let src = self.src(i);
+        let owner = self.plan.chown(src.owner, Some(dst.owner));
+        let mode = with_mode && self.plan.mode_for(i) != dst.mode;
+        let mtime = src.mtime != dst.mtime;
+        if mode || mtime || !owner.is_empty() {
+            self.plan.fixes.push(Fix {
+                src: i,
+                mode,
+                mtime,
+                owner,
+            });
+        } else {
+            self.plan.unchanged.add(0);
+        }
     }
 
     /// Same content: fix the mode if it differs, and the time when contents were compared

@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat};
 use tracing::debug;
 
-use crate::entry::{mode_of, Mtime, Owner, RootMeta, Tag, Tree};
+use crate::entry::{mode_of, Kind, Mtime, Owner, RootMeta, Tag, Tree};
 use crate::error::{Error, Op};
 use crate::filter::Filter;
 
@@ -98,7 +98,10 @@ fn tag_of(stat: &Stat) -> Tag {
         FileType::RegularFile => Tag::File,
         FileType::Directory => Tag::Dir,
         FileType::Symlink => Tag::Symlink,
-        _ => Tag::Special,
+        FileType::Fifo => Tag::Special(Kind::Fifo),
+        FileType::Socket => Tag::Special(Kind::Socket),
+        FileType::CharacterDevice => Tag::Special(Kind::Char),
+        _ => Tag::Special(Kind::Block),
     }
 }
 

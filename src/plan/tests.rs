@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::*;
 use crate::config::Config;
-use crate::entry::{Mtime, RootMeta, Tag, Tree};
+use crate::entry::{Kind, Mtime, RootMeta, Tag, Tree};
 use crate::error::{Error, Op};
 
 /// An entry to put in a test listing.
@@ -45,7 +45,8 @@ fn link(path: &'static str, target: &'static str) -> Spec {
     }
 }
 fn special(path: &'static str) -> Spec {
-    entry(path, Tag::Special, 0, 100)
+    // A device node: never made without root.
+    entry(path, Tag::Special(Kind::Block), 0, 100)
 }
 /// A listing that lives as long as the test (plans borrow their listings).
 fn tree(specs: Vec<Spec>) -> &'static Tree {

@@ -29,7 +29,7 @@ use super::common::{self, io_error, Keeps, Listed};
 use super::{Options, Url};
 use crate::config::{Compare, Config};
 use crate::dest::Destination;
-use crate::entry::{Chown, Mtime, RootMeta, Tag, Tree};
+use crate::entry::{Chown, Kind, Mtime, RootMeta, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
 use crate::fsops::{
@@ -601,7 +601,8 @@ fn tag_of(a: &FileAttributes) -> Tag {
     } else if a.is_regular() {
         Tag::File
     } else {
-        Tag::Special
+        // Nothing is made there but files, directories and links.
+        Tag::Special(Kind::Fifo)
     }
 }
 

@@ -21,7 +21,7 @@ use crate::preflight::Refusal;
 /// Something worth saying that is not a failure.
 #[derive(Debug)]
 pub enum Warning<'a> {
-    /// A FIFO, socket or device in SRC: not mirrored.
+    /// A FIFO, socket or device in SRC that this run cannot make: not mirrored.
     Special(&'a Path),
     /// A source symlink, skipped because the destination cannot store symlinks.
     Symlink(&'a Path),
@@ -49,7 +49,8 @@ impl fmt::Display for Warning<'_> {
         match self {
             Warning::Special(p) => write!(
                 f,
-                "skipping '{}': not a regular file, directory or symlink",
+                "skipping special file '{}': only root makes device nodes, and none are made \
+                 with --no-specials or on a remote destination",
                 Escaped(p)
             ),
             Warning::Symlink(p) => write!(

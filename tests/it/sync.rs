@@ -170,9 +170,8 @@ fn symlinks_are_never_followed_on_either_side() {
     assert_same(&outside, &Manifest::of(&f.path("outside")));
 }
 
-#[test]
-fn special_files_are_skipped_with_a_warning() {
-    let f = Fixture::new();
+/// A FIFO and a socket in SRC.
+fn fifo_and_socket(f: &Fixture) -> std::os::unix::net::UnixListener {
     f.write("src/regular", "r");
     let fifo = f.path("src/pipe");
     assert!(std::process::Command::new("mkfifo")
@@ -180,10 +179,32 @@ fn special_files_are_skipped_with_a_warning() {
         .status()
         .unwrap()
         .success());
-    let _socket = std::os::unix::net::UnixListener::bind(f.path("src/sock")).unwrap();
-    let run = f.sync(&[]).expect(0);
+    set_mtime(&fifo, 1_500_000_000, 5);
+    std::os::unix::net::UnixListener::bind(f.path("src/sock")).unwrap()
+}
+
+#[test]
+fn fifos_and_sockets_are_made_again_by_any_user() {
+    let f = Fixture::new();
+    let _socket = fifo_and_socket(&f);
+    chmod(&f.path("src/pipe"), 0o640);
+    run_unprivileged(&f, [&f.src, &f.dst]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    // (handing the fixture to the user again changes ctimes: first that, then the snapshot)
+    let mut again = unprivileged(&f);
+    let before = identity(&f.dst);
+    let run = Run::from(again.arg("-v").arg(&f.src).arg(&f.dst).output().unwrap()).expect(0);
+    assert_eq!(run.stdout, "");
+    assert_eq!(before, identity(&f.dst), "a second run writes nothing");
+}
+
+#[test]
+fn no_specials_skips_them_with_a_warning() {
+    let f = Fixture::new();
+    let _socket = fifo_and_socket(&f);
+    let run = f.sync(&["--no-specials"]).expect(0);
     assert!(
-        run.stderr.contains("warning: skipping '") && run.stderr.contains("src/pipe'"),
+        run.stderr.contains("warning: skipping special file '") && run.stderr.contains("src/pipe'"),
         "{run:?}"
     );
     assert!(run.stderr.contains("src/sock'"), "{run:?}");
@@ -192,6 +213,39 @@ fn special_files_are_skipped_with_a_warning() {
         &Manifest::of(&f.src).without(&["pipe", "sock"]),
         &Manifest::of(&f.dst),
     );
+}
+
+#[test]
+fn device_nodes_are_made_again_as_root() {
+    let f = Fixture::new();
+    if !need_root("to make device nodes") {
+        return;
+    }
+    for (name, kind, major, minor) in [("null", "c", "1", "3"), ("loop9", "b", "7", "9")] {
+        let made = std::process::Command::new("mknod")
+            .arg(f.path(format!("src/{name}")))
+            .args([kind, major, minor])
+            .status()
+            .unwrap();
+        assert!(made.success());
+    }
+    chmod(&f.path("src/null"), 0o666);
+    f.sync(&[]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    // Another device number at the same path: replaced.
+    fs::remove_file(f.path("src/loop9")).unwrap();
+    let made = std::process::Command::new("mknod")
+        .arg(f.path("src/loop9"))
+        .args(["b", "7", "10"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let run = f.sync(&["-v"]).expect(0);
+    assert_eq!(run.stdout, "~s type   loop9\n");
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    let before = identity(&f.dst);
+    f.sync(&[]).expect(0);
+    assert_eq!(before, identity(&f.dst), "a second run writes nothing");
 }
 
 #[test]

@@ -133,10 +133,21 @@ pub fn chmod(path: &Path, mode: u32) {
 /// What one entry of a tree looks like, for comparing trees.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Shape {
-    File { mode: u32, hash: String },
-    Dir { mode: u32 },
-    Symlink { target: PathBuf },
-    Special,
+    File {
+        mode: u32,
+        hash: String,
+    },
+    Dir {
+        mode: u32,
+    },
+    Symlink {
+        target: PathBuf,
+    },
+    /// A FIFO, socket or device: its file type bits and device number.
+    Special {
+        kind: u32,
+        rdev: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -255,7 +266,10 @@ fn record(path: &Path, meta: &fs::Metadata) -> Record {
             target: fs::read_link(path).unwrap(),
         }
     } else {
-        Shape::Special
+        Shape::Special {
+            kind: meta.mode() & 0o170000,
+            rdev: meta.rdev(),
+        }
     };
     Record {
         shape,
