@@ -544,27 +544,15 @@ pub fn make_symlink(
     at_parent(dst, rel, Op::Symlink, |dir, name| {
         let temp = new_temp('l', |temp| rustix::fs::symlinkat(link.target, dir, temp))
             .at(Op::Symlink, &path)?;
-        let placed = chown_at(dir, &temp, link.owner)
-            .at(Op::SetOwner, &path)
-            .and_then(|()| {
-                set_times_at(dir, &temp, link.mtime, Tag::Symlink).at(Op::SetTimes, &path)
-            })
-            .and_then(|()| {
-                place(
-                    At {
-                        dir,
-                        name,
-                        path: &path,
-                    },
-                    &temp,
-                    replaces,
-                    displaced,
-                )
-            });
-        if placed.is_err() {
-            let _ = rustix::fs::unlinkat(dir, &temp, AtFlags::empty());
-        }
-        placed
+        let at = At {
+            dir,
+            name,
+            path: &path,
+        };
+        finish(at, &temp, replaces, displaced, || {
+            chown_at(dir, &temp, link.owner).at(Op::SetOwner, &path)?;
+            set_times_at(dir, &temp, link.mtime, Tag::Symlink).at(Op::SetTimes, &path)
+        })
     })
 }
 
@@ -602,27 +590,33 @@ pub fn make_special(
             rustix::fs::mknodat(dir, temp, kind, mode, node.rdev)
         })
         .at(Op::MakeNode, &path)?;
-        let placed = chown_at(dir, &temp, node.owner)
-            .at(Op::SetOwner, &path)
-            .and_then(|()| chmod_at(dir, &temp, u32::from(node.mode)).at(Op::SetPermissions, &path))
-            .and_then(|()| set_times_at(dir, &temp, node.mtime, Tag::File).at(Op::SetTimes, &path))
-            .and_then(|()| {
-                place(
-                    At {
-                        dir,
-                        name,
-                        path: &path,
-                    },
-                    &temp,
-                    replaces,
-                    displaced,
-                )
-            });
-        if placed.is_err() {
-            let _ = rustix::fs::unlinkat(dir, &temp, AtFlags::empty());
-        }
-        placed
+        let at = At {
+            dir,
+            name,
+            path: &path,
+        };
+        finish(at, &temp, replaces, displaced, || {
+            chown_at(dir, &temp, node.owner).at(Op::SetOwner, &path)?;
+            chmod_at(dir, &temp, u32::from(node.mode)).at(Op::SetPermissions, &path)?;
+            set_times_at(dir, &temp, node.mtime, Tag::File).at(Op::SetTimes, &path)
+        })
     })
+}
+
+/// Give the temporary `temp` (made in the entry's directory) its metadata with `meta`, then
+/// rename it over the entry; a temporary that cannot be finished or placed is removed.
+fn finish(
+    at: At<'_>,
+    temp: &OsStr,
+    replaces: Option<Tag>,
+    displaced: Displaced<'_>,
+    meta: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    let placed = meta().and_then(|()| place(at, temp, replaces, displaced));
+    if placed.is_err() {
+        let _ = rustix::fs::unlinkat(at.dir, temp, AtFlags::empty());
+    }
+    placed
 }
 
 /// Rename the complete temporary `temp` (in the same directory) over the entry, after making

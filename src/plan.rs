@@ -764,19 +764,8 @@ impl<'t> Planner<'_, 't> {
     /// link's) and mtime where they differ.
     fn same_node(&mut self, i: u32, dst: &Entry, with_mode: bool) {
         let src = self.src(i);
-        let owner = self.plan.chown(src.owner, Some(dst.owner));
         let mode = with_mode && self.plan.mode_for(i) != dst.mode;
-        let mtime = src.mtime != dst.mtime;
-        if mode || mtime || !owner.is_empty() {
-            self.plan.fixes.push(Fix {
-                src: i,
-                mode,
-                mtime,
-                owner,
-            });
-        } else {
-            self.plan.unchanged.add(0);
-        }
+        self.fix_or_unchanged(i, dst, mode, src.mtime != dst.mtime);
     }
 
     /// Same content: fix the mode if it differs, and the time when contents were compared
@@ -787,6 +776,13 @@ impl<'t> Planner<'_, 't> {
         let mode = self.plan.mode_for(i) != dst.mode;
         let mtime =
             rule.method == Method::Checksum && !compare::same_time(src.mtime, dst.mtime, rule);
+        self.fix_or_unchanged(i, dst, mode, mtime);
+    }
+
+    /// An entry whose contents are the same on both sides: a fix of what differs (the owner
+    /// too, where the run keeps it), or nothing at all.
+    fn fix_or_unchanged(&mut self, i: u32, dst: &Entry, mode: bool, mtime: bool) {
+        let src = self.src(i);
         let owner = self.plan.chown(src.owner, Some(dst.owner));
         if mode || mtime || !owner.is_empty() {
             self.plan.fixes.push(Fix {
@@ -796,8 +792,9 @@ impl<'t> Planner<'_, 't> {
                 owner,
             });
         } else {
-            debug!(path = %self.plan.src_path(i).display(), "unchanged: same size and time");
-            self.plan.unchanged.add(src.size);
+            debug!(path = %self.plan.src_path(i).display(), "unchanged");
+            let size = if src.tag == Tag::File { src.size } else { 0 };
+            self.plan.unchanged.add(size);
         }
     }
 }
