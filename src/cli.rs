@@ -241,7 +241,7 @@ impl Cli {
         config.dry_run = self.dry_run;
         config.wait_lock = self.wait_lock;
         config.ownership.owner = !self.no_owner;
-        config.specials = !self.no_specials;
+        config.specials &= !self.no_specials;
         config.ownership.group = !self.no_group;
         config.delete = !self.no_delete;
         config.max_delete = self.max_delete;

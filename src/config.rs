@@ -129,7 +129,8 @@ impl Config {
             ownership: Ownership::default(),
             symlinks: true,
             byte_names: true,
-            specials: true,
+            // No `mknodat` on macOS.
+            specials: !cfg!(target_vendor = "apple"),
             remote: None,
             remote_options: remote::Options::default(),
         }

@@ -556,6 +556,31 @@ pub fn make_symlink(
     })
 }
 
+#[cfg(not(target_vendor = "apple"))]
+// `Dev` is a `u64` on Linux, narrower elsewhere.
+#[allow(clippy::unnecessary_cast)]
+fn mknod_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    kind: rustix::fs::FileType,
+    mode: Mode,
+    rdev: u64,
+) -> rustix::io::Result<()> {
+    rustix::fs::mknodat(dir, name, kind, mode, rdev as rustix::fs::Dev)
+}
+
+/// macOS has no `mknodat`: special files are not planned there (see `Config::specials`).
+#[cfg(target_vendor = "apple")]
+fn mknod_at(
+    _dir: BorrowedFd<'_>,
+    _name: &OsStr,
+    _kind: rustix::fs::FileType,
+    _mode: Mode,
+    _rdev: u64,
+) -> rustix::io::Result<()> {
+    Err(rustix::io::Errno::NOSYS)
+}
+
 /// A special file to make: FIFO, socket or device node, with its metadata.
 #[derive(Clone, Copy, Debug)]
 pub struct Node {
@@ -586,10 +611,8 @@ pub fn make_special(
     let path = dst.path(rel);
     at_parent(dst, rel, Op::MakeNode, |dir, name| {
         let mode = Mode::from_raw_mode(u32::from(node.mode & 0o777) as rustix::fs::RawMode);
-        let temp = new_temp('n', |temp| {
-            rustix::fs::mknodat(dir, temp, kind, mode, node.rdev)
-        })
-        .at(Op::MakeNode, &path)?;
+        let temp = new_temp('n', |temp| mknod_at(dir, temp, kind, mode, node.rdev))
+            .at(Op::MakeNode, &path)?;
         let at = At {
             dir,
             name,
@@ -752,13 +775,37 @@ fn chown_at(dir: BorrowedFd<'_>, name: &OsStr, owner: Chown) -> io::Result<()> {
     if owner.is_empty() {
         return Ok(());
     }
-    let flags = match name.is_empty() {
-        true => AtFlags::EMPTY_PATH,
-        false => AtFlags::SYMLINK_NOFOLLOW,
-    };
     let uid = owner.uid.map(rustix::fs::Uid::from_raw);
     let gid = owner.gid.map(rustix::fs::Gid::from_raw);
-    Ok(rustix::fs::chownat(dir, name, uid, gid, flags)?)
+    if name.is_empty() {
+        return chown_handle(dir, uid, gid);
+    }
+    Ok(rustix::fs::chownat(
+        dir,
+        name,
+        uid,
+        gid,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?)
+}
+
+/// `chown` of the entry a handle is open on (an `O_PATH` one included, on Linux).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn chown_handle(
+    fd: BorrowedFd<'_>,
+    uid: Option<rustix::fs::Uid>,
+    gid: Option<rustix::fs::Gid>,
+) -> io::Result<()> {
+    Ok(rustix::fs::chownat(fd, "", uid, gid, AtFlags::EMPTY_PATH)?)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn chown_handle(
+    fd: BorrowedFd<'_>,
+    uid: Option<rustix::fs::Uid>,
+    gid: Option<rustix::fs::Gid>,
+) -> io::Result<()> {
+    Ok(rustix::fs::fchown(fd, uid, gid)?)
 }
 
 /// Set the permission bits of the file or directory `rel` below `dst` ("" is `dst` itself).
@@ -804,11 +851,26 @@ fn set_times_at(dir: BorrowedFd<'_>, name: &OsStr, mtime: Mtime, tag: Tag) -> io
         last_access,
         last_modification: timespec(mtime),
     };
-    let flags = match name.is_empty() {
-        true => AtFlags::EMPTY_PATH,
-        false => AtFlags::SYMLINK_NOFOLLOW,
-    };
-    Ok(rustix::fs::utimensat(dir, name, &times, flags)?)
+    if name.is_empty() {
+        return set_times_handle(dir, &times);
+    }
+    Ok(rustix::fs::utimensat(
+        dir,
+        name,
+        &times,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?)
+}
+
+/// The times of the entry a handle is open on (an `O_PATH` one included, on Linux).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn set_times_handle(fd: BorrowedFd<'_>, times: &Timestamps) -> io::Result<()> {
+    Ok(rustix::fs::utimensat(fd, "", times, AtFlags::EMPTY_PATH)?)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn set_times_handle(fd: BorrowedFd<'_>, times: &Timestamps) -> io::Result<()> {
+    Ok(rustix::fs::futimens(fd, times)?)
 }
 
 /// `chmod` of `name` in `dir`, never of what a link points to: on a handle of the entry itself
