@@ -98,7 +98,10 @@ impl Write for LogFile {
 /// Diagnostics on stderr as `SYNCEASE_LOG` asks (off by default); with `--log-file`, every
 /// decision and action at debug level in that file too.
 fn init_tracing(log_file: Option<LogFile>) {
+    use std::io::IsTerminal;
+    // Colour only for a terminal: diagnostics redirected to a file stay plain text.
     let stderr = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_filter(
             EnvFilter::builder()

@@ -231,3 +231,17 @@ fn itemized_lines_come_in_plan_order_whatever_the_workers_do() {
     assert_eq!(real.stdout.lines().count(), 5 + 303 + 303);
     assert_eq!(dry.stdout, real.stdout);
 }
+
+#[test]
+fn diagnostics_written_to_a_file_hold_no_colour_codes() {
+    let f = pending();
+    let out = syncease()
+        .env("SYNCEASE_LOG", "debug")
+        .arg(&f.src)
+        .arg(&f.dst)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("DEBUG"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "colour codes in: {stderr}");
+}
