@@ -6,22 +6,22 @@
 //! source entries whose contents differ, which the planner turns into `content` updates.
 
 use std::collections::HashSet;
-use std::fs::File;
 use std::io;
 use std::path::Path;
 
 use rayon::prelude::*;
 
 use crate::entry::{merge, Pair, Tag, Tree};
-use crate::error::{Context, Error, Op};
+use crate::error::{Error, Op};
+use crate::fsops::{open_read, Base, Source};
 
 /// The source entries (by index) whose same-size destination file differs in content, and the
 /// source files that could not be read (errors of the source listing: they withhold deletions).
 pub fn differing(
     src: &Tree,
     dst: &Tree,
-    src_root: &Path,
-    dst_root: &Path,
+    src_base: &Base,
+    dst_base: &Base,
 ) -> (HashSet<u32>, Vec<Error>) {
     let same_size_files = |&(i, j): &(u32, u32)| {
         let (a, b) = (&src.entries[i as usize], &dst.entries[j as usize]);
@@ -38,8 +38,8 @@ pub fn differing(
         .par_iter()
         .map(|&(i, j)| {
             let (a, b) = rayon::join(
-                || hash(&src_root.join(src.origin(i))),
-                || hash(&dst_root.join(dst.path_at(j))),
+                || hash(src_base, src.origin(i)),
+                || hash(dst_base, dst.path_at(j)),
             );
             match (a, b) {
                 (Err(e), _) => Err(e),
@@ -63,9 +63,11 @@ pub fn differing(
     (changed, errors)
 }
 
-fn hash(path: &Path) -> Result<blake3::Hash, Error> {
-    let mut file = File::open(path).at(Op::Open, path)?;
+/// The BLAKE3 of the file `rel` below `base`, read through directory handles.
+fn hash(base: &Base, rel: &Path) -> Result<blake3::Hash, Error> {
+    let source = Source { base, rel };
+    let mut file = open_read(source).map_err(|e| Error::new(Op::Open, source.path(), e))?;
     let mut hasher = blake3::Hasher::new();
-    io::copy(&mut file, &mut hasher).at(Op::Read, path)?;
+    io::copy(&mut file, &mut hasher).map_err(|e| Error::new(Op::Read, source.path(), e))?;
     Ok(hasher.finalize())
 }

@@ -42,7 +42,7 @@ pub trait Destination: Sync {
     /// files whose contents differ (`--checksum`), and the errors met.
     fn refine(
         &self,
-        src_root: &Path,
+        src_base: &Base,
         src: &Tree,
         dst: &mut Tree,
         compare: &Compare,
@@ -171,13 +171,14 @@ impl Destination for Local<'_> {
 
     fn refine(
         &self,
-        src_root: &Path,
+        src_base: &Base,
         src: &Tree,
         dst: &mut Tree,
         compare: &Compare,
     ) -> (HashSet<u32>, Vec<Error>) {
-        match compare.method {
-            Method::Checksum => checksum::differing(src, dst, src_root, self.root),
+        match (compare.method, self.base()) {
+            (Method::Checksum, Ok(dst_base)) => checksum::differing(src, dst, src_base, dst_base),
+            // No DST yet (or none to open): no pair of files to compare.
             _ => (HashSet::new(), Vec::new()),
         }
     }

@@ -183,20 +183,24 @@ impl Source<'_> {
     }
 }
 
-/// Open a source file for copying, with what it is expected to be (its size and mtime taken
-/// afresh when asked). `None` when the file vanished since it was listed.
-/// A link or a FIFO found in its place is an error, never followed or waited on.
-pub fn open_source(src: Source<'_>, expected: Expected) -> Result<Option<(File, Expected)>> {
+/// Open a file below SRC (or DST) for reading, through directory handles: a link or a FIFO
+/// found in its place is an error, never followed or waited on.
+pub fn open_read(src: Source<'_>) -> io::Result<File> {
     let (dir, name) = split(src.rel);
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let opened = src
         .base
-        .in_dir(dir, |fd| rustix::fs::openat(fd, name, flags, Mode::empty()));
-    let from = match opened {
-        Ok(Ok(fd)) => File::from(fd),
-        Ok(Err(rustix::io::Errno::NOENT)) => return Ok(None),
+        .in_dir(dir, |fd| rustix::fs::openat(fd, name, flags, Mode::empty()))?;
+    Ok(File::from(opened?))
+}
+
+/// Open a source file for copying, with what it is expected to be (its size and mtime taken
+/// afresh when asked). `None` when the file vanished since it was listed.
+/// A link or a FIFO found in its place is an error, never followed or waited on.
+pub fn open_source(src: Source<'_>, expected: Expected) -> Result<Option<(File, Expected)>> {
+    let from = match open_read(src) {
+        Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Ok(Err(e)) => return Err(Error::new(Op::Open, src.path(), e.into())),
         Err(e) => return Err(Error::new(Op::Open, src.path(), e)),
     };
     let mut expected = expected;

@@ -150,7 +150,11 @@ fn mirror(
         if let Err(refusal) = preflight::listings(config, &src, &dst) {
             return refuse(refusal);
         }
-        let (changed, errors) = dest.refine(&config.src, &src, &mut dst, &config.compare);
+        let src_base = match fsops::Base::open(&config.src) {
+            Ok(base) => base,
+            Err(e) => return refuse(Refusal::SourceUnreadable(config.src.clone(), e)),
+        };
+        let (changed, errors) = dest.refine(&src_base, &src, &mut dst, &config.compare);
         src.errors.extend(errors);
         for error in src.errors.iter().chain(&dst.errors) {
             reporter.error(error);
@@ -166,10 +170,6 @@ fn mirror(
         reporter.planned(copied.files + updated.files, copied.bytes + updated.bytes);
         let scan_errors = (src.errors.len() + dst.errors.len()) as u64;
         drop(changed);
-        let src_base = match fsops::Base::open(&config.src) {
-            Ok(base) => base,
-            Err(e) => return refuse(Refusal::SourceUnreadable(config.src.clone(), e)),
-        };
         let roots = Roots {
             src: &src_base,
             dst: dest,

@@ -34,7 +34,7 @@ use crate::dest::Destination;
 use crate::entry::{merge, Chown, Mtime, Pair, RootMeta, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
-use crate::fsops::{open_source, Copied, CopyError, Expected, Held, Source};
+use crate::fsops::{self, open_source, Base, Copied, CopyError, Expected, Held, Source};
 
 /// Files up to this size are one PUT; larger ones are uploaded in parts of this size.
 pub const PART: usize = 8 << 20;
@@ -528,7 +528,7 @@ impl Destination for S3 {
 
     fn refine(
         &self,
-        src_root: &Path,
+        src_base: &Base,
         src: &Tree,
         dst: &mut Tree,
         compare: &Compare,
@@ -559,8 +559,11 @@ impl Destination for S3 {
                 Method::Checksum => same_size
                     .par_iter()
                     .map(|&(i, _)| {
-                        let path = src_root.join(src.origin(i));
-                        Some(std::fs::File::open(path).and_then(|mut file| file_md5(&mut file)))
+                        let source = Source {
+                            base: src_base,
+                            rel: src.origin(i),
+                        };
+                        Some(fsops::open_read(source).and_then(|mut file| file_md5(&mut file)))
                     })
                     .collect(),
                 _ => same_size.iter().map(|_| None).collect(),
@@ -580,7 +583,7 @@ impl Destination for S3 {
                 let local = match local {
                     Ok(md5) => md5,
                     Err(e) => {
-                        let path = src_root.join(src.origin(i));
+                        let path = src_base.path(src.origin(i));
                         errors.push(Error::new(Op::Read, path, e));
                         continue;
                     }

@@ -33,7 +33,7 @@ use crate::entry::{Chown, Kind, Mtime, RootMeta, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
 use crate::fsops::{
-    self, is_temp_name, open_source, temp_name, Copied, CopyError, Expected, Held, Source,
+    self, is_temp_name, open_source, temp_name, Base, Copied, CopyError, Expected, Held, Source,
 };
 
 const POSIX_RENAME: &str = "posix-rename@openssh.com";
@@ -724,7 +724,7 @@ impl Destination for Sftp {
 
     fn refine(
         &self,
-        _src_root: &Path,
+        _src_base: &Base,
         src: &Tree,
         dst: &mut Tree,
         _compare: &Compare,

@@ -725,6 +725,9 @@ fn a_tree_ten_thousand_directories_deep_is_mirrored_and_pruned() {
     assert_eq!(deep_listing(&f.src), deep_listing(&f.dst));
     let noop = f.sync(&["-v"]).expect(0);
     assert_eq!(noop.stdout, "", "a second run writes nothing");
+    // Contents compared too: read through handles on both sides, at any depth.
+    let checked = f.sync(&["-v", "--checksum"]).expect(0);
+    assert_eq!(checked.stdout, "", "{checked:?}");
     // The deeper half goes: 5,000 directories and 5,000 files, deepest first.
     cut_chain(&f.src, 5_000);
     let run = f.sync(&[]).expect(0);
