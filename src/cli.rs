@@ -62,6 +62,10 @@ pub struct Cli {
     #[arg(short, long, value_name = "N", help_heading = "Run")]
     pub jobs: Option<usize>,
 
+    /// Copy each name of a hard-linked file as a file of its own
+    #[arg(long, help_heading = "Run")]
+    pub no_hard_links: bool,
+
     /// Skip FIFOs, sockets and device nodes (made again by default; devices only as root)
     #[arg(long, help_heading = "Run")]
     pub no_specials: bool,
@@ -242,6 +246,7 @@ impl Cli {
         config.wait_lock = self.wait_lock;
         config.ownership.owner = !self.no_owner;
         config.specials &= !self.no_specials;
+        config.hard_links = !self.no_hard_links && !self.flatten;
         config.ownership.group = !self.no_group;
         config.delete = !self.no_delete;
         config.max_delete = self.max_delete;

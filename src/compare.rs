@@ -23,6 +23,8 @@ pub enum Reason {
     Type(Tag),
     /// A symlink points elsewhere.
     Target,
+    /// A hard link to another name of the same file.
+    Link,
 }
 
 impl Reason {
@@ -35,6 +37,7 @@ impl Reason {
             Reason::Content => "content",
             Reason::Type(_) => "type",
             Reason::Target => "target",
+            Reason::Link => "link",
         }
     }
 }

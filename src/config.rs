@@ -65,6 +65,9 @@ pub struct Config {
     /// Whether the destination can hold symlinks; when not, the source's are skipped with a
     /// warning. Set by `run` from the destination.
     pub symlinks: bool,
+    /// Names of one source file are names of one destination file (`--no-hard-links` turns it
+    /// off; not with `--flatten` or on remote destinations).
+    pub hard_links: bool,
     /// Make FIFOs, sockets and (as root) device nodes (`--no-specials` turns it off; remote
     /// destinations cannot hold them).
     pub specials: bool,
@@ -129,6 +132,7 @@ impl Config {
             ownership: Ownership::default(),
             symlinks: true,
             byte_names: true,
+            hard_links: true,
             // No `mknodat` on macOS.
             specials: !cfg!(target_vendor = "apple"),
             remote: None,

@@ -80,6 +80,16 @@ pub trait Destination: Sync {
         owner: Chown,
     ) -> Result<()>;
 
+    /// Make `rel` another name of the file at `leader` (both relative to the root); `held` is
+    /// what the listing found at `rel`.
+    fn make_hard_link(&self, rel: &Path, _leader: &Path, _held: Held) -> Result<()> {
+        let cause = std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "this destination cannot hold hard links",
+        );
+        Err(Error::new(Op::Link, self.path(rel), cause))
+    }
+
     /// Make a FIFO, socket or device node at `rel`, replacing the non-directory `replaces`.
     fn make_special(&self, rel: &Path, _node: Node, _replaces: Option<Tag>) -> Result<()> {
         let cause = std::io::Error::new(
@@ -233,6 +243,11 @@ impl Destination for Local<'_> {
             owner,
         };
         fsops::make_symlink(link, self.base()?, rel, replaces, displaced)
+    }
+
+    fn make_hard_link(&self, rel: &Path, leader: &Path, held: Held) -> Result<()> {
+        let displaced = self.displaced(rel)?;
+        fsops::make_hard_link(self.base()?, rel, leader, held, displaced)
     }
 
     fn make_special(&self, rel: &Path, node: Node, replaces: Option<Tag>) -> Result<()> {

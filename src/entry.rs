@@ -175,6 +175,9 @@ pub struct Tree {
     pub errors: Vec<Error>,
     /// With `--flatten`: for each entry, the arena span of the path below SRC it comes from.
     origins: Vec<(u64, u32)>,
+    /// The regular files that have more than one name: (entry index, device, inode), in path
+    /// order. Only they: memory grows with linked files, not with the tree.
+    pub links: Vec<(u32, u64, u64)>,
 }
 
 fn as_path(bytes: &[u8]) -> &Path {
@@ -260,6 +263,12 @@ impl Tree {
                 uid: stat.st_uid,
                 gid: stat.st_gid,
             };
+        }
+        #[allow(clippy::useless_conversion)] // the field types differ between platforms
+        if tag == Tag::File && u64::from(stat.st_nlink) > 1 {
+            let index = self.entries.len() as u32 - 1;
+            self.links
+                .push((index, u64::from(stat.st_dev), u64::from(stat.st_ino)));
         }
     }
 

@@ -31,6 +31,7 @@ pub enum Op {
     Lock,
     SetOwner,
     MakeNode,
+    Link,
 }
 
 impl Op {
@@ -53,6 +54,7 @@ impl Op {
             Op::Lock => "lock",
             Op::SetOwner => "set the owner of",
             Op::MakeNode => "make special file",
+            Op::Link => "make hard link",
         }
     }
 }

@@ -217,6 +217,7 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
         None => summary = summary.merge(delete_all(plan, roots, reporter)),
     }
     summary = summary.merge(write_all(plan, &plan.replacements, roots, reporter));
+    summary = summary.merge(link_all(plan, roots, reporter));
 
     let made = |d: &&DirMeta| d.src.is_none_or(|i| !not_made.contains(&i));
     for dir in plan.dir_meta.iter().filter(made) {
@@ -371,6 +372,33 @@ fn transfer(
 }
 
 /// Remove entries, given deepest first: non-directories in parallel, then directories in order.
+/// Make the later names of linked files, now that every first name is in place.
+fn link_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary {
+    let mut summary = Summary::default();
+    for link in &plan.links {
+        let held = match link.reason {
+            Reason::New => Held::Nothing,
+            _ => Held::Same,
+        };
+        let (rel, leader) = (plan.src_path(link.src), plan.src_path(link.leader));
+        match roots.dst.make_hard_link(rel, leader, held) {
+            Ok(()) => {
+                match held {
+                    Held::Nothing => summary.copied.add(0),
+                    _ => summary.updated.add(0),
+                }
+                reporter.wrote(0);
+                reporter.item(&plan.link_item(link));
+            }
+            Err(e) => {
+                reporter.error(&e);
+                summary.errors += 1;
+            }
+        }
+    }
+    summary
+}
+
 /// Itemized lines come out in the plan's order all the same.
 fn delete_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary {
     let is_dir = |i: usize| plan.dst.entries[plan.deletes[i] as usize].tag == Tag::Dir;

@@ -585,6 +585,32 @@ fn mknod_at(
     Err(rustix::io::Errno::NOSYS)
 }
 
+/// Make `rel` below `dst` another name of the file at `leader` (placed earlier in the run):
+/// linked under a temporary name, then renamed over what `held` says is there.
+pub fn make_hard_link(
+    dst: &Base,
+    rel: &Path,
+    leader: &Path,
+    held: Held,
+    displaced: Displaced<'_>,
+) -> Result<()> {
+    let path = dst.path(rel);
+    at_parent(dst, leader, Op::Link, |from, leader_name| {
+        // A walk within a walk in the same tree takes a cursor of its own.
+        at_parent(dst, rel, Op::Link, |dir, name| {
+            let link =
+                |temp: &OsStr| rustix::fs::linkat(from, leader_name, dir, temp, AtFlags::empty());
+            let temp = new_temp('h', link).at(Op::Link, &path)?;
+            let at = At {
+                dir,
+                name,
+                path: &path,
+            };
+            finish(at, &temp, held.other(), displaced, || Ok(()))
+        })
+    })
+}
+
 /// A special file to make: FIFO, socket or device node, with its metadata.
 #[derive(Clone, Copy, Debug)]
 pub struct Node {

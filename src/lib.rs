@@ -57,6 +57,7 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
             symlinks: dest.stores_symlinks(),
             byte_names: dest.stores_byte_names(),
             specials: false,
+            hard_links: false,
             ..config.clone()
         };
         return mirror(config, &*dest, reporter, started);

@@ -8,7 +8,7 @@
 //! runs it. Deletions are planned with the reason they may be withheld, so that the decision to
 //! delete nothing after an unreadable source is made here and tested without a disk.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
 
@@ -71,6 +71,16 @@ impl Transfer {
     pub fn is_update(&self) -> bool {
         self.reason != Reason::New
     }
+}
+
+/// Make source entry `src` in DST a hard link to the copy of `leader`, an earlier name of the
+/// same source file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HardLink {
+    pub src: u32,
+    pub leader: u32,
+    /// `New`, or `Link` when DST has a file there already.
+    pub reason: Reason,
 }
 
 /// Metadata that differs on an otherwise unchanged file or symlink: give DST the mode and/or
@@ -163,6 +173,9 @@ pub struct Plan<'t> {
     pub fixes: Vec<Fix>,
     /// DST entries to remove, deepest first. Empty when deletion is off.
     pub deletes: Vec<u32>,
+    /// Names of a source file with several names, made hard links to its first name (its
+    /// leader) once that is in place: after every write.
+    pub links: Vec<HardLink>,
     /// Files and links that take the place of a destination directory: written after the
     /// deletions, which empty the directory first (what is below it is deleted like anything
     /// SRC does not have), so that it can be removed without losing what the deletions keep.
@@ -197,6 +210,7 @@ impl<'t> Plan<'t> {
             fixes: Vec::new(),
             deletes: Vec::new(),
             replacements: Vec::new(),
+            links: Vec::new(),
             dir_meta: Vec::new(),
             skipped: Vec::new(),
             kept: Vec::new(),
@@ -303,6 +317,12 @@ impl<'t> Plan<'t> {
                 copied.add(size)
             }
         }
+        for link in &self.links {
+            match link.reason {
+                Reason::New => copied.add(0),
+                _ => updated.add(0),
+            }
+        }
         (copied, updated)
     }
 
@@ -317,6 +337,7 @@ impl<'t> Plan<'t> {
             items.extend(self.deletes.iter().map(|&i| self.delete_item(i)));
         }
         items.extend(self.replacements.iter().map(|t| self.transfer_item(t)));
+        items.extend(self.links.iter().map(|l| self.link_item(l)));
         items.extend(
             self.dir_meta
                 .iter()
@@ -342,6 +363,15 @@ impl<'t> Plan<'t> {
                 target: Some(target),
                 ..Item::new(op, Tag::Symlink, t.reason.word(), path)
             },
+        }
+    }
+
+    pub fn link_item(&self, link: &HardLink) -> Item<'t> {
+        let op = if link.reason == Reason::New { "+" } else { ">" };
+        Item {
+            target: Some(self.src_path(link.leader)),
+            hard: true,
+            ..Item::new(op, Tag::File, "link", self.src_path(link.src))
         }
     }
 
@@ -391,6 +421,8 @@ pub struct Item<'a> {
     pub reason: &'static str,
     pub path: &'a Path,
     pub target: Option<&'a Path>,
+    /// `target` is the other name of a hard link (`=>`), not a symlink's (`->`).
+    pub hard: bool,
 }
 
 impl<'a> Item<'a> {
@@ -401,6 +433,7 @@ impl<'a> Item<'a> {
             reason,
             path,
             target: None,
+            hard: false,
         }
     }
 
@@ -427,7 +460,8 @@ impl fmt::Display for Item<'_> {
             f.write_str("/")?;
         }
         if let Some(target) = self.target {
-            write!(f, " -> {}", Escaped(target))?;
+            let arrow = if self.hard { "=>" } else { "->" };
+            write!(f, " {arrow} {}", Escaped(target))?;
         }
         Ok(())
     }
@@ -478,7 +512,26 @@ pub fn plan_with<'t>(
         plan: Plan::new(src, dst, config.ownership.clone()),
         dirs: Vec::new(),
         open: Vec::new(),
+        leader_of: HashMap::new(),
+        leaders: HashSet::new(),
+        leader_dst: HashMap::new(),
+        rewritten: HashSet::new(),
+        dst_inodes: dst
+            .links
+            .iter()
+            .map(|&(j, dev, ino)| (j, (dev, ino)))
+            .collect(),
     };
+    if config.hard_links {
+        let mut first: HashMap<(u64, u64), u32> = HashMap::new();
+        for &(i, dev, ino) in &src.links {
+            let leader = *first.entry((dev, ino)).or_insert(i);
+            if leader != i {
+                planner.leader_of.insert(i, leader);
+                planner.leaders.insert(leader);
+            }
+        }
+    }
     // Replacements of destination directories that hold listed entries, by index.
     let mut emptied: Vec<usize> = Vec::new();
 
@@ -608,6 +661,14 @@ struct Planner<'a, 't> {
     dirs: Vec<DirPair>,
     /// The chain of source directories (path, index in `dirs`) above the current path.
     open: Vec<(&'t Path, usize)>,
+    /// Hard links: every later name of a source file, with its first name (the leader).
+    leader_of: HashMap<u32, u32>,
+    /// The leaders, the destination entry each has, and those written again this run.
+    leaders: HashSet<u32>,
+    leader_dst: HashMap<u32, u32>,
+    rewritten: HashSet<u32>,
+    /// Device and inode of the destination files with several names.
+    dst_inodes: HashMap<u32, (u64, u64)>,
 }
 
 impl<'t> Planner<'_, 't> {
@@ -657,7 +718,38 @@ impl<'t> Planner<'_, 't> {
 
     fn transfer(&mut self, i: u32, reason: Reason) {
         self.writes_in_parent_of(self.plan.src_path(i));
+        if self.leaders.contains(&i) {
+            self.rewritten.insert(i);
+        }
         self.plan.transfers.push(Transfer { src: i, reason });
+    }
+
+    /// Make source entry `i` a hard link to its leader's copy.
+    fn hard_link(&mut self, i: u32, leader: u32, reason: Reason) {
+        self.writes_in_parent_of(self.plan.src_path(i));
+        self.plan.links.push(HardLink {
+            src: i,
+            leader,
+            reason,
+        });
+    }
+
+    /// For a later name of a linked source file at destination entry `j` (if any): nothing
+    /// when DST already has it as a name of the leader's unchanged copy, else a link.
+    fn follower(&mut self, i: u32, leader: u32, j: Option<u32>) {
+        let Some(j) = j else {
+            return self.hard_link(i, leader, Reason::New);
+        };
+        let inode = |j: &u32| self.dst_inodes.get(j);
+        let linked = match (inode(&j), self.leader_dst.get(&leader).and_then(inode)) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        };
+        if linked && !self.rewritten.contains(&leader) {
+            self.plan.unchanged.add(self.src(i).size);
+        } else {
+            self.hard_link(i, leader, Reason::Link);
+        }
     }
 
     fn make_dir(&mut self, i: u32, replaces: Option<Tag>) {
@@ -690,6 +782,9 @@ impl<'t> Planner<'_, 't> {
         }
         match self.src(i).tag {
             Tag::Dir => self.make_dir(i, None),
+            Tag::File if self.leader_of.contains_key(&i) => {
+                self.follower(i, self.leader_of[&i], None)
+            }
             Tag::File | Tag::Symlink | Tag::Special(_) => self.transfer(i, Reason::New),
         }
     }
@@ -723,7 +818,13 @@ impl<'t> Planner<'_, 't> {
                 }),
             ),
             (Tag::Dir, other) => self.make_dir(i, Some(other)),
+            (Tag::File, Tag::File) if self.leader_of.contains_key(&i) => {
+                self.follower(i, self.leader_of[&i], Some(j));
+            }
             (Tag::File, Tag::File) => {
+                if self.leaders.contains(&i) {
+                    self.leader_dst.insert(i, j);
+                }
                 let changed = self.changed.contains(&i);
                 match compare::files(src, dst, &self.config.compare, changed) {
                     Verdict::Unchanged => self.unchanged_file(i, dst),
@@ -749,6 +850,9 @@ impl<'t> Planner<'_, 't> {
             }
             (Tag::File | Tag::Symlink | Tag::Special(_), Tag::Dir) => {
                 self.writes_in_parent_of(self.plan.src_path(i));
+                if self.leaders.contains(&i) {
+                    self.rewritten.insert(i);
+                }
                 let reason = Reason::Type(Tag::Dir);
                 self.plan.replacements.push(Transfer { src: i, reason });
                 return Some(Below::Emptied(self.plan.replacements.len() - 1));

@@ -456,3 +456,43 @@ fn sparse_files_keep_their_holes() {
     );
     assert_eq!(allocated(&f.dst.join("empty.raw")), 0);
 }
+
+#[test]
+fn hard_links_stay_hard_links() {
+    let f = Fixture::new();
+    let a = f.write("src/a", "shared");
+    f.mkdir("src/sub");
+    fs::hard_link(&a, f.path("src/sub/b")).unwrap();
+    fs::hard_link(&a, f.path("src/c")).unwrap();
+    f.write("src/d", "shared");
+    let ino = |rel: &str| fs::metadata(f.dst.join(rel)).unwrap().ino();
+    let run = f.sync(&["-v"]).expect(0);
+    assert!(run.stdout.contains("+f link   c => a\n"), "{run:?}");
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    assert_eq!((ino("a"), ino("a")), (ino("sub/b"), ino("c")));
+    assert_ne!(ino("a"), ino("d"));
+    assert_eq!(fs::metadata(f.dst.join("a")).unwrap().nlink(), 3);
+    // A second run writes nothing.
+    let before = identity(&f.dst);
+    assert_eq!(f.sync(&["-v"]).expect(0).stdout, "");
+    assert_eq!(before, identity(&f.dst));
+    // New contents (written in place: every name sees them): one copy, the others linked to it.
+    fs::write(&a, "shared, version 2").unwrap();
+    let run = f.sync(&["-v"]).expect(0);
+    assert_eq!(
+        run.stdout, ">f size   a\n>f link   c => a\n>f link   sub/b => a\n",
+        "{run:?}"
+    );
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    assert_eq!((ino("a"), ino("a")), (ino("sub/b"), ino("c")));
+    // --no-hard-links: every name its own file.
+    let apart = f.path("apart");
+    f.run([
+        "--no-hard-links",
+        f.src.to_str().unwrap(),
+        apart.to_str().unwrap(),
+    ])
+    .expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&apart));
+    assert_eq!(fs::metadata(apart.join("a")).unwrap().nlink(), 1);
+}
