@@ -78,6 +78,59 @@ pub struct Cli {
     #[arg(long, help_heading = "Run")]
     pub no_group: bool,
 
+    /// Accepted: rsync's -a is what syncease does anyway (-rlptgoD, and -H and -S too)
+    #[arg(short = 'a', long, help_heading = "rsync habits")]
+    pub archive: bool,
+
+    /// Accepted: syncease always recurses
+    #[arg(short = 'r', long, help_heading = "rsync habits")]
+    pub recursive: bool,
+
+    /// Accepted, as -p and -t: links are copied as links, permissions and times kept
+    #[arg(short = 'l', long = "links", help_heading = "rsync habits")]
+    pub links: bool,
+
+    #[arg(short = 'p', long = "perms", hide = true)]
+    pub perms: bool,
+
+    #[arg(short = 't', long = "times", hide = true)]
+    pub times: bool,
+
+    /// Accepted, as -S, -o, -g and -D: hard links, holes, owners, groups, special files kept
+    #[arg(
+        short = 'H',
+        long,
+        overrides_with = "no_hard_links",
+        help_heading = "rsync habits"
+    )]
+    pub hard_links: bool,
+
+    #[arg(short = 'S', long, hide = true)]
+    pub sparse: bool,
+
+    #[arg(short = 'o', long, overrides_with = "no_owner", hide = true)]
+    pub owner: bool,
+
+    #[arg(short = 'g', long, overrides_with = "no_group", hide = true)]
+    pub group: bool,
+
+    #[arg(short = 'D', long, overrides_with = "no_specials", hide = true)]
+    pub specials: bool,
+
+    /// Accepted, as --delete-after and --delete-during: deletion is the default, after copies
+    #[arg(long, overrides_with = "no_delete", help_heading = "rsync habits")]
+    pub delete: bool,
+
+    #[arg(long, alias = "delete-during", hide = true)]
+    pub delete_after: bool,
+
+    /// Refused, as -A: extended attributes and ACLs are not copied yet
+    #[arg(short = 'X', long, help_heading = "rsync habits")]
+    pub xattrs: bool,
+
+    #[arg(short = 'A', long, hide = true)]
+    pub acls: bool,
+
     /// Compare files of equal size by content (BLAKE3) instead of modification time
     #[arg(short, long, help_heading = "Compare", conflicts_with = "size_only")]
     pub checksum: bool,
@@ -198,6 +251,13 @@ impl Cli {
             Some(text) => Url::parse(text)?,
             None => None,
         };
+        if self.xattrs || self.acls {
+            return Err(
+                "-X/--xattrs and -A/--acls: extended attributes and ACLs are not copied yet; \
+                 run without them (everything else -aHAX keeps is kept), or use rsync for them"
+                    .to_string(),
+            );
+        }
         let mut config = Config::new(src, dst);
         if remote.is_some() {
             // Network round trips, not CPUs, bound a remote run: keep many requests in flight.

@@ -302,3 +302,44 @@ fn jobs_do_not_change_the_result() {
     }
     assert!(Path::new(&f.path("dst-1")).exists());
 }
+
+#[test]
+fn the_flags_rsync_users_type_are_accepted_or_refused_precisely() {
+    let f = Fixture::new();
+    f.write("src/a", "a");
+    f.write("src/sub/b", "b");
+    f.write("dst/a", "old a");
+    f.write("dst/gone", "only in dst");
+    let run = f
+        .sync(&["-avH", "--delete", "--delete-after", "-rlptgoDS"])
+        .expect(0);
+    assert!(run.stdout.contains("-f gone   gone"), "{run:?}");
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    f.sync(&["--delete-during", "--archive", "--recursive"])
+        .expect(0);
+    // The last of a pair wins, as in rsync.
+    f.write("dst/kept", "extra");
+    f.sync(&["--delete", "--no-delete"]).expect(0);
+    assert!(f.dst.join("kept").exists());
+    f.sync(&["--no-delete", "--delete"]).expect(0);
+    assert!(!f.dst.join("kept").exists());
+    // What is not done is refused, never silently ignored.
+    for flags in [&["-aHAX"][..], &["-X"], &["--acls"]] {
+        let run = f.sync(flags).expect(2);
+        assert!(run.stderr.contains("not copied yet"), "{flags:?}: {run:?}");
+    }
+}
+
+#[test]
+fn the_rsync_form_of_a_no_flag_is_accepted_never_answered_with_its_opposite() {
+    let f = Fixture::new();
+    f.write("src/a", "a");
+    for (typed, opposite) in [
+        ("--delete", "--no-delete"),
+        ("--owner", "--no-owner"),
+        ("--hard-links", "--no-hard-links"),
+    ] {
+        let run = f.sync(&[typed]).expect(0);
+        assert!(!run.stderr.contains(opposite), "{typed}: {run:?}");
+    }
+}
