@@ -83,20 +83,12 @@ pub trait Destination: Sync {
     /// Make `rel` another name of the file at `leader` (both relative to the root); `held` is
     /// what the listing found at `rel`.
     fn make_hard_link(&self, rel: &Path, _leader: &Path, _held: Held) -> Result<()> {
-        let cause = std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            "this destination cannot hold hard links",
-        );
-        Err(Error::new(Op::Link, self.path(rel), cause))
+        Err(unsupported(Op::Link, self.path(rel), "hard links"))
     }
 
     /// Make a FIFO, socket or device node at `rel`, replacing the non-directory `replaces`.
     fn make_special(&self, rel: &Path, _node: Node, _replaces: Option<Tag>) -> Result<()> {
-        let cause = std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            "this destination cannot hold special files",
-        );
-        Err(Error::new(Op::MakeNode, self.path(rel), cause))
+        Err(unsupported(Op::MakeNode, self.path(rel), "special files"))
     }
 
     /// Give an entry whose contents are already right its owner, mode and/or mtime. `src` is
@@ -116,6 +108,15 @@ pub trait Destination: Sync {
 
     /// Set a directory's mode and mtime, once nothing below it changes any more.
     fn set_dir_meta(&self, rel: &Path, mode: u16, mtime: Mtime, owner: Chown) -> Result<()>;
+}
+
+/// What a destination that cannot hold `what` answers (the planner never asks it to).
+fn unsupported(op: Op, path: PathBuf, what: &str) -> Error {
+    let cause = std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        format!("this destination cannot hold {what}"),
+    );
+    Error::new(op, path, cause)
 }
 
 /// A folder on a local filesystem, written only through [`fsops`] and its directory handles.

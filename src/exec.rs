@@ -8,6 +8,7 @@
 //! 4. delete — deepest first, and only when the plan allows it and no write failed;
 //! 5. put files and links where directories were, now emptied by the deletions (a directory
 //!    that still holds something, such as excluded entries, stays and the file fails alone);
+//!    then make the later names of hard-linked files, links to their first name's copy;
 //! 6. set directory modes and mtimes, deepest first, now that nothing below them changes.
 //!
 //! Workers never print: they report through the [`Reporter`] and return counts that are merged.
@@ -371,7 +372,6 @@ fn transfer(
     summary
 }
 
-/// Remove entries, given deepest first: non-directories in parallel, then directories in order.
 /// Make the later names of linked files, now that every first name is in place.
 fn link_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary {
     let mut summary = Summary::default();
@@ -399,6 +399,7 @@ fn link_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Summa
     summary
 }
 
+/// Remove entries, given deepest first: non-directories in parallel, then directories in order.
 /// Itemized lines come out in the plan's order all the same.
 fn delete_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary {
     let is_dir = |i: usize| plan.dst.entries[plan.deletes[i] as usize].tag == Tag::Dir;

@@ -246,8 +246,8 @@ fn at_parent<T>(
 
 /// Copy `src` to `rel` below `dst` through a temporary file in its directory; `held` is what
 /// the destination held there when it was listed (an emptied directory is removed just before
-/// the rename). `expected` is the listing's view of the source; `None` asks for a fresh look
-/// (used when trying again after the source changed).
+/// the rename). `expected` is the listing's view of the source and what the copy gets (its
+/// size and mtime taken afresh when trying again after the source changed).
 ///
 /// A new file (`Held::Nothing`) is written to an unnamed temporary (`O_TMPFILE`) and linked
 /// into place once complete: no name to create and rename, and nothing left behind if the run

@@ -196,8 +196,16 @@ impl Walker<'_> {
             }
         }
         names.sort_unstable();
-        let Ok(dir) = entries.fd() else {
-            return Vec::new();
+        let dir = match entries.fd() {
+            Ok(dir) => dir,
+            // Never an empty directory: an error, which withholds deletions.
+            Err(e) => {
+                let path = self.root.join(rel);
+                self.tree
+                    .errors
+                    .push(Error::new(Op::ReadDir, path, e.into()));
+                return Vec::new();
+            }
         };
         let stat = |name: OsString| {
             let stat =

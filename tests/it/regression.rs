@@ -478,11 +478,8 @@ fn a_user_keeps_the_groups_it_is_in_and_no_others() {
     f.write("src/users.txt", "in group 100");
     f.write("src/roots.txt", "in group 0");
     chmod(f.dir.path(), 0o755);
-    for (_, _, path) in [f.dir.path().to_path_buf(), f.src.clone(), bin.clone()]
-        .iter()
-        .map(|p| ((), (), p.clone()))
-    {
-        lchown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
+    for path in [f.dir.path(), &f.src, &bin] {
+        lchown(path, Some(NOBODY), Some(NOBODY)).unwrap();
     }
     lchown(f.src.join("users.txt"), Some(NOBODY), Some(100)).unwrap();
     lchown(f.src.join("roots.txt"), Some(NOBODY), Some(0)).unwrap();

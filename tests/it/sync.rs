@@ -496,3 +496,21 @@ fn hard_links_stay_hard_links() {
     assert_same(&Manifest::of(&f.src), &Manifest::of(&apart));
     assert_eq!(fs::metadata(apart.join("a")).unwrap().nlink(), 1);
 }
+
+#[test]
+fn a_hard_link_whose_first_name_cannot_be_copied_fails_with_it() {
+    let f = Fixture::new();
+    f.write("src/other", "o");
+    let a = f.write("src/a", "secret");
+    fs::hard_link(&a, f.path("src/b")).unwrap();
+    let mut cmd = unprivileged(&f);
+    // After the fixture is handed to the user: neither name can be read then.
+    chmod(&a, 0o000);
+    let run = Run::from(cmd.arg(&f.src).arg(&f.dst).output().unwrap()).expect(1);
+    assert!(run.stderr.contains("cannot open"), "{run:?}");
+    let link = format!("cannot make hard link '{}'", f.dst.join("b").display());
+    assert!(run.stderr.contains(&link), "{run:?}");
+    assert!(!f.dst.join("a").exists() && !f.dst.join("b").exists());
+    assert!(temporaries(&f.dst).is_empty(), "{:?}", temporaries(&f.dst));
+    assert_eq!(fs::read(f.dst.join("other")).unwrap(), b"o");
+}
