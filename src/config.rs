@@ -32,6 +32,75 @@ pub struct Compare {
     pub update: bool,
 }
 
+/// What a destination can hold, found by probing it at the start of a run (see
+/// `fsops::probe`); the plan compares within these limits and reports once what they lose.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Limits {
+    /// The filesystem type, as the mount table names it (`ext4`, `fuseblk`, `vfat`, ...).
+    pub filesystem: String,
+    /// Mounted through FUSE: times are checked after each file is placed.
+    pub fuse: bool,
+    /// `a` and `A` are two names (false: one name, spelled either way).
+    pub case_sensitive: bool,
+    pub symlinks: bool,
+    pub hard_links: bool,
+    /// FIFOs (and, for root, device nodes) can be made.
+    pub specials: bool,
+    /// Permission bits are kept as set.
+    pub modes: bool,
+    /// Owners and groups can be given (as far as the run may give them).
+    pub owners: bool,
+    /// Extended attributes can be set.
+    pub xattrs: bool,
+    /// The finest modification-time step kept (1 on most Linux filesystems, 2 s on FAT); 0
+    /// when times cannot be set at all.
+    pub time_resolution_ns: u64,
+}
+
+impl Default for Limits {
+    /// A destination that holds everything (what is assumed where it cannot be probed).
+    fn default() -> Limits {
+        Limits {
+            filesystem: String::from("unknown"),
+            fuse: false,
+            case_sensitive: true,
+            symlinks: true,
+            hard_links: true,
+            specials: true,
+            modes: true,
+            owners: true,
+            xattrs: true,
+            time_resolution_ns: 1,
+        }
+    }
+}
+
+impl Limits {
+    /// What of the properties a run asked for the destination cannot hold, in words.
+    pub fn lost(&self, config: &Config) -> Vec<&'static str> {
+        let mut lost = Vec::new();
+        let asked = [
+            (self.modes, true, "permission bits"),
+            (
+                self.owners,
+                config.ownership.owner || config.ownership.group,
+                "owners",
+            ),
+            (self.symlinks, true, "symlinks"),
+            (self.hard_links, config.hard_links, "hard links"),
+            (self.specials, config.specials, "special files"),
+            (self.xattrs, config.xattrs.any(), "extended attributes"),
+            (self.time_resolution_ns != 0, true, "modification times"),
+        ];
+        for (holds, wanted, what) in asked {
+            if wanted && !holds {
+                lost.push(what);
+            }
+        }
+        lost
+    }
+}
+
 /// Everything one run needs.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -74,10 +143,38 @@ pub struct Config {
     /// Whether the destination can hold names that are not UTF-8; when not, such source
     /// entries are skipped with a warning. Set by `run` from the destination.
     pub byte_names: bool,
+    /// Extended attributes and ACLs to copy and compare (`-X`, `-A`).
+    pub xattrs: Xattrs,
+    /// What the destination can hold (probed by `run`; everything until then).
+    pub limits: Limits,
     /// DST as a remote URL (`s3://`, `sftp://`); `dst` then holds its text, for messages.
     pub remote: Option<Url>,
     /// Settings of remote destinations.
     pub remote_options: remote::Options,
+}
+
+/// Which extended attributes a run copies and compares.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Xattrs {
+    /// `-X`: the `user.`, `trusted.` and `security.` namespaces (those the process can read).
+    pub plain: bool,
+    /// `-A`: POSIX ACLs (`system.posix_acl_access`, `system.posix_acl_default`).
+    pub acls: bool,
+}
+
+impl Xattrs {
+    pub fn any(self) -> bool {
+        self.plain || self.acls
+    }
+
+    /// Whether the attribute `name` is one the run copies.
+    pub fn covers(self, name: &[u8]) -> bool {
+        let acl = name == b"system.posix_acl_access" || name == b"system.posix_acl_default";
+        let plain = [&b"user."[..], b"trusted.", b"security."]
+            .iter()
+            .any(|ns| name.starts_with(ns));
+        (self.acls && acl) || (self.plain && plain)
+    }
 }
 
 /// Who owns what a run writes in DST, and what of the source's ownership it keeps.
@@ -94,20 +191,25 @@ pub struct Ownership {
     pub group: bool,
     /// The process's groups (supplementary and effective), for a run that is not root's.
     pub groups: Vec<u32>,
+    /// The destination holds no owners at all (FAT, exFAT): none is kept or compared.
+    pub lost: bool,
 }
 
 impl Ownership {
     /// Whether the copy of an entry owned by `uid` gets that owner.
     pub fn keeps_owner(&self, uid: u32) -> bool {
-        self.creator
-            .is_some_and(|c| c.uid == uid || (self.owner && c.uid == 0))
+        !self.lost
+            && self
+                .creator
+                .is_some_and(|c| c.uid == uid || (self.owner && c.uid == 0))
     }
 
     /// Whether the copy of an entry of group `gid` gets that group.
     pub fn keeps_group(&self, gid: u32) -> bool {
-        self.creator.is_some_and(|c| {
-            c.gid == gid || (self.group && (c.uid == 0 || self.groups.contains(&gid)))
-        })
+        !self.lost
+            && self.creator.is_some_and(|c| {
+                c.gid == gid || (self.group && (c.uid == 0 || self.groups.contains(&gid)))
+            })
     }
 }
 
@@ -135,6 +237,8 @@ impl Config {
             hard_links: true,
             // No `mknodat` on macOS.
             specials: !cfg!(target_vendor = "apple"),
+            xattrs: Xattrs::default(),
+            limits: Limits::default(),
             remote: None,
             remote_options: remote::Options::default(),
         }

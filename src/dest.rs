@@ -48,8 +48,25 @@ pub trait Destination: Sync {
         compare: &Compare,
     ) -> (HashSet<u32>, Vec<Error>);
 
-    /// Create the root (it was missing).
+    /// Find out what the destination can hold (its root exists). `None` where that is not
+    /// known: the run then assumes it holds everything.
+    /// `sample` names an entry in the root, if there is one.
+    fn probe(&self, _sample: Option<&std::ffi::OsStr>) -> Option<crate::config::Limits> {
+        None
+    }
+
+    /// Create the root (it was missing). Done already counts as done.
     fn make_root(&self) -> Result<()>;
+
+    /// Rename the entry called `old` in `rel`'s directory to `rel`'s name: the same name but
+    /// for case, on a destination that ignores case.
+    fn respell(&self, rel: &Path, _old: &std::ffi::OsStr) -> Result<()> {
+        Err(unsupported(
+            Op::Respell,
+            self.path(rel),
+            "names that ignore case",
+        ))
+    }
 
     /// Remove a temporary that a killed run left.
     fn remove_temp(&self, rel: &Path) -> Result<()>;
@@ -194,7 +211,15 @@ impl Destination for Local<'_> {
         }
     }
 
+    fn probe(&self, sample: Option<&std::ffi::OsStr>) -> Option<crate::config::Limits> {
+        fsops::probe(self.base().ok()?, sample)
+    }
+
     fn make_root(&self) -> Result<()> {
+        // Made (and locked) earlier in this run, to probe it before planning.
+        if self.lock.get().is_some() {
+            return Ok(());
+        }
         std::fs::create_dir(self.root).map_err(|e| Error::new(Op::MakeDir, self.root, e))?;
         // Nobody else can hold a directory made a moment ago — unless another run raced to
         // make it, and then this one stops here.
@@ -204,6 +229,10 @@ impl Destination for Local<'_> {
         })?;
         let _ = self.lock.set(lock);
         Ok(())
+    }
+
+    fn respell(&self, rel: &Path, old: &std::ffi::OsStr) -> Result<()> {
+        fsops::respell(self.base()?, rel, old)
     }
 
     fn remove_temp(&self, rel: &Path) -> Result<()> {

@@ -38,10 +38,6 @@ impl Mtime {
         }
     }
 
-    pub fn as_filetime(self) -> filetime::FileTime {
-        filetime::FileTime::from_unix_time(self.sec, self.nsec)
-    }
-
     /// Whole nanoseconds between two times, saturating.
     pub fn abs_diff_nanos(self, other: Mtime) -> u128 {
         let a = self.sec as i128 * 1_000_000_000 + self.nsec as i128;
@@ -348,7 +344,9 @@ impl Tree {
             errors: Vec::new(),
             ..Tree::default()
         };
+        let mut moved = vec![u32::MAX; self.entries.len()];
         for (index, new_path) in order {
+            moved[index as usize] = tree.entries.len() as u32;
             let entry = self.entries[index as usize];
             let old = path_bytes(self.path(&entry));
             tree.push_raw(
@@ -367,7 +365,24 @@ impl Tree {
             tree.origins.push((start, old.len() as u32));
         }
         tree.errors = self.errors;
+        tree.links = self
+            .links
+            .iter()
+            .filter(|&&(i, ..)| moved[i as usize] != u32::MAX)
+            .map(|&(i, dev, ino)| (moved[i as usize], dev, ino))
+            .collect();
+        tree.links.sort_unstable_by_key(|&(i, ..)| i);
         tree
+    }
+
+    /// The name entry `index` has on disk, where it differs from its listed name (a
+    /// destination entry listed under the source's spelling, see `case::fold`).
+    pub fn old_name(&self, index: u32) -> Option<&std::ffi::OsStr> {
+        let (now, was) = (
+            self.path_at(index).file_name(),
+            self.origin(index).file_name(),
+        );
+        (now != was).then_some(was).flatten()
     }
 }
 

@@ -32,6 +32,10 @@ pub enum Op {
     SetOwner,
     MakeNode,
     Link,
+    /// Give an entry the spelling of its source name.
+    Respell,
+    /// Mirror a source entry at all.
+    Mirror,
 }
 
 impl Op {
@@ -55,6 +59,8 @@ impl Op {
             Op::SetOwner => "set the owner of",
             Op::MakeNode => "make special file",
             Op::Link => "make hard link",
+            Op::Respell => "rename (case only)",
+            Op::Mirror => "mirror",
         }
     }
 }

@@ -81,7 +81,9 @@ pub fn preview(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
             0
         },
         unchanged: plan.unchanged,
-        fixed: (plan.fixes.len() + plan.dir_meta.iter().filter(|d| d.differed).count()) as u64,
+        fixed: (plan.fixes.len()
+            + plan.respell.len()
+            + plan.dir_meta.iter().filter(|d| d.differed).count()) as u64,
         kept: plan.kept.len() as u64,
         withheld: withheld_if_relevant(plan, plan.withheld.clone()),
         errors,
@@ -92,14 +94,33 @@ pub fn preview(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
 
 /// Warnings that follow from the plan alone.
 fn announce(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) {
+    // Skipped links and special files are said once each, with how many.
+    let (mut symlinks, mut specials) = ((0, None), (0, None));
     for &i in &plan.skipped {
         let path = roots.src(plan.src.origin(i));
         let utf8 = plan.src_path(i).to_str().is_some();
-        match plan.src.entries[i as usize].tag {
-            Tag::Special(_) => reporter.warning(&Warning::Special(&path)),
-            _ if !utf8 => reporter.warning(&Warning::Name(&path)),
-            _ => reporter.warning(&Warning::Symlink(&path)),
-        }
+        let tally = match plan.src.entries[i as usize].tag {
+            Tag::Special(_) => &mut specials,
+            _ if !utf8 => {
+                reporter.warning(&Warning::Name(&path));
+                continue;
+            }
+            _ => &mut symlinks,
+        };
+        tally.0 += 1;
+        tally.1.get_or_insert(path);
+    }
+    if let (count, Some(first)) = symlinks {
+        reporter.warning(&Warning::Symlinks {
+            count,
+            first: &first,
+        });
+    }
+    if let (count, Some(first)) = specials {
+        reporter.warning(&Warning::Specials {
+            count,
+            first: &first,
+        });
     }
     for &i in &plan.held_back {
         reporter.warning(&Warning::HeldBack(&roots.dst(plan.src_path(i))));
@@ -110,7 +131,8 @@ fn announce(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) {
         .chain(&plan.replacements)
         .map(|t| t.src);
     let fixed = plan.fixes.iter().filter(|f| f.mode).map(|f| f.src);
-    for i in written.chain(fixed) {
+    // Where the destination keeps no modes at all, that was said once for the run.
+    for i in written.chain(fixed).filter(|_| plan.modes) {
         if plan.mode_for(i) != plan.src.entries[i as usize].mode {
             reporter.warning(&Warning::SetIdDropped(&roots.src(plan.src.origin(i))));
         }
@@ -163,6 +185,16 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
         let (mode, _) = plan.dir_meta_values(dir);
         if let Err(e) = roots.dst.open_dir(plan.dir_meta_path(dir), mode) {
             fail(&mut summary, e);
+        }
+    }
+    for &j in &plan.respell {
+        let old = plan.dst.old_name(j).expect("planned for a respelled entry");
+        match roots.dst.respell(plan.dst_path(j), old) {
+            Ok(()) => {
+                summary.fixed += 1;
+                reporter.item(&plan.respell_item(j));
+            }
+            Err(e) => fail(&mut summary, e),
         }
     }
     // Directories that could not be made: reported once, then left alone at the end.

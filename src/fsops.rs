@@ -14,8 +14,10 @@
 //! pattern ([`is_temp_name`]) so the next run can sweep what a killed run left.
 
 mod base;
+mod probe;
 
 pub use base::Base;
+pub use probe::probe;
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Permissions};
@@ -296,6 +298,7 @@ pub fn copy_file(
                 path: &path,
             };
             place(at, &temp, held.other(), displaced)?;
+            settle_time(at, expected.mtime)?;
             Ok(written)
         });
         if placed.is_err() {
@@ -327,7 +330,10 @@ fn copy_unnamed(
     };
     let written = fill(from, &temp, src, at.path, expected)?;
     match link_unnamed(&temp, at.dir, at.name) {
-        Ok(()) => Ok(Some(Copied::Done(written))),
+        Ok(()) => {
+            settle_time(at, expected.mtime)?;
+            Ok(Some(Copied::Done(written)))
+        }
         // Something was put at the target since it was listed: replace it atomically, like
         // any other file.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -338,6 +344,7 @@ fn copy_unnamed(
                 let _ = rustix::fs::unlinkat(at.dir, &name, AtFlags::empty());
                 return Err(e.into());
             }
+            settle_time(at, expected.mtime)?;
             Ok(Some(Copied::Done(written)))
         }
         // Linking an unnamed file is refused (older kernels allow it only to privileged
@@ -376,9 +383,45 @@ fn fill(
         to.set_permissions(Permissions::from_mode(mode))
             .at(Op::SetPermissions, dst)?;
     }
-    filetime::set_file_handle_times(to, None, Some(expected.mtime.as_filetime()))
-        .at(Op::SetTimes, dst)?;
+    rustix::fs::futimens(to, &times(expected.mtime, Tag::File)).at(Op::SetTimes, dst)?;
     Ok(written)
+}
+
+/// Where times may not stick (FUSE): each placed file's mtime is read back, and set again by
+/// name where the driver lost it. Holds the destination's time resolution in nanoseconds, or 0
+/// where times are trusted (see [`check_times`]).
+static CHECK_TIMES: AtomicU64 = AtomicU64::new(0);
+
+/// Read back every placed file's mtime (a FUSE destination, whose driver may drop or delay
+/// it), counting times within `resolution_ns` as kept.
+pub fn check_times(resolution_ns: u64) {
+    CHECK_TIMES.store(resolution_ns.max(1), Ordering::Relaxed);
+}
+
+/// On a destination whose times are checked, make sure the placed file `at` has `mtime`: set
+/// again by name (after every handle on it is closed) when the driver lost it.
+fn settle_time(at: At<'_>, mtime: Mtime) -> Result<()> {
+    let resolution = CHECK_TIMES.load(Ordering::Relaxed);
+    if resolution == 0 {
+        return Ok(());
+    }
+    let kept = || -> io::Result<bool> {
+        let stat = rustix::fs::statat(at.dir, at.name, AtFlags::SYMLINK_NOFOLLOW)?;
+        Ok(Mtime::of_stat(&stat).abs_diff_nanos(mtime) < u128::from(resolution))
+    };
+    if kept().at(Op::Stat, at.path)? {
+        return Ok(());
+    }
+    debug!(path = %at.path.display(), "mtime lost after placing; set again by name");
+    set_times_at(at.dir, at.name, mtime, Tag::File).at(Op::SetTimes, at.path)?;
+    match kept().at(Op::Stat, at.path)? {
+        true => Ok(()),
+        false => Err(Error::new(
+            Op::SetTimes,
+            at.path,
+            io::Error::other("the destination did not keep the modification time"),
+        )),
+    }
 }
 
 /// Whether unnamed temporaries can be linked into place: set by [`prepare`], cleared for the
@@ -753,6 +796,15 @@ pub fn make_dir(
     })
 }
 
+/// Rename the entry `old` in the directory of `rel` to `rel`'s name, which differs from `old`
+/// only in case (a destination that ignores case, where both name one entry).
+pub fn respell(dst: &Base, rel: &Path, old: &OsStr) -> Result<()> {
+    let path = dst.path(rel);
+    at_parent(dst, rel, Op::Respell, |dir, name| {
+        rustix::fs::renameat(dir, old, dir, name).at(Op::Respell, &path)
+    })
+}
+
 /// Remove the entry `rel` below `dst`: a directory must be empty by now; anything else is
 /// unlinked (a symlink itself, not its target) or moved to the backup. Already gone counts as
 /// done.
@@ -849,8 +901,7 @@ pub fn set_mode(dst: &Base, rel: &Path, mode: u32) -> Result<()> {
     })
 }
 
-/// Set the mtime of the entry `rel` below `dst` ("" is `dst` itself), leaving the atime of a
-/// file or directory alone; a symlink itself gets both.
+/// Set the mtime of the entry `rel` below `dst` ("" is `dst` itself); see [`times`].
 pub fn set_mtime(dst: &Base, rel: &Path, mtime: Mtime, tag: Tag) -> Result<()> {
     let path = dst.path(rel);
     if rel.as_os_str().is_empty() {
@@ -868,19 +919,27 @@ fn timespec(mtime: Mtime) -> Timespec {
     }
 }
 
-/// `utimensat` on `name` in `dir` without following a link (`""`: `dir` itself).
-fn set_times_at(dir: BorrowedFd<'_>, name: &OsStr, mtime: Mtime, tag: Tag) -> io::Result<()> {
+/// The times an entry gets: its mtime, and for the access time the time of the write (a
+/// symlink, whose access time means nothing, gets its mtime). Both are always given: some FUSE
+/// drivers (exfat-fuse, fusefat) accept a change that leaves the access time alone
+/// (`UTIME_OMIT`) and ignore it.
+fn times(mtime: Mtime, tag: Tag) -> Timestamps {
     let last_access = match tag {
         Tag::Symlink => timespec(mtime),
         _ => Timespec {
             tv_sec: 0,
-            tv_nsec: rustix::fs::UTIME_OMIT,
+            tv_nsec: rustix::fs::UTIME_NOW,
         },
     };
-    let times = Timestamps {
+    Timestamps {
         last_access,
         last_modification: timespec(mtime),
-    };
+    }
+}
+
+/// `utimensat` on `name` in `dir` without following a link (`""`: `dir` itself).
+fn set_times_at(dir: BorrowedFd<'_>, name: &OsStr, mtime: Mtime, tag: Tag) -> io::Result<()> {
+    let times = times(mtime, tag);
     if name.is_empty() {
         return set_times_handle(dir, &times);
     }

@@ -10,6 +10,7 @@
 //! events into itemized lines, JSON, progress and a summary. [`run`] ties the stages together
 //! and returns the [`Status`] that the binary maps to its exit code.
 
+pub mod case;
 pub mod checksum;
 pub mod compare;
 pub mod config;
@@ -148,8 +149,38 @@ fn mirror(
         } else {
             src
         };
+        // An existing destination is probed before the listings are judged: whether it
+        // ignores case decides which entries the two sides share. A new one is made (and
+        // probed) only once they passed.
+        let mut limits = match dst.root {
+            Some(_) => probe(config, dest, sample(&dst), reporter),
+            None => None,
+        };
+        let mut folded = None;
+        if limits.as_ref().is_some_and(|l| !l.case_sensitive) {
+            let (listing, names) = case::fold(&src, dst);
+            (dst, folded) = (listing, Some(names));
+        }
         if let Err(refusal) = preflight::listings(config, &src, &dst) {
             return refuse(refusal);
+        }
+        let local = config.remote.is_none();
+        if local && dst.root.is_none() && !config.dry_run && dest.make_root().is_ok() {
+            // A root that cannot be made here fails again, and is reported, in the plan.
+            limits = probe(config, dest, None, reporter);
+            if limits.as_ref().is_some_and(|l| !l.case_sensitive) {
+                let (listing, names) = case::fold(&src, dst);
+                (dst, folded) = (listing, Some(names));
+            }
+        }
+        let mut config = limits
+            .as_ref()
+            .map_or_else(|| config.clone(), |l| within(config, l));
+        let folded = folded.unwrap_or_default();
+        config.protected.extend(folded.protected.iter().cloned());
+        let config = &config;
+        for names in &folded.collisions {
+            reporter.error(&collision(config, names));
         }
         let src_base = match fsops::Base::open(&config.src) {
             Ok(base) => base,
@@ -180,10 +211,83 @@ fn mirror(
         } else {
             exec::execute(&plan, roots, reporter)
         };
-        summary.errors += scan_errors;
+        summary.errors += scan_errors + folded.collisions.len() as u64;
         summary.skipped = plan.skipped.len() as u64;
+        summary.destination = limits;
         summary.elapsed = started.elapsed();
         reporter.finish(&summary);
         summary.status()
     })
+}
+
+/// A name in the destination's root whose spelling changes with case, to look up as spelled
+/// otherwise: found, the destination ignores case.
+fn sample(dst: &entry::Tree) -> Option<&std::ffi::OsStr> {
+    (0..dst.entries.len() as u32)
+        .map(|j| dst.path_at(j))
+        .filter(|p| p.parent() == Some(std::path::Path::new("")))
+        .find(|p| {
+            let text = p.to_string_lossy();
+            text.to_uppercase() != text || text.to_lowercase() != text
+        })
+        .map(|p| p.as_os_str())
+}
+
+/// The error for source names that are one name on a destination that ignores case.
+fn collision(config: &Config, names: &[std::path::PathBuf]) -> error::Error {
+    let quoted: Vec<String> = names
+        .iter()
+        .map(|n| format!("'{}'", plan::Escaped(n)))
+        .collect();
+    let cause = std::io::Error::other(format!(
+        "{} are one name on the destination, which ignores case: none of them is mirrored, \
+         and what the destination has under that name is kept",
+        quoted.join(" and ")
+    ));
+    error::Error::new(error::Op::Mirror, config.src.join(&names[0]), cause)
+}
+
+/// Probe what the destination (whose root exists) can hold, and say once what of the run's
+/// asks it cannot.
+fn probe(
+    config: &Config,
+    dest: &dyn Destination,
+    sample: Option<&std::ffi::OsStr>,
+    reporter: &dyn Reporter,
+) -> Option<config::Limits> {
+    let limits = dest.probe(sample)?;
+    debug!(?limits, "destination probed");
+    let lost = limits.lost(config);
+    if !lost.is_empty() {
+        reporter.warning(&Warning::CannotHold {
+            dst: &config.dst,
+            filesystem: &limits.filesystem,
+            lost: &lost,
+        });
+    }
+    if limits.fuse {
+        fsops::check_times(limits.time_resolution_ns);
+    }
+    Some(limits)
+}
+
+/// The run's settings, narrowed to what the destination can hold: times compared within its
+/// resolution, and nothing planned that it would refuse or drop.
+fn within(config: &Config, limits: &config::Limits) -> Config {
+    let mut narrowed = config.clone();
+    narrowed.symlinks &= limits.symlinks;
+    narrowed.hard_links &= limits.hard_links;
+    narrowed.specials &= limits.specials;
+    narrowed.ownership.lost |= !limits.owners;
+    if !limits.xattrs {
+        narrowed.xattrs = config::Xattrs::default();
+    }
+    let window = match limits.time_resolution_ns {
+        // Times do not stick: only sizes can be compared.
+        0 => u128::MAX,
+        step => u128::from(step).saturating_sub(1),
+    };
+    narrowed.compare.modify_window_ns = narrowed.compare.modify_window_ns.max(window);
+    narrowed.limits = limits.clone();
+    narrowed
 }

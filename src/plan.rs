@@ -163,10 +163,16 @@ pub struct Plan<'t> {
     pub dst: &'t Tree,
     /// Who owns what the run writes (see [`Ownership`]).
     pub ownership: Ownership,
+    /// The destination keeps permission bits (not on FAT and exFAT, where they are neither
+    /// compared nor more than the plain `rwx` bits set).
+    pub modes: bool,
     /// DST does not exist and is created first.
     pub make_root: bool,
     /// Temporaries left by an interrupted run (DST entries), removed before anything else.
     pub temps: Vec<u32>,
+    /// Destination entries spelled otherwise than their source names, on a destination that
+    /// ignores case: renamed to the source's spelling, parent first.
+    pub respell: Vec<u32>,
     /// Parent before child.
     pub dirs: Vec<MakeDir>,
     pub transfers: Vec<Transfer>,
@@ -198,13 +204,15 @@ pub struct Plan<'t> {
 }
 
 impl<'t> Plan<'t> {
-    fn new(src: &'t Tree, dst: &'t Tree, ownership: Ownership) -> Plan<'t> {
+    fn new(src: &'t Tree, dst: &'t Tree, config: &Config) -> Plan<'t> {
         Plan {
             src,
             dst,
-            ownership,
+            ownership: config.ownership.clone(),
+            modes: config.limits.modes,
             make_root: dst.root.is_none(),
             temps: Vec::new(),
+            respell: Vec::new(),
             dirs: Vec::new(),
             transfers: Vec::new(),
             fixes: Vec::new(),
@@ -234,8 +242,12 @@ impl<'t> Plan<'t> {
     /// The permission bits DST gets for source entry `i`: the source's, less the setuid
     /// (setgid) bit of a regular file whose copy will not have the source's owner (group), as
     /// `cp` does — a user's setuid program must not become root's.
+    /// Where the destination keeps no permission bits, only the plain ones are set.
     pub fn mode_for(&self, i: u32) -> u16 {
         let entry = &self.src.entries[i as usize];
+        if !self.modes {
+            return entry.mode & 0o777;
+        }
         if entry.tag != Tag::File || entry.mode & 0o6000 == 0 {
             return entry.mode;
         }
@@ -288,12 +300,20 @@ impl<'t> Plan<'t> {
         match d.src {
             Some(i) => {
                 let e = &self.src.entries[i as usize];
-                (e.mode, e.mtime)
+                (self.held_mode(e.mode), e.mtime)
             }
             None => {
                 let root = self.src.root.expect("a plan has a source root");
-                (root.mode, root.mtime)
+                (self.held_mode(root.mode), root.mtime)
             }
+        }
+    }
+
+    /// A directory's mode as the destination can hold it.
+    fn held_mode(&self, mode: u16) -> u16 {
+        match self.modes {
+            true => mode,
+            false => mode & 0o777,
         }
     }
 
@@ -330,6 +350,7 @@ impl<'t> Plan<'t> {
     pub fn items(&self) -> Vec<Item<'t>> {
         let mut items = Vec::new();
         items.extend(self.temps.iter().map(|&i| Item::stale(self.dst_path(i))));
+        items.extend(self.respell.iter().map(|&j| self.respell_item(j)));
         items.extend(self.dirs.iter().map(|d| self.make_dir_item(d)));
         items.extend(self.transfers.iter().map(|t| self.transfer_item(t)));
         items.extend(self.fixes.iter().map(|f| self.fix_item(f)));
@@ -395,6 +416,11 @@ impl<'t> Plan<'t> {
             _ => "time",
         };
         Item::new(".", tag, reason, self.src_path(fix.src))
+    }
+
+    pub fn respell_item(&self, dst: u32) -> Item<'t> {
+        let tag = self.dst.entries[dst as usize].tag;
+        Item::new(".", tag, "case", self.dst_path(dst))
     }
 
     pub fn make_dir_item(&self, dir: &MakeDir) -> Item<'t> {
@@ -509,7 +535,7 @@ pub fn plan_with<'t>(
     let mut planner = Planner {
         config,
         changed,
-        plan: Plan::new(src, dst, config.ownership.clone()),
+        plan: Plan::new(src, dst, config),
         dirs: Vec::new(),
         open: Vec::new(),
         leader_of: HashMap::new(),
@@ -614,7 +640,7 @@ pub fn plan_with<'t>(
             // whose metadata drifted is worth an itemized line.
             Some(dst) => (
                 !pair.written
-                    && (dst.mode != pair.meta.mode
+                    && ((config.limits.modes && dst.mode != pair.meta.mode)
                         || !owner.is_empty()
                         || !compare::same_time(dst.mtime, pair.meta.mtime, &config.compare)),
                 pair.written && dst.mode & 0o700 != 0o700,
@@ -808,6 +834,10 @@ impl<'t> Planner<'_, 't> {
             self.plan.skipped.push(i);
             return (dst.tag == Tag::Dir).then_some(Below::Kept);
         }
+        if self.plan.dst.old_name(j).is_some() {
+            self.writes_in_parent_of(self.plan.src_path(i));
+            self.plan.respell.push(j);
+        }
         match (src.tag, dst.tag) {
             (Tag::Dir, Tag::Dir) => self.open_dir(
                 i,
@@ -868,8 +898,9 @@ impl<'t> Planner<'_, 't> {
     /// link's) and mtime where they differ.
     fn same_node(&mut self, i: u32, dst: &Entry, with_mode: bool) {
         let src = self.src(i);
-        let mode = with_mode && self.plan.mode_for(i) != dst.mode;
-        self.fix_or_unchanged(i, dst, mode, src.mtime != dst.mtime);
+        let mode = with_mode && self.plan.modes && self.plan.mode_for(i) != dst.mode;
+        let mtime = !compare::same_time(src.mtime, dst.mtime, &self.config.compare);
+        self.fix_or_unchanged(i, dst, mode, mtime);
     }
 
     /// Same content: fix the mode if it differs, and the time when contents were compared
@@ -877,7 +908,7 @@ impl<'t> Planner<'_, 't> {
     fn unchanged_file(&mut self, i: u32, dst: &Entry) {
         let src = self.src(i);
         let rule = &self.config.compare;
-        let mode = self.plan.mode_for(i) != dst.mode;
+        let mode = self.plan.modes && self.plan.mode_for(i) != dst.mode;
         let mtime =
             rule.method == Method::Checksum && !compare::same_time(src.mtime, dst.mtime, rule);
         self.fix_or_unchanged(i, dst, mode, mtime);

@@ -4,6 +4,7 @@
 //! document repeats them with their paths, so a script needs nothing but stdout. The schema is
 //! in the README; `version` changes when a field changes meaning.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Mutex;
 
@@ -20,6 +21,8 @@ pub struct Json<R> {
     inner: R,
     errors: Mutex<Vec<ErrorRecord>>,
     warnings: Mutex<Vec<String>>,
+    /// Itemized actions by reason word (`new`, `size`, `owner`, `xattr`, ...).
+    reasons: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -59,6 +62,10 @@ struct Document<'a> {
     kept_newer: u64,
     vanished: u64,
     deletions_withheld: Option<String>,
+    /// How many actions each reason word had.
+    reasons: &'a BTreeMap<&'static str, u64>,
+    /// What the destination was found to hold.
+    destination: Option<&'a crate::config::Limits>,
     seconds: f64,
     errors: &'a [ErrorRecord],
     warnings: &'a [String],
@@ -70,6 +77,7 @@ impl<R: Reporter> Json<R> {
             inner,
             errors: Mutex::default(),
             warnings: Mutex::default(),
+            reasons: Mutex::default(),
         }
     }
 }
@@ -83,10 +91,15 @@ pub fn document(summary: &Summary, errors: &[(String, String)], warnings: &[Stri
             message: message.clone(),
         })
         .collect();
-    render(summary, &errors, warnings)
+    render(summary, &errors, warnings, &BTreeMap::new())
 }
 
-fn render(s: &Summary, errors: &[ErrorRecord], warnings: &[String]) -> String {
+fn render(
+    s: &Summary,
+    errors: &[ErrorRecord],
+    warnings: &[String],
+    reasons: &BTreeMap<&'static str, u64>,
+) -> String {
     let status = s.status();
     let doc = Document {
         version: 1,
@@ -107,6 +120,8 @@ fn render(s: &Summary, errors: &[ErrorRecord], warnings: &[String]) -> String {
         kept_newer: s.kept,
         vanished: s.vanished,
         deletions_withheld: s.withheld.as_ref().map(ToString::to_string),
+        reasons,
+        destination: s.destination.as_ref(),
         seconds: s.elapsed.as_secs_f64(),
         errors,
         warnings,
@@ -119,8 +134,9 @@ impl<R: Reporter> Reporter for Json<R> {
         self.inner.planned(files, bytes);
     }
 
-    fn item(&self, _item: &Item<'_>) {
-        // stdout carries the document only.
+    fn item(&self, item: &Item<'_>) {
+        // stdout carries the document only: items are counted.
+        *self.reasons.lock().unwrap().entry(item.reason).or_default() += 1;
     }
 
     fn wrote(&self, bytes: u64) {
@@ -148,10 +164,11 @@ impl<R: Reporter> Reporter for Json<R> {
     fn finish(&self, summary: &Summary) {
         let errors = self.errors.lock().unwrap();
         let warnings = self.warnings.lock().unwrap();
+        let reasons = self.reasons.lock().unwrap();
         let _ = writeln!(
             std::io::stdout().lock(),
             "{}",
-            render(summary, &errors, &warnings)
+            render(summary, &errors, &warnings, &reasons)
         );
     }
 }

@@ -21,10 +21,18 @@ use crate::preflight::Refusal;
 /// Something worth saying that is not a failure.
 #[derive(Debug)]
 pub enum Warning<'a> {
-    /// A FIFO, socket or device in SRC that this run cannot make: not mirrored.
-    Special(&'a Path),
-    /// A source symlink, skipped because the destination cannot store symlinks.
-    Symlink(&'a Path),
+    /// FIFOs, sockets or devices in SRC that this run cannot make, not mirrored: how many,
+    /// and the first.
+    Specials { count: u64, first: &'a Path },
+    /// Source symlinks, skipped because the destination cannot store symlinks: how many, and
+    /// the first.
+    Symlinks { count: u64, first: &'a Path },
+    /// What the destination cannot hold of what the run keeps, said once.
+    CannotHold {
+        dst: &'a Path,
+        filesystem: &'a str,
+        lost: &'a [&'static str],
+    },
     /// A source entry whose name is not UTF-8, skipped because the destination cannot store it.
     Name(&'a Path),
     /// A source file disappeared before it could be copied.
@@ -44,19 +52,43 @@ pub enum Warning<'a> {
     Collision { kept: &'a Path, dropped: &'a Path },
 }
 
+/// Why special files are not made.
+const SPECIALS: &str = "only root makes device nodes, and none are made with --no-specials or \
+                        where the destination cannot hold them";
+
 impl fmt::Display for Warning<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Warning::Special(p) => write!(
+            Warning::Specials { count: 1, first } => write!(
                 f,
-                "skipping special file '{}': only root makes device nodes, and none are made \
-                 with --no-specials or on a remote destination",
-                Escaped(p)
+                "skipping special file '{}': {SPECIALS}",
+                Escaped(first)
             ),
-            Warning::Symlink(p) => write!(
+            Warning::Specials { count, first } => write!(
+                f,
+                "skipping {count} special files (the first: '{}'): {SPECIALS}",
+                Escaped(first)
+            ),
+            Warning::Symlinks { count: 1, first } => write!(
                 f,
                 "skipping symlink '{}': the destination cannot store symlinks",
-                Escaped(p)
+                Escaped(first)
+            ),
+            Warning::Symlinks { count, first } => write!(
+                f,
+                "skipping {count} symlinks (the first: '{}'): the destination cannot store \
+                 symlinks",
+                Escaped(first)
+            ),
+            Warning::CannotHold {
+                dst,
+                filesystem,
+                lost,
+            } => write!(
+                f,
+                "'{}' ({filesystem}) cannot hold {}: those are not mirrored there",
+                Escaped(dst),
+                lost.join(", ")
             ),
             Warning::Name(p) => write!(
                 f,
@@ -122,6 +154,8 @@ pub struct Summary {
     pub dry_run: bool,
     /// Why the run was refused before changing anything.
     pub refused: Option<String>,
+    /// What the destination was found to hold (`None` where it was not probed).
+    pub destination: Option<crate::config::Limits>,
 }
 
 impl Summary {

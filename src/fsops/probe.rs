@@ -1,0 +1,216 @@
+//! What a destination filesystem can hold, found by trying it.
+//!
+//! USB disks (exFAT, FAT), NTFS and SMB shares, and FUSE drivers cannot hold everything a Linux
+//! tree has, and some accept a change and drop it silently: exfat-fuse reports every file as
+//! mode 0777 whatever `chmod` sets, refuses owners, symlinks and hard links, keeps whole
+//! seconds, ignores a time set with the access time left alone, and treats `a` and `A` as one
+//! name. A plan made without knowing this rewrites every file on every run, or fails on every
+//! file. So a run starts by making one temporary file in DST's root (named like every
+//! temporary, so a killed run's is swept), tries each property on it and reads it back, removes
+//! it, and puts the root's mtime back. Nothing else is written.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
+use rustix::io::Errno;
+
+use super::{new_temp, timespec, Base};
+use crate::config::Limits;
+use crate::entry::Mtime;
+
+/// The time written to the probe: an odd second with every nanosecond digit set, so what the
+/// filesystem keeps of it tells its resolution.
+const PROBE_TIME: Mtime = Mtime {
+    sec: 1_500_000_001,
+    nsec: 123_456_789,
+};
+
+/// Probe the filesystem of `base` (DST's root, which exists). `sample` is the name of an entry
+/// in the root, if it has one, to look up under another spelling. `None` when nothing could
+/// be tried there (a read-only or foreign-owned destination): then nothing is known.
+///
+/// Where the filesystem has unnamed files (`O_TMPFILE`: ext4, XFS, btrfs, tmpfs, f2fs — the
+/// filesystems that hold everything else a tree has), the probe is an unnamed file, and the
+/// root is not touched at all: a no-op run still writes nothing. Elsewhere (FUSE, FAT, exFAT,
+/// network filesystems) a named probe file is made and removed, and the root's mtime put back.
+pub fn probe(base: &Base, sample: Option<&OsStr>) -> Option<Limits> {
+    let root = base.as_fd();
+    let before = rustix::fs::fstat(root).ok()?;
+    let filesystem = filesystem_name(root, &before);
+    let fuse = rustix::fs::fstatfs(root).is_ok_and(|s| is_fuse(&s));
+    let unnamed = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
+    if let Ok(file) = rustix::fs::openat(root, ".", unnamed, Mode::RUSR | Mode::WUSR) {
+        return Some(Limits {
+            filesystem,
+            fuse,
+            case_sensitive: sample.is_none_or(|name| case_sensitive(root, name)),
+            modes: keeps_modes(&file),
+            owners: keeps_owners(&file),
+            xattrs: keeps_xattrs(&file),
+            time_resolution_ns: time_resolution(file.as_fd(), OsStr::new("")),
+            ..Limits::default()
+        });
+    }
+    let mut file: Option<OwnedFd> = None;
+    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let name = new_temp('p', |name| {
+        file = Some(rustix::fs::openat(
+            root,
+            name,
+            flags,
+            Mode::RUSR | Mode::WUSR,
+        )?);
+        Ok(())
+    })
+    .ok()?;
+    let file = file.expect("made with its name");
+    let limits = Limits {
+        filesystem,
+        fuse,
+        case_sensitive: case_sensitive(root, &name),
+        symlinks: made(root, 'l', |dir, temp| rustix::fs::symlinkat("x", dir, temp)),
+        hard_links: made(root, 'h', |dir, temp| {
+            rustix::fs::linkat(dir, &name, dir, temp, AtFlags::empty())
+        }),
+        specials: made(root, 'n', |dir, temp| {
+            let fifo = rustix::fs::FileType::Fifo;
+            super::mknod_at(dir, temp, fifo, Mode::RUSR | Mode::WUSR, 0)
+        }),
+        modes: keeps_modes(&file),
+        owners: keeps_owners(&file),
+        xattrs: keeps_xattrs(&file),
+        time_resolution_ns: time_resolution(root, &name),
+    };
+    drop(file);
+    let _ = rustix::fs::unlinkat(root, &name, AtFlags::empty());
+    // The probe came and went: the root keeps the mtime it had (both times given, as a FUSE
+    // driver may ignore one left alone).
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        },
+        last_modification: timespec(Mtime::of_stat(&before)),
+    };
+    let _ = super::set_times_handle(root, &times);
+    Some(limits)
+}
+
+/// Whether a filesystem is mounted through FUSE (by its `statfs` magic number).
+// The field's type differs between platforms.
+#[allow(clippy::unnecessary_cast)]
+fn is_fuse(stat: &rustix::fs::StatFs) -> bool {
+    stat.f_type as i64 == 0x6573_5546
+}
+
+/// The filesystem type of the mount `root` lies on, from the mount table (`fuseblk`,
+/// `fuse.sshfs`, `ext4`, ...).
+fn filesystem_name(root: BorrowedFd<'_>, stat: &rustix::fs::Stat) -> String {
+    let device = format!(
+        "{}:{}",
+        rustix::fs::major(stat.st_dev),
+        rustix::fs::minor(stat.st_dev)
+    );
+    let from_table = std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|table| {
+            // `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS...] - TYPE SOURCE OPTIONS`:
+            // the last mount of the device is the one in effect.
+            table.lines().rev().find_map(|line| {
+                let mut fields = line.split(' ');
+                (fields.nth(2) == Some(device.as_str())).then(|| {
+                    let after = line.split(" - ").nth(1)?;
+                    after.split(' ').next().map(str::to_owned)
+                })?
+            })
+        });
+    from_table.unwrap_or_else(|| match rustix::fs::fstatfs(root) {
+        Ok(s) if is_fuse(&s) => String::from("fuse"),
+        _ => String::from("unknown"),
+    })
+}
+
+/// Whether `name` (an entry of `root`) is not found under another spelling (upper case, or
+/// lower case for a name in upper case already).
+fn case_sensitive(root: BorrowedFd<'_>, name: &OsStr) -> bool {
+    let text = name.to_string_lossy();
+    let mut other = text.to_uppercase();
+    if other == text {
+        other = text.to_lowercase();
+    }
+    other == text
+        || matches!(
+            rustix::fs::statat(root, other.as_str(), AtFlags::SYMLINK_NOFOLLOW),
+            Err(Errno::NOENT)
+        )
+}
+
+/// Whether `make` can make an entry under a temporary name in `root`. What it made is removed,
+/// and so is anything a driver left behind on failure (exfat-fuse fails `mknod` with `EIO`
+/// after making a regular file).
+fn made(
+    root: BorrowedFd<'_>,
+    kind: char,
+    mut make: impl FnMut(BorrowedFd<'_>, &OsStr) -> rustix::io::Result<()>,
+) -> bool {
+    let mut tried = OsString::new();
+    let result = new_temp(kind, |temp| {
+        tried = temp.to_os_string();
+        make(root, temp)
+    });
+    let _ = rustix::fs::unlinkat(root, &tried, AtFlags::empty());
+    result.is_ok()
+}
+
+/// Whether permission bits are kept as set: read back, not trusted from `chmod`'s success.
+fn keeps_modes(file: &OwnedFd) -> bool {
+    let wanted = 0o640;
+    rustix::fs::fchmod(file, Mode::from_raw_mode(wanted)).is_ok()
+        && rustix::fs::fstat(file).is_ok_and(|s| s.st_mode & 0o7777 == wanted)
+}
+
+/// Whether the file can be given an owner and group: as root another owner, as a user its
+/// own ids (which a filesystem without owners refuses too).
+fn keeps_owners(file: &OwnedFd) -> bool {
+    let (uid, gid) = match rustix::process::geteuid().is_root() {
+        true => (1, 1),
+        false => (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        ),
+    };
+    let ids = (
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    );
+    rustix::fs::fchown(file, ids.0, ids.1).is_ok()
+        && rustix::fs::fstat(file).is_ok_and(|s| s.st_uid == uid && s.st_gid == gid)
+}
+
+/// Whether a `user.` extended attribute can be set.
+fn keeps_xattrs(file: &OwnedFd) -> bool {
+    let flags = rustix::fs::XattrFlags::empty();
+    rustix::fs::fsetxattr(file, "user.syncease.probe", b"1", flags).is_ok()
+}
+
+/// Set [`PROBE_TIME`] on `name` in `root` (`""`: `root` itself) the way copies are given their
+/// time, and read back how much of it the
+/// filesystem kept: the step it rounds to (0 when the time did not stick at all).
+fn time_resolution(root: BorrowedFd<'_>, name: &OsStr) -> u64 {
+    let set = super::set_times_at(root, name, PROBE_TIME, crate::entry::Tag::File);
+    let stat = match name.is_empty() {
+        true => rustix::fs::fstat(root),
+        false => rustix::fs::statat(root, name, AtFlags::SYMLINK_NOFOLLOW),
+    };
+    let got = match stat {
+        Ok(stat) if set.is_ok() => Mtime::of_stat(&stat),
+        _ => return 0,
+    };
+    let off = PROBE_TIME.abs_diff_nanos(got);
+    [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000]
+        .into_iter()
+        .chain([100_000_000, 1_000_000_000, 2_000_000_000])
+        .find(|&step| off < u128::from(step))
+        .unwrap_or(0)
+}
