@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use clap_complete::Shell;
 
-use syncease::config::{Compare, Config, Method};
+use syncease::config::{Compare, Config, Method, Xattrs};
 use syncease::filter::{parse_pattern_file, Filter};
 use syncease::remote::{self, Url};
 use syncease::report::human::Verbosity;
@@ -96,7 +96,7 @@ pub struct Cli {
     #[arg(short = 't', long = "times", hide = true)]
     pub times: bool,
 
-    /// Accepted, as -S, -o, -g and -D: hard links, holes, owners, groups, special files kept
+    /// Accepted, as -S, -o, -g, -D and --numeric-ids: hard links, holes, owners and groups (by number), special files kept
     #[arg(
         short = 'H',
         long,
@@ -117,6 +117,9 @@ pub struct Cli {
     #[arg(short = 'D', long, overrides_with = "no_specials", hide = true)]
     pub specials: bool,
 
+    #[arg(long, hide = true)]
+    pub numeric_ids: bool,
+
     /// Accepted, as --delete-after and --delete-during: deletion is the default, after copies
     #[arg(long, overrides_with = "no_delete", help_heading = "rsync habits")]
     pub delete: bool,
@@ -124,11 +127,12 @@ pub struct Cli {
     #[arg(long, alias = "delete-during", hide = true)]
     pub delete_after: bool,
 
-    /// Refused, as -A: extended attributes and ACLs are not copied yet
-    #[arg(short = 'X', long, help_heading = "rsync habits")]
+    /// Copy and compare extended attributes (user., trusted., security.; as root, file capabilities)
+    #[arg(short = 'X', long)]
     pub xattrs: bool,
 
-    #[arg(short = 'A', long, hide = true)]
+    /// Copy and compare POSIX ACLs
+    #[arg(short = 'A', long)]
     pub acls: bool,
 
     /// Compare files of equal size by content (BLAKE3) instead of modification time
@@ -251,13 +255,6 @@ impl Cli {
             Some(text) => Url::parse(text)?,
             None => None,
         };
-        if self.xattrs || self.acls {
-            return Err(
-                "-X/--xattrs and -A/--acls: extended attributes and ACLs are not copied yet; \
-                 run without them (everything else -aHAX keeps is kept), or use rsync for them"
-                    .to_string(),
-            );
-        }
         let mut config = Config::new(src, dst);
         if remote.is_some() {
             // Network round trips, not CPUs, bound a remote run: keep many requests in flight.
@@ -307,6 +304,10 @@ impl Cli {
         config.ownership.owner = !self.no_owner;
         config.specials &= !self.no_specials;
         config.hard_links = !self.no_hard_links && !self.flatten;
+        config.xattrs = Xattrs {
+            plain: self.xattrs,
+            acls: self.acls,
+        };
         config.ownership.group = !self.no_group;
         config.delete = !self.no_delete;
         config.max_delete = self.max_delete;

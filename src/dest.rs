@@ -6,17 +6,18 @@
 //! (see `remote`). Each method is one step of a plan, blocking, safe to call from many workers
 //! at once; every error names the path as the user wrote it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::checksum;
-use crate::config::{Compare, Method};
+use crate::config::{Compare, Method, Xattrs};
 use crate::entry::{Chown, Mtime, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
 use crate::fsops::{self, Base, Copied, CopyError, Displaced, Expected, Held, Node, Source};
 use crate::lock::{self, Lock};
+use crate::xattrs::{self, Differs};
 
 /// One side a plan can be carried out against.
 pub trait Destination: Sync {
@@ -119,6 +120,29 @@ pub trait Destination: Sync {
         mtime: Option<Mtime>,
         owner: Chown,
     ) -> Result<()>;
+
+    /// Give the entry `rel` exactly the extended attributes and ACLs `which` covers that the
+    /// source entry `src` has.
+    fn copy_xattrs(&self, _src: Source<'_>, rel: &Path, _which: Xattrs) -> Result<()> {
+        Err(unsupported(
+            Op::SetXattrs,
+            self.path(rel),
+            "extended attributes",
+        ))
+    }
+
+    /// The source entries whose destination entry differs in the attributes `which` covers
+    /// (see [`crate::xattrs`]), and the errors reading the source's.
+    fn xattrs_differing(
+        &self,
+        _src_base: &Base,
+        _src: &Tree,
+        _dst: &Tree,
+        _which: Xattrs,
+        _rule: &Compare,
+    ) -> (HashMap<u32, Differs>, Vec<Error>) {
+        (HashMap::new(), Vec::new())
+    }
 
     /// Remove an entry (a directory is empty by now). Already gone counts as done.
     fn remove(&self, rel: &Path, tag: Tag) -> Result<()>;
@@ -305,6 +329,24 @@ impl Destination for Local<'_> {
         match mtime {
             Some(mtime) => fsops::set_mtime(base, rel, mtime, tag),
             None => Ok(()),
+        }
+    }
+
+    fn copy_xattrs(&self, src: Source<'_>, rel: &Path, which: Xattrs) -> Result<()> {
+        fsops::copy_xattrs(src, self.base()?, rel, which)
+    }
+
+    fn xattrs_differing(
+        &self,
+        src_base: &Base,
+        src: &Tree,
+        dst: &Tree,
+        which: Xattrs,
+        rule: &Compare,
+    ) -> (HashMap<u32, Differs>, Vec<Error>) {
+        match self.base() {
+            Ok(dst_base) => xattrs::differing(src, dst, (src_base, dst_base), which, rule),
+            Err(_) => (HashMap::new(), Vec::new()),
         }
     }
 

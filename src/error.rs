@@ -36,6 +36,8 @@ pub enum Op {
     Respell,
     /// Mirror a source entry at all.
     Mirror,
+    ReadXattrs,
+    SetXattrs,
 }
 
 impl Op {
@@ -61,6 +63,8 @@ impl Op {
             Op::Link => "make hard link",
             Op::Respell => "rename (case only)",
             Op::Mirror => "mirror",
+            Op::ReadXattrs => "read the extended attributes of",
+            Op::SetXattrs => "set the extended attributes of",
         }
     }
 }

@@ -217,14 +217,25 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
         // A chown clears setuid and setgid bits: the mode is set again after it.
         let mode = plan.mode_for(fix.src);
         let remode = fix.mode || (!fix.owner.is_empty() && mode & 0o6000 != 0);
-        let result = roots.dst.fix(
-            roots.source(plan.src.origin(fix.src)),
-            plan.src_path(fix.src),
-            entry.tag,
-            remode.then_some(mode),
-            fix.mtime.then_some(entry.mtime),
-            fix.owner,
-        );
+        let source = roots.source(plan.src.origin(fix.src));
+        let rel = plan.src_path(fix.src);
+        let result = roots
+            .dst
+            .fix(
+                source,
+                rel,
+                entry.tag,
+                remode.then_some(mode),
+                fix.mtime.then_some(entry.mtime),
+                fix.owner,
+            )
+            // After the owner, which drops `security.capability`.
+            .and_then(|()| {
+                match fix.xattrs.is_some() || (!fix.owner.is_empty() && plan.xattrs.any()) {
+                    true => roots.dst.copy_xattrs(source, rel, plan.xattrs),
+                    false => Ok(()),
+                }
+            });
         match result {
             Ok(()) => {
                 summary.fixed += 1;
@@ -255,10 +266,13 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
     let made = |d: &&DirMeta| d.src.is_none_or(|i| !not_made.contains(&i));
     for dir in plan.dir_meta.iter().filter(made) {
         let (mode, mtime) = plan.dir_meta_values(dir);
-        match roots
-            .dst
-            .set_dir_meta(plan.dir_meta_path(dir), mode, mtime, dir.owner)
-        {
+        let rel = plan.dir_meta_path(dir);
+        let source = roots.source(dir.src.map_or(Path::new(""), |i| plan.src.origin(i)));
+        let attrs = match dir.xattrs {
+            true => roots.dst.copy_xattrs(source, rel, plan.xattrs),
+            false => Ok(()),
+        };
+        match attrs.and_then(|()| roots.dst.set_dir_meta(rel, mode, mtime, dir.owner)) {
             Ok(()) if dir.differed => {
                 summary.fixed += 1;
                 reporter.item(&plan.dir_meta_item(dir));
@@ -343,6 +357,7 @@ fn transfer(
                 mode: plan.mode_for(t.src),
                 owner: plan.chown_new(t.src),
                 fresh: false,
+                xattrs: plan.xattrs,
             };
             let mut tries = 0;
             loop {
@@ -384,6 +399,20 @@ fn transfer(
             .dst
             .make_symlink(rel, target, mtime, held.other(), plan.chown_new(t.src))
             .map(|()| 0),
+    };
+    // A file got its attributes with its contents; a link or special file gets them once in
+    // place (a run killed in between leaves them to the next run, which compares them).
+    let result = match plan.payload(t) {
+        Payload::Symlink { .. } | Payload::Special { .. } if plan.xattrs.any() => {
+            result.and_then(|bytes| {
+                let source = roots.source(plan.src.origin(t.src));
+                roots
+                    .dst
+                    .copy_xattrs(source, rel, plan.xattrs)
+                    .map(|()| bytes)
+            })
+        }
+        _ => result,
     };
     match result {
         Ok(bytes) => {

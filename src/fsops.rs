@@ -15,9 +15,11 @@
 
 mod base;
 mod probe;
+mod xattr;
 
 pub use base::Base;
 pub use probe::probe;
+pub use xattr::Attrs;
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Permissions};
@@ -31,6 +33,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 
 use tracing::debug;
 
+use crate::config::Xattrs;
 use crate::entry::{Chown, Kind, Mtime, Tag};
 use crate::error::{Context, Error, Op, Result};
 
@@ -120,6 +123,8 @@ pub struct Expected {
     /// Size and mtime are to be taken afresh from the opened source (a second try, after it
     /// changed while being copied); the mode and owner stay as planned.
     pub fresh: bool,
+    /// The extended attributes and ACLs copied with the contents.
+    pub xattrs: Xattrs,
 }
 
 impl Expected {
@@ -382,6 +387,12 @@ fn fill(
     if mode & !0o777 != 0 || mode & UMASK.load(Ordering::Relaxed) != 0 {
         to.set_permissions(Permissions::from_mode(mode))
             .at(Op::SetPermissions, dst)?;
+    }
+    // After the owner (a chown drops `security.capability`) and the mode (an ACL's mask is
+    // the group bits).
+    if expected.xattrs.any() {
+        let attrs = xattr::read_file(from, expected.xattrs).at(Op::ReadXattrs, src)?;
+        xattr::set_file(to, &attrs).at(Op::SetXattrs, dst)?;
     }
     rustix::fs::futimens(to, &times(expected.mtime, Tag::File)).at(Op::SetTimes, dst)?;
     Ok(written)
@@ -794,6 +805,25 @@ pub fn make_dir(
         }
         rustix::fs::mkdirat(dir, name, Mode::RWXU).at(Op::MakeDir, &path)
     })
+}
+
+/// The extended attributes and ACLs `which` covers of the entry `rel` below `base` (`""`:
+/// the base itself).
+pub fn read_xattrs(base: &Base, rel: &Path, which: Xattrs) -> Result<Attrs> {
+    let (dir, name) = split(rel);
+    let read = base.in_dir(dir, |fd| xattr::read_at(fd, name, which));
+    read.and_then(|attrs| attrs)
+        .at(Op::ReadXattrs, &base.path(rel))
+}
+
+/// Give the entry `rel` below `dst` exactly the extended attributes and ACLs `which` covers
+/// that the source entry `src` has.
+pub fn copy_xattrs(src: Source<'_>, dst: &Base, rel: &Path, which: Xattrs) -> Result<()> {
+    let attrs = read_xattrs(src.base, src.rel, which)?;
+    let path = dst.path(rel);
+    let (dir, name) = split(rel);
+    let done = dst.in_dir(dir, |fd| xattr::replace_at(fd, name, &attrs, which));
+    done.and_then(|done| done).at(Op::SetXattrs, &path)
 }
 
 /// Rename the entry `old` in the directory of `rel` to `rel`'s name, which differs from `old`

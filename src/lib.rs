@@ -27,6 +27,7 @@ pub mod preflight;
 pub mod remote;
 pub mod report;
 pub mod scan;
+pub mod xattrs;
 
 use std::time::Instant;
 
@@ -59,6 +60,7 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
             byte_names: dest.stores_byte_names(),
             specials: false,
             hard_links: false,
+            xattrs: config::Xattrs::default(),
             ..config.clone()
         };
         return mirror(config, &*dest, reporter, started);
@@ -186,12 +188,18 @@ fn mirror(
             Ok(base) => base,
             Err(e) => return refuse(Refusal::SourceUnreadable(config.src.clone(), e)),
         };
-        let (changed, errors) = dest.refine(&src_base, &src, &mut dst, &config.compare);
+        let (content, errors) = dest.refine(&src_base, &src, &mut dst, &config.compare);
         src.errors.extend(errors);
+        let (xattrs, errors) = match config.xattrs.any() {
+            true => dest.xattrs_differing(&src_base, &src, &dst, config.xattrs, &config.compare),
+            false => Default::default(),
+        };
+        src.errors.extend(errors);
+        let known = plan::Known { content, xattrs };
         for error in src.errors.iter().chain(&dst.errors) {
             reporter.error(error);
         }
-        let plan = plan::plan_with(&src, &dst, config, &changed);
+        let plan = plan::plan_with(&src, &dst, config, &known);
         let (copied, updated) = plan.totals();
         debug!(
             dirs = plan.dirs.len(),
@@ -201,7 +209,7 @@ fn mirror(
         );
         reporter.planned(copied.files + updated.files, copied.bytes + updated.bytes);
         let scan_errors = (src.errors.len() + dst.errors.len()) as u64;
-        drop(changed);
+        drop(known);
         let roots = Roots {
             src: &src_base,
             dst: dest,

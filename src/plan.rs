@@ -9,11 +9,13 @@
 //! delete nothing after an unreadable source is made here and tested without a disk.
 
 use std::collections::{HashMap, HashSet};
+
+use crate::xattrs::Differs;
 use std::fmt;
 use std::path::Path;
 
 use crate::compare::{self, Reason, Verdict};
-use crate::config::{Config, Method, Ownership};
+use crate::config::{Config, Method, Ownership, Xattrs};
 use crate::entry::{is_within, merge, Chown, Entry, Kind, Mtime, Owner, Pair, RootMeta, Tag, Tree};
 use crate::fsops::is_temporary;
 
@@ -92,6 +94,8 @@ pub struct Fix {
     pub mtime: bool,
     /// The owner and group to set (where the run keeps them and they differ).
     pub owner: Chown,
+    /// The extended attributes or ACLs differ (`-X`, `-A`).
+    pub xattrs: Option<Differs>,
 }
 
 /// Give a directory its source mode and mtime once everything below it is done.
@@ -106,6 +110,8 @@ pub struct DirMeta {
     pub differed: bool,
     /// The owner and group to set.
     pub owner: Chown,
+    /// Give it the source's extended attributes and ACLs (new, or they differ).
+    pub xattrs: bool,
 }
 
 /// Why no deletion will run.
@@ -166,6 +172,8 @@ pub struct Plan<'t> {
     /// The destination keeps permission bits (not on FAT and exFAT, where they are neither
     /// compared nor more than the plain `rwx` bits set).
     pub modes: bool,
+    /// The extended attributes and ACLs copied (`-X`, `-A`).
+    pub xattrs: Xattrs,
     /// DST does not exist and is created first.
     pub make_root: bool,
     /// Temporaries left by an interrupted run (DST entries), removed before anything else.
@@ -210,6 +218,7 @@ impl<'t> Plan<'t> {
             dst,
             ownership: config.ownership.clone(),
             modes: config.limits.modes,
+            xattrs: config.xattrs,
             make_root: dst.root.is_none(),
             temps: Vec::new(),
             respell: Vec::new(),
@@ -413,6 +422,9 @@ impl<'t> Plan<'t> {
                 owner: Chown { gid: Some(_), .. },
                 ..
             } => "group",
+            Fix {
+                xattrs: Some(what), ..
+            } => what.word(),
             _ => "time",
         };
         Item::new(".", tag, reason, self.src_path(fix.src))
@@ -521,20 +533,24 @@ impl fmt::Display for Escaped<'_> {
 
 /// Compare two listings and decide every action. Pure: reads no disk.
 pub fn plan<'t>(src: &'t Tree, dst: &'t Tree, config: &Config) -> Plan<'t> {
-    plan_with(src, dst, config, &HashSet::new())
+    plan_with(src, dst, config, &Known::default())
 }
 
-/// [`plan`], knowing which source files differ in content from their destination
-/// (`--checksum`), by source index.
-pub fn plan_with<'t>(
-    src: &'t Tree,
-    dst: &'t Tree,
-    config: &Config,
-    changed: &HashSet<u32>,
-) -> Plan<'t> {
+/// What was found out about pairs of entries beyond their listings, by source index.
+#[derive(Debug, Default)]
+pub struct Known {
+    /// Same-size files whose contents differ (`--checksum`).
+    pub content: HashSet<u32>,
+    /// Entries whose extended attributes or ACLs differ (`-X`, `-A`); `u32::MAX` is the root.
+    pub xattrs: HashMap<u32, Differs>,
+}
+
+/// [`plan`], knowing more than the listings tell (see [`Known`]).
+pub fn plan_with<'t>(src: &'t Tree, dst: &'t Tree, config: &Config, known: &Known) -> Plan<'t> {
     let mut planner = Planner {
         config,
-        changed,
+        changed: &known.content,
+        attrs: &known.xattrs,
         plan: Plan::new(src, dst, config),
         dirs: Vec::new(),
         open: Vec::new(),
@@ -567,6 +583,7 @@ pub fn plan_with<'t>(
             meta: root,
             dst: dst.root,
             written: false,
+            attrs: known.xattrs.get(&u32::MAX).copied(),
         });
         planner.open.push((Path::new(""), 0));
     }
@@ -642,16 +659,19 @@ pub fn plan_with<'t>(
                 !pair.written
                     && ((config.limits.modes && dst.mode != pair.meta.mode)
                         || !owner.is_empty()
+                        || pair.attrs.is_some()
                         || !compare::same_time(dst.mtime, pair.meta.mtime, &config.compare)),
                 pair.written && dst.mode & 0o700 != 0o700,
             ),
         };
-        if pair.dst.is_none() || differed || pair.written {
+        let xattrs = pair.attrs.is_some() || (pair.dst.is_none() && config.xattrs.any());
+        if pair.dst.is_none() || differed || pair.written || xattrs {
             plan.dir_meta.push(DirMeta {
                 src: pair.src,
                 unlock,
                 differed,
                 owner,
+                xattrs,
             });
         }
     }
@@ -676,12 +696,15 @@ struct DirPair {
     dst: Option<RootMeta>,
     /// Something is created, replaced or removed directly in it.
     written: bool,
+    /// Its extended attributes or ACLs differ.
+    attrs: Option<Differs>,
 }
 
 /// The state of one planning pass.
 struct Planner<'a, 't> {
     config: &'a Config,
     changed: &'a HashSet<u32>,
+    attrs: &'a HashMap<u32, Differs>,
     plan: Plan<'t>,
     /// Every source directory, in path order.
     dirs: Vec<DirPair>,
@@ -738,6 +761,7 @@ impl<'t> Planner<'_, 't> {
             },
             dst,
             written: false,
+            attrs: self.attrs.get(&i).copied(),
         });
         self.open.push((path, self.dirs.len() - 1));
     }
@@ -776,6 +800,12 @@ impl<'t> Planner<'_, 't> {
         } else {
             self.hard_link(i, leader, Reason::Link);
         }
+    }
+
+    /// A source file with no other name in SRC whose destination copy has other names: the
+    /// source broke a hard link, so the copy is written again as a name of its own.
+    fn shares_an_inode_it_should_not(&self, i: u32, j: u32) -> bool {
+        self.config.hard_links && !self.leaders.contains(&i) && self.dst_inodes.contains_key(&j)
     }
 
     fn make_dir(&mut self, i: u32, replaces: Option<Tag>) {
@@ -857,6 +887,11 @@ impl<'t> Planner<'_, 't> {
                 }
                 let changed = self.changed.contains(&i);
                 match compare::files(src, dst, &self.config.compare, changed) {
+                    // The source broke a hard link that DST still has (a time too coarse
+                    // to tell, or the same time kept): written again, as a name of its own.
+                    Verdict::Unchanged if self.shares_an_inode_it_should_not(i, j) => {
+                        self.transfer(i, Reason::Link)
+                    }
                     Verdict::Unchanged => self.unchanged_file(i, dst),
                     Verdict::KeepNewer => {
                         debug!(path = %self.plan.src_path(i).display(), "destination newer: kept");
@@ -919,12 +954,14 @@ impl<'t> Planner<'_, 't> {
     fn fix_or_unchanged(&mut self, i: u32, dst: &Entry, mode: bool, mtime: bool) {
         let src = self.src(i);
         let owner = self.plan.chown(src.owner, Some(dst.owner));
-        if mode || mtime || !owner.is_empty() {
+        let xattrs = self.attrs.get(&i).copied();
+        if mode || mtime || !owner.is_empty() || xattrs.is_some() {
             self.plan.fixes.push(Fix {
                 src: i,
                 mode,
                 mtime,
                 owner,
+                xattrs,
             });
         } else {
             debug!(path = %self.plan.src_path(i).display(), "unchanged");

@@ -105,30 +105,43 @@ fn is_fuse(stat: &rustix::fs::StatFs) -> bool {
 }
 
 /// The filesystem type of the mount `root` lies on, from the mount table (`fuseblk`,
-/// `fuse.sshfs`, `ext4`, ...).
+/// `fuse.sshfs`, `ext4`, ...): the line of its mount ID (a btrfs subvolume's device number is
+/// not the one the table shows), else of its device.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn filesystem_name(root: BorrowedFd<'_>, stat: &rustix::fs::Stat) -> String {
+    use rustix::fs::{statx, StatxFlags};
+    let mount_id = statx(root, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID)
+        .ok()
+        .filter(|s| StatxFlags::from_bits_retain(s.stx_mask).contains(StatxFlags::MNT_ID))
+        .map(|s| s.stx_mnt_id.to_string());
     let device = format!(
         "{}:{}",
         rustix::fs::major(stat.st_dev),
         rustix::fs::minor(stat.st_dev)
     );
-    let from_table = std::fs::read_to_string("/proc/self/mountinfo")
-        .ok()
-        .and_then(|table| {
-            // `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS...] - TYPE SOURCE OPTIONS`:
-            // the last mount of the device is the one in effect.
-            table.lines().rev().find_map(|line| {
-                let mut fields = line.split(' ');
-                (fields.nth(2) == Some(device.as_str())).then(|| {
-                    let after = line.split(" - ").nth(1)?;
-                    after.split(' ').next().map(str::to_owned)
-                })?
-            })
-        });
-    from_table.unwrap_or_else(|| match rustix::fs::fstatfs(root) {
-        Ok(s) if is_fuse(&s) => String::from("fuse"),
-        _ => String::from("unknown"),
-    })
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    // `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS...] - TYPE SOURCE OPTIONS`; the last
+    // mount of a device is the one in effect.
+    let fs_type = |line: &str| Some(line.split(" - ").nth(1)?.split(' ').next()?.to_owned());
+    let by = |field: usize, value: &str| {
+        table
+            .lines()
+            .rev()
+            .find(|line| line.split(' ').nth(field) == Some(value))
+            .and_then(fs_type)
+    };
+    mount_id
+        .and_then(|id| by(0, &id))
+        .or_else(|| by(2, &device))
+        .unwrap_or_else(|| match rustix::fs::fstatfs(root) {
+            Ok(s) if is_fuse(&s) => String::from("fuse"),
+            _ => String::from("unknown"),
+        })
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn filesystem_name(_root: BorrowedFd<'_>, _stat: &rustix::fs::Stat) -> String {
+    String::from("unknown")
 }
 
 /// Whether `name` (an entry of `root`) is not found under another spelling (upper case, or

@@ -335,3 +335,80 @@ fn a_skipped_source_entry_keeps_the_destination_directory_at_its_path() {
     assert_eq!(lines(&plan), Vec::<String>::new());
     assert_eq!(plan.skipped.len(), 1);
 }
+
+#[test]
+fn a_hard_link_the_source_broke_is_broken_in_the_destination() {
+    let src = tree(vec![file("a", 1, 100), file("b", 1, 100)]);
+    let mut dst = build(vec![file("a", 1, 100), file("b", 1, 100)]);
+    // DST's `a` and `b` are one inode; SRC's are two.
+    dst.links = vec![(0, 1, 7), (1, 1, 7)];
+    let dst: &'static Tree = Box::leak(Box::new(dst));
+    let plan = plan(src, dst, &config());
+    assert_eq!(lines(&plan), [">f link   a", ">f link   b"]);
+    let off = Config {
+        hard_links: false,
+        ..config()
+    };
+    assert!(lines(&super::plan(src, dst, &off)).is_empty());
+}
+
+#[test]
+fn a_destination_without_modes_or_fine_times_is_compared_within_what_it_holds() {
+    let src = tree(vec![Spec {
+        mode: 0o4755,
+        mtime: Mtime {
+            sec: 100,
+            nsec: 900_000_000,
+        },
+        ..file("a", 1, 100)
+    }]);
+    let dst = tree(vec![Spec {
+        mode: 0o777,
+        ..file("a", 1, 100)
+    }]);
+    let mut exfat = config();
+    exfat.limits.modes = false;
+    exfat.compare.modify_window_ns = 999_999_999;
+    let plan = plan(src, dst, &exfat);
+    assert!(lines(&plan).is_empty(), "{:?}", lines(&plan));
+    // What is set there has no setuid bit to refuse.
+    assert_eq!(plan.mode_for(0), 0o755);
+    assert!(!lines(&super::plan(src, dst, &config())).is_empty());
+}
+
+#[test]
+fn differing_attributes_are_fixed_with_their_reason() {
+    let src = tree(vec![dir("d"), file("d/a", 1, 100), file("d/b", 1, 100)]);
+    let dst = tree(vec![dir("d"), file("d/a", 1, 100), file("d/b", 1, 100)]);
+    let known = Known {
+        xattrs: [
+            (1, Differs::Acl),
+            (2, Differs::Xattr),
+            (u32::MAX, Differs::Xattr),
+        ]
+        .into_iter()
+        .collect(),
+        ..Known::default()
+    };
+    let plan = plan_with(src, dst, &config(), &known);
+    assert_eq!(
+        lines(&plan),
+        [".f acl    d/a", ".f xattr  d/b", ".d meta   ./"]
+    );
+    assert!(plan.dir_meta.iter().any(|d| d.src.is_none() && d.xattrs));
+}
+
+#[test]
+fn a_destination_name_spelled_otherwise_is_renamed_not_replaced() {
+    let src = tree(vec![dir("Photos"), file("Photos/a", 1, 100)]);
+    let dst = build(vec![
+        dir("photos"),
+        file("photos/a", 1, 100),
+        file("photos/z", 1, 1),
+    ]);
+    let (dst, folded) = crate::case::fold(src, dst);
+    let dst: &'static Tree = Box::leak(Box::new(dst));
+    assert!(folded.collisions.is_empty());
+    let plan = plan(src, dst, &config());
+    assert_eq!(lines(&plan), [".d case   Photos/", "-f gone   Photos/z"]);
+}

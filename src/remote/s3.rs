@@ -695,6 +695,7 @@ impl Destination for S3 {
             mode: 0,
             owner: Chown::default(),
             fresh: true,
+            xattrs: crate::config::Xattrs::default(),
         };
         match self.write_file(src, rel, fresh, Held::Same) {
             Ok(_) => Ok(()),

@@ -323,11 +323,13 @@ fn the_flags_rsync_users_type_are_accepted_or_refused_precisely() {
     assert!(f.dst.join("kept").exists());
     f.sync(&["--no-delete", "--delete"]).expect(0);
     assert!(!f.dst.join("kept").exists());
-    // What is not done is refused, never silently ignored.
-    for flags in [&["-aHAX"][..], &["-X"], &["--acls"]] {
-        let run = f.sync(flags).expect(2);
-        assert!(run.stderr.contains("not copied yet"), "{flags:?}: {run:?}");
+    // The whole of rsync's backup spelling.
+    for flags in [&["-aHAXS", "--numeric-ids"][..], &["-X"], &["--acls"]] {
+        f.sync(flags).expect(0);
     }
+    // What is not done is refused, never silently ignored.
+    let run = f.sync(&["--xattrs", "--bogus"]).expect(2);
+    assert!(run.stderr.contains("--bogus"), "{run:?}");
 }
 
 #[test]
