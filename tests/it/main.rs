@@ -1,6 +1,7 @@
 //! Integration tests: the binary run on real temporary trees.
 
 mod differential;
+mod filesystems;
 mod options;
 mod output;
 mod regression;

@@ -634,3 +634,360 @@ impl Drop for OtherFs {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Filesystem images: a destination (or source) on a real filesystem of a chosen kind.
+// ---------------------------------------------------------------------------------------------
+
+/// A kind of filesystem that [`Mounted`] can make and mount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fs {
+    Ext4,
+    Xfs,
+    Btrfs,
+    /// exFAT through its FUSE driver (`mount.exfat-fuse`), never the kernel's.
+    Exfat,
+    Vfat,
+}
+
+impl Fs {
+    pub const ALL: [Fs; 5] = [Fs::Ext4, Fs::Xfs, Fs::Btrfs, Fs::Exfat, Fs::Vfat];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fs::Ext4 => "ext4",
+            Fs::Xfs => "xfs",
+            Fs::Btrfs => "btrfs",
+            Fs::Exfat => "exfat",
+            Fs::Vfat => "vfat",
+        }
+    }
+
+    /// Size of the image file, which is sparse: it costs what is written, not this.
+    fn image_size(self) -> u64 {
+        const MIB: u64 = 1 << 20;
+        match self {
+            // mkfs.xfs refuses anything smaller than 300 MiB.
+            Fs::Xfs => 300 * MIB,
+            // Well above mkfs.btrfs's minimum, with room for its metadata profiles.
+            Fs::Btrfs => 256 * MIB,
+            Fs::Ext4 | Fs::Exfat | Fs::Vfat => 64 * MIB,
+        }
+    }
+
+    /// The mkfs command (tool, its Debian package, arguments before the image).
+    fn mkfs(self) -> (&'static str, &'static str, &'static [&'static str]) {
+        match self {
+            // 256-byte inodes: small ext4 filesystems otherwise may get 128-byte ones, which
+            // keep whole seconds only.
+            Fs::Ext4 => ("mkfs.ext4", "e2fsprogs", &["-q", "-F", "-I", "256"]),
+            Fs::Xfs => ("mkfs.xfs", "xfsprogs", &["-q", "-f"]),
+            Fs::Btrfs => ("mkfs.btrfs", "btrfs-progs", &["-q", "-f"]),
+            Fs::Exfat => ("mkfs.exfat", "exfatprogs", &[]),
+            Fs::Vfat => ("mkfs.vfat", "dosfstools", &[]),
+        }
+    }
+
+    /// The name the kernel must list in /proc/filesystems to mount it.
+    fn kernel_name(self) -> &'static str {
+        match self {
+            Fs::Exfat => "fuseblk",
+            other => other.name(),
+        }
+    }
+}
+
+/// A filesystem image made in a sparse file inside the fixture, attached to a loop device
+/// (`losetup --find --show`) and mounted on a directory of the fixture. Dropping it unmounts
+/// (lazily when it is busy) and detaches the loop device: nothing is left behind, even when the
+/// test fails. It borrows the fixture, so it always goes before the fixture's directory does.
+pub struct Mounted<'f> {
+    fs: Fs,
+    image: PathBuf,
+    dir: PathBuf,
+    device: String,
+    _fixture: std::marker::PhantomData<&'f Fixture>,
+}
+
+impl fmt::Debug for Mounted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} on {} at {}",
+            self.fs.name(),
+            self.device,
+            self.dir.display()
+        )
+    }
+}
+
+impl<'f> Mounted<'f> {
+    /// Make and mount a fresh `fs` for this test: `None` (after saying why) where root, loop
+    /// devices, the mkfs tool or the kernel's support are missing.
+    #[track_caller]
+    pub fn new(f: &'f Fixture, fs: Fs) -> Option<Mounted<'f>> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = fs.name();
+        if !need_root(&format!("to mount a {name} image")) {
+            return None;
+        }
+        if !Path::new("/dev/loop-control").exists() {
+            not_tested("needs loop devices (/dev/loop-control)");
+            return None;
+        }
+        if !kernel_has(fs.kernel_name()) {
+            let why = format!(
+                "the kernel has no {} filesystem (not in /proc/filesystems, and it cannot be loaded)",
+                fs.kernel_name()
+            );
+            if fs == Fs::Vfat {
+                // Some kernels are built without FAT: that is the machine, not a missing
+                // install step, so it is no failure under CI either.
+                say_not_tested(&why);
+            } else {
+                not_tested(&why);
+            }
+            return None;
+        }
+        let (mkfs, package, args) = fs.mkfs();
+        if !need(mkfs, package) {
+            return None;
+        }
+        if fs == Fs::Exfat
+            && !(need("mount.exfat-fuse", "exfat-fuse") && need("fusermount", "fuse"))
+        {
+            return None;
+        }
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let image = f.path(format!("{name}-{n}.img"));
+        let dir = f.path(format!("{name}-{n}"));
+        fs::File::create(&image)
+            .and_then(|file| file.set_len(fs.image_size()))
+            .unwrap();
+        fs::create_dir(&dir).unwrap();
+        let made = Command::new(mkfs).args(args).arg(&image).output().unwrap();
+        assert!(made.status.success(), "{mkfs}: {}", Run::from(made).stderr);
+        let attached = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&image)
+            .output()
+            .unwrap();
+        if !attached.status.success() {
+            not_tested(&format!(
+                "no loop device could be attached: {}",
+                Run::from(attached).stderr.trim()
+            ));
+            return None;
+        }
+        let device = String::from_utf8(attached.stdout)
+            .unwrap()
+            .trim()
+            .to_string();
+        let mut mount = match fs {
+            Fs::Exfat => Command::new("mount.exfat-fuse"),
+            Fs::Vfat => {
+                // As desktop automounters mount it: names in UTF-8.
+                let mut mount = Command::new("mount");
+                mount.args(["-t", "vfat", "-o", "utf8"]);
+                mount
+            }
+            _ => {
+                let mut mount = Command::new("mount");
+                mount.args(["-t", name]);
+                mount
+            }
+        };
+        let mounted = mount.arg(&device).arg(&dir).output().unwrap();
+        if !mounted.status.success() {
+            let _ = Command::new("losetup").arg("-d").arg(&device).status();
+            panic!(
+                "cannot mount {name} ({device}): {}",
+                Run::from(mounted).stderr
+            );
+        }
+        Some(Mounted {
+            fs,
+            image,
+            dir,
+            device,
+            _fixture: std::marker::PhantomData,
+        })
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn fs(&self) -> Fs {
+        self.fs
+    }
+
+    /// The image file (it outlives the mount, for checks after the drop).
+    pub fn image(&self) -> &Path {
+        &self.image
+    }
+
+    /// The loop device (`/dev/loopN`).
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+}
+
+impl Drop for Mounted<'_> {
+    fn drop(&mut self) {
+        let quiet = |cmd: &mut Command| {
+            cmd.stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let unmounted = if self.fs == Fs::Exfat {
+            quiet(Command::new("fusermount").arg("-u").arg(&self.dir))
+                || quiet(Command::new("umount").arg(&self.dir))
+        } else {
+            quiet(Command::new("umount").arg(&self.dir))
+        };
+        if !unmounted {
+            // Busy: detached from the tree now, gone when its last user lets go.
+            quiet(Command::new("umount").arg("-l").arg(&self.dir));
+        }
+        // On a device still open (a lazy unmount, a FUSE driver still closing it) the kernel
+        // marks it to be detached when it is last closed: it never stays attached.
+        quiet(Command::new("losetup").arg("-d").arg(&self.device));
+    }
+}
+
+/// Whether the running kernel can mount `fs` (loading its module when it is one).
+pub fn kernel_has(fs: &str) -> bool {
+    let listed = || {
+        fs::read_to_string("/proc/filesystems")
+            .unwrap_or_default()
+            .lines()
+            .any(|line| line.split_whitespace().last() == Some(fs))
+    };
+    listed()
+        || (have("modprobe")
+            && Command::new("modprobe")
+                .args(["-q", fs])
+                .status()
+                .is_ok_and(|s| s.success())
+            && listed())
+}
+
+/// The line [`not_tested`] writes, without failing under CI: for what the machine itself
+/// lacks, not what an install step could bring.
+pub fn say_not_tested(why: &str) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "not tested: {test}: {why}");
+}
+
+/// Whether `path` is a mount point now (as /proc/self/mountinfo lists it).
+pub fn is_mounted(path: &Path) -> bool {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    // Field 5 is the mount point, with spaces and the like escaped as octal.
+    let wanted = path
+        .to_str()
+        .unwrap()
+        .replace('\\', "\\134")
+        .replace(' ', "\\040")
+        .replace('\n', "\\012")
+        .replace('\t', "\\011");
+    mountinfo
+        .lines()
+        .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
+}
+
+/// The loop devices attached to `image` now (`losetup -j`).
+pub fn loop_devices_of(image: &Path) -> Vec<String> {
+    let out = Command::new("losetup")
+        .arg("-j")
+        .arg(image)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split(':').next())
+        .map(str::to_string)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Comparing trees beyond the manifest: what moved in a run that should write nothing,
+// hard-link groups, extended attributes.
+// ---------------------------------------------------------------------------------------------
+
+/// Nothing below `dst` changed since `before` was taken: no content, inode or time.
+#[track_caller]
+pub fn assert_unchanged(before: &(Manifest, Identity), dst: &Path, run: &Run) {
+    let (manifest, identity) = snapshot(dst);
+    assert_same(&before.0, &manifest);
+    let mut moved = String::new();
+    for (path, was) in &before.1 {
+        match identity.get(path) {
+            Some(now) if now != was => {
+                moved += &format!("{path:?}: (ino, mtime s, ns, ctime s, ns) {was:?} -> {now:?}\n")
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        moved.is_empty(),
+        "a run with nothing to do wrote:\n{moved}{run:?}"
+    );
+}
+
+/// The names below `root` that share an inode, one sorted group per inode (groups of one
+/// are left out).
+pub fn link_groups(root: &Path) -> std::collections::BTreeSet<Vec<PathBuf>> {
+    let mut by_inode: BTreeMap<(u64, u64), Vec<PathBuf>> = BTreeMap::new();
+    for (rel, meta, _) in walk(root) {
+        if !meta.is_dir() && meta.nlink() > 1 {
+            by_inode
+                .entry((meta.dev(), meta.ino()))
+                .or_default()
+                .push(rel);
+        }
+    }
+    by_inode
+        .into_values()
+        .filter(|names| names.len() > 1)
+        .map(|mut names| {
+            names.sort();
+            names
+        })
+        .collect()
+}
+
+/// Every extended attribute of `path` (not following a link), every namespace: `user.`,
+/// `security.`, and the ACLs as `system.posix_acl_*`.
+pub fn xattrs(path: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut names = vec![0u8; 64 * 1024];
+    let len = match rustix::fs::llistxattr(path, &mut names[..]) {
+        Ok(len) => len,
+        Err(rustix::io::Errno::NOTSUP) => return BTreeMap::new(),
+        Err(e) => panic!("llistxattr {}: {e}", path.display()),
+    };
+    names[..len]
+        .split(|&b| b == 0)
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            let name = String::from_utf8_lossy(name).into_owned();
+            let mut value = vec![0u8; 64 * 1024];
+            let n = rustix::fs::lgetxattr(path, name.as_str(), &mut value[..])
+                .unwrap_or_else(|e| panic!("lgetxattr {} {name}: {e}", path.display()));
+            value.truncate(n);
+            (name, value)
+        })
+        .collect()
+}
+
+/// [`xattrs`] of every entry below `root` that has any, by relative path.
+pub fn tree_xattrs(root: &Path) -> BTreeMap<PathBuf, BTreeMap<String, Vec<u8>>> {
+    walk(root)
+        .map(|(rel, _, path)| (rel, xattrs(&path)))
+        .filter(|(_, attrs)| !attrs.is_empty())
+        .collect()
+}
