@@ -66,6 +66,10 @@ pub struct Cli {
     #[arg(long, help_heading = "Run")]
     pub no_hard_links: bool,
 
+    /// Write the holes of sparse files out as zeros (kept as holes by default)
+    #[arg(long, overrides_with = "sparse", help_heading = "Run")]
+    pub no_sparse: bool,
+
     /// Skip FIFOs, sockets and device nodes (made again by default; devices only as root)
     #[arg(long, help_heading = "Run")]
     pub no_specials: bool,
@@ -105,7 +109,7 @@ pub struct Cli {
     )]
     pub hard_links: bool,
 
-    #[arg(short = 'S', long, hide = true)]
+    #[arg(short = 'S', long, overrides_with = "no_sparse", hide = true)]
     pub sparse: bool,
 
     #[arg(short = 'o', long, overrides_with = "no_owner", hide = true)]
@@ -304,6 +308,7 @@ impl Cli {
         config.ownership.owner = !self.no_owner;
         config.specials &= !self.no_specials;
         config.hard_links = !self.no_hard_links && !self.flatten;
+        config.sparse = !self.no_sparse;
         config.xattrs = Xattrs {
             plain: self.xattrs,
             acls: self.acls,

@@ -143,6 +143,8 @@ pub struct Config {
     /// Whether the destination can hold names that are not UTF-8; when not, such source
     /// entries are skipped with a warning. Set by `run` from the destination.
     pub byte_names: bool,
+    /// Keep the holes of sparse files (`--no-sparse` writes them out).
+    pub sparse: bool,
     /// Extended attributes and ACLs to copy and compare (`-X`, `-A`).
     pub xattrs: Xattrs,
     /// What the destination can hold (probed by `run`; everything until then).
@@ -237,6 +239,7 @@ impl Config {
             hard_links: true,
             // No `mknodat` on macOS.
             specials: !cfg!(target_vendor = "apple"),
+            sparse: true,
             xattrs: Xattrs::default(),
             limits: Limits::default(),
             remote: None,

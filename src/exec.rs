@@ -211,6 +211,9 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
     }
 
     summary = summary.merge(write_all(plan, &plan.transfers, roots, reporter));
+    if crate::fsops::mode_refused() {
+        reporter.warning(&Warning::ModeRefused(&roots.dst(Path::new(""))));
+    }
 
     for fix in &plan.fixes {
         let entry = &plan.src.entries[fix.src as usize];
@@ -358,6 +361,7 @@ fn transfer(
                 owner: plan.chown_new(t.src),
                 fresh: false,
                 xattrs: plan.xattrs,
+                sparse: plan.sparse,
             };
             let mut tries = 0;
             loop {

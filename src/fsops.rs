@@ -125,6 +125,8 @@ pub struct Expected {
     pub fresh: bool,
     /// The extended attributes and ACLs copied with the contents.
     pub xattrs: Xattrs,
+    /// Holes stay holes (`--no-sparse`: written out as zeros).
+    pub sparse: bool,
 }
 
 impl Expected {
@@ -372,7 +374,8 @@ fn fill(
     dst: &Path,
     expected: &Expected,
 ) -> Result<u64, CopyError> {
-    let written = copy_contents(from, to, expected.size).map_err(|e| Error::copy(src, dst, e))?;
+    let written = copy_contents(from, to, expected.size, expected.sparse)
+        .map_err(|e| Error::copy(src, dst, e))?;
     if !expected.still_holds(from, written).at(Op::Stat, src)? {
         return Err(CopyError::Changed);
     }
@@ -385,8 +388,17 @@ fn fill(
     }
     let mode = u32::from(expected.mode);
     if mode & !0o777 != 0 || mode & UMASK.load(Ordering::Relaxed) != 0 {
-        to.set_permissions(Permissions::from_mode(mode))
-            .at(Op::SetPermissions, dst)?;
+        match to.set_permissions(Permissions::from_mode(mode)) {
+            // A destination that refuses setuid, setgid or sticky bits (some FUSE drivers)
+            // still gets the data: the plain bits, and one warning for the run.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied && mode & !0o777 != 0 => {
+                debug!(path = %dst.display(), error = %e, "special mode bits refused");
+                MODE_REFUSED.store(true, Ordering::Relaxed);
+                to.set_permissions(Permissions::from_mode(mode & 0o777))
+                    .at(Op::SetPermissions, dst)?;
+            }
+            other => other.at(Op::SetPermissions, dst)?,
+        }
     }
     // After the owner (a chown drops `security.capability`) and the mode (an ACL's mask is
     // the group bits).
@@ -433,6 +445,14 @@ fn settle_time(at: At<'_>, mtime: Mtime) -> Result<()> {
             io::Error::other("the destination did not keep the modification time"),
         )),
     }
+}
+
+/// Set when the destination refused a copy's setuid, setgid or sticky bit (see [`fill`]).
+static MODE_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// Whether the destination refused the special mode bits of a copy since the last call.
+pub fn mode_refused() -> bool {
+    MODE_REFUSED.swap(false, Ordering::Relaxed)
 }
 
 /// Whether unnamed temporaries can be linked into place: set by [`prepare`], cleared for the
@@ -488,8 +508,8 @@ const SPARSE_FROM: u64 = 64 << 10;
 /// time (`SEEK_DATA`/`SEEK_HOLE`), so its holes stay holes. Stops early if the source is
 /// shorter: the caller compares sizes.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn copy_contents(from: &File, to: &File, len: u64) -> io::Result<u64> {
-    if len >= SPARSE_FROM {
+fn copy_contents(from: &File, to: &File, len: u64, sparse: bool) -> io::Result<u64> {
+    if sparse && len >= SPARSE_FROM {
         if let Some(copied) = copy_extents(from, to, len)? {
             return Ok(copied);
         }
@@ -577,7 +597,7 @@ fn copy_range(from: &File, to: &File, start: u64, end: u64) -> io::Result<u64> {
 
 /// Elsewhere, the standard library's copy (read/write).
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn copy_contents(from: &File, to: &File, _len: u64) -> io::Result<u64> {
+fn copy_contents(from: &File, to: &File, _len: u64, _sparse: bool) -> io::Result<u64> {
     let (mut from, mut to) = (from, to);
     io::copy(&mut from, &mut to)
 }
@@ -1115,7 +1135,7 @@ fn copy_entry(
                 flags,
                 Mode::RUSR | Mode::WUSR,
             )?);
-            copy_contents(&source, &copy, stat.st_size as u64)?;
+            copy_contents(&source, &copy, stat.st_size as u64, true)?;
             rustix::fs::fchmod(&copy, Mode::from_raw_mode(stat.st_mode & 0o7777))?;
             set_times_at(copy.as_fd(), OsStr::new(""), mtime, Tag::File)
         }

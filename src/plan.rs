@@ -174,6 +174,8 @@ pub struct Plan<'t> {
     pub modes: bool,
     /// The extended attributes and ACLs copied (`-X`, `-A`).
     pub xattrs: Xattrs,
+    /// Holes of sparse files are kept.
+    pub sparse: bool,
     /// DST does not exist and is created first.
     pub make_root: bool,
     /// Temporaries left by an interrupted run (DST entries), removed before anything else.
@@ -219,6 +221,7 @@ impl<'t> Plan<'t> {
             ownership: config.ownership.clone(),
             modes: config.limits.modes,
             xattrs: config.xattrs,
+            sparse: config.sparse,
             make_root: dst.root.is_none(),
             temps: Vec::new(),
             respell: Vec::new(),

@@ -179,7 +179,7 @@ fn made(
 /// Whether permission bits are kept as set: read back, not trusted from `chmod`'s success.
 fn keeps_modes(file: &OwnedFd) -> bool {
     let wanted = 0o640;
-    rustix::fs::fchmod(file, Mode::from_raw_mode(wanted)).is_ok()
+    super::chmod_handle(file.as_fd(), wanted).is_ok()
         && rustix::fs::fstat(file).is_ok_and(|s| s.st_mode & 0o7777 == wanted)
 }
 

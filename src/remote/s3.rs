@@ -696,6 +696,7 @@ impl Destination for S3 {
             owner: Chown::default(),
             fresh: true,
             xattrs: crate::config::Xattrs::default(),
+            sparse: false,
         };
         match self.write_file(src, rel, fresh, Held::Same) {
             Ok(_) => Ok(()),

@@ -27,6 +27,8 @@ pub enum Warning<'a> {
     /// Source symlinks, skipped because the destination cannot store symlinks: how many, and
     /// the first.
     Symlinks { count: u64, first: &'a Path },
+    /// The destination refused setuid, setgid or sticky bits: copies have the plain bits.
+    ModeRefused(&'a Path),
     /// What the destination cannot hold of what the run keeps, said once.
     CannotHold {
         dst: &'a Path,
@@ -79,6 +81,12 @@ impl fmt::Display for Warning<'_> {
                 "skipping {count} symlinks (the first: '{}'): the destination cannot store \
                  symlinks",
                 Escaped(first)
+            ),
+            Warning::ModeRefused(dst) => write!(
+                f,
+                "'{}' refused setuid, setgid or sticky bits: the files that have them were \
+                 copied with their other permission bits",
+                Escaped(dst)
             ),
             Warning::CannotHold {
                 dst,

@@ -84,6 +84,22 @@ fn json_reports_counts_and_bytes() {
     assert_eq!(doc["dry_run"], false);
     assert!(doc["seconds"].as_f64().unwrap() >= 0.0);
     assert_eq!(doc["errors"], Value::Array(vec![]));
+    // Every action counted by its reason word, as -v itemizes it.
+    let reasons = &doc["reasons"];
+    assert_eq!(
+        (reasons["new"].as_u64(), reasons["size"].as_u64()),
+        (Some(2), Some(1)),
+        "{reasons}"
+    );
+    assert_eq!(reasons["gone"], 1);
+    // What the destination was found to hold.
+    let holds = &doc["destination"];
+    assert_eq!(holds["case_sensitive"], true, "{holds}");
+    assert_eq!(holds["modes"], true, "{holds}");
+    assert!(holds["filesystem"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(holds["time_resolution_ns"]
+        .as_u64()
+        .is_some_and(|ns| ns > 0));
 }
 
 #[test]

@@ -458,6 +458,22 @@ fn sparse_files_keep_their_holes() {
         "the holes were filled"
     );
     assert_eq!(allocated(&f.dst.join("empty.raw")), 0);
+    // --no-sparse writes the holes out (where copying does not share extents instead).
+    let filled = f.path("filled");
+    f.run([
+        "--no-sparse".as_ref(),
+        f.src.as_os_str(),
+        filled.as_os_str(),
+    ])
+    .expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&filled));
+    let kind = rustix::fs::statfs(&filled).unwrap().f_type as i64;
+    // ext4 and tmpfs copy holes as zeros; XFS and btrfs may share extents, holes included.
+    if [0xEF53, 0x0102_1994].contains(&kind) {
+        assert!(allocated(&filled.join("empty.raw")) >= 32 << 20);
+    } else {
+        not_tested("--no-sparse on a filesystem that shares extents");
+    }
 }
 
 #[test]
@@ -516,4 +532,41 @@ fn a_hard_link_whose_first_name_cannot_be_copied_fails_with_it() {
     assert!(!f.dst.join("a").exists() && !f.dst.join("b").exists());
     assert!(temporaries(&f.dst).is_empty(), "{:?}", temporaries(&f.dst));
     assert_eq!(fs::read(f.dst.join("other")).unwrap(), b"o");
+}
+
+#[test]
+fn a_refused_setuid_bit_costs_the_bits_not_the_data() {
+    if !need_root("a setuid file that keeps its owner") || !need_strace() {
+        return;
+    }
+    let f = Fixture::new();
+    let tool = f.write("src/tool", "#!/bin/sh\n");
+    chmod(&tool, 0o4755);
+    f.write("src/plain", "plain");
+    // The first fchmod of the copying thread fails as a FUSE driver's may: EPERM.
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null"])
+        .args([
+            "-e",
+            "trace=fchmod",
+            "-e",
+            "inject=fchmod:error=EPERM:when=1",
+        ])
+        .arg(assert_cmd::cargo::cargo_bin("syncease"))
+        .args(["-j", "1"])
+        .arg(&f.src)
+        .arg(&f.dst)
+        .output()
+        .unwrap();
+    let run = Run::from(out).expect(0);
+    assert_eq!(run.stderr.matches("warning").count(), 1, "{run:?}");
+    assert!(run.stderr.contains("refused setuid"), "{run:?}");
+    assert_eq!(fs::read(f.dst.join("tool")).unwrap(), b"#!/bin/sh\n");
+    assert_eq!(
+        fs::metadata(f.dst.join("tool")).unwrap().mode() & 0o7777,
+        0o755
+    );
+    // Where the bit can be set, the next run sets it.
+    f.sync(&[]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
 }
