@@ -378,6 +378,10 @@ impl Tree {
     /// The name entry `index` has on disk, where it differs from its listed name (a
     /// destination entry listed under the source's spelling, see `case::fold`).
     pub fn old_name(&self, index: u32) -> Option<&std::ffi::OsStr> {
+        // Most listings were never renamed: no path to take apart for them.
+        if self.origins.is_empty() {
+            return None;
+        }
         let (now, was) = (
             self.path_at(index).file_name(),
             self.origin(index).file_name(),

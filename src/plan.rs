@@ -764,7 +764,7 @@ impl<'t> Planner<'_, 't> {
             },
             dst,
             written: false,
-            attrs: self.attrs.get(&i).copied(),
+            attrs: self.attrs_differ(i),
         });
         self.open.push((path, self.dirs.len() - 1));
     }
@@ -805,10 +805,22 @@ impl<'t> Planner<'_, 't> {
         }
     }
 
+    /// How the attributes of source entry `i` differ from its destination's, if they do.
+    fn attrs_differ(&self, i: u32) -> Option<Differs> {
+        match self.attrs.is_empty() {
+            true => None,
+            false => self.attrs.get(&i).copied(),
+        }
+    }
+
     /// A source file with no other name in SRC whose destination copy has other names: the
     /// source broke a hard link, so the copy is written again as a name of its own.
     fn shares_an_inode_it_should_not(&self, i: u32, j: u32) -> bool {
-        self.config.hard_links && !self.leaders.contains(&i) && self.dst_inodes.contains_key(&j)
+        // Most destinations have no file with several names: no lookup at all then.
+        !self.dst_inodes.is_empty()
+            && self.config.hard_links
+            && self.dst_inodes.contains_key(&j)
+            && !self.leaders.contains(&i)
     }
 
     fn make_dir(&mut self, i: u32, replaces: Option<Tag>) {
@@ -957,7 +969,7 @@ impl<'t> Planner<'_, 't> {
     fn fix_or_unchanged(&mut self, i: u32, dst: &Entry, mode: bool, mtime: bool) {
         let src = self.src(i);
         let owner = self.plan.chown(src.owner, Some(dst.owner));
-        let xattrs = self.attrs.get(&i).copied();
+        let xattrs = self.attrs_differ(i);
         if mode || mtime || !owner.is_empty() || xattrs.is_some() {
             self.plan.fixes.push(Fix {
                 src: i,
