@@ -19,6 +19,9 @@ Exit status:
   0  everything synced
   1  partial: some entries failed or deletions were withheld; the rest synced
   2  refused or invalid usage: nothing was changed
+  130, 143, 129  stopped by SIGINT (Ctrl-C), SIGTERM or SIGHUP: files written so far are
+     whole, nothing was deleted after the signal, no temporary is left; a second signal
+     exits at once
 
 Examples:
   syncease ~/photos /mnt/backup/photos       mirror, deleting what ~/photos no longer has

@@ -29,6 +29,7 @@ use crate::dest::Destination;
 use crate::entry::Tag;
 use crate::error::{Error, Op};
 use crate::fsops::{Base, Copied, CopyError, Expected, Held, Node, Source};
+use crate::interrupt;
 use crate::plan::{DirMeta, Item, Payload, Plan, Transfer, Withheld};
 use crate::report::{Reporter, Summary, Warning};
 
@@ -214,8 +215,24 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
     if crate::fsops::mode_refused() {
         reporter.warning(&Warning::ModeRefused(&roots.dst(Path::new(""))));
     }
+    // Told to stop: what is written stays, nothing more is started, nothing is deleted.
+    if let Some(signal) = interrupt::requested() {
+        let reason = Withheld::Interrupted(signal);
+        if let Some(reason) = withheld_if_relevant(plan, Some(reason)) {
+            let count = plan.deletes.len() as u64;
+            reporter.warning(&Warning::DeletionsWithheld {
+                reason: &reason,
+                count,
+            });
+            summary.withheld = Some(reason);
+        }
+        return summary;
+    }
 
     for fix in &plan.fixes {
+        if interrupt::requested().is_some() {
+            break;
+        }
         let entry = &plan.src.entries[fix.src as usize];
         // A chown clears setuid and setgid bits: the mode is set again after it.
         let mode = plan.mode_for(fix.src);
@@ -268,6 +285,9 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
 
     let made = |d: &&DirMeta| d.src.is_none_or(|i| !not_made.contains(&i));
     for dir in plan.dir_meta.iter().filter(made) {
+        if interrupt::requested().is_some() {
+            break;
+        }
         let (mode, mtime) = plan.dir_meta_values(dir);
         let rel = plan.dir_meta_path(dir);
         let source = roots.source(dir.src.map_or(Path::new(""), |i| plan.src.origin(i)));
@@ -344,6 +364,10 @@ fn transfer(
 ) -> Summary {
     let t = &list[i];
     let mut summary = Summary::default();
+    if interrupt::requested().is_some() {
+        in_order.done(i, false);
+        return summary;
+    }
     let rel = plan.src_path(t.src);
     let held = match t.reason {
         Reason::New => Held::Nothing,
@@ -441,6 +465,9 @@ fn transfer(
 fn link_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary {
     let mut summary = Summary::default();
     for link in &plan.links {
+        if interrupt::requested().is_some() {
+            break;
+        }
         let held = match link.reason {
             Reason::New => Held::Nothing,
             _ => Held::Same,
@@ -472,6 +499,10 @@ fn delete_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Sum
     let in_order = InOrder::new(plan.deletes.len(), reporter, &item);
     let remove = |i: usize| {
         let mut summary = Summary::default();
+        if interrupt::requested().is_some() {
+            in_order.done(i, false);
+            return summary;
+        }
         let j = plan.deletes[i];
         let rel = plan.dst_path(j);
         let tag = plan.dst.entries[j as usize].tag;

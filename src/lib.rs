@@ -21,6 +21,7 @@ pub mod exec;
 pub mod filter;
 pub mod flatten;
 pub mod fsops;
+pub mod interrupt;
 pub mod lock;
 pub mod plan;
 pub mod preflight;
@@ -104,6 +105,18 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
     mirror(config, &local, reporter, started)
 }
 
+/// Report a run stopped by a signal before anything was planned: nothing was changed.
+fn stopped(config: &Config, reporter: &dyn Reporter, started: Instant, signal: i32) -> Status {
+    let summary = Summary {
+        interrupted: Some(signal),
+        dry_run: config.dry_run,
+        elapsed: started.elapsed(),
+        ..Summary::default()
+    };
+    reporter.finish(&summary);
+    summary.status()
+}
+
 /// Report a refusal: nothing was changed.
 fn refuse(config: &Config, reporter: &dyn Reporter, started: Instant, refusal: Refusal) -> Status {
     reporter.refused(&refusal);
@@ -138,6 +151,9 @@ fn mirror(
             || scan::scan(&config.src, &config.filter),
             || dest.scan(&config.filter),
         );
+        if let Some(signal) = interrupt::requested() {
+            return stopped(config, reporter, started, signal);
+        }
         let mut src = if config.flatten {
             let (flat, collisions) = flatten::flatten(src);
             for c in &collisions {
@@ -222,6 +238,7 @@ fn mirror(
         summary.errors += scan_errors + folded.collisions.len() as u64;
         summary.skipped = plan.skipped.len() as u64;
         summary.destination = limits;
+        summary.interrupted = interrupt::requested();
         summary.elapsed = started.elapsed();
         reporter.finish(&summary);
         summary.status()

@@ -61,6 +61,9 @@ fn main() -> ExitCode {
         None => None,
     };
     init_tracing(log_file.clone());
+    if let Err(e) = syncease::interrupt::install() {
+        return refuse(&format!("cannot handle signals: {e}"), json);
+    }
 
     let human = Human {
         verbosity: output.verbosity,

@@ -125,6 +125,8 @@ pub enum Withheld {
     MaxDelete { planned: u64, max: u64 },
     /// A write failed during the run (decided by the executor).
     WriteErrors(u64),
+    /// A signal stopped the run (decided by the executor).
+    Interrupted(i32),
 }
 
 impl fmt::Display for Withheld {
@@ -148,6 +150,13 @@ impl fmt::Display for Withheld {
             }
             Withheld::WriteErrors(n) => {
                 write!(f, "{n} write{} failed", plural(*n))
+            }
+            Withheld::Interrupted(signal) => {
+                write!(
+                    f,
+                    "the run was interrupted ({})",
+                    crate::interrupt::name(*signal)
+                )
             }
         }
     }

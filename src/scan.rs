@@ -111,6 +111,10 @@ impl Walker<'_> {
         let mut rel = PathBuf::new();
         let mut stack = vec![self.level(root, &rel)];
         while let Some(level) = stack.last_mut() {
+            // Told to stop: the listing is left incomplete, and the run plans nothing on it.
+            if crate::interrupt::requested().is_some() {
+                return;
+            }
             let Some(child) = level.children.next() else {
                 stack.pop();
                 rel.pop(); // the root's level pops nothing: `rel` is empty then

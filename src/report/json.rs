@@ -62,6 +62,8 @@ struct Document<'a> {
     kept_newer: u64,
     vanished: u64,
     deletions_withheld: Option<String>,
+    /// The signal that stopped the run (`SIGINT`, `SIGTERM`, `SIGHUP`).
+    interrupted: Option<&'static str>,
     /// How many actions each reason word had.
     reasons: &'a BTreeMap<&'static str, u64>,
     /// What the destination was found to hold.
@@ -107,6 +109,7 @@ fn render(
             crate::report::Status::Synced => "synced",
             crate::report::Status::Partial => "partial",
             crate::report::Status::Refused => "refused",
+            crate::report::Status::Interrupted(_) => "interrupted",
         },
         exit_code: status.code(),
         dry_run: s.dry_run,
@@ -120,6 +123,7 @@ fn render(
         kept_newer: s.kept,
         vanished: s.vanished,
         deletions_withheld: s.withheld.as_ref().map(ToString::to_string),
+        interrupted: s.interrupted.map(crate::interrupt::name),
         reasons,
         destination: s.destination.as_ref(),
         seconds: s.elapsed.as_secs_f64(),

@@ -164,6 +164,8 @@ pub struct Summary {
     pub refused: Option<String>,
     /// What the destination was found to hold (`None` where it was not probed).
     pub destination: Option<crate::config::Limits>,
+    /// The signal that stopped the run before it was done.
+    pub interrupted: Option<i32>,
 }
 
 impl Summary {
@@ -182,7 +184,9 @@ impl Summary {
 
     /// How the run ended.
     pub fn status(&self) -> Status {
-        if self.refused.is_some() {
+        if let Some(signal) = self.interrupted {
+            Status::Interrupted(signal)
+        } else if self.refused.is_some() {
             Status::Refused
         } else if self.errors > 0 || self.withheld.is_some() {
             Status::Partial
@@ -192,7 +196,7 @@ impl Summary {
     }
 }
 
-/// The three ways a run ends, mapped to exit codes 0, 1 and 2 in one place (`main.rs`).
+/// The ways a run ends, mapped to exit codes 0, 1, 2 and 128 + a signal in one place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
     /// Everything synced.
@@ -201,6 +205,8 @@ pub enum Status {
     Partial,
     /// Refused or invalid usage: nothing was changed.
     Refused,
+    /// Stopped by a signal (SIGINT, SIGTERM, SIGHUP) before it was done.
+    Interrupted(i32),
 }
 
 impl Status {
@@ -209,6 +215,8 @@ impl Status {
             Status::Synced => 0,
             Status::Partial => 1,
             Status::Refused => 2,
+            // As shells report a process a signal ended: 130, 143, 129.
+            Status::Interrupted(signal) => (128 + signal) as u8,
         }
     }
 }
@@ -314,6 +322,9 @@ pub fn summary_line(s: &Summary) -> String {
             ));
         }
         return line;
+    }
+    if let Some(signal) = s.interrupted {
+        parts.push(format!("interrupted by {}", crate::interrupt::name(signal)));
     }
     parts.push(format!("{} copied", thousands(s.copied.files)));
     parts.push(format!("{} updated", thousands(s.updated.files)));

@@ -543,3 +543,119 @@ fn a_file_vanishing_during_the_run_is_a_warning_and_deletions_go_ahead() {
     );
     assert!(f.dst.join("a-first.txt").exists());
 }
+
+/// Six new files in SRC, and an entry only DST has, for the interrupt tests.
+fn interruptible() -> Fixture {
+    let f = Fixture::new();
+    for i in 0..6 {
+        f.write(format!("src/f{i}"), big_content(i, 0, 256 << 10));
+    }
+    f.write("dst/gone", "only in dst");
+    // Something in common, or the run is refused as over an unrelated destination.
+    f.write("dst/f5", "an old f5");
+    f
+}
+
+/// Every file DST has under a source name is the whole source file.
+fn only_whole_files(f: &Fixture) -> usize {
+    let mut whole = 0;
+    for i in 0..6 {
+        let name = format!("f{i}");
+        let copy = fs::read(f.dst.join(&name)).ok();
+        if let Some(copy) = copy.filter(|c| c != b"an old f5") {
+            assert_eq!(
+                copy,
+                fs::read(f.src.join(&name)).unwrap(),
+                "{name} is partial"
+            );
+            whole += 1;
+        }
+    }
+    whole
+}
+
+#[test]
+fn a_signal_ends_the_run_cleanly_with_its_exit_code() {
+    for (signal, name, code) in [
+        ("-INT", "SIGINT", 130),
+        ("-TERM", "SIGTERM", 143),
+        ("-HUP", "SIGHUP", 129),
+    ] {
+        let f = interruptible();
+        if !need_strace() {
+            return;
+        }
+        // One worker, copying in path order: stopped as f2 is copied, then signalled.
+        let args = [
+            "--json".as_ref(),
+            "-j".as_ref(),
+            "1".as_ref(),
+            f.src.as_os_str(),
+            f.dst.as_os_str(),
+        ];
+        let mut run = Paused::start("copy_file_range", &f.path("src/f2"), "1", args);
+        assert!(run.stopped(), "f2 was never copied");
+        run.signal(signal);
+        run.resume();
+        let run = run.finish().expect(code);
+        let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(doc["status"], "interrupted", "{run:?}");
+        assert_eq!(doc["interrupted"], name);
+        assert_eq!(doc["exit_code"], code);
+        // The file being copied was finished, none was started after it, nothing was deleted.
+        assert_eq!(only_whole_files(&f), 3, "{run:?}");
+        assert_eq!(doc["copied"]["files"], 3);
+        assert!(f.dst.join("gone").exists(), "deleted after {name}");
+        assert!(temporaries(&f.dst).is_empty());
+        f.sync(&[]).expect(0);
+        assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    }
+}
+
+#[test]
+fn a_second_signal_exits_at_once_leaving_no_partial_file() {
+    let f = interruptible();
+    if !need_strace() {
+        return;
+    }
+    let args = [
+        "-j".as_ref(),
+        "1".as_ref(),
+        f.src.as_os_str(),
+        f.dst.as_os_str(),
+    ];
+    let mut run = Paused::start("copy_file_range", &f.path("src/f2"), "1", args);
+    assert!(run.stopped(), "f2 was never copied");
+    run.signal("-INT");
+    run.signal("-INT");
+    run.resume();
+    run.finish().expect(130);
+    only_whole_files(&f);
+    assert!(f.dst.join("gone").exists());
+    // The next run sweeps whatever the abrupt end left and converges.
+    f.sync(&[]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    assert!(temporaries(&f.dst).is_empty());
+}
+
+#[test]
+fn a_signal_during_the_scan_changes_nothing() {
+    let f = interruptible();
+    if !need_strace() {
+        return;
+    }
+    let before = snapshot(&f.dst);
+    let args = ["--json".as_ref(), f.src.as_os_str(), f.dst.as_os_str()];
+    let mut run = Paused::start("getdents64", &f.src, "1", args);
+    assert!(run.stopped(), "SRC was never listed");
+    run.signal("-INT");
+    run.resume();
+    let run = run.finish().expect(130);
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(doc["status"], "interrupted", "{run:?}");
+    assert_eq!(
+        before,
+        snapshot(&f.dst),
+        "DST changed by a run stopped while scanning"
+    );
+}
