@@ -211,13 +211,26 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
         }
     }
 
-    summary = summary.merge(write_all(plan, &plan.transfers, roots, reporter));
+    let halt = Halt::default();
+    summary = summary.merge(write_all(plan, &plan.transfers, roots, reporter, &halt));
     if crate::fsops::mode_refused() {
         reporter.warning(&Warning::ModeRefused(&roots.dst(Path::new(""))));
     }
-    // Told to stop: what is written stays, nothing more is started, nothing is deleted.
-    if let Some(signal) = interrupt::requested() {
-        let reason = Withheld::Interrupted(signal);
+    if let Some(cause) = halt.cause.get() {
+        summary.not_written = halt.left.load(Ordering::Relaxed);
+        reporter.warning(&Warning::Halted {
+            cause,
+            left: summary.not_written,
+        });
+    }
+    // Told to stop, or no write can succeed: what is written stays, nothing more is started,
+    // nothing is deleted.
+    let stop = match interrupt::requested() {
+        Some(signal) => Some(Withheld::Interrupted(signal)),
+        None if halt.cause.get().is_some() => Some(Withheld::WriteErrors(summary.errors)),
+        None => None,
+    };
+    if let Some(reason) = stop {
         if let Some(reason) = withheld_if_relevant(plan, Some(reason)) {
             let count = plan.deletes.len() as u64;
             reporter.warning(&Warning::DeletionsWithheld {
@@ -280,7 +293,7 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
         }
         None => summary = summary.merge(delete_all(plan, roots, reporter)),
     }
-    summary = summary.merge(write_all(plan, &plan.replacements, roots, reporter));
+    summary = summary.merge(write_all(plan, &plan.replacements, roots, reporter, &halt));
     summary = summary.merge(link_all(plan, roots, reporter));
 
     let made = |d: &&DirMeta| d.src.is_none_or(|i| !not_made.contains(&i));
@@ -321,6 +334,7 @@ fn write_all(
     list: &[Transfer],
     roots: Roots<'_>,
     reporter: &dyn Reporter,
+    halt: &Halt,
 ) -> Summary {
     let size = |&i: &usize| plan.src.entries[list[i].src as usize].size;
     let (mut big, small): (Vec<usize>, Vec<usize>) = (0..list.len()).partition(|i| size(i) >= BIG);
@@ -331,7 +345,7 @@ fn write_all(
     let worker = || {
         let mut summary = Summary::default();
         while let Some(&i) = big.get(next_big.fetch_add(1, Ordering::Relaxed)) {
-            summary = summary.merge(transfer(plan, list, i, roots, reporter, &in_order));
+            summary = summary.merge(transfer(plan, list, i, roots, reporter, &in_order, halt));
         }
         loop {
             let start = next_small.fetch_add(RUN, Ordering::Relaxed);
@@ -339,7 +353,7 @@ fn write_all(
                 break;
             };
             for &i in run {
-                summary = summary.merge(transfer(plan, list, i, roots, reporter, &in_order));
+                summary = summary.merge(transfer(plan, list, i, roots, reporter, &in_order, halt));
             }
         }
         summary
@@ -361,10 +375,16 @@ fn transfer(
     roots: Roots<'_>,
     reporter: &dyn Reporter,
     in_order: &InOrder<'_>,
+    halt: &Halt,
 ) -> Summary {
     let t = &list[i];
     let mut summary = Summary::default();
     if interrupt::requested().is_some() {
+        in_order.done(i, false);
+        return summary;
+    }
+    if halt.cause.get().is_some() {
+        halt.left.fetch_add(1, Ordering::Relaxed);
         in_order.done(i, false);
         return summary;
     }
@@ -453,12 +473,34 @@ fn transfer(
             in_order.done(i, true);
         }
         Err(e) => {
+            halt.check(&e);
             reporter.error(&e);
             summary.errors += 1;
             in_order.done(i, false);
         }
     }
     summary
+}
+
+/// Set once a write fails in a way every further write would (DST full, over quota, or
+/// read-only): no new write is started, so one cause is one error, not one per file.
+#[derive(Default)]
+struct Halt {
+    cause: std::sync::OnceLock<String>,
+    /// Writes not started since.
+    left: std::sync::atomic::AtomicU64,
+}
+
+impl Halt {
+    fn check(&self, e: &Error) {
+        use rustix::io::Errno;
+        let hopeless = [Errno::NOSPC, Errno::DQUOT, Errno::ROFS]
+            .iter()
+            .any(|errno| e.source.raw_os_error() == Some(errno.raw_os_error()));
+        if hopeless {
+            let _ = self.cause.set(e.source.to_string());
+        }
+    }
 }
 
 /// Make the later names of linked files, now that every first name is in place.

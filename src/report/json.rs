@@ -61,6 +61,7 @@ struct Document<'a> {
     skipped: u64,
     kept_newer: u64,
     vanished: u64,
+    not_written: u64,
     deletions_withheld: Option<String>,
     /// The signal that stopped the run (`SIGINT`, `SIGTERM`, `SIGHUP`).
     interrupted: Option<&'static str>,
@@ -122,6 +123,7 @@ fn render(
         skipped: s.skipped,
         kept_newer: s.kept,
         vanished: s.vanished,
+        not_written: s.not_written,
         deletions_withheld: s.withheld.as_ref().map(ToString::to_string),
         interrupted: s.interrupted.map(crate::interrupt::name),
         reasons,

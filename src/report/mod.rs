@@ -27,6 +27,9 @@ pub enum Warning<'a> {
     /// Source symlinks, skipped because the destination cannot store symlinks: how many, and
     /// the first.
     Symlinks { count: u64, first: &'a Path },
+    /// Writes stopped after one failed as every other would (DST full, read-only): the cause,
+    /// and how many writes were not started.
+    Halted { cause: &'a str, left: u64 },
     /// The destination refused setuid, setgid or sticky bits: copies have the plain bits.
     ModeRefused(&'a Path),
     /// What the destination cannot hold of what the run keeps, said once.
@@ -81,6 +84,12 @@ impl fmt::Display for Warning<'_> {
                 "skipping {count} symlinks (the first: '{}'): the destination cannot store \
                  symlinks",
                 Escaped(first)
+            ),
+            Warning::Halted { cause, left } => write!(
+                f,
+                "stopped writing: {cause}; {} more entr{} not written",
+                thousands(*left),
+                if *left == 1 { "y" } else { "ies" }
             ),
             Warning::ModeRefused(dst) => write!(
                 f,
@@ -166,6 +175,8 @@ pub struct Summary {
     pub destination: Option<crate::config::Limits>,
     /// The signal that stopped the run before it was done.
     pub interrupted: Option<i32>,
+    /// Files and links not written because writing had stopped (DST full, read-only).
+    pub not_written: u64,
 }
 
 impl Summary {
@@ -335,6 +346,7 @@ pub fn summary_line(s: &Summary) -> String {
         (s.skipped, "skipped"),
         (s.kept, "kept newer"),
         (s.vanished, "vanished"),
+        (s.not_written, "not written"),
     ] {
         if n > 0 {
             parts.push(format!("{} {word}", thousands(n)));

@@ -497,10 +497,17 @@ fn a_full_destination_fails_the_file_and_keeps_what_was_there() {
         "File too large"
     };
     assert!(run.stderr.contains(cause), "{run:?}");
-    assert!(
-        run.stderr.contains("huge.bin") && run.stderr.contains("existing.txt"),
-        "{run:?}"
-    );
+    if mounted.is_some() {
+        // A full disk fails every write after it: one error, and no other write is tried.
+        assert_eq!(run.stderr.matches("error:").count(), 1, "{run:?}");
+        assert!(run.stderr.contains("1 more entry not written"), "{run:?}");
+    } else {
+        // A file too large fails that file alone.
+        assert!(
+            run.stderr.contains("huge.bin") && run.stderr.contains("existing.txt"),
+            "{run:?}"
+        );
+    }
     assert_eq!(fs::read(f.dst.join("existing.txt")).unwrap(), b"version 1");
     assert_eq!(fs::read(f.dst.join("small.txt")).unwrap(), before);
     assert!(temporaries(&f.dst).is_empty(), "{:?}", temporaries(&f.dst));
@@ -658,4 +665,50 @@ fn a_signal_during_the_scan_changes_nothing() {
         snapshot(&f.dst),
         "DST changed by a run stopped while scanning"
     );
+}
+
+#[test]
+fn a_full_destination_stops_the_writes_with_one_error() {
+    for (errno, message) in [
+        ("ENOSPC", "No space left on device"),
+        ("EDQUOT", "Disk quota exceeded"),
+        ("EROFS", "Read-only file system"),
+    ] {
+        let f = interruptible();
+        if !need_strace() {
+            return;
+        }
+        // One worker; its third copy fails as every one after it would.
+        let out = Command::new("strace")
+            .args(["-f", "-qq", "-o", "/dev/null"])
+            .args(["-e", "trace=copy_file_range"])
+            .args([
+                "-e",
+                &format!("inject=copy_file_range:error={errno}:when=3+"),
+            ])
+            .arg(assert_cmd::cargo::cargo_bin("syncease"))
+            .args(["--json", "-j", "1"])
+            .arg(&f.src)
+            .arg(&f.dst)
+            .output()
+            .unwrap();
+        let run = Run::from(out).expect(1);
+        let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(
+            doc["errors"].as_array().unwrap().len(),
+            1,
+            "{errno}: {run:?}"
+        );
+        assert!(run.stderr.contains(message), "{run:?}");
+        assert!(run.stderr.contains("stopped writing"), "{run:?}");
+        assert_eq!(doc["copied"]["files"], 2, "{run:?}");
+        assert_eq!(doc["not_written"], 3, "{run:?}");
+        assert!(doc["deletions_withheld"].is_string());
+        assert!(f.dst.join("gone").exists());
+        assert_eq!(only_whole_files(&f), 2);
+        assert!(temporaries(&f.dst).is_empty());
+        // Once writes work again, the next run completes the mirror.
+        f.sync(&[]).expect(0);
+        assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    }
 }
