@@ -69,6 +69,13 @@ impl Roots<'_> {
 pub fn preview(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Summary {
     announce(plan, roots, reporter);
     let errors = report_blocked(plan, roots, reporter);
+    // A dry run says why the real one would delete nothing, as the real one would.
+    if let Some(reason) = withheld_if_relevant(plan, plan.withheld.clone()) {
+        reporter.warning(&Warning::DeletionsWithheld {
+            reason: &reason,
+            count: plan.deletes.len() as u64,
+        });
+    }
     for item in plan.items() {
         reporter.item(&item);
     }

@@ -962,14 +962,19 @@ impl<'t> Planner<'_, 't> {
         self.fix_or_unchanged(i, dst, mode, mtime);
     }
 
-    /// Same content: fix the mode if it differs, and the time when contents were compared
-    /// (`--checksum`) and the times differ.
+    /// Same content: fix the mode if it differs, and the time when it was not part of the
+    /// comparison (`--checksum`; `--size-only`, as rsync does, where a time is set without
+    /// writing the file again: not on a remote destination) and differs.
     fn unchanged_file(&mut self, i: u32, dst: &Entry) {
         let src = self.src(i);
         let rule = &self.config.compare;
         let mode = self.plan.modes && self.plan.mode_for(i) != dst.mode;
-        let mtime =
-            rule.method == Method::Checksum && !compare::same_time(src.mtime, dst.mtime, rule);
+        let untimed = match rule.method {
+            Method::Quick => false,
+            Method::Checksum => true,
+            Method::SizeOnly => self.config.remote.is_none(),
+        };
+        let mtime = untimed && !compare::same_time(src.mtime, dst.mtime, rule);
         self.fix_or_unchanged(i, dst, mode, mtime);
     }
 

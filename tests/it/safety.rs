@@ -79,7 +79,14 @@ fn max_delete_deletes_nothing_but_still_copies() {
     let f = synced();
     fs::remove_dir_all(f.path("src/sub")).unwrap();
     f.write("src/new.txt", "new");
-    // dst/extra.txt, dst/sub/inner.txt and dst/sub/ make three deletions.
+    // dst/extra.txt, dst/sub/inner.txt and dst/sub/ make three deletions. A dry run says so
+    // as the real run does.
+    let dry = f.sync(&["-n", "--max-delete", "2"]).expect(1);
+    assert!(
+        dry.stderr
+            .contains("3 deletions planned, more than --max-delete 2"),
+        "{dry:?}"
+    );
     let run = f.sync(&["--max-delete", "2"]).expect(1);
     assert!(
         run.stderr
