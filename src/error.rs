@@ -38,6 +38,8 @@ pub enum Op {
     Mirror,
     ReadXattrs,
     SetXattrs,
+    /// Open a source file to copy it.
+    OpenSource,
 }
 
 impl Op {
@@ -65,6 +67,7 @@ impl Op {
             Op::Mirror => "mirror",
             Op::ReadXattrs => "read the extended attributes of",
             Op::SetXattrs => "set the extended attributes of",
+            Op::OpenSource => "open the source file",
         }
     }
 }

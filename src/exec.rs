@@ -234,7 +234,7 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
     // nothing is deleted.
     let stop = match interrupt::requested() {
         Some(signal) => Some(Withheld::Interrupted(signal)),
-        None if halt.cause.get().is_some() => Some(Withheld::WriteErrors(summary.errors)),
+        None if halt.cause.get().is_some() => Some(Withheld::Failed(summary.errors)),
         None => None,
     };
     if let Some(reason) = stop {
@@ -288,7 +288,7 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
     let withheld = plan
         .withheld
         .clone()
-        .or_else(|| (summary.errors > 0).then_some(Withheld::WriteErrors(summary.errors)));
+        .or_else(|| (summary.errors > 0).then_some(Withheld::Failed(summary.errors)));
     match withheld_if_relevant(plan, withheld) {
         Some(reason) => {
             let count = plan.deletes.len() as u64;

@@ -210,7 +210,7 @@ pub fn open_source(src: Source<'_>, expected: Expected) -> Result<Option<(File, 
     let from = match open_read(src) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::new(Op::Open, src.path(), e)),
+        Err(e) => return Err(Error::new(Op::OpenSource, src.path(), e)),
     };
     let mut expected = expected;
     if expected.fresh {

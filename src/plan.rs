@@ -123,8 +123,9 @@ pub enum Withheld {
     DestinationErrors(usize),
     /// More deletions than `--max-delete` allows.
     MaxDelete { planned: u64, max: u64 },
-    /// A write failed during the run (decided by the executor).
-    WriteErrors(u64),
+    /// Entries failed during the run: a source file unreadable, a write refused (decided by
+    /// the executor).
+    Failed(u64),
     /// A signal stopped the run (decided by the executor).
     Interrupted(i32),
 }
@@ -148,8 +149,9 @@ impl fmt::Display for Withheld {
                     "{planned} deletions planned, more than --max-delete {max}"
                 )
             }
-            Withheld::WriteErrors(n) => {
-                write!(f, "{n} write{} failed", plural(*n))
+            Withheld::Failed(n) => {
+                let entries = if *n == 1 { "entry" } else { "entries" };
+                write!(f, "{n} {entries} could not be mirrored")
             }
             Withheld::Interrupted(signal) => {
                 write!(

@@ -85,6 +85,7 @@ impl fmt::Display for Warning<'_> {
                  symlinks",
                 Escaped(first)
             ),
+            Warning::Halted { cause, left: 0 } => write!(f, "stopped writing: {cause}"),
             Warning::Halted { cause, left } => write!(
                 f,
                 "stopped writing: {cause}; {} more entr{} not written",

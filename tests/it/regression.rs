@@ -594,7 +594,10 @@ fn an_error_about_a_name_with_a_newline_stays_on_one_line() {
     let odd = f.write("src/bad\nname", "x");
     chmod(&odd, 0o000);
     let run = run_unprivileged(&f, [&f.src, &f.dst]).expect(1);
-    let error = format!("cannot open '{}/bad\\x0aname'", f.src.display());
+    let error = format!(
+        "cannot open the source file '{}/bad\\x0aname'",
+        f.src.display()
+    );
     assert!(run.stderr.contains(&error), "{run:?}");
     assert!(
         run.stderr

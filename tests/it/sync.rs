@@ -344,9 +344,10 @@ fn an_unreadable_file_fails_alone_and_is_named() {
     chmod(&locked, 0o000);
     let run = Run::from(unprivileged(&f).arg(&f.src).arg(&f.dst).output().unwrap()).expect(1);
     assert!(
-        run.stderr
-            .contains(&format!("cannot open '{}'", locked.display()))
-            && run.stderr.contains("Permission denied"),
+        run.stderr.contains(&format!(
+            "cannot open the source file '{}'",
+            locked.display()
+        )) && run.stderr.contains("Permission denied"),
         "{run:?}"
     );
     assert!(f.dst.join("ok-1").exists() && f.dst.join("ok-2").exists());
