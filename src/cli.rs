@@ -253,6 +253,24 @@ pub struct Output {
 }
 
 impl Cli {
+    /// Print what `--completions` or `--man` asks for, and the exit code; `None` for a run.
+    pub fn print_extras(&self) -> Option<std::process::ExitCode> {
+        use clap::CommandFactory;
+        let mut stdout = std::io::stdout();
+        if let Some(shell) = self.completions {
+            clap_complete::generate(shell, &mut Cli::command(), "syncease", &mut stdout);
+            return Some(std::process::ExitCode::SUCCESS);
+        }
+        if self.man {
+            let page = clap_mangen::Man::new(Cli::command());
+            return Some(match page.render(&mut stdout) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(_) => std::process::ExitCode::from(2),
+            });
+        }
+        None
+    }
+
     /// Validate into the engine's settings; `Err` is a usage message (exit 2).
     pub fn into_settings(self) -> Result<(Config, Output), String> {
         let (Some(src), Some(dst)) = (self.src, self.dst) else {
