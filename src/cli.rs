@@ -65,6 +65,10 @@ pub struct Cli {
     #[arg(short, long, value_name = "N", help_heading = "Run")]
     pub jobs: Option<usize>,
 
+    /// Make DST's missing parent directories too (DST itself is always made when missing)
+    #[arg(long, help_heading = "Run")]
+    pub mkpath: bool,
+
     /// Copy each name of a hard-linked file as a file of its own
     #[arg(long, help_heading = "Run")]
     pub no_hard_links: bool,
@@ -186,11 +190,15 @@ pub struct Cli {
     #[arg(long, help_heading = "Deletion")]
     pub allow_empty_source: bool,
 
+    /// Delete from DST what the filters exclude, too (excluded paths are left alone by default)
+    #[arg(long, help_heading = "Deletion", conflicts_with = "no_delete")]
+    pub delete_excluded: bool,
+
     /// Sync even when DST shares no entry with SRC, so that everything in it would be deleted
     #[arg(long, help_heading = "Deletion")]
     pub allow_unrelated: bool,
 
-    /// Move files that would be overwritten or deleted into DIR (same relative path) instead
+    /// Move files that would be overwritten or deleted into DIR (same relative path; a relative DIR is relative to DST) instead
     #[arg(long, value_name = "DIR", help_heading = "Deletion")]
     pub backup_dir: Option<PathBuf>,
 
@@ -326,6 +334,7 @@ impl Cli {
         config.flatten = self.flatten;
         config.dry_run = self.dry_run;
         config.wait_lock = self.wait_lock;
+        config.mkpath = self.mkpath;
         config.ownership.owner = !self.no_owner;
         config.specials &= !self.no_specials;
         config.hard_links = !self.no_hard_links && !self.flatten;
@@ -336,10 +345,16 @@ impl Cli {
         };
         config.ownership.group = !self.no_group;
         config.delete = !self.no_delete;
+        config.delete_excluded = self.delete_excluded;
         config.max_delete = self.max_delete;
         config.allow_empty_source = self.allow_empty_source;
         config.allow_unrelated = self.allow_unrelated;
-        config.backup_dir = self.backup_dir;
+        // A relative backup directory is relative to DST, as in rsync (a remote one is a
+        // prefix or path on that side already).
+        config.backup_dir = match self.backup_dir {
+            Some(dir) if dir.is_relative() && config.remote.is_none() => Some(config.dst.join(dir)),
+            other => other,
+        };
         let verbosity = if self.quiet {
             Verbosity::Quiet
         } else if self.verbose || self.dry_run {

@@ -111,9 +111,13 @@ pub struct Config {
     pub dry_run: bool,
     /// Wait for another run that holds DST's lock instead of refusing.
     pub wait_lock: bool,
+    /// Make DST's missing parent directories too (`--mkpath`).
+    pub mkpath: bool,
     pub compare: Compare,
     /// Remove destination entries the source does not have.
     pub delete: bool,
+    /// Delete from DST what the filters exclude too (`--delete-excluded`).
+    pub delete_excluded: bool,
     /// Refuse all deletions when more than this many would happen.
     pub max_delete: Option<u64>,
     /// Sync an empty SRC over a non-empty DST (which empties DST).
@@ -224,8 +228,10 @@ impl Config {
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             dry_run: false,
             wait_lock: false,
+            mkpath: false,
             compare: Compare::default(),
             delete: true,
+            delete_excluded: false,
             max_delete: None,
             allow_empty_source: false,
             allow_unrelated: false,

@@ -173,6 +173,8 @@ pub struct Local<'a> {
     base: OnceLock<Base>,
     /// The backup directory, opened (and made) when first needed.
     backup_base: OnceLock<Base>,
+    /// Make the root's missing parents with it (`--mkpath`).
+    pub mkpath: bool,
 }
 
 impl<'a> Local<'a> {
@@ -183,6 +185,7 @@ impl<'a> Local<'a> {
             lock: OnceLock::new(),
             base: OnceLock::new(),
             backup_base: OnceLock::new(),
+            mkpath: false,
         }
     }
 
@@ -243,6 +246,9 @@ impl Destination for Local<'_> {
         // Made (and locked) earlier in this run, to probe it before planning.
         if self.lock.get().is_some() {
             return Ok(());
+        }
+        if let Some(parent) = self.root.parent().filter(|_| self.mkpath) {
+            std::fs::create_dir_all(parent).map_err(|e| Error::new(Op::MakeDir, parent, e))?;
         }
         std::fs::create_dir(self.root).map_err(|e| Error::new(Op::MakeDir, self.root, e))?;
         // Nobody else can hold a directory made a moment ago — unless another run raced to

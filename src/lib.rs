@@ -86,7 +86,8 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
         },
         ..config.clone()
     };
-    let local = dest::Local::new(&config.dst, config.backup_dir.as_deref());
+    let mut local = dest::Local::new(&config.dst, config.backup_dir.as_deref());
+    local.mkpath = config.mkpath;
     if !config.dry_run && config.dst.is_dir() {
         let waiting = |holder| {
             reporter.warning(&Warning::WaitingForLock {
@@ -149,7 +150,11 @@ fn mirror(
         debug!(src = %config.src.display(), dst = %config.dst.display(), "scanning");
         let (src, mut dst) = rayon::join(
             || scan::scan(&config.src, &config.filter),
-            || dest.scan(&config.filter),
+            // Excluded paths are left alone in DST too, unless they are to be deleted.
+            || match config.delete_excluded {
+                true => dest.scan(&filter::Filter::default()),
+                false => dest.scan(&config.filter),
+            },
         );
         if let Some(signal) = interrupt::requested() {
             return stopped(config, reporter, started, signal);

@@ -77,7 +77,7 @@ impl fmt::Display for Refusal {
             ),
             DestinationParentMissing(p) => write!(
                 f,
-                "the parent of destination '{}' does not exist (create it first)",
+                "the parent of destination '{}' does not exist (create it first, or pass --mkpath)",
                 Escaped(p)
             ),
             DestinationUnreadable(p, e) => {
@@ -163,7 +163,12 @@ pub fn check(config: &Config) -> Result<Checked, Refusal> {
                 // A dangling symlink: creating DST would write through it.
                 return Err(Refusal::DestinationNotDir(dst.clone()));
             }
-            resolve_missing(dst)?
+            match config.mkpath {
+                // Its missing parents are made too: resolved from the nearest that exists.
+                true => resolve_nearest(dst)
+                    .map_err(|_| Refusal::DestinationParentMissing(dst.clone()))?,
+                false => resolve_missing(dst)?,
+            }
         }
         Err(e) => return Err(Refusal::DestinationUnreadable(dst.clone(), e)),
     };

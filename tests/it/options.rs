@@ -351,3 +351,39 @@ fn the_rsync_form_of_a_no_flag_is_accepted_never_answered_with_its_opposite() {
         assert!(!run.stderr.contains(opposite), "{typed}: {run:?}");
     }
 }
+
+#[test]
+fn mkpath_makes_the_missing_parents_of_the_destination() {
+    let f = Fixture::new();
+    f.write("src/a", "a");
+    let deep = f.path("not/yet/there/dst");
+    let args = |extra: &[&str]| {
+        let mut args: Vec<std::ffi::OsString> = extra.iter().map(Into::into).collect();
+        args.extend([f.src.clone().into_os_string(), deep.clone().into_os_string()]);
+        args
+    };
+    let run = f.run(args(&[])).expect(2);
+    assert!(run.stderr.contains("--mkpath"), "{run:?}");
+    assert!(!f.path("not").exists());
+    f.run(args(&["--mkpath"])).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&deep));
+}
+
+#[test]
+fn delete_excluded_removes_from_the_destination_what_the_filters_leave_out() {
+    let f = Fixture::new();
+    f.write("src/keep.txt", "k");
+    f.write("src/cache/big.bin", "b");
+    f.sync(&[]).expect(0);
+    // Excluded: left alone in DST by default...
+    f.sync(&["--exclude", "cache/"]).expect(0);
+    assert!(f.dst.join("cache/big.bin").exists());
+    // ... and deleted with --delete-excluded (and not copied again).
+    let run = f
+        .sync(&["--exclude", "cache/", "--delete-excluded", "-v"])
+        .expect(0);
+    assert!(run.stdout.contains("-d gone   cache/"), "{run:?}");
+    assert!(!f.dst.join("cache").exists());
+    assert!(f.dst.join("keep.txt").exists());
+    f.sync(&["--no-delete", "--delete-excluded"]).expect(2);
+}

@@ -730,3 +730,36 @@ fn a_full_destination_stops_the_writes_with_one_error() {
         assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
     }
 }
+
+#[test]
+fn a_relative_backup_dir_is_relative_to_the_destination_as_in_rsync() {
+    let f = synced();
+    f.write("src/keep.txt", "keep, version 2");
+    // Run from the fixture's root, where `.old` would land if taken from the current directory.
+    let out = syncease()
+        .current_dir(f.path(""))
+        .args([
+            "--backup-dir".as_ref(),
+            ".old".as_ref(),
+            f.src.as_os_str(),
+            f.dst.as_os_str(),
+        ])
+        .output()
+        .unwrap();
+    let run = Run::from(out).expect(0);
+    assert_eq!(
+        fs::read(f.dst.join(".old/keep.txt")).unwrap(),
+        b"keep",
+        "{run:?}"
+    );
+    assert!(!f.path(".old").exists());
+    // Inside DST it is left out of the mirror: a second run keeps it.
+    f.sync(&["--backup-dir", ".old"]).expect(0);
+    assert!(f.dst.join(".old/keep.txt").exists());
+    f.write("src/keep.txt", "keep, version 3");
+    f.sync(&["--backup-dir", "../old"]).expect(0);
+    assert_eq!(
+        fs::read(f.path("old/keep.txt")).unwrap(),
+        b"keep, version 2"
+    );
+}
