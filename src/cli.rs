@@ -65,6 +65,14 @@ pub struct Cli {
     #[arg(short, long, value_name = "N", help_heading = "Run")]
     pub jobs: Option<usize>,
 
+    /// Hard-link files unchanged against DIR (an earlier snapshot; relative to DST) instead of copying them; repeatable
+    #[arg(long, value_name = "DIR", help_heading = "Snapshots")]
+    pub link_dest: Vec<PathBuf>,
+
+    /// Copy files unchanged against DIR from it with shared extents (btrfs, XFS) instead of from SRC; repeatable
+    #[arg(long, value_name = "DIR", help_heading = "Snapshots")]
+    pub reflink_dest: Vec<PathBuf>,
+
     /// Make DST's missing parent directories too (DST itself is always made when missing)
     #[arg(long, help_heading = "Run")]
     pub mkpath: bool,
@@ -335,6 +343,18 @@ impl Cli {
         config.dry_run = self.dry_run;
         config.wait_lock = self.wait_lock;
         config.mkpath = self.mkpath;
+        if config.remote.is_some() && !(self.link_dest.is_empty() && self.reflink_dest.is_empty()) {
+            return Err("--link-dest and --reflink-dest need a local destination".into());
+        }
+        // Relative to DST, as in rsync.
+        let dirs = |list: Vec<PathBuf>, reflink: bool| {
+            let dst = config.dst.clone();
+            list.into_iter()
+                .map(move |dir| (below_dst(&dst, &dir), reflink))
+        };
+        config.priors = dirs(self.link_dest, false)
+            .chain(dirs(self.reflink_dest, true))
+            .collect();
         config.ownership.owner = !self.no_owner;
         config.specials &= !self.no_specials;
         config.hard_links = !self.no_hard_links && !self.flatten;
@@ -352,7 +372,9 @@ impl Cli {
         // A relative backup directory is relative to DST, as in rsync (a remote one is a
         // prefix or path on that side already).
         config.backup_dir = match self.backup_dir {
-            Some(dir) if dir.is_relative() && config.remote.is_none() => Some(config.dst.join(dir)),
+            Some(dir) if dir.is_relative() && config.remote.is_none() => {
+                Some(below_dst(&config.dst, &dir))
+            }
             other => other,
         };
         let verbosity = if self.quiet {
@@ -375,4 +397,24 @@ impl Cli {
         };
         Ok((config, output))
     }
+}
+
+/// A directory given relative to DST (as rsync takes `--backup-dir` and `--link-dest`), with
+/// `..` taken by name: DST may not exist yet, so `DST/../old` cannot be resolved through it.
+fn below_dst(dst: &std::path::Path, dir: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let joined = std::path::absolute(dst)
+        .unwrap_or_else(|_| dst.to_path_buf())
+        .join(dir);
+    let mut clean = PathBuf::new();
+    for part in joined.components() {
+        match part {
+            Component::ParentDir => {
+                clean.pop();
+            }
+            Component::CurDir => {}
+            other => clean.push(other),
+        }
+    }
+    clean
 }

@@ -113,6 +113,9 @@ pub struct Config {
     pub wait_lock: bool,
     /// Make DST's missing parent directories too (`--mkpath`).
     pub mkpath: bool,
+    /// Earlier snapshots whose unchanged files are hard-linked (`--link-dest`) or copied with
+    /// shared extents (`--reflink-dest`) instead of copied from SRC: (directory, reflink).
+    pub priors: Vec<(PathBuf, bool)>,
     pub compare: Compare,
     /// Remove destination entries the source does not have.
     pub delete: bool,
@@ -229,6 +232,7 @@ impl Config {
             dry_run: false,
             wait_lock: false,
             mkpath: false,
+            priors: Vec::new(),
             compare: Compare::default(),
             delete: true,
             delete_excluded: false,

@@ -10,6 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use tracing::debug;
+
 use crate::checksum;
 use crate::config::{Compare, Method, Xattrs};
 use crate::entry::{Chown, Mtime, Tag, Tree};
@@ -175,6 +177,18 @@ pub struct Local<'a> {
     backup_base: OnceLock<Base>,
     /// Make the root's missing parents with it (`--mkpath`).
     pub mkpath: bool,
+    /// Earlier snapshots to take unchanged files from (`--link-dest`, `--reflink-dest`).
+    pub priors: Vec<Prior>,
+}
+
+/// An earlier snapshot: a file unchanged against it is taken from it rather than copied from
+/// the source.
+#[derive(Debug)]
+pub struct Prior {
+    pub base: Base,
+    /// Copied from it with `copy_file_range` (a reflink where the filesystem shares extents:
+    /// btrfs, XFS) instead of hard-linked to it.
+    pub reflink: bool,
 }
 
 impl<'a> Local<'a> {
@@ -186,6 +200,7 @@ impl<'a> Local<'a> {
             base: OnceLock::new(),
             backup_base: OnceLock::new(),
             mkpath: false,
+            priors: Vec::new(),
         }
     }
 
@@ -285,7 +300,33 @@ impl Destination for Local<'_> {
         held: Held,
     ) -> std::result::Result<Copied, CopyError> {
         let displaced = self.displaced(rel)?;
-        fsops::copy_file(src, self.base()?, rel, expected, held, displaced)
+        let base = self.base()?;
+        for prior in &self.priors {
+            // A hard link shares the owner too; a reflinked copy gets its own.
+            if !fsops::same_as(&prior.base, rel, src, &expected, !prior.reflink) {
+                continue;
+            }
+            let taken = match prior.reflink {
+                true => {
+                    let from = Source {
+                        base: &prior.base,
+                        rel,
+                    };
+                    fsops::copy_file(from, base, rel, expected, held, displaced)
+                }
+                false => fsops::link_from(&prior.base, rel, base, rel, held, displaced)
+                    .map(|()| Copied::Done(0))
+                    .map_err(CopyError::Io),
+            };
+            match taken {
+                Ok(Copied::Done(bytes)) => return Ok(Copied::Done(bytes)),
+                // Another filesystem, too many links, changed meanwhile: copied from SRC.
+                other => {
+                    debug!(path = %rel.display(), result = ?other, "not taken from a snapshot")
+                }
+            }
+        }
+        fsops::copy_file(src, base, rel, expected, held, displaced)
     }
 
     fn make_symlink(

@@ -668,8 +668,21 @@ pub fn make_hard_link(
     held: Held,
     displaced: Displaced<'_>,
 ) -> Result<()> {
+    link_from(dst, leader, dst, rel, held, displaced)
+}
+
+/// Make `rel` below `dst` another name of the file `leader` below `from` (DST itself, or an
+/// earlier snapshot with `--link-dest`).
+pub fn link_from(
+    from: &Base,
+    leader: &Path,
+    dst: &Base,
+    rel: &Path,
+    held: Held,
+    displaced: Displaced<'_>,
+) -> Result<()> {
     let path = dst.path(rel);
-    at_parent(dst, leader, Op::Link, |from, leader_name| {
+    at_parent(from, leader, Op::Link, |from, leader_name| {
         // A walk within a walk in the same tree takes a cursor of its own.
         at_parent(dst, rel, Op::Link, |dir, name| {
             let link =
@@ -825,6 +838,44 @@ pub fn make_dir(
         }
         rustix::fs::mkdirat(dir, name, Mode::RWXU).at(Op::MakeDir, &path)
     })
+}
+
+/// Whether the file `rel` below `prior` (an earlier snapshot, `--link-dest`) can stand for the
+/// copy `expected` describes of the source file `src`: a regular file of the same size, mtime,
+/// mode and (where `owner` asks) owner and group, and the same attributes when they are
+/// copied. Anything unreadable or different is simply no match.
+pub fn same_as(
+    prior: &Base,
+    rel: &Path,
+    src: Source<'_>,
+    expected: &Expected,
+    owner: bool,
+) -> bool {
+    let (dir, name) = split(rel);
+    let stat = prior.in_dir(dir, |fd| {
+        rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW)
+    });
+    let Ok(Ok(stat)) = stat else {
+        return false;
+    };
+    let ids = (
+        expected
+            .owner
+            .uid
+            .unwrap_or(rustix::process::geteuid().as_raw()),
+        expected
+            .owner
+            .gid
+            .unwrap_or(rustix::process::getegid().as_raw()),
+    );
+    rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::RegularFile
+        && stat.st_size as u64 == expected.size
+        && Mtime::of_stat(&stat) == expected.mtime
+        && (stat.st_mode & 0o7777) as u16 == expected.mode
+        && (!owner || (stat.st_uid, stat.st_gid) == ids)
+        && (!expected.xattrs.any()
+            || read_xattrs(prior, rel, expected.xattrs).ok()
+                == read_xattrs(src.base, src.rel, expected.xattrs).ok())
 }
 
 /// The extended attributes and ACLs `which` covers of the entry `rel` below `base` (`""`:

@@ -88,6 +88,16 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
     };
     let mut local = dest::Local::new(&config.dst, config.backup_dir.as_deref());
     local.mkpath = config.mkpath;
+    for (dir, reflink) in &config.priors {
+        match fsops::Base::open(dir) {
+            Ok(base) => local.priors.push(dest::Prior {
+                base,
+                reflink: *reflink,
+            }),
+            // The first snapshot has no earlier one: everything is copied.
+            Err(e) => reporter.warning(&Warning::NoSnapshot { dir, cause: &e }),
+        }
+    }
     if !config.dry_run && config.dst.is_dir() {
         let waiting = |holder| {
             reporter.warning(&Warning::WaitingForLock {

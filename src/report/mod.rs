@@ -30,6 +30,11 @@ pub enum Warning<'a> {
     /// Writes stopped after one failed as every other would (DST full, read-only): the cause,
     /// and how many writes were not started.
     Halted { cause: &'a str, left: u64 },
+    /// A `--link-dest` / `--reflink-dest` directory that cannot be opened: files are copied.
+    NoSnapshot {
+        dir: &'a Path,
+        cause: &'a std::io::Error,
+    },
     /// The destination refused setuid, setgid or sticky bits: copies have the plain bits.
     ModeRefused(&'a Path),
     /// What the destination cannot hold of what the run keeps, said once.
@@ -84,6 +89,11 @@ impl fmt::Display for Warning<'_> {
                 "skipping {count} symlinks (the first: '{}'): the destination cannot store \
                  symlinks",
                 Escaped(first)
+            ),
+            Warning::NoSnapshot { dir, cause } => write!(
+                f,
+                "cannot use '{}' as an earlier snapshot ({cause}): files are copied",
+                Escaped(dir)
             ),
             Warning::Halted { cause, left: 0 } => write!(f, "stopped writing: {cause}"),
             Warning::Halted { cause, left } => write!(

@@ -8,5 +8,6 @@ mod regression;
 mod remote;
 mod safety;
 mod servers;
+mod snapshots;
 mod sync;
 mod util;

@@ -359,7 +359,10 @@ fn mkpath_makes_the_missing_parents_of_the_destination() {
     let deep = f.path("not/yet/there/dst");
     let args = |extra: &[&str]| {
         let mut args: Vec<std::ffi::OsString> = extra.iter().map(Into::into).collect();
-        args.extend([f.src.clone().into_os_string(), deep.clone().into_os_string()]);
+        args.extend([
+            f.src.clone().into_os_string(),
+            deep.clone().into_os_string(),
+        ]);
         args
     };
     let run = f.run(args(&[])).expect(2);

@@ -1,0 +1,103 @@
+//! Daily snapshots with `--link-dest` and `--reflink-dest`: each snapshot an exact mirror of
+//! its day, costing only what changed since the one before.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::util::*;
+
+/// Every regular file below `root`: relative path → (device, inode).
+fn inodes(root: &Path) -> HashMap<String, (u64, u64)> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let meta = e.metadata().unwrap();
+            let rel = e.path().strip_prefix(root).unwrap();
+            (rel.to_string_lossy().into_owned(), (meta.dev(), meta.ino()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_week_of_link_dest_snapshots_costs_only_what_changed() {
+    let f = Fixture::new();
+    f.write("src/stable.bin", big_content(1, 0, 1 << 20));
+    f.write("src/docs/notes.txt", "day 0");
+    f.write("src/docs/old.txt", "goes on day 3");
+    fs::create_dir_all(f.path("snaps")).unwrap();
+    let mut stored = BTreeSet::new();
+    for day in 0..7u64 {
+        if day > 0 {
+            f.write("src/docs/notes.txt", format!("day {day}"));
+            f.write(format!("src/new-{day}.txt"), format!("added on day {day}"));
+        }
+        if day == 3 {
+            fs::remove_file(f.path("src/docs/old.txt")).unwrap();
+        }
+        let snap = f.path(format!("snaps/day{day}"));
+        let mut args = vec!["--json".to_string()];
+        if day > 0 {
+            // Relative to the new snapshot, as rsync takes it.
+            args.push(format!("--link-dest=../day{}", day - 1));
+        }
+        args.extend([f.src.display().to_string(), snap.display().to_string()]);
+        let run = f.run(&args).expect(0);
+        // Each snapshot is its day's source exactly.
+        assert_same(&Manifest::of(&f.src), &Manifest::of(&snap));
+        stored.extend(inodes(&snap).into_values());
+        // Only what changed was written: notes.txt and the day's new file; the rest are
+        // links to the day before, 0 bytes each.
+        if day > 0 {
+            let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+            let written = format!("day {day}").len() + format!("added on day {day}").len();
+            assert_eq!(doc["copied"]["bytes"], written as u64, "{run:?}");
+        }
+    }
+    // stable.bin is one file in seven snapshots.
+    let stable = fs::metadata(f.path("snaps/day6/stable.bin")).unwrap();
+    assert_eq!(stable.nlink(), 7);
+    assert_eq!(
+        stable.ino(),
+        fs::metadata(f.path("snaps/day0/stable.bin")).unwrap().ino()
+    );
+    // Inodes stored: day 0's three files, then each day a new notes.txt and a new file.
+    assert_eq!(stored.len(), 3 + 6 * 2);
+}
+
+#[test]
+fn reflink_dest_copies_share_extents_with_the_earlier_snapshot() {
+    for fs_kind in [Fs::Btrfs, Fs::Xfs] {
+        let f = Fixture::new();
+        let Some(mount) = Mounted::new(&f, fs_kind) else {
+            return;
+        };
+        if !need("filefrag", "e2fsprogs") {
+            return;
+        }
+        f.write("src/big.bin", big_content(2, 0, 8 << 20));
+        f.write("src/small.txt", "s");
+        let (day0, day1) = (mount.path().join("day0"), mount.path().join("day1"));
+        let sync = |extra: &[&str], to: &Path| {
+            let mut args: Vec<std::ffi::OsString> = extra.iter().map(Into::into).collect();
+            args.extend([f.src.clone().into_os_string(), to.as_os_str().to_owned()]);
+            f.run(args).expect(0)
+        };
+        sync(&[], &day0);
+        sync(&["--reflink-dest=../day0"], &day1);
+        assert_same(&Manifest::of(&f.src), &Manifest::of(&day1));
+        // A file of its own (changing it leaves day0 alone), on the same extents.
+        let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+        assert_ne!(ino(&day0.join("big.bin")), ino(&day1.join("big.bin")));
+        let out = std::process::Command::new("filefrag")
+            .arg("-v")
+            .arg(day1.join("big.bin"))
+            .output()
+            .unwrap();
+        let map = String::from_utf8_lossy(&out.stdout);
+        assert!(map.contains("shared"), "{fs_kind:?}: not reflinked:\n{map}");
+    }
+}
