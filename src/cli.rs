@@ -73,6 +73,10 @@ pub struct Cli {
     #[arg(long, value_name = "DIR", help_heading = "Snapshots")]
     pub reflink_dest: Vec<PathBuf>,
 
+    /// Do not cross filesystem boundaries: a mount point below SRC is mirrored as an empty directory, and what DST has below it is kept
+    #[arg(short = 'x', long, help_heading = "Run")]
+    pub one_file_system: bool,
+
     /// Make DST's missing parent directories too (DST itself is always made when missing)
     #[arg(long, help_heading = "Run")]
     pub mkpath: bool,
@@ -343,6 +347,7 @@ impl Cli {
         config.dry_run = self.dry_run;
         config.wait_lock = self.wait_lock;
         config.mkpath = self.mkpath;
+        config.one_file_system = self.one_file_system;
         if config.remote.is_some() && !(self.link_dest.is_empty() && self.reflink_dest.is_empty()) {
             return Err("--link-dest and --reflink-dest need a local destination".into());
         }

@@ -111,6 +111,8 @@ pub struct Config {
     pub dry_run: bool,
     /// Wait for another run that holds DST's lock instead of refusing.
     pub wait_lock: bool,
+    /// Do not cross filesystem boundaries below SRC and DST (`-x`).
+    pub one_file_system: bool,
     /// Make DST's missing parent directories too (`--mkpath`).
     pub mkpath: bool,
     /// Earlier snapshots whose unchanged files are hard-linked (`--link-dest`) or copied with
@@ -232,6 +234,7 @@ impl Config {
             dry_run: false,
             wait_lock: false,
             mkpath: false,
+            one_file_system: false,
             priors: Vec::new(),
             compare: Compare::default(),
             delete: true,

@@ -177,6 +177,8 @@ pub struct Local<'a> {
     backup_base: OnceLock<Base>,
     /// Make the root's missing parents with it (`--mkpath`).
     pub mkpath: bool,
+    /// `-x`: directories on another filesystem are not entered (nor emptied).
+    pub one_fs: bool,
     /// Earlier snapshots to take unchanged files from (`--link-dest`, `--reflink-dest`).
     pub priors: Vec<Prior>,
 }
@@ -200,6 +202,7 @@ impl<'a> Local<'a> {
             base: OnceLock::new(),
             backup_base: OnceLock::new(),
             mkpath: false,
+            one_fs: false,
             priors: Vec::new(),
         }
     }
@@ -236,7 +239,7 @@ impl Destination for Local<'_> {
     }
 
     fn scan(&self, filter: &Filter) -> Tree {
-        crate::scan::scan(self.root, filter)
+        crate::scan::scan(self.root, filter, self.one_fs)
     }
 
     fn refine(

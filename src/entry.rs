@@ -171,6 +171,8 @@ pub struct Tree {
     pub errors: Vec<Error>,
     /// With `--flatten`: for each entry, the arena span of the path below SRC it comes from.
     origins: Vec<(u64, u32)>,
+    /// `-x`: the directories on another filesystem, listed but not entered (their paths).
+    pub mount_points: Vec<std::path::PathBuf>,
     /// The regular files that have more than one name: (entry index, device, inode), in path
     /// order. Only they: memory grows with linked files, not with the tree.
     pub links: Vec<(u32, u64, u64)>,
@@ -365,6 +367,7 @@ impl Tree {
             tree.origins.push((start, old.len() as u32));
         }
         tree.errors = self.errors;
+        tree.mount_points = self.mount_points;
         tree.links = self
             .links
             .iter()
@@ -373,6 +376,24 @@ impl Tree {
             .collect();
         tree.links.sort_unstable_by_key(|&(i, ..)| i);
         tree
+    }
+
+    /// The listing without the entries strictly below any of `dirs` (the directories stay).
+    pub fn without_below(self, dirs: &[std::path::PathBuf]) -> Tree {
+        let below = |p: &Path| dirs.iter().any(|d| p != d.as_path() && is_within(p, d));
+        let kept: Vec<(u32, &Path)> = (0..self.entries.len() as u32)
+            .map(|i| (i, self.path_at(i)))
+            .filter(|(_, p)| !below(p))
+            .collect();
+        if kept.len() == self.entries.len() {
+            return self;
+        }
+        let kept: Vec<(u32, std::path::PathBuf)> = kept
+            .into_iter()
+            .map(|(i, p)| (i, p.to_path_buf()))
+            .collect();
+        let order = kept.iter().map(|(i, p)| (*i, p.as_path())).collect();
+        self.renamed(order)
     }
 
     /// The name entry `index` has on disk, where it differs from its listed name (a

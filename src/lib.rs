@@ -88,6 +88,7 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
     };
     let mut local = dest::Local::new(&config.dst, config.backup_dir.as_deref());
     local.mkpath = config.mkpath;
+    local.one_fs = config.one_file_system;
     for (dir, reflink) in &config.priors {
         match fsops::Base::open(dir) {
             Ok(base) => local.priors.push(dest::Prior {
@@ -159,7 +160,7 @@ fn mirror(
     pool.install(|| {
         debug!(src = %config.src.display(), dst = %config.dst.display(), "scanning");
         let (src, mut dst) = rayon::join(
-            || scan::scan(&config.src, &config.filter),
+            || scan::scan(&config.src, &config.filter, config.one_file_system),
             // Excluded paths are left alone in DST too, unless they are to be deleted.
             || match config.delete_excluded {
                 true => dest.scan(&filter::Filter::default()),
@@ -168,6 +169,10 @@ fn mirror(
         );
         if let Some(signal) = interrupt::requested() {
             return stopped(config, reporter, started, signal);
+        }
+        // -x: below a source mount point nothing was listed, so nothing is deleted there.
+        if !src.mount_points.is_empty() {
+            dst = dst.without_below(&src.mount_points);
         }
         let mut src = if config.flatten {
             let (flat, collisions) = flatten::flatten(src);

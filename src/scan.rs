@@ -22,6 +22,7 @@ use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -37,7 +38,10 @@ const PARALLEL_FROM: usize = 16;
 
 /// List everything below `root` that the filter allows. A missing root gives an empty tree
 /// with `root: None`; a root that cannot be read gives an error.
-pub fn scan(root: &Path, filter: &Filter) -> Tree {
+///
+/// With `one_fs` (`-x`), a directory on another filesystem than the root's (a mount point) is
+/// listed but not entered, and recorded in [`Tree::mount_points`].
+pub fn scan(root: &Path, filter: &Filter, one_fs: bool) -> Tree {
     let mut tree = Tree::default();
     let root_meta = match fs::metadata(root) {
         Ok(meta) => meta,
@@ -53,7 +57,13 @@ pub fn scan(root: &Path, filter: &Filter) -> Tree {
         owner: Owner::of(&root_meta),
     });
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let mut walker = Walker { root, filter, tree };
+    let one_fs = one_fs.then_some(root_meta.dev());
+    let mut walker = Walker {
+        root,
+        filter,
+        tree,
+        one_fs,
+    };
     match rustix::fs::open(root, flags, Mode::empty()) {
         Ok(fd) => walker.walk(fd),
         Err(e) => walker
@@ -76,6 +86,8 @@ struct Walker<'a> {
     root: &'a Path,
     filter: &'a Filter,
     tree: Tree,
+    /// `-x`: the root's device; directories on another are not entered.
+    one_fs: Option<u64>,
 }
 
 /// One child of a directory, stat'ed, with a symlink's target read.
@@ -128,13 +140,21 @@ impl Walker<'_> {
             // A directory to enter: the handle of its parent is kept only while another
             // subdirectory is left to enter.
             let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            let opened = level.dir.as_ref().map(|parent| {
+            let crosses = self
+                .one_fs
+                .is_some_and(|dev| child.stat.as_ref().is_ok_and(|s| s.st_dev != dev));
+            let opened = level.dir.as_ref().filter(|_| !crosses).map(|parent| {
                 let parent = parent.fd()?;
                 rustix::fs::openat(parent, &child.name, flags, Mode::empty())
             });
             level.subdirs_left -= 1;
             if level.subdirs_left == 0 {
                 level.dir = None;
+            }
+            if crosses {
+                self.tree.mount_points.push(rel.clone());
+                rel.pop();
+                continue;
             }
             match opened {
                 Some(Ok(fd)) => {
@@ -275,7 +295,7 @@ mod tests {
         for file in ["a-b", "a.c", "a/x/f"] {
             std::fs::write(root.path().join(file), "").unwrap();
         }
-        let tree = scan(root.path(), &Filter::default());
+        let tree = scan(root.path(), &Filter::default(), false);
         let paths: Vec<_> = (0..tree.entries.len() as u32)
             .map(|i| tree.path_at(i).to_str().unwrap().to_string())
             .collect();

@@ -390,3 +390,44 @@ fn delete_excluded_removes_from_the_destination_what_the_filters_leave_out() {
     assert!(f.dst.join("keep.txt").exists());
     f.sync(&["--no-delete", "--delete-excluded"]).expect(2);
 }
+
+#[test]
+fn one_file_system_leaves_mounts_below_src_out_and_keeps_what_dst_has_there() {
+    if !need_root("a filesystem mounted below SRC") {
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let f = Fixture::new();
+    f.write("src/a", "a");
+    let mnt = f.mkdir("src/mnt");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let _unmount = Unmount(mnt.clone());
+    f.write("src/mnt/inside", "on another filesystem");
+    f.write("dst/a", "a");
+    f.write("dst/mnt/old", "copied by an earlier run without -x");
+    let run = f.sync(&["-x", "-v"]).expect(0);
+    // The mount point is mirrored as a directory; nothing below it is copied or deleted.
+    assert!(f.dst.join("mnt").is_dir(), "{run:?}");
+    assert!(!f.dst.join("mnt/inside").exists(), "{run:?}");
+    assert!(f.dst.join("mnt/old").exists(), "{run:?}");
+    // Without -x the mount is part of the tree.
+    f.sync(&[]).expect(0);
+    assert_eq!(
+        fs::read(f.dst.join("mnt/inside")).unwrap(),
+        b"on another filesystem"
+    );
+    assert!(!f.dst.join("mnt/old").exists());
+}
