@@ -110,6 +110,14 @@ pub fn fold(src: &Tree, dst: Tree) -> (Tree, Folded) {
     }
     let colliding_keys: HashSet<Vec<u8>> = top.iter().map(|p| folded(p)).collect();
 
+    // Destination names that fold alike twice are two entries the destination keeps apart
+    // (it is not as case-insensitive as the probe found): neither is paired by case. Counted
+    // by hash; a rare clash of hashes only leaves a pair unpaired.
+    let mut dst_folds: HashMap<u64, u32> = HashMap::new();
+    for j in 0..dst.entries.len() as u32 {
+        *dst_folds.entry(hash(&folded(dst.path_at(j)))).or_default() += 1;
+    }
+
     // New paths for the destination entries, parent before child: the source's spelling for
     // a name the source has, else the entry's own name below its (renamed) parent.
     let mut respelled = false;
@@ -131,8 +139,9 @@ pub fn fold(src: &Tree, dst: Tree) -> (Tree, Folded) {
             _ => (None, false),
         };
         let collides = below_collision || colliding_keys.contains(&key);
+        let alone = dst_folds.get(&hash(&key)) == Some(&1);
         let new = match source_of(&key) {
-            Some(i) if !collides => src.path_at(i).to_path_buf(),
+            Some(i) if !collides && alone => src.path_at(i).to_path_buf(),
             _ => match up {
                 Some(at) => paths[at].join(path.file_name().unwrap_or_default()),
                 None => path.to_path_buf(),
@@ -226,6 +235,16 @@ mod tests {
         assert_eq!(folded(Path::new("\u{3c3}")), "\u{3a3}".as_bytes());
         let odd = Path::new(std::ffi::OsStr::from_bytes(b"a\xff"));
         assert_eq!(folded(odd), b"A\xff");
+    }
+
+    #[test]
+    fn two_destination_entries_are_never_paired_with_one_name() {
+        // A destination that holds both spellings is not case-insensitive for them.
+        let src = tree(&["Foo"]);
+        let (dst, _) = fold(&src, tree(&["Foo", "foo"]));
+        assert_eq!(dst.path_at(0), Path::new("Foo"));
+        assert_eq!(dst.path_at(1), Path::new("foo"));
+        assert_eq!(dst.origin(1), Path::new("foo"));
     }
 
     #[test]

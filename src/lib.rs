@@ -267,15 +267,25 @@ fn mirror(
 
 /// A name in the destination's root whose spelling changes with case, to look up as spelled
 /// otherwise: found, the destination ignores case.
+/// One the listing holds under no other spelling (a root that holds `A` beside `a` is
+/// case-sensitive, and needs no probe to say so: none is returned then).
 fn sample(dst: &entry::Tree) -> Option<&std::ffi::OsStr> {
-    (0..dst.entries.len() as u32)
+    let root: Vec<&str> = (0..dst.entries.len() as u32)
         .map(|j| dst.path_at(j))
         .filter(|p| p.parent() == Some(std::path::Path::new("")))
-        .find(|p| {
-            let text = p.to_string_lossy();
-            text.to_uppercase() != text || text.to_lowercase() != text
-        })
-        .map(|p| p.as_os_str())
+        .filter_map(|p| p.to_str())
+        .collect();
+    let fold = |s: &str| s.to_uppercase();
+    let mut folds = std::collections::HashMap::new();
+    for name in &root {
+        *folds.entry(fold(name)).or_insert(0) += 1;
+    }
+    if folds.values().any(|&n| n > 1) {
+        return None;
+    }
+    root.into_iter()
+        .find(|name| name.to_uppercase() != *name || name.to_lowercase() != *name)
+        .map(std::ffi::OsStr::new)
 }
 
 /// The error for source names that are one name on a destination that ignores case.

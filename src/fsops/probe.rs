@@ -44,7 +44,7 @@ pub fn probe(base: &Base, sample: Option<&OsStr>) -> Option<Limits> {
         return Some(Limits {
             filesystem,
             fuse,
-            case_sensitive: sample.is_none_or(|name| case_sensitive(root, name)),
+            case_sensitive: sample.is_none_or(|name| !same_entry_otherwise_spelled(root, name)),
             modes: keeps_modes(&file),
             owners: keeps_owners(&file),
             xattrs: keeps_xattrs(&file),
@@ -144,19 +144,41 @@ fn filesystem_name(_root: BorrowedFd<'_>, _stat: &rustix::fs::Stat) -> String {
     String::from("unknown")
 }
 
-/// Whether `name` (an entry of `root`) is not found under another spelling (upper case, or
-/// lower case for a name in upper case already).
+/// The name spelled otherwise: in upper case, or in lower case for one in upper case already.
+fn other_spelling(name: &OsStr) -> Option<String> {
+    let text = name.to_str()?;
+    let upper = text.to_uppercase();
+    let other = if upper == text {
+        text.to_lowercase()
+    } else {
+        upper
+    };
+    (other != text).then_some(other)
+}
+
+/// Whether the probe's own file `name` (a fresh temporary: nothing else is spelled like it) is
+/// found under another spelling.
 fn case_sensitive(root: BorrowedFd<'_>, name: &OsStr) -> bool {
-    let text = name.to_string_lossy();
-    let mut other = text.to_uppercase();
-    if other == text {
-        other = text.to_lowercase();
-    }
-    other == text
-        || matches!(
+    other_spelling(name).is_none_or(|other| {
+        matches!(
             rustix::fs::statat(root, other.as_str(), AtFlags::SYMLINK_NOFOLLOW),
             Err(Errno::NOENT)
         )
+    })
+}
+
+/// Whether the entry `name` of `root` (from the listing, which has no other spelling of it) is
+/// found under another spelling as the same entry: same device and inode. A filesystem that
+/// holds `A` beside `a` answers with another entry, or none, and is case-sensitive.
+fn same_entry_otherwise_spelled(root: BorrowedFd<'_>, name: &OsStr) -> bool {
+    let stat = |n: &OsStr| rustix::fs::statat(root, n, AtFlags::SYMLINK_NOFOLLOW).ok();
+    let Some(other) = other_spelling(name) else {
+        return false;
+    };
+    match (stat(name), stat(OsStr::new(&other))) {
+        (Some(a), Some(b)) => (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino),
+        _ => false,
+    }
 }
 
 /// Whether `make` can make an entry under a temporary name in `root`. What it made is removed,

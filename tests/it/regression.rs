@@ -765,3 +765,27 @@ fn a_symlink_that_an_earlier_run_moved_into_the_backup_is_never_followed() {
         "kept in place"
     );
 }
+
+#[test]
+fn a_destination_that_holds_two_spellings_is_never_taken_as_case_insensitive() {
+    let f = Fixture::new();
+    f.write("src/A", "1");
+    f.write("src/a", "2");
+    f.sync(&[]).expect(0);
+    // A file of the user's own in DST, and a new source name that differs from it in case.
+    f.write("dst/notes", "the user's own notes");
+    f.write("src/Notes", "a new file");
+    let run = f.sync(&["--no-delete", "-v", "--json"]).expect(0);
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(doc["destination"]["case_sensitive"], true, "{run:?}");
+    assert_eq!(
+        fs::read(f.dst.join("notes")).unwrap(),
+        b"the user's own notes"
+    );
+    assert_eq!(fs::read(f.dst.join("Notes")).unwrap(), b"a new file");
+    // The twin left out by a filter still tells: another file answers the other spelling.
+    let run = f.sync(&["--exclude", "a", "--json"]).expect(0);
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(doc["destination"]["case_sensitive"], true, "{run:?}");
+    assert_eq!(fs::read(f.dst.join("a")).unwrap(), b"2");
+}
