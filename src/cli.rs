@@ -367,6 +367,7 @@ impl Cli {
         config.xattrs = Xattrs {
             plain: self.xattrs,
             acls: self.acls,
+            privileged: false,
         };
         config.ownership.group = !self.no_group;
         config.delete = !self.no_delete;

@@ -167,10 +167,12 @@ pub struct Config {
 /// Which extended attributes a run copies and compares.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Xattrs {
-    /// `-X`: the `user.`, `trusted.` and `security.` namespaces (those the process can read).
+    /// `-X`: the `user.` namespace, and as root `trusted.` and `security.` too.
     pub plain: bool,
     /// `-A`: POSIX ACLs (`system.posix_acl_access`, `system.posix_acl_default`).
     pub acls: bool,
+    /// The run is root's: the namespaces only root can set are copied.
+    pub privileged: bool,
 }
 
 impl Xattrs {
@@ -181,9 +183,9 @@ impl Xattrs {
     /// Whether the attribute `name` is one the run copies.
     pub fn covers(self, name: &[u8]) -> bool {
         let acl = name == b"system.posix_acl_access" || name == b"system.posix_acl_default";
-        let plain = [&b"user."[..], b"trusted.", b"security."]
-            .iter()
-            .any(|ns| name.starts_with(ns));
+        let plain = name.starts_with(b"user.")
+            || (self.privileged
+                && (name.starts_with(b"trusted.") || name.starts_with(b"security.")));
         (self.acls && acl) || (self.plain && plain)
     }
 }

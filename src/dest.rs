@@ -51,11 +51,14 @@ pub trait Destination: Sync {
         compare: &Compare,
     ) -> (HashSet<u32>, Vec<Error>);
 
-    /// Find out what the destination can hold (its root exists). `None` where that is not
-    /// known: the run then assumes it holds everything.
-    /// `sample` names an entry in the root, if there is one.
-    fn probe(&self, _sample: Option<&std::ffi::OsStr>) -> Option<crate::config::Limits> {
-        None
+    /// Find out what the destination can hold (its root exists); `sample` names an entry in
+    /// the root, if there is one. `Ok(None)` for a destination that is not probed (what it
+    /// holds is known otherwise); an error when the probe failed, and nothing is known.
+    fn probe(
+        &self,
+        _sample: Option<&std::ffi::OsStr>,
+    ) -> std::io::Result<Option<crate::config::Limits>> {
+        Ok(None)
     }
 
     /// Create the root (it was missing). Done already counts as done.
@@ -150,7 +153,9 @@ pub trait Destination: Sync {
     fn remove(&self, rel: &Path, tag: Tag) -> Result<()>;
 
     /// Set a directory's mode and mtime, once nothing below it changes any more.
-    fn set_dir_meta(&self, rel: &Path, mode: u16, mtime: Mtime, owner: Chown) -> Result<()>;
+    /// `mode` is `None` where the destination keeps no permission bits (some refuse the call).
+    fn set_dir_meta(&self, rel: &Path, mode: Option<u16>, mtime: Mtime, owner: Chown)
+        -> Result<()>;
 }
 
 /// What a destination that cannot hold `what` answers (the planner never asks it to).
@@ -256,8 +261,12 @@ impl Destination for Local<'_> {
         }
     }
 
-    fn probe(&self, sample: Option<&std::ffi::OsStr>) -> Option<crate::config::Limits> {
-        fsops::probe(self.base().ok()?, sample)
+    fn probe(
+        &self,
+        sample: Option<&std::ffi::OsStr>,
+    ) -> std::io::Result<Option<crate::config::Limits>> {
+        let base = self.base().map_err(|e| e.source)?;
+        fsops::probe(base, sample).map(Some)
     }
 
     fn make_root(&self) -> Result<()> {
@@ -404,12 +413,20 @@ impl Destination for Local<'_> {
         fsops::remove_entry(self.base()?, rel, tag, self.displaced(rel)?)
     }
 
-    fn set_dir_meta(&self, rel: &Path, mode: u16, mtime: Mtime, owner: Chown) -> Result<()> {
+    fn set_dir_meta(
+        &self,
+        rel: &Path,
+        mode: Option<u16>,
+        mtime: Mtime,
+        owner: Chown,
+    ) -> Result<()> {
         let base = self.base()?;
         if !owner.is_empty() {
             fsops::set_owner(base, rel, owner)?;
         }
-        fsops::set_mode(base, rel, u32::from(mode))?;
+        if let Some(mode) = mode {
+            fsops::set_mode(base, rel, u32::from(mode))?;
+        }
         fsops::set_mtime(base, rel, mtime, Tag::Dir)
     }
 }

@@ -40,6 +40,8 @@ pub enum Op {
     SetXattrs,
     /// Open a source file to copy it.
     OpenSource,
+    /// Find out what the destination can hold.
+    Probe,
 }
 
 impl Op {
@@ -68,6 +70,7 @@ impl Op {
             Op::ReadXattrs => "read the extended attributes of",
             Op::SetXattrs => "set the extended attributes of",
             Op::OpenSource => "open the source file",
+            Op::Probe => "probe what the destination can hold in",
         }
     }
 }

@@ -223,6 +223,7 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
     if crate::fsops::mode_refused() {
         reporter.warning(&Warning::ModeRefused(&roots.dst(Path::new(""))));
     }
+
     if let Some(cause) = halt.cause.get() {
         summary.not_written = halt.left.load(Ordering::Relaxed);
         reporter.warning(&Warning::Halted {
@@ -315,6 +316,8 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
             true => roots.dst.copy_xattrs(source, rel, plan.xattrs),
             false => Ok(()),
         };
+        // Where the destination keeps no modes, none is set: some drivers refuse the call.
+        let mode = plan.modes.then_some(mode);
         match attrs.and_then(|()| roots.dst.set_dir_meta(rel, mode, mtime, dir.owner)) {
             Ok(()) if dir.differed => {
                 summary.fixed += 1;
@@ -323,6 +326,12 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
             Ok(()) => {}
             Err(e) => fail(&mut summary, e),
         }
+    }
+    if let Some(what) = crate::fsops::xattr_refused() {
+        reporter.warning(&Warning::XattrsRefused {
+            dst: &roots.dst(Path::new("")),
+            first: what,
+        });
     }
     summary
 }
@@ -413,6 +422,7 @@ fn transfer(
                 fresh: false,
                 xattrs: plan.xattrs,
                 sparse: plan.sparse,
+                modes: plan.modes,
             };
             let mut tries = 0;
             loop {

@@ -19,7 +19,7 @@ mod xattr;
 
 pub use base::Base;
 pub use probe::probe;
-pub use xattr::Attrs;
+pub use xattr::{refused as xattr_refused, Attrs};
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Permissions};
@@ -127,6 +127,8 @@ pub struct Expected {
     pub xattrs: Xattrs,
     /// Holes stay holes (`--no-sparse`: written out as zeros).
     pub sparse: bool,
+    /// The destination keeps permission bits: set them (some that keep none refuse `chmod`).
+    pub modes: bool,
 }
 
 impl Expected {
@@ -387,7 +389,8 @@ fn fill(
         rustix::fs::fchown(to, uid, gid).at(Op::SetOwner, dst)?;
     }
     let mode = u32::from(expected.mode);
-    if mode & !0o777 != 0 || mode & UMASK.load(Ordering::Relaxed) != 0 {
+    let umask = UMASK.load(Ordering::Relaxed);
+    if expected.modes && (mode & !0o777 != 0 || mode & umask != 0) {
         match to.set_permissions(Permissions::from_mode(mode)) {
             // A destination that refuses setuid, setgid or sticky bits (some FUSE drivers)
             // still gets the data: the plain bits, and one warning for the run.
@@ -404,7 +407,7 @@ fn fill(
     // the group bits).
     if expected.xattrs.any() {
         let attrs = xattr::read_file(from, expected.xattrs).at(Op::ReadXattrs, src)?;
-        xattr::set_file(to, &attrs).at(Op::SetXattrs, dst)?;
+        xattr::set_file(to, &attrs, expected.xattrs).at(Op::SetXattrs, dst)?;
     }
     rustix::fs::futimens(to, &times(expected.mtime, Tag::File)).at(Op::SetTimes, dst)?;
     Ok(written)

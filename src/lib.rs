@@ -74,6 +74,10 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
         protected: checked.protected,
         src: absolute(&config.src),
         dst: absolute(&config.dst),
+        xattrs: config::Xattrs {
+            privileged: rustix::process::geteuid().is_root(),
+            ..config.xattrs
+        },
         ownership: config::Ownership {
             creator: Some(entry::Owner {
                 uid: rustix::process::geteuid().as_raw(),
@@ -191,7 +195,10 @@ fn mirror(
         // ignores case decides which entries the two sides share. A new one is made (and
         // probed) only once they passed.
         let mut limits = match dst.root {
-            Some(_) => probe(config, dest, sample(&dst), reporter),
+            Some(_) => {
+                let sample = sample(&dst).map(ToOwned::to_owned);
+                probe(config, dest, sample.as_deref(), reporter, &mut dst)
+            }
             None => None,
         };
         let mut folded = None;
@@ -205,7 +212,7 @@ fn mirror(
         let local = config.remote.is_none();
         if local && dst.root.is_none() && !config.dry_run && dest.make_root().is_ok() {
             // A root that cannot be made here fails again, and is reported, in the plan.
-            limits = probe(config, dest, None, reporter);
+            limits = probe(config, dest, None, reporter, &mut dst);
             if limits.as_ref().is_some_and(|l| !l.case_sensitive) {
                 let (listing, names) = case::fold(&src, dst);
                 (dst, folded) = (listing, Some(names));
@@ -303,14 +310,27 @@ fn collision(config: &Config, names: &[std::path::PathBuf]) -> error::Error {
 }
 
 /// Probe what the destination (whose root exists) can hold, and say once what of the run's
-/// asks it cannot.
+/// asks it cannot. A probe that failed is an error of the destination's listing, which
+/// withholds every deletion: not knowing whether DST ignores case, the run cannot know which
+/// of its entries SRC has (a dry run only warns).
 fn probe(
     config: &Config,
     dest: &dyn Destination,
     sample: Option<&std::ffi::OsStr>,
     reporter: &dyn Reporter,
+    dst: &mut entry::Tree,
 ) -> Option<config::Limits> {
-    let limits = dest.probe(sample)?;
+    let limits = match dest.probe(sample) {
+        Ok(limits) => limits?,
+        Err(e) => {
+            let e = error::Error::new(error::Op::Probe, &config.dst, e);
+            match config.dry_run {
+                true => reporter.warning(&Warning::NotProbed(&e)),
+                false => dst.errors.push(e),
+            }
+            return None;
+        }
+    };
     debug!(?limits, "destination probed");
     let lost = limits.lost(config);
     if !lost.is_empty() {

@@ -27,21 +27,22 @@ const PROBE_TIME: Mtime = Mtime {
 };
 
 /// Probe the filesystem of `base` (DST's root, which exists). `sample` is the name of an entry
-/// in the root, if it has one, to look up under another spelling. `None` when nothing could
-/// be tried there (a read-only or foreign-owned destination): then nothing is known.
+/// in the root, if it has one, to look up under another spelling. An error when nothing could
+/// be tried there (a read-only or foreign-owned destination, a full disk): then nothing is
+/// known.
 ///
 /// Where the filesystem has unnamed files (`O_TMPFILE`: ext4, XFS, btrfs, tmpfs, f2fs — the
 /// filesystems that hold everything else a tree has), the probe is an unnamed file, and the
 /// root is not touched at all: a no-op run still writes nothing. Elsewhere (FUSE, FAT, exFAT,
 /// network filesystems) a named probe file is made and removed, and the root's mtime put back.
-pub fn probe(base: &Base, sample: Option<&OsStr>) -> Option<Limits> {
+pub fn probe(base: &Base, sample: Option<&OsStr>) -> std::io::Result<Limits> {
     let root = base.as_fd();
-    let before = rustix::fs::fstat(root).ok()?;
+    let before = rustix::fs::fstat(root)?;
     let filesystem = filesystem_name(root, &before);
     let fuse = rustix::fs::fstatfs(root).is_ok_and(|s| is_fuse(&s));
     let unnamed = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
     if let Ok(file) = rustix::fs::openat(root, ".", unnamed, Mode::RUSR | Mode::WUSR) {
-        return Some(Limits {
+        return Ok(Limits {
             filesystem,
             fuse,
             case_sensitive: sample.is_none_or(|name| !same_entry_otherwise_spelled(root, name)),
@@ -62,8 +63,7 @@ pub fn probe(base: &Base, sample: Option<&OsStr>) -> Option<Limits> {
             Mode::RUSR | Mode::WUSR,
         )?);
         Ok(())
-    })
-    .ok()?;
+    })?;
     let file = file.expect("made with its name");
     let limits = Limits {
         filesystem,
@@ -94,7 +94,7 @@ pub fn probe(base: &Base, sample: Option<&OsStr>) -> Option<Limits> {
         last_modification: timespec(Mtime::of_stat(&before)),
     };
     let _ = super::set_times_handle(root, &times);
-    Some(limits)
+    Ok(limits)
 }
 
 /// Whether a filesystem is mounted through FUSE (by its `statfs` magic number).

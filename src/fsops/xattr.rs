@@ -109,11 +109,13 @@ impl On<'_> {
     }
 
     /// Make the attributes `which` covers exactly `want`: set what differs, remove the rest.
+    /// An attribute the destination refuses (not allowed, too large, unsupported) is left out
+    /// and noted (see [`refused`]): it never costs the entry.
     fn replace(self, want: &Attrs, which: Xattrs) -> io::Result<()> {
         let have = self.read(which)?;
         for (name, _) in &have {
             if want.binary_search_by(|(n, _)| n.cmp(name)).is_err() {
-                self.remove(name)?;
+                self.remove(name).or_else(|e| refuse(name, e))?;
             }
         }
         for (name, value) in want {
@@ -121,11 +123,37 @@ impl On<'_> {
                 .binary_search_by(|(n, _)| n.cmp(name))
                 .is_ok_and(|at| have[at].1 == *value);
             if !same {
-                self.set(name, value)?;
+                self.set(name, value).or_else(|e| refuse(name, e))?;
             }
         }
         Ok(())
     }
+}
+
+/// The first attribute the destination refused in this run, and why.
+static REFUSED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Note an attribute the destination will not take; any other error stays one.
+fn refuse(name: &[u8], e: Errno) -> rustix::io::Result<()> {
+    match e {
+        Errno::PERM
+        | Errno::ACCESS
+        | Errno::OPNOTSUPP
+        | Errno::NOSPC
+        | Errno::TOOBIG
+        | Errno::RANGE
+        | Errno::INVAL => {
+            let name = String::from_utf8_lossy(name);
+            let _ = REFUSED.set(format!("{name}: {}", io::Error::from(e)));
+            Ok(())
+        }
+        e => Err(e),
+    }
+}
+
+/// The first attribute the destination refused in this run (`name: cause`), if any.
+pub fn refused() -> Option<&'static str> {
+    REFUSED.get().map(String::as_str)
 }
 
 /// Call `f` with a buffer large enough for its answer: one call where 256 bytes do (most
@@ -158,12 +186,10 @@ pub(super) fn read_file(file: &File, which: Xattrs) -> io::Result<Attrs> {
     On::Fd(file.as_fd()).read(which)
 }
 
-/// Give a new file (which has none of them yet) the attributes `attrs`.
-pub(super) fn set_file(file: &File, attrs: &Attrs) -> io::Result<()> {
-    for (name, value) in attrs {
-        On::Fd(file.as_fd()).set(name, value)?;
-    }
-    Ok(())
+/// Give a new file exactly the attributes `attrs` of those `which` covers: it may have some
+/// already, such as an ACL inherited from its directory's default ACL, which must not stay.
+pub(super) fn set_file(file: &File, attrs: &Attrs, which: Xattrs) -> io::Result<()> {
+    On::Fd(file.as_fd()).replace(attrs, which)
 }
 
 /// Make the attributes `which` covers of the entry `name` in `dir` exactly `want`.

@@ -697,6 +697,7 @@ impl Destination for S3 {
             fresh: true,
             xattrs: crate::config::Xattrs::default(),
             sparse: false,
+            modes: false,
         };
         match self.write_file(src, rel, fresh, Held::Same) {
             Ok(_) => Ok(()),
@@ -722,7 +723,13 @@ impl Destination for S3 {
         result.map_err(|e| self.fail(Op::Remove, rel, e))
     }
 
-    fn set_dir_meta(&self, _rel: &Path, _mode: u16, _mtime: Mtime, _owner: Chown) -> Result<()> {
+    fn set_dir_meta(
+        &self,
+        _rel: &Path,
+        _mode: Option<u16>,
+        _mtime: Mtime,
+        _owner: Chown,
+    ) -> Result<()> {
         Ok(())
     }
 }

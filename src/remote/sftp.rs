@@ -871,14 +871,16 @@ impl Destination for Sftp {
         result.map_err(|e| self.fail(Op::Remove, rel, e))
     }
 
-    fn set_dir_meta(&self, rel: &Path, mode: u16, mtime: Mtime, _owner: Chown) -> Result<()> {
+    fn set_dir_meta(
+        &self,
+        rel: &Path,
+        mode: Option<u16>,
+        mtime: Mtime,
+        _owner: Chown,
+    ) -> Result<()> {
         let result = self.rt.block_on(async {
             let path = self.remote(rel)?;
-            done(
-                self.sftp
-                    .setstat(path, attrs(Some(mode), Some(mtime)))
-                    .await,
-            )
+            done(self.sftp.setstat(path, attrs(mode, Some(mtime))).await)
         });
         result.map_err(|e| self.fail(Op::SetTimes, rel, e))
     }

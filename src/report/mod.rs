@@ -35,6 +35,11 @@ pub enum Warning<'a> {
         dir: &'a Path,
         cause: &'a std::io::Error,
     },
+    /// A dry run could not probe the destination (a real run withholds deletions then).
+    NotProbed(&'a crate::error::Error),
+    /// The destination refused some extended attributes (the first: `name: cause`); the
+    /// entries were mirrored without them.
+    XattrsRefused { dst: &'a Path, first: &'a str },
     /// The destination refused setuid, setgid or sticky bits: copies have the plain bits.
     ModeRefused(&'a Path),
     /// What the destination cannot hold of what the run keeps, said once.
@@ -89,6 +94,16 @@ impl fmt::Display for Warning<'_> {
                 "skipping {count} symlinks (the first: '{}'): the destination cannot store \
                  symlinks",
                 Escaped(first)
+            ),
+            Warning::NotProbed(e) => write!(
+                f,
+                "{e}: a real run would delete nothing, not knowing how the destination compares names"
+            ),
+            Warning::XattrsRefused { dst, first } => write!(
+                f,
+                "'{}' refused some extended attributes (the first: {first}): the entries were \
+                 mirrored without them",
+                Escaped(dst)
             ),
             Warning::NoSnapshot { dir, cause } => write!(
                 f,

@@ -789,3 +789,117 @@ fn a_destination_that_holds_two_spellings_is_never_taken_as_case_insensitive() {
     assert_eq!(doc["destination"]["case_sensitive"], true, "{run:?}");
     assert_eq!(fs::read(f.dst.join("a")).unwrap(), b"2");
 }
+
+#[test]
+fn a_copy_never_keeps_an_acl_its_destination_directory_would_give_it() {
+    if !need("setfacl", "acl") {
+        return;
+    }
+    let f = Fixture::new();
+    let shared = f.mkdir("src/shared");
+    f.write("src/shared/plain", "a");
+    let setfacl = |args: &[&str], path: &std::path::Path| {
+        let ok = std::process::Command::new("setfacl")
+            .args(args)
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    // The directory's default ACL lets nobody in; the file's own ACL does not.
+    setfacl(&["-d", "-m", "u:nobody:rwx"], &shared);
+    setfacl(&["-b"], &f.path("src/shared/plain"));
+    f.sync(&["-A"]).expect(0);
+    let secret = f.write("src/shared/secret", "TOPSECRET");
+    chmod(&secret, 0o640);
+    setfacl(&["-b"], &secret);
+    f.sync(&["-A"]).expect(0);
+    let acl = std::process::Command::new("getfacl")
+        .args(["-p", "-c"])
+        .arg(f.dst.join("shared/secret"))
+        .output()
+        .unwrap();
+    let acl = String::from_utf8_lossy(&acl.stdout);
+    assert!(!acl.contains("nobody"), "the copy inherited an ACL:\n{acl}");
+    assert_eq!(f.sync(&["-A", "-v"]).expect(0).stdout, "");
+}
+
+#[test]
+fn an_attribute_the_destination_refuses_costs_the_attribute_not_the_file() {
+    if !need_strace() {
+        return;
+    }
+    let f = Fixture::new();
+    let file = f.write("src/report.txt", "version 1");
+    if xattr_set(&file, "user.comment", b"kept").is_err() {
+        not_tested("the temporary directory's filesystem has no user attributes");
+        return;
+    }
+    f.write("src/other.txt", "o");
+    f.write("dst/other.txt", "o");
+    f.write("dst/gone.txt", "only in dst");
+    // The destination refuses the copy's attribute (as one too large for it, or not allowed);
+    // the one worker's first fsetxattr is the probe's, which is let through.
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null"])
+        .args([
+            "-e",
+            "trace=fsetxattr",
+            "-e",
+            "inject=fsetxattr:error=EPERM:when=2+",
+        ])
+        .arg(assert_cmd::cargo::cargo_bin("syncease"))
+        .args(["-X", "-j", "1"])
+        .arg(&f.src)
+        .arg(&f.dst)
+        .output()
+        .unwrap();
+    let run = Run::from(out).expect(0);
+    assert!(
+        run.stderr.contains("refused some extended attributes"),
+        "{run:?}"
+    );
+    assert_eq!(fs::read(f.dst.join("report.txt")).unwrap(), b"version 1");
+    assert!(
+        !f.dst.join("gone.txt").exists(),
+        "deletions go ahead: {run:?}"
+    );
+}
+
+fn xattr_set(path: &std::path::Path, name: &str, value: &[u8]) -> rustix::io::Result<()> {
+    rustix::fs::setxattr(path, name, value, rustix::fs::XattrFlags::empty())
+}
+
+#[test]
+fn a_destination_that_cannot_be_probed_has_nothing_deleted() {
+    if !need_root("an immutable destination root") {
+        return;
+    }
+    let f = Fixture::new();
+    f.write("src/sub/keep", "k");
+    f.write("dst/sub/keep", "k");
+    f.write(
+        "dst/sub/gone",
+        "deletable, were it known how DST compares names",
+    );
+    let chattr = |flag: &str| {
+        std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(&f.dst)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !chattr("+i") {
+        not_tested("chattr +i on the temporary directory's filesystem");
+        return;
+    }
+    // Nothing can be made in the root, so neither probe file can.
+    let run = f.sync(&[]);
+    chattr("-i");
+    let run = run.expect(1);
+    assert!(run.stderr.contains("cannot probe"), "{run:?}");
+    assert!(run.stderr.contains("deleting nothing"), "{run:?}");
+    assert!(f.dst.join("sub/gone").exists());
+    let dry = f.sync(&["-n"]).expect(0);
+    assert!(!dry.stderr.contains("cannot probe"), "{dry:?}");
+}
