@@ -74,6 +74,11 @@ pub trait Destination: Sync {
         ))
     }
 
+    /// Whether the destination finds an entry at `rel` (under this spelling).
+    fn exists(&self, _rel: &Path) -> bool {
+        false
+    }
+
     /// Remove a temporary that a killed run left.
     fn remove_temp(&self, rel: &Path) -> Result<()>;
 
@@ -290,6 +295,10 @@ impl Destination for Local<'_> {
 
     fn respell(&self, rel: &Path, old: &std::ffi::OsStr) -> Result<()> {
         fsops::respell(self.base()?, rel, old)
+    }
+
+    fn exists(&self, rel: &Path) -> bool {
+        self.base().is_ok_and(|base| fsops::exists_at(base, rel))
     }
 
     fn remove_temp(&self, rel: &Path) -> Result<()> {

@@ -785,6 +785,14 @@ fn make_room(at: At<'_>, replaces: Option<Tag>, displaced: Displaced<'_>) -> Res
     }
 }
 
+/// Whether the entry `rel` below `base` exists (found through directory handles, a link
+/// counting as itself).
+pub fn exists_at(base: &Base, rel: &Path) -> bool {
+    let (dir, name) = split(rel);
+    base.in_dir(dir, |fd| exists(fd, name).unwrap_or(false))
+        .unwrap_or(false)
+}
+
 /// Whether `name` exists in `dir` (a link counts as itself).
 fn exists(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<bool> {
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {

@@ -203,7 +203,7 @@ fn mirror(
         };
         let mut folded = None;
         if limits.as_ref().is_some_and(|l| !l.case_sensitive) {
-            let (listing, names) = case::fold(&src, dst);
+            let (listing, names) = case::fold(&src, dst, &|rel| dest.exists(rel));
             (dst, folded) = (listing, Some(names));
         }
         if let Err(refusal) = preflight::listings(config, &src, &dst) {
@@ -214,7 +214,7 @@ fn mirror(
             // A root that cannot be made here fails again, and is reported, in the plan.
             limits = probe(config, dest, None, reporter, &mut dst);
             if limits.as_ref().is_some_and(|l| !l.case_sensitive) {
-                let (listing, names) = case::fold(&src, dst);
+                let (listing, names) = case::fold(&src, dst, &|rel| dest.exists(rel));
                 (dst, folded) = (listing, Some(names));
             }
         }
