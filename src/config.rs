@@ -52,6 +52,11 @@ pub struct Limits {
     pub owners: bool,
     /// Extended attributes can be set.
     pub xattrs: bool,
+    /// Names that are not UTF-8 can be stored.
+    pub byte_names: bool,
+    /// Names with the characters FAT and exFAT refuse (`" * / : < > ? \ |`, control
+    /// characters) can be stored.
+    pub any_names: bool,
     /// The finest modification-time step kept (1 on most Linux filesystems, 2 s on FAT); 0
     /// when times cannot be set at all.
     pub time_resolution_ns: u64,
@@ -70,6 +75,8 @@ impl Default for Limits {
             modes: true,
             owners: true,
             xattrs: true,
+            byte_names: true,
+            any_names: true,
             time_resolution_ns: 1,
         }
     }

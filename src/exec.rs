@@ -106,7 +106,7 @@ fn announce(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) {
     let (mut symlinks, mut specials) = ((0, None), (0, None));
     for &i in &plan.skipped {
         let path = roots.src(plan.src.origin(i));
-        let utf8 = plan.src_path(i).to_str().is_some();
+        let utf8 = plan.src_path(i).to_str().is_some() && plan.names_fit(i);
         let tally = match plan.src.entries[i as usize].tag {
             Tag::Special(_) => &mut specials,
             _ if !utf8 => {

@@ -353,6 +353,7 @@ fn within(config: &Config, limits: &config::Limits) -> Config {
     narrowed.symlinks &= limits.symlinks;
     narrowed.hard_links &= limits.hard_links;
     narrowed.specials &= limits.specials;
+    narrowed.byte_names &= limits.byte_names;
     narrowed.ownership.lost |= !limits.owners;
     if !limits.xattrs {
         narrowed.xattrs = config::Xattrs::default();

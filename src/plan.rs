@@ -187,6 +187,8 @@ pub struct Plan<'t> {
     pub xattrs: Xattrs,
     /// Holes of sparse files are kept.
     pub sparse: bool,
+    /// The destination stores names with the characters FAT refuses.
+    pub any_names: bool,
     /// DST does not exist and is created first.
     pub make_root: bool,
     /// Temporaries left by an interrupted run (DST entries), removed before anything else.
@@ -233,6 +235,7 @@ impl<'t> Plan<'t> {
             modes: config.limits.modes,
             xattrs: config.xattrs,
             sparse: config.sparse,
+            any_names: config.limits.any_names,
             make_root: dst.root.is_none(),
             temps: Vec::new(),
             respell: Vec::new(),
@@ -343,6 +346,12 @@ impl<'t> Plan<'t> {
     /// The path of a directory in `dir_meta` ("" for the root).
     pub fn dir_meta_path(&self, d: &DirMeta) -> &'t Path {
         d.src.map_or(Path::new(""), |i| self.src_path(i))
+    }
+
+    /// Whether the name of source entry `i` can be stored in the destination (as far as
+    /// the characters FAT refuses go).
+    pub fn names_fit(&self, i: u32) -> bool {
+        self.any_names || !fat_refuses(self.src_path(i))
     }
 
     /// The totals the plan would copy and update.
@@ -543,6 +552,15 @@ impl fmt::Display for Escaped<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether a name holds a character FAT and exFAT cannot store.
+fn fat_refuses(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str()
+        .as_bytes()
+        .iter()
+        .any(|&b| b < 0x20 || b == 0x7f || b"\"*:<>?\\|".contains(&b))
 }
 
 /// Compare two listings and decide every action. Pure: reads no disk.
@@ -849,7 +867,11 @@ impl<'t> Planner<'_, 't> {
             Tag::Special(kind) if !self.config.specials || kind.is_device() && !self.devices() => {
                 true
             }
-            _ => !self.config.byte_names && self.plan.src_path(i).to_str().is_none(),
+            _ => {
+                let path = self.plan.src_path(i);
+                (!self.config.byte_names && path.to_str().is_none())
+                    || (!self.config.limits.any_names && fat_refuses(path))
+            }
         }
     }
 

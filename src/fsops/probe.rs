@@ -80,6 +80,8 @@ pub fn probe(base: &Base, sample: Option<&OsStr>) -> std::io::Result<Limits> {
         modes: keeps_modes(&file),
         owners: keeps_owners(&file),
         xattrs: keeps_xattrs(&file),
+        byte_names: takes_name(root, b"\xff"),
+        any_names: takes_name(root, b":"),
         time_resolution_ns: time_resolution(root, &name),
     };
     drop(file);
@@ -196,6 +198,23 @@ fn made(
     });
     let _ = rustix::fs::unlinkat(root, &tried, AtFlags::empty());
     result.is_ok()
+}
+
+/// Whether a file can be made under a temporary name holding `odd` (still a temporary's name,
+/// so a killed run's is swept); it is removed at once.
+fn takes_name(root: BorrowedFd<'_>, odd: &[u8]) -> bool {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let made = new_temp('c', |temp| {
+        let mut name = temp.as_bytes().to_vec();
+        let at = name.len() - ".tmp".len();
+        name.splice(at..at, odd.iter().copied());
+        let name = OsString::from_vec(name);
+        let made = rustix::fs::openat(root, &name, flags, Mode::RUSR | Mode::WUSR);
+        let _ = rustix::fs::unlinkat(root, &name, AtFlags::empty());
+        made.map(drop)
+    });
+    made.is_ok()
 }
 
 /// Whether permission bits are kept as set: read back, not trusted from `chmod`'s success.

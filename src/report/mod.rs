@@ -135,7 +135,8 @@ impl fmt::Display for Warning<'_> {
             ),
             Warning::Name(p) => write!(
                 f,
-                "skipping '{}': the destination cannot store a name that is not UTF-8",
+                "skipping '{}': the destination cannot store this name (not UTF-8, or with a \
+                 character FAT and exFAT refuse)",
                 Escaped(p)
             ),
             Warning::Vanished(p) => write!(f, "'{}' vanished before it was copied", Escaped(p)),

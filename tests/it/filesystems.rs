@@ -669,3 +669,72 @@ fn a_mounted_image_leaves_no_mount_and_no_loop_device_behind() {
         }
     }
 }
+
+fn names_it_cannot_store_are_skipped_and_deletions_go_ahead(fs: Fs) {
+    let f = Fixture::new();
+    let Some(mount) = Mounted::new(&f, fs) else {
+        return;
+    };
+    let dst = mount.path().join("dst");
+    put(&f.src.join("ok"), "ok", EVEN);
+    put(&f.src.join("a:b"), "a colon", EVEN);
+    fs::write(f.src.join(bytes_path(b"bad\xff")), "not UTF-8").unwrap();
+    put(&dst.join("ok"), "ok", EVEN);
+    put(&dst.join("gone"), "only in DST", EVEN);
+    let (run, doc) = sync_json(&f, &dst);
+    let run = run.expect(0);
+    assert_eq!(names(&dst), ["ok"], "{run:?}");
+    assert_eq!(
+        run.stderr.matches("cannot store this name").count(),
+        2,
+        "{run:?}"
+    );
+    assert_eq!(doc["destination"]["any_names"], false);
+    let before = snapshot(&dst);
+    let (again, doc) = sync_json(&f, &dst);
+    let again = again.expect(0);
+    assert_wrote_nothing(&doc);
+    assert_unchanged(&before, &dst, &again);
+}
+
+#[test]
+fn exfat_names_it_cannot_store_are_skipped_and_deletions_go_ahead() {
+    names_it_cannot_store_are_skipped_and_deletions_go_ahead(Fs::Exfat);
+}
+
+#[test]
+fn vfat_names_it_cannot_store_are_skipped_and_deletions_go_ahead() {
+    names_it_cannot_store_are_skipped_and_deletions_go_ahead(Fs::Vfat);
+}
+
+#[test]
+fn exfat_a_name_it_keeps_apart_is_never_renamed_over() {
+    // exFAT keeps `ı` apart from `i`: DST's own `kırmızı.txt` is not the source's `kirmizi.txt`.
+    let f = Fixture::new();
+    let Some(mount) = Mounted::new(&f, Fs::Exfat) else {
+        return;
+    };
+    let dst = mount.path().join("dst");
+    put(&f.src.join("kirmizi.txt"), "from the source", EVEN);
+    put(&dst.join("kırmızı.txt"), "the user's own", EVEN);
+    let (run, _) = {
+        let out = syncease()
+            .args(["--no-delete", "--json"])
+            .arg(&f.src)
+            .arg(&dst)
+            .output()
+            .unwrap();
+        let run = Run::from(out);
+        let doc = document(&run);
+        (run, doc)
+    };
+    run.expect(0);
+    assert_eq!(
+        fs::read(dst.join("kırmızı.txt")).unwrap(),
+        b"the user's own"
+    );
+    assert_eq!(
+        fs::read(dst.join("kirmizi.txt")).unwrap(),
+        b"from the source"
+    );
+}
