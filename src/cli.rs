@@ -324,6 +324,7 @@ impl Cli {
             Some(secs) => return Err(format!("--modify-window {secs}: must be 0 or more")),
         };
         config.compare = Compare {
+            range: None,
             method: if self.checksum {
                 Method::Checksum
             } else if self.size_only {

@@ -53,7 +53,12 @@ pub enum Verdict {
 
 /// True when two times are equal within the window.
 pub fn same_time(a: Mtime, b: Mtime, rule: &Compare) -> bool {
-    a.abs_diff_nanos(b) <= rule.modify_window_ns
+    let held = |t: Mtime| match rule.range {
+        Some((low, _)) if t.sec < low => Mtime { sec: low, nsec: 0 },
+        Some((_, high)) if t.sec > high => Mtime { sec: high, nsec: 0 },
+        _ => t,
+    };
+    held(a).abs_diff_nanos(held(b)) <= rule.modify_window_ns
 }
 
 /// Compare a source file with the destination file at the same path. `content_differs` is the
@@ -167,6 +172,14 @@ mod tests {
         for (name, src, dst, rule, expected) in cases {
             assert_eq!(files(&src, &dst, &rule, false), expected, "{name}");
         }
+        // Times before 1980 are held as 1980 on FAT: the same time there.
+        let fat = Compare {
+            range: Some(crate::config::FAT_TIMES),
+            ..quick
+        };
+        let (old, held) = (file(1, 0, 5), file(1, crate::config::FAT_TIMES.0, 0));
+        assert_eq!(files(&old, &held, &fat, false), Unchanged);
+        assert_eq!(files(&old, &held, &quick, false), Write(Reason::Time));
         let checksum = Compare {
             method: Method::Checksum,
             ..quick

@@ -30,7 +30,13 @@ pub struct Compare {
     pub modify_window_ns: u128,
     /// Never overwrite a destination file that is newer than the source one.
     pub update: bool,
+    /// The range of times the destination can hold (seconds since 1970, both ends in): a time
+    /// outside counts as the nearest end (FAT and exFAT keep 1980 to 2107).
+    pub range: Option<(i64, i64)>,
 }
+
+/// The times FAT and exFAT can hold: 1980-01-01 to 2107-12-31 (in seconds since 1970).
+pub const FAT_TIMES: (i64, i64) = (315_532_800, 4_354_819_199);
 
 /// What a destination can hold, found by probing it at the start of a run (see
 /// `fsops::probe`); the plan compares within these limits and reports once what they lose.

@@ -424,6 +424,15 @@ pub fn check_times(resolution_ns: u64) {
     CHECK_TIMES.store(resolution_ns.max(1), Ordering::Relaxed);
 }
 
+/// The range of times the destination holds (FAT, exFAT): a time outside is held as the
+/// nearest end, which is what a check of a placed file's time expects.
+static TIME_RANGE: std::sync::OnceLock<(i64, i64)> = std::sync::OnceLock::new();
+
+/// Expect placed files' times within `range` (seconds since 1970, both ends in).
+pub fn time_range(range: (i64, i64)) {
+    let _ = TIME_RANGE.set(range);
+}
+
 /// On a destination whose times are checked, make sure the placed file `at` has `mtime`: set
 /// again by name (after every handle on it is closed) when the driver lost it.
 fn settle_time(at: At<'_>, mtime: Mtime) -> Result<()> {
@@ -431,9 +440,18 @@ fn settle_time(at: At<'_>, mtime: Mtime) -> Result<()> {
     if resolution == 0 {
         return Ok(());
     }
+    // Outside the range it holds, a driver keeps the nearest end (or, until unmounted, the
+    // time itself): either is kept.
+    let held = match TIME_RANGE.get() {
+        Some(&(low, _)) if mtime.sec < low => Mtime { sec: low, nsec: 0 },
+        Some(&(_, high)) if mtime.sec > high => Mtime { sec: high, nsec: 0 },
+        _ => mtime,
+    };
     let kept = || -> io::Result<bool> {
         let stat = rustix::fs::statat(at.dir, at.name, AtFlags::SYMLINK_NOFOLLOW)?;
-        Ok(Mtime::of_stat(&stat).abs_diff_nanos(mtime) < u128::from(resolution))
+        let got = Mtime::of_stat(&stat);
+        let near = |t: Mtime| got.abs_diff_nanos(t) < u128::from(resolution);
+        Ok(near(mtime) || near(held))
     };
     if kept().at(Op::Stat, at.path)? {
         return Ok(());

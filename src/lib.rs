@@ -364,6 +364,11 @@ fn within(config: &Config, limits: &config::Limits) -> Config {
         step => u128::from(step).saturating_sub(1),
     };
     narrowed.compare.modify_window_ns = narrowed.compare.modify_window_ns.max(window);
+    // The FAT family (as the names it refuses tell) keeps times from 1980 to 2107 only.
+    if !limits.any_names {
+        narrowed.compare.range = Some(config::FAT_TIMES);
+        fsops::time_range(config::FAT_TIMES);
+    }
     narrowed.limits = limits.clone();
     narrowed
 }

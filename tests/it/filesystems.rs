@@ -738,3 +738,23 @@ fn exfat_a_name_it_keeps_apart_is_never_renamed_over() {
         b"from the source"
     );
 }
+
+#[test]
+fn exfat_times_it_cannot_hold_are_compared_as_it_holds_them() {
+    let f = Fixture::new();
+    let Some(mount) = Mounted::new(&f, Fs::Exfat) else {
+        return;
+    };
+    let dst = mount.path().join("dst");
+    put(&f.src.join("1970.txt"), "epoch", 0);
+    put(&f.src.join("2110.txt"), "far", 4_418_000_000);
+    put(&f.src.join("ok.txt"), "ok", EVEN);
+    let (run, _) = sync_json(&f, &dst);
+    run.expect(0);
+    // What the disk shows once remounted: the nearest time it can hold.
+    set_mtime(&dst.join("1970.txt"), 315_532_800, 0);
+    set_mtime(&dst.join("2110.txt"), 4_354_819_199, 0);
+    let (again, doc) = sync_json(&f, &dst);
+    again.expect(0);
+    assert_wrote_nothing(&doc);
+}
