@@ -186,6 +186,14 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", help_heading = "Filter")]
     pub exclude_from: Vec<PathBuf>,
 
+    /// Mirror only the paths listed in FILE ('-': stdin), relative to SRC, with what is below them
+    #[arg(long, value_name = "FILE", help_heading = "Filter")]
+    pub files_from: Option<PathBuf>,
+
+    /// --files-from names are separated by NUL bytes (as find -print0 writes them)
+    #[arg(short = '0', long, help_heading = "Filter")]
+    pub from0: bool,
+
     /// Put every file of SRC, from any depth, directly in DST (newest wins on equal names)
     #[arg(long, help_heading = "Layout")]
     pub flatten: bool,
@@ -344,6 +352,20 @@ impl Cli {
             includes.extend(inc);
         }
         config.filter = Filter::new(&excludes, &includes).map_err(|e| e.to_string())?;
+        if let Some(list) = &self.files_from {
+            let bytes = match list.as_os_str() == "-" {
+                true => {
+                    let mut bytes = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes).map(|_| bytes)
+                }
+                false => std::fs::read(list),
+            }
+            .map_err(|e| format!("cannot read --files-from '{}': {e}", list.display()))?;
+            let paths = syncease::filter::parse_file_list(&bytes, self.from0)?;
+            config.filter = config.filter.only(paths);
+        } else if self.from0 {
+            return Err("--from0 needs --files-from".into());
+        }
         config.flatten = self.flatten;
         config.dry_run = self.dry_run;
         config.wait_lock = self.wait_lock;

@@ -8,8 +8,10 @@
 //! directory is not even listed, so nothing below it is copied or deleted (an include cannot
 //! reach below an excluded directory, as in rsync and git).
 
+use std::collections::HashSet;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
@@ -50,6 +52,56 @@ pub struct Filter {
     exclude: Rules,
     include: Rules,
     active: bool,
+    /// `--files-from`: only these paths take part (with what is below them, and the
+    /// directories above them, as containers only).
+    only: Option<Arc<Listed>>,
+}
+
+/// The paths `--files-from` names, and the directories above them.
+#[derive(Debug, Default)]
+struct Listed {
+    paths: HashSet<PathBuf>,
+    above: HashSet<PathBuf>,
+}
+
+impl Listed {
+    fn allows(&self, rel: &Path) -> bool {
+        self.above.contains(rel) || rel.ancestors().any(|a| self.paths.contains(a))
+    }
+}
+
+/// Read a `--files-from` list: one path (relative to SRC) per line, or per NUL byte with
+/// `--from0`; blank lines, and lines starting with `#` or `;` (not with `--from0`), skipped. A
+/// leading `/` or `./` is dropped; a `..` component is an error.
+pub fn parse_file_list(bytes: &[u8], nul: bool) -> Result<Vec<PathBuf>, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let separator = if nul { b'\0' } else { b'\n' };
+    let mut paths = Vec::new();
+    for line in bytes.split(|&b| b == separator) {
+        let line = if nul {
+            line
+        } else {
+            line.strip_suffix(b"\r").unwrap_or(line)
+        };
+        if line.is_empty() || (!nul && (line[0] == b'#' || line[0] == b';')) {
+            continue;
+        }
+        let mut clean = PathBuf::new();
+        for part in Path::new(std::ffi::OsStr::from_bytes(line)).components() {
+            match part {
+                std::path::Component::Normal(name) => clean.push(name),
+                std::path::Component::ParentDir => {
+                    let shown = String::from_utf8_lossy(line);
+                    return Err(format!("--files-from: '{shown}' leaves the source ('..')"));
+                }
+                _ => {}
+            }
+        }
+        if !clean.as_os_str().is_empty() {
+            paths.push(clean);
+        }
+    }
+    Ok(paths)
 }
 
 /// A pattern that is not a valid glob.
@@ -101,12 +153,32 @@ impl Filter {
             exclude: Rules::build(excludes)?,
             include: Rules::build(includes)?,
             active: !excludes.is_empty(),
+            only: None,
         })
+    }
+
+    /// Let only `paths` (from `--files-from`) take part, with what is below them; the
+    /// directories above them are listed to hold them, and nothing else of theirs is touched.
+    pub fn only(mut self, paths: Vec<PathBuf>) -> Filter {
+        let mut listed = Listed::default();
+        for path in paths {
+            let above = path
+                .ancestors()
+                .skip(1)
+                .filter(|a| !a.as_os_str().is_empty());
+            listed.above.extend(above.map(Path::to_path_buf));
+            listed.paths.insert(path);
+        }
+        self.only = Some(Arc::new(listed));
+        self
     }
 
     /// True when the path (relative to its root) takes part in the mirror.
     pub fn allows(&self, rel: &Path, is_dir: bool) -> bool {
-        !self.active || !self.exclude.matches(rel, is_dir) || self.include.matches(rel, is_dir)
+        self.only.as_ref().is_none_or(|only| only.allows(rel))
+            && (!self.active
+                || !self.exclude.matches(rel, is_dir)
+                || self.include.matches(rel, is_dir))
     }
 }
 

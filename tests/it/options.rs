@@ -431,3 +431,52 @@ fn one_file_system_leaves_mounts_below_src_out_and_keeps_what_dst_has_there() {
     );
     assert!(!f.dst.join("mnt/old").exists());
 }
+
+#[test]
+fn files_from_mirrors_the_listed_paths_and_leaves_the_rest_alone() {
+    let f = Fixture::new();
+    for name in [
+        "a.txt",
+        "other.txt",
+        "docs/x.md",
+        "docs/y.md",
+        "photos/p1",
+        "photos/p2",
+    ] {
+        f.write(format!("src/{name}"), name);
+    }
+    f.write("dst/a.txt", "a.txt");
+    f.write("dst/old.txt", "not listed: kept");
+    f.write("dst/docs/keep.md", "beside a listed file: kept");
+    f.write("dst/photos/gone", "below a listed directory: deleted");
+    let list = f.write("list", "a.txt\n# a comment\n./docs/x.md\n/photos/\n\n");
+    let files_from = format!("--files-from={}", list.display());
+    let run = f.sync(&[&files_from, "-v"]).expect(0);
+    let has = |p: &str| f.dst.join(p).exists();
+    assert!(
+        has("a.txt") && has("docs/x.md") && has("photos/p1") && has("photos/p2"),
+        "{run:?}"
+    );
+    assert!(!has("other.txt") && !has("docs/y.md"), "{run:?}");
+    assert!(has("old.txt") && has("docs/keep.md"), "{run:?}");
+    assert!(!has("photos/gone"), "{run:?}");
+    // --from0, from standard input.
+    let mut cmd = syncease();
+    cmd.args(["--files-from=-", "--from0"])
+        .arg(&f.src)
+        .arg(&f.dst);
+    let run = Run::from(
+        assert_cmd::Command::from_std(cmd)
+            .write_stdin(b"other.txt\0docs/y.md\0".as_slice())
+            .output()
+            .unwrap(),
+    )
+    .expect(0);
+    assert!(has("other.txt") && has("docs/y.md"), "{run:?}");
+    // A path that leaves the source is refused before anything happens.
+    let bad = f.write("bad-list", "../outside\n");
+    let run = f
+        .sync(&[&format!("--files-from={}", bad.display())])
+        .expect(2);
+    assert!(run.stderr.contains("leaves the source"), "{run:?}");
+}
