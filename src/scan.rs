@@ -36,6 +36,10 @@ use crate::filter::Filter;
 /// Directories with fewer children are stat'ed on the calling thread.
 const PARALLEL_FROM: usize = 16;
 
+/// Entries listed so far by every scan of the run (both sides), for the progress line shown
+/// while a large tree is scanned; counted once per directory, not per entry.
+pub static LISTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// List everything below `root` that the filter allows. A missing root gives an empty tree
 /// with `root: None`; a root that cannot be read gives an error.
 ///
@@ -188,6 +192,7 @@ impl Walker<'_> {
                 Vec::new()
             }
         };
+        LISTED.fetch_add(children.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let subdirs_left = children
             .iter()
             .filter(|c| c.stat.as_ref().is_ok_and(|s| tag_of(s) == Tag::Dir))

@@ -261,3 +261,33 @@ fn diagnostics_written_to_a_file_hold_no_colour_codes() {
     assert!(stderr.contains("DEBUG"), "{stderr}");
     assert!(!stderr.contains('\u{1b}'), "colour codes in: {stderr}");
 }
+
+#[test]
+#[cfg(target_os = "linux")] // util-linux `script` gives the pseudo-terminal
+fn progress_shows_the_scan_while_a_slow_tree_is_listed() {
+    let f = pending();
+    if !need_strace() {
+        return;
+    }
+    let bin = assert_cmd::cargo::cargo_bin("syncease");
+    // Each listing of SRC takes a third of a second, as on a slow disk: the scan line shows.
+    let command = format!(
+        "strace -f -qq -o /dev/null -e trace=getdents64 \
+         -e inject=getdents64:delay_enter=300000 -P '{src}' '{bin}' '{src}' '{dst}'",
+        bin = bin.display(),
+        src = f.src.display(),
+        dst = f.dst.display()
+    );
+    let out = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .output()
+        .expect("script (util-linux) runs");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.contains("scanning: "), "{screen}");
+    assert!(screen.contains("entries listed"), "{screen}");
+    assert!(
+        screen.contains("1 copied, 1 updated, 1 deleted"),
+        "{screen}"
+    );
+}
