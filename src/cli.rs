@@ -291,7 +291,10 @@ impl Cli {
         }
         if self.man {
             let page = clap_mangen::Man::new(Cli::command());
-            return Some(match page.render(&mut stdout) {
+            let rendered = page
+                .render(&mut stdout)
+                .and_then(|()| crate::manual::write_sections(&mut stdout));
+            return Some(match rendered {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(_) => std::process::ExitCode::from(2),
             });

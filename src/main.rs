@@ -1,6 +1,7 @@
 //! `syncease SRC DST`: parse, configure, set up the report, run, exit with the run's status.
 
 mod cli;
+mod manual;
 mod setup;
 
 use std::io::Write;

@@ -225,6 +225,30 @@ fn help_is_grouped_and_completions_and_man_page_are_generated() {
     assert!(zsh.stdout.contains("#compdef syncease"));
     let man = Run::from(syncease().arg("--man").output().unwrap()).expect(0);
     assert!(man.stdout.contains(".TH syncease") && man.stdout.contains("backup\\-dir"));
+    // The whole manual, as rsync(1) has it: not only the options.
+    for section in [
+        "FILTERS",
+        "SNAPSHOTS",
+        "ITEMIZED OUTPUT",
+        "JSON REPORT",
+        "DESTINATIONS",
+        "SAFETY",
+        "EXIT STATUS",
+    ] {
+        assert!(man.stdout.contains(&format!(".SH {section}")), "{section}");
+    }
+    assert!(man.stdout.contains("deletions_withheld") && man.stdout.contains("130, 143, 129"));
+    if have("man") {
+        // It renders without a complaint from the formatter.
+        let page = std::env::temp_dir().join(format!("syncease-{}.1", std::process::id()));
+        fs::write(&page, &man.stdout).unwrap();
+        let out = Command::new("man").arg("-l").arg(&page).output().unwrap();
+        let _ = fs::remove_file(&page);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).trim().is_empty(),
+            "{out:?}"
+        );
+    }
 }
 
 #[test]
