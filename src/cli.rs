@@ -77,6 +77,10 @@ pub struct Cli {
     #[arg(short = 'x', long, help_heading = "Run")]
     pub one_file_system: bool,
 
+    /// Average at most RATE bytes a second written (KiB/s, or with a suffix: 500K, 2.5M, 1G; 0: no limit), local and remote
+    #[arg(long, value_name = "RATE", help_heading = "Run")]
+    pub bwlimit: Option<String>,
+
     /// Make DST's missing parent directories too (DST itself is always made when missing)
     #[arg(long, help_heading = "Run")]
     pub mkpath: bool,
@@ -373,6 +377,9 @@ impl Cli {
         config.dry_run = self.dry_run;
         config.wait_lock = self.wait_lock;
         config.mkpath = self.mkpath;
+        if let Some(rate) = &self.bwlimit {
+            config.bwlimit = syncease::bwlimit::parse(rate)?;
+        }
         config.one_file_system = self.one_file_system;
         if config.remote.is_some() && !(self.link_dest.is_empty() && self.reflink_dest.is_empty()) {
             return Err("--link-dest and --reflink-dest need a local destination".into());

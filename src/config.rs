@@ -128,6 +128,8 @@ pub struct Config {
     pub one_file_system: bool,
     /// Make DST's missing parent directories too (`--mkpath`).
     pub mkpath: bool,
+    /// `--bwlimit`: bytes a second written on average (0: no limit).
+    pub bwlimit: u64,
     /// Earlier snapshots whose unchanged files are hard-linked (`--link-dest`) or copied with
     /// shared extents (`--reflink-dest`) instead of copied from SRC: (directory, reflink).
     pub priors: Vec<(PathBuf, bool)>,
@@ -249,6 +251,7 @@ impl Config {
             dry_run: false,
             wait_lock: false,
             mkpath: false,
+            bwlimit: 0,
             one_file_system: false,
             priors: Vec::new(),
             compare: Compare::default(),

@@ -535,6 +535,10 @@ fn copy_contents(from: &File, to: &File, len: u64, sparse: bool) -> io::Result<u
             return Ok(copied);
         }
     }
+    // Paced (--bwlimit): in pieces, each accounted as it is written.
+    if let Some(piece) = crate::bwlimit::piece() {
+        return copy_range(from, to, 0, len, piece);
+    }
     use rustix::io::Errno;
     let mut copied = 0;
     while copied < len {
@@ -573,7 +577,8 @@ fn copy_extents(from: &File, to: &File, len: u64) -> io::Result<Option<u64>> {
     };
     while let Some(start) = data.filter(|&start| start < len) {
         let end = seek(from, SeekFrom::Hole(start))?.min(len);
-        if copy_range(from, to, start, end)? < end {
+        let piece = crate::bwlimit::piece().unwrap_or(1 << 30);
+        if copy_range(from, to, start, end, piece)? < end {
             // The source is shorter than listed: the caller sees it in the size.
             return Ok(Some(start));
         }
@@ -583,19 +588,19 @@ fn copy_extents(from: &File, to: &File, len: u64) -> io::Result<Option<u64>> {
     Ok(Some(len))
 }
 
-/// Copy bytes `start..end` to the same offsets; returns where the copy stopped (`end`, or
-/// less at the source's end).
+/// Copy bytes `start..end` to the same offsets, at most `piece` bytes a call (each accounted
+/// by `--bwlimit` first); returns where the copy stopped (`end`, or less at the source's end).
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn copy_range(from: &File, to: &File, start: u64, end: u64) -> io::Result<u64> {
+fn copy_range(from: &File, to: &File, start: u64, end: u64, piece: u64) -> io::Result<u64> {
     use rustix::io::Errno;
     let (mut off_in, mut off_out) = (start, start);
     while off_in < end {
-        let chunk = (end - off_in).min(1 << 30) as usize;
+        let chunk = (end - off_in).min(piece) as usize;
         match rustix::fs::copy_file_range(from, Some(&mut off_in), to, Some(&mut off_out), chunk) {
             Ok(0) => return Ok(off_in),
-            Ok(_) => {}
+            Ok(n) => crate::bwlimit::pace(n as u64),
             Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
-                let mut buf = vec![0; (end - off_in).min(1 << 20) as usize];
+                let mut buf = vec![0; (end - off_in).min(piece.min(1 << 20)) as usize];
                 while off_in < end {
                     let want = ((end - off_in) as usize).min(buf.len());
                     let n = rustix::io::pread(from, &mut buf[..want], off_in)?;
@@ -606,6 +611,7 @@ fn copy_range(from: &File, to: &File, start: u64, end: u64) -> io::Result<u64> {
                     while done < n {
                         done += rustix::io::pwrite(to, &buf[done..n], off_in + done as u64)?;
                     }
+                    crate::bwlimit::pace(n as u64);
                     off_in += n as u64;
                 }
             }

@@ -10,6 +10,7 @@
 //! events into itemized lines, JSON, progress and a summary. [`run`] ties the stages together
 //! and returns the [`Status`] that the binary maps to its exit code.
 
+pub mod bwlimit;
 pub mod case;
 pub mod checksum;
 pub mod compare;
@@ -43,6 +44,7 @@ use crate::report::{Reporter, Status, Summary, Warning};
 /// Mirror `config.src` into `config.dst`, telling `reporter` what happens.
 pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
     let started = Instant::now();
+    bwlimit::set(config.bwlimit);
     let refuse = |refusal: Refusal| refuse(config, reporter, started, refusal);
     // Absolute roots: every path below them is then absolute too, which spares a getcwd per
     // temporary file.

@@ -312,6 +312,11 @@ impl S3 {
             if !unchanged(&file, data.len() as u64).map_err(UploadError::Read)? {
                 return Err(UploadError::Changed);
             }
+            // --bwlimit: wait until these bytes are due.
+            let wait = crate::bwlimit::delay(data.len() as u64);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
             let options = WriteOptions {
                 user_metadata: Some(metadata),
                 ..WriteOptions::default()
@@ -354,6 +359,10 @@ impl S3 {
                 sent += n as u64;
                 if sent > expected.size {
                     return Err(UploadError::Changed);
+                }
+                let wait = crate::bwlimit::delay(n as u64);
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
                 }
                 writer
                     .write(part)

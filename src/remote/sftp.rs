@@ -493,6 +493,11 @@ impl Sftp {
                     break;
                 }
                 chunk.truncate(n);
+                // --bwlimit: wait until these bytes are due.
+                let wait = crate::bwlimit::delay(n as u64);
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
                 if offset + n as u64 > expected.size {
                     return Err(UploadError::Changed);
                 }

@@ -480,3 +480,44 @@ fn files_from_mirrors_the_listed_paths_and_leaves_the_rest_alone() {
         .expect(2);
     assert!(run.stderr.contains("leaves the source"), "{run:?}");
 }
+
+#[test]
+fn bwlimit_paces_the_writes_in_small_pieces() {
+    if !need_strace() {
+        return;
+    }
+    let f = Fixture::new();
+    f.write("src/a.bin", big_content(3, 0, 40 << 10));
+    f.write("src/b.bin", big_content(4, 0, 100 << 10));
+    // 40 KiB a second: pieces of 4 KiB, and waits between them (when they are, not how long:
+    // no test here depends on the clock).
+    let log = f.path("trace");
+    let out = std::process::Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=copy_file_range,pwrite64,clock_nanosleep,nanosleep",
+        ])
+        .arg("-o")
+        .arg(&log)
+        .arg(assert_cmd::cargo::cargo_bin("syncease"))
+        .args(["--bwlimit=40K"])
+        .arg(&f.src)
+        .arg(&f.dst)
+        .output()
+        .unwrap();
+    Run::from(out).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    let trace = fs::read_to_string(&log).unwrap();
+    let pieces: Vec<u64> = trace
+        .lines()
+        .filter(|l| l.contains("copy_file_range(") || l.contains("pwrite64("))
+        .filter_map(|l| l.rsplit(" = ").next()?.trim().parse().ok())
+        .collect();
+    assert!(pieces.len() >= 35, "{trace}");
+    assert!(pieces.iter().all(|&n| n <= 4096), "{pieces:?}");
+    assert!(trace.contains("nanosleep("), "{trace}");
+    let run = f.sync(&["--bwlimit=fast"]).expect(2);
+    assert!(run.stderr.contains("--bwlimit fast"), "{run:?}");
+}
