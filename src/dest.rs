@@ -74,6 +74,12 @@ pub trait Destination: Sync {
         ))
     }
 
+    /// Whether the destination's root is gone (removed, or its disk unplugged) since the run
+    /// opened it: checked after a write fails.
+    fn vanished(&self) -> bool {
+        false
+    }
+
     /// Whether the destination finds an entry at `rel` (under this spelling).
     fn exists(&self, _rel: &Path) -> bool {
         false
@@ -299,6 +305,10 @@ impl Destination for Local<'_> {
 
     fn exists(&self, rel: &Path) -> bool {
         self.base().is_ok_and(|base| fsops::exists_at(base, rel))
+    }
+
+    fn vanished(&self) -> bool {
+        self.base.get().is_some_and(fsops::is_gone)
     }
 
     fn remove_temp(&self, rel: &Path) -> Result<()> {

@@ -490,7 +490,7 @@ fn transfer(
             in_order.done(i, true);
         }
         Err(e) => {
-            halt.check(&e);
+            halt.check(&e, roots.dst);
             reporter.error(&e);
             summary.errors += 1;
             in_order.done(i, false);
@@ -509,13 +509,16 @@ struct Halt {
 }
 
 impl Halt {
-    fn check(&self, e: &Error) {
+    fn check(&self, e: &Error, dst: &dyn Destination) {
         use rustix::io::Errno;
         let hopeless = [Errno::NOSPC, Errno::DQUOT, Errno::ROFS]
             .iter()
             .any(|errno| e.source.raw_os_error() == Some(errno.raw_os_error()));
         if hopeless {
             let _ = self.cause.set(e.source.to_string());
+        } else if dst.vanished() {
+            // Unplugged, unmounted or removed: nothing more can be written to it.
+            let _ = self.cause.set(format!("the destination is gone ({e})"));
         }
     }
 }

@@ -809,6 +809,15 @@ fn make_room(at: At<'_>, replaces: Option<Tag>, displaced: Displaced<'_>) -> Res
     }
 }
 
+/// Whether the directory a base was opened on is gone: removed (no name left), or no longer
+/// readable at all (its disk unplugged).
+pub fn is_gone(base: &Base) -> bool {
+    match rustix::fs::fstat(base) {
+        Ok(stat) => stat.st_nlink == 0,
+        Err(_) => true,
+    }
+}
+
 /// Whether the entry `rel` below `base` exists (found through directory handles, a link
 /// counting as itself).
 pub fn exists_at(base: &Base, rel: &Path) -> bool {

@@ -763,3 +763,29 @@ fn a_relative_backup_dir_is_relative_to_the_destination_as_in_rsync() {
         b"keep, version 2"
     );
 }
+
+#[test]
+fn a_destination_that_vanishes_stops_the_writes_with_one_error() {
+    let f = interruptible();
+    if !need_strace() {
+        return;
+    }
+    let args = [
+        "--json".as_ref(),
+        "-j".as_ref(),
+        "1".as_ref(),
+        f.src.as_os_str(),
+        f.dst.as_os_str(),
+    ];
+    let mut run = Paused::start("copy_file_range", &f.path("src/f2"), "1", args);
+    assert!(run.stopped(), "f2 was never copied");
+    // The disk goes (unplugged, unmounted, removed) while f2 is copied.
+    fs::remove_dir_all(&f.dst).unwrap();
+    run.resume();
+    let run = run.finish().expect(1);
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert!(run.stderr.contains("the destination is gone"), "{run:?}");
+    assert_eq!(doc["errors"].as_array().unwrap().len(), 1, "{run:?}");
+    assert!(doc["not_written"].as_u64().unwrap() >= 2, "{run:?}");
+    assert!(!f.dst.exists(), "nothing was made again where DST was");
+}
