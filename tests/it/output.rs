@@ -315,3 +315,80 @@ fn progress_shows_the_scan_while_a_slow_tree_is_listed() {
         "{screen}"
     );
 }
+
+/// A tmux server of the test's own, killed when dropped.
+struct Tmux(String);
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .args(["-L", &self.0])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+#[test]
+fn the_progress_bar_in_a_real_terminal_counts_up_to_the_end() {
+    let f = Fixture::new();
+    for i in 0..12 {
+        f.write(format!("src/f{i:02}"), vec![b'x'; 200_000]);
+    }
+    if !need("tmux", "tmux") || !need_strace() {
+        return;
+    }
+    let bin = assert_cmd::cargo::cargo_bin("syncease");
+    // Each copy takes a fifth of a second, as on a slow disk, so the screen can be read while
+    // the copy goes on.
+    let command = format!(
+        "strace -f -qq -o /dev/null -e trace=copy_file_range \
+         -e inject=copy_file_range:delay_enter=200000 '{bin}' -j 1 '{src}' '{dst}'; \
+         echo finished; sleep 30",
+        bin = bin.display(),
+        src = f.src.display(),
+        dst = f.dst.display()
+    );
+    let tmux = Tmux(format!("syncease-test-{}", std::process::id()));
+    let started = tmux.run(&["new-session", "-d", "-x", "150", "-y", "8", &command]);
+    assert!(started.status.success(), "{started:?}");
+    let mut screens: Vec<String> = Vec::new();
+    let begun = std::time::Instant::now();
+    loop {
+        let shot = tmux.run(&["capture-pane", "-p"]);
+        let screen = String::from_utf8_lossy(&shot.stdout).into_owned();
+        let done = screen.contains("finished");
+        if screens.last() != Some(&screen) {
+            screens.push(screen);
+        }
+        if done {
+            break;
+        }
+        assert!(begun.elapsed().as_secs() < 120, "{screens:#?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The bar was read at several moments, counting files up with an ETA.
+    let counts: Vec<u64> = screens
+        .iter()
+        .filter(|s| s.contains("ETA"))
+        .filter_map(|s| {
+            let at = s.find("/12 files")?;
+            s[..at].rsplit(' ').next()?.parse().ok()
+        })
+        .collect();
+    assert!(counts.len() >= 3, "{screens:#?}");
+    assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+    assert!(counts.first() < counts.last(), "{counts:?}");
+    // Then the bar is gone and the summary stays.
+    let last = screens.last().unwrap();
+    assert!(
+        last.contains("12 copied") && !last.contains("ETA"),
+        "{last}"
+    );
+}
