@@ -840,21 +840,14 @@ fn an_attribute_the_destination_refuses_costs_the_attribute_not_the_file() {
     f.write("dst/gone.txt", "only in dst");
     // The destination refuses the copy's attribute (as one too large for it, or not allowed);
     // the one worker's first fsetxattr is the probe's, which is let through.
-    let out = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null"])
-        .args([
-            "-e",
-            "trace=fsetxattr",
-            "-e",
-            "inject=fsetxattr:error=EPERM:when=2+",
-        ])
-        .arg(assert_cmd::cargo::cargo_bin("syncease"))
-        .args(["-X", "-j", "1"])
-        .arg(&f.src)
-        .arg(&f.dst)
-        .output()
-        .unwrap();
-    let run = Run::from(out).expect(0);
+    let args = [
+        "-X".as_ref(),
+        "-j".as_ref(),
+        "1".as_ref(),
+        f.src.as_os_str(),
+        f.dst.as_os_str(),
+    ];
+    let run = with_fault("fsetxattr", "error=EPERM:when=2+", args).expect(0);
     assert!(
         run.stderr.contains("refused some extended attributes"),
         "{run:?}"

@@ -581,6 +581,23 @@ fn interruptible() -> Fixture {
     f
 }
 
+/// `syncease -j 1 [--json] SRC DST` on an [`interruptible`] fixture, stopped as it copies f2
+/// (one worker copies in path order: f0 and f1 are done).
+fn stopped_at_f2(f: &Fixture, json: bool) -> Paused {
+    let mut args = vec![
+        "-j".as_ref(),
+        "1".as_ref(),
+        f.src.as_os_str(),
+        f.dst.as_os_str(),
+    ];
+    if json {
+        args.insert(0, "--json".as_ref());
+    }
+    let mut run = Paused::start("copy_file_range", &f.path("src/f2"), "1", args);
+    assert!(run.stopped(), "f2 was never copied");
+    run
+}
+
 /// Every file DST has under a source name is the whole source file.
 fn only_whole_files(f: &Fixture) -> usize {
     let mut whole = 0;
@@ -610,16 +627,7 @@ fn a_signal_ends_the_run_cleanly_with_its_exit_code() {
         if !need_strace() {
             return;
         }
-        // One worker, copying in path order: stopped as f2 is copied, then signalled.
-        let args = [
-            "--json".as_ref(),
-            "-j".as_ref(),
-            "1".as_ref(),
-            f.src.as_os_str(),
-            f.dst.as_os_str(),
-        ];
-        let mut run = Paused::start("copy_file_range", &f.path("src/f2"), "1", args);
-        assert!(run.stopped(), "f2 was never copied");
+        let run = stopped_at_f2(&f, true);
         run.signal(signal);
         run.resume();
         let run = run.finish().expect(code);
@@ -643,14 +651,7 @@ fn a_second_signal_exits_at_once_leaving_no_partial_file() {
     if !need_strace() {
         return;
     }
-    let args = [
-        "-j".as_ref(),
-        "1".as_ref(),
-        f.src.as_os_str(),
-        f.dst.as_os_str(),
-    ];
-    let mut run = Paused::start("copy_file_range", &f.path("src/f2"), "1", args);
-    assert!(run.stopped(), "f2 was never copied");
+    let run = stopped_at_f2(&f, false);
     run.signal("-INT");
     run.signal("-INT");
     run.resume();
@@ -697,20 +698,15 @@ fn a_full_destination_stops_the_writes_with_one_error() {
             return;
         }
         // One worker; its third copy fails as every one after it would.
-        let out = Command::new("strace")
-            .args(["-f", "-qq", "-o", "/dev/null"])
-            .args(["-e", "trace=copy_file_range"])
-            .args([
-                "-e",
-                &format!("inject=copy_file_range:error={errno}:when=3+"),
-            ])
-            .arg(assert_cmd::cargo::cargo_bin("syncease"))
-            .args(["--json", "-j", "1"])
-            .arg(&f.src)
-            .arg(&f.dst)
-            .output()
-            .unwrap();
-        let run = Run::from(out).expect(1);
+        let fault = format!("error={errno}:when=3+");
+        let args = [
+            "--json".as_ref(),
+            "-j".as_ref(),
+            "1".as_ref(),
+            f.src.as_os_str(),
+            f.dst.as_os_str(),
+        ];
+        let run = with_fault("copy_file_range", &fault, args).expect(1);
         let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
         assert_eq!(
             doc["errors"].as_array().unwrap().len(),
@@ -770,15 +766,7 @@ fn a_destination_that_vanishes_stops_the_writes_with_one_error() {
     if !need_strace() {
         return;
     }
-    let args = [
-        "--json".as_ref(),
-        "-j".as_ref(),
-        "1".as_ref(),
-        f.src.as_os_str(),
-        f.dst.as_os_str(),
-    ];
-    let mut run = Paused::start("copy_file_range", &f.path("src/f2"), "1", args);
-    assert!(run.stopped(), "f2 was never copied");
+    let run = stopped_at_f2(&f, true);
     // The disk goes (unplugged, unmounted, removed) while f2 is copied.
     fs::remove_dir_all(&f.dst).unwrap();
     run.resume();

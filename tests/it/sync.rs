@@ -545,21 +545,13 @@ fn a_refused_setuid_bit_costs_the_bits_not_the_data() {
     chmod(&tool, 0o4755);
     f.write("src/plain", "plain");
     // The first fchmod of the copying thread fails as a FUSE driver's may: EPERM.
-    let out = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null"])
-        .args([
-            "-e",
-            "trace=fchmod",
-            "-e",
-            "inject=fchmod:error=EPERM:when=1",
-        ])
-        .arg(assert_cmd::cargo::cargo_bin("syncease"))
-        .args(["-j", "1"])
-        .arg(&f.src)
-        .arg(&f.dst)
-        .output()
-        .unwrap();
-    let run = Run::from(out).expect(0);
+    let args = [
+        "-j".as_ref(),
+        "1".as_ref(),
+        f.src.as_os_str(),
+        f.dst.as_os_str(),
+    ];
+    let run = with_fault("fchmod", "error=EPERM:when=1", args).expect(0);
     assert_eq!(run.stderr.matches("warning").count(), 1, "{run:?}");
     assert!(run.stderr.contains("refused setuid"), "{run:?}");
     assert_eq!(fs::read(f.dst.join("tool")).unwrap(), b"#!/bin/sh\n");

@@ -578,6 +578,25 @@ pub fn killed_at(syscall: &str, nth: u32, path: Option<&Path>, args: &[&OsStr]) 
     Run::from(out)
 }
 
+/// Run `syncease ARGS` under strace with a fault on `syscall`: `fault` is what strace's
+/// `-e inject=SYSCALL:` takes (`error=ENOSPC:when=3+`): a failure at a point the count of calls
+/// fixes (per thread), not the clock.
+pub fn with_fault<I, S>(syscall: &str, fault: &str, args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null"])
+        .args(["-e", &format!("trace={syscall}")])
+        .args(["-e", &format!("inject={syscall}:{fault}")])
+        .arg(assert_cmd::cargo::cargo_bin("syncease"))
+        .args(args)
+        .output()
+        .expect("strace");
+    Run::from(out)
+}
+
 /// A directory on another filesystem than the fixture's, for copies and backups across
 /// filesystems: a small tmpfs mounted for the test as root, else `/dev/shm` when that is
 /// another filesystem; `None` (after [`not_tested`]) when neither is at hand.
