@@ -42,6 +42,8 @@ pub enum Op {
     OpenSource,
     /// Find out what the destination can hold.
     Probe,
+    /// Write a copy's contents in the destination.
+    Write,
 }
 
 impl Op {
@@ -71,6 +73,7 @@ impl Op {
             Op::SetXattrs => "set the extended attributes of",
             Op::OpenSource => "open the source file",
             Op::Probe => "probe what the destination can hold in",
+            Op::Write => "write",
         }
     }
 }
@@ -95,8 +98,18 @@ impl Error {
         }
     }
 
-    /// A failed copy from `from` to `to`: either end may be the cause.
+    /// A failed copy from `from` to `to`. Where the cause can only be the destination (full,
+    /// over quota, read-only, file too large) the error names the write; otherwise either
+    /// end may be the cause, and it names both.
     pub fn copy(from: &Path, to: &Path, source: io::Error) -> Self {
+        use rustix::io::Errno;
+        let write_side = [Errno::NOSPC, Errno::DQUOT, Errno::ROFS, Errno::FBIG];
+        if write_side
+            .iter()
+            .any(|e| source.raw_os_error() == Some(e.raw_os_error()))
+        {
+            return Error::new(Op::Write, to, source);
+        }
         Error {
             to: Some(to.to_path_buf()),
             ..Error::new(Op::Copy, from, source)

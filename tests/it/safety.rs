@@ -714,6 +714,8 @@ fn a_full_destination_stops_the_writes_with_one_error() {
             "{errno}: {run:?}"
         );
         assert!(run.stderr.contains(message), "{run:?}");
+        // The destination is the cause, and the error says so: the write failed.
+        assert!(run.stderr.contains("cannot write '"), "{run:?}");
         assert!(run.stderr.contains("stopped writing"), "{run:?}");
         assert_eq!(doc["copied"]["files"], 2, "{run:?}");
         assert_eq!(doc["not_written"], 3, "{run:?}");
