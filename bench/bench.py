@@ -381,6 +381,39 @@ def describe_machine(scratch):
     )
 
 
+def bench_filters(count, binary, scratch, rounds):
+    """Time and peak memory of a run given COUNT exclude patterns (a quarter each: literal
+    names, literal paths, name globs at any depth, name globs in a directory), syncease against
+    rsync, on a small tree: what a long exclude list costs by itself."""
+    base = os.path.join(scratch, "filters")
+    shutil.rmtree(base, ignore_errors=True)
+    src = os.path.join(base, "src")
+    gen_grid(src, random.Random("filters"), 10, lambda i: f"f{i}", lambda rng: 1024, True)
+    patterns = os.path.join(base, "patterns")
+    with open(patterns, "w") as f:
+        for i in range(count):
+            f.write(
+                [f"name{i}.tmp", f"/dir{i % 100}/file{i}", f"*{i}.bak", f"dir{i}/*.log"][i % 4]
+                + "\n"
+            )
+    rows = []
+    for tool, argv in (
+        ("syncease", lambda d: [binary, "-q", "--no-progress", "--exclude-from", patterns, src, d]),
+        ("rsync", lambda d: ["rsync", "-a", "--delete", "--exclude-from", patterns, src + "/", d + "/"]),
+    ):
+        runs = []
+        for _ in range(rounds):
+            dst = os.path.join(base, "dst-" + tool)
+            shutil.rmtree(dst, ignore_errors=True)
+            secs, rss, _ = run_timed(argv(dst))
+            runs.append((secs, rss))
+        rows.append((tool, median([r[0] for r in runs]), max(r[1] for r in runs)))
+    shutil.rmtree(base, ignore_errors=True)
+    lines = [f"{count:,} exclude patterns, first copy of a small tree:", "| tool | seconds | peak RSS |", "|---|---|---|"]
+    lines += [f"| {t} | {s:.2f} | {r / 2**20:.0f} MiB |" for t, s, r in rows]
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scratch", required=True, help="directory for trees (e.g. /dev/shm/x)")
@@ -391,6 +424,10 @@ def main():
         "--binary", default=os.path.join(REPO, "target", "release", "syncease")
     )
     parser.add_argument("--keep", action="store_true", help="keep generated trees for next time")
+    parser.add_argument(
+        "--filters", type=int, default=0, metavar="N",
+        help="also time a run given N exclude patterns, against rsync (e.g. 100000)",
+    )
     args = parser.parse_args()
     if not os.access(args.binary, os.X_OK):
         sys.exit(f"{args.binary} not found: run cargo build --release first")
@@ -411,6 +448,9 @@ def main():
             shutil.rmtree(os.path.join(args.scratch, name), ignore_errors=True)
     print()
     print(report(results, scenarios, entries, describe_machine(args.scratch)))
+    if args.filters:
+        print()
+        print(bench_filters(args.filters, args.binary, args.scratch, args.rounds))
 
 
 if __name__ == "__main__":

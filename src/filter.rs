@@ -15,18 +15,149 @@ use std::sync::Arc;
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
+/// Patterns without wildcards, looked up in hash sets: a name (matching at any depth) or a
+/// path from the root. Lists of many thousand literal names and paths cost a few bytes each
+/// this way, where a glob set would compile each into an automaton.
+#[derive(Debug, Clone, Default)]
+struct Literals {
+    names: HashSet<Vec<u8>>,
+    paths: HashSet<Vec<u8>>,
+}
+
+impl Literals {
+    fn matches(&self, rel: &Path) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let name = rel.file_name().map(|n| n.as_bytes());
+        (!self.names.is_empty() && name.is_some_and(|n| self.names.contains(n)))
+            || (!self.paths.is_empty() && self.paths.contains(rel.as_os_str().as_bytes()))
+    }
+}
+
+/// Name globs (`*.tmp`, `report-??.pdf`), each compiled once however many patterns use it,
+/// matched on an entry's name: at any depth, or in one literal directory
+/// (`docs/2024/*.pdf`). The glob crate matches most name globs by extension, prefix or suffix
+/// rather than by a regex each, so many thousand patterns stay cheap.
+#[derive(Debug, Clone, Default)]
+struct Names {
+    /// The distinct name globs.
+    set: GlobSet,
+    /// Indices in `set` of the globs that apply at any depth.
+    anywhere: HashSet<usize>,
+    /// Directory (relative path bytes) → indices in `set` of the globs for its entries.
+    dirs: std::collections::HashMap<Vec<u8>, Vec<usize>>,
+}
+
+impl Names {
+    fn matches(&self, rel: &Path) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        if self.set.is_empty() {
+            return false;
+        }
+        let (Some(dir), Some(name)) = (rel.parent(), rel.file_name()) else {
+            return false;
+        };
+        let here = self.dirs.get(dir.as_os_str().as_bytes());
+        if self.anywhere.is_empty() && here.is_none() {
+            return false;
+        }
+        self.set
+            .matches(Path::new(name))
+            .iter()
+            .any(|i| self.anywhere.contains(i) || here.is_some_and(|h| h.contains(i)))
+    }
+}
+
+/// Collects the name globs of one side while the patterns are read.
+#[derive(Default)]
+struct NamesBuilder {
+    globs: Vec<Glob>,
+    index: std::collections::HashMap<String, usize>,
+    anywhere: HashSet<usize>,
+    dirs: std::collections::HashMap<Vec<u8>, Vec<usize>>,
+}
+
+impl NamesBuilder {
+    /// Add the name glob `name` (from `pattern`), in `dir` or (`None`) anywhere.
+    fn add(&mut self, pattern: &str, name: &str, dir: Option<String>) -> Result<(), FilterError> {
+        let at = match self.index.get(name) {
+            Some(&at) => at,
+            None => {
+                // Matched on a name, which holds no `/`: `*` need not stop at one, and the
+                // glob crate can then match `*.tmp` and `*-old.txt` by extension and suffix.
+                let glob = GlobBuilder::new(name)
+                    .literal_separator(false)
+                    .backslash_escape(true)
+                    .build()
+                    .map_err(|e| FilterError::new(pattern, e))?;
+                self.globs.push(glob);
+                self.index.insert(name.to_string(), self.globs.len() - 1);
+                self.globs.len() - 1
+            }
+        };
+        match dir {
+            None => {
+                self.anywhere.insert(at);
+            }
+            Some(dir) => self.dirs.entry(dir.into_bytes()).or_default().push(at),
+        }
+        Ok(())
+    }
+
+    fn build(self) -> Result<Names, FilterError> {
+        let mut set = GlobSetBuilder::new();
+        for glob in self.globs {
+            set.add(glob);
+        }
+        Ok(Names {
+            set: set.build().map_err(|e| FilterError::new("", e))?,
+            anywhere: self.anywhere,
+            dirs: self.dirs,
+        })
+    }
+}
+
 /// One side of the rules (excludes or includes), split by whether they apply to dirs only.
 #[derive(Debug, Clone, Default)]
 struct Rules {
     any: GlobSet,
     dirs_only: GlobSet,
+    literal_any: Literals,
+    literal_dirs: Literals,
+    names_any: Names,
+    names_dirs: Names,
 }
 
 impl Rules {
     fn build(patterns: &[String]) -> Result<Rules, FilterError> {
         let mut any = GlobSetBuilder::new();
         let mut dirs_only = GlobSetBuilder::new();
+        let (mut literal_any, mut literal_dirs) = (Literals::default(), Literals::default());
+        // Name globs, for either kind (any entry, directories only).
+        let mut names: [NamesBuilder; 2] = Default::default();
         for pattern in patterns {
+            let dir_only = pattern.len() > 1 && pattern.ends_with('/');
+            if let Some((literal, anchored)) = literal(pattern) {
+                let set = if dir_only {
+                    &mut literal_dirs
+                } else {
+                    &mut literal_any
+                };
+                match anchored {
+                    true => set.paths.insert(literal.into_bytes()),
+                    false => set.names.insert(literal.into_bytes()),
+                };
+                continue;
+            }
+            // A name glob at any depth (`*.tmp`), or in a literal directory: matched on names.
+            let body = pattern.trim_end_matches('/');
+            if !body.contains('/') && !body.contains("**") {
+                names[usize::from(dir_only)].add(pattern, body, None)?;
+                continue;
+            }
+            if let Some((dir, name)) = in_literal_dir(pattern) {
+                names[usize::from(dir_only)].add(pattern, name, Some(dir))?;
+                continue;
+            }
             let (glob, dir_only) = compile(pattern)?;
             if dir_only {
                 dirs_only.add(glob);
@@ -35,22 +166,66 @@ impl Rules {
             }
         }
         let build = |b: GlobSetBuilder| b.build().map_err(|e| FilterError::new("", e));
+        let [names_any, names_dirs] = names;
         Ok(Rules {
             any: build(any)?,
             dirs_only: build(dirs_only)?,
+            literal_any,
+            literal_dirs,
+            names_any: names_any.build()?,
+            names_dirs: names_dirs.build()?,
         })
     }
 
     fn matches(&self, rel: &Path, is_dir: bool) -> bool {
-        self.any.is_match(rel) || (is_dir && self.dirs_only.is_match(rel))
+        self.literal_any.matches(rel)
+            || (is_dir && self.literal_dirs.matches(rel))
+            || self.names_any.matches(rel)
+            || (is_dir && self.names_dirs.matches(rel))
+            || self.any.is_match(rel)
+            || (is_dir && self.dirs_only.is_match(rel))
     }
+}
+
+/// An anchored pattern whose directories are literal and whose last component alone is a
+/// glob without `**` (`docs/2024/*.pdf`): (the directory, the name glob).
+fn in_literal_dir(pattern: &str) -> Option<(String, &str)> {
+    let body = pattern.trim_end_matches('/').trim_start_matches('/');
+    let (dir, name) = body.rsplit_once('/')?;
+    let meta = |s: &str| s.contains(['*', '?', '[', ']', '{', '}', '\\']);
+    let odd_dir = dir
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..");
+    (!meta(dir) && !odd_dir && !name.contains("**") && !name.is_empty())
+        .then(|| (dir.to_string(), name))
+}
+
+/// A pattern without wildcards or escapes, as the text it matches: a path from the root when
+/// it is anchored (a slash at its start or inside), else a name; `None` for a real glob.
+fn literal(pattern: &str) -> Option<(String, bool)> {
+    let body = pattern.trim_end_matches('/');
+    if body.is_empty() || body.contains(['*', '?', '[', ']', '{', '}', '\\']) {
+        return None;
+    }
+    let anchored = body.starts_with('/') || body.contains('/');
+    let body = body.trim_start_matches('/');
+    // `a//b` or `./a` are not how listing paths are spelled: leave them to the glob.
+    if body
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return None;
+    }
+    Some((body.to_string(), anchored))
 }
 
 /// The compiled filter; the default lets everything through.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
-    exclude: Rules,
-    include: Rules,
+    /// Shared: the settings that hold a filter are copied a few times in a run, and a list of
+    /// a hundred thousand patterns is not.
+    exclude: Arc<Rules>,
+    include: Arc<Rules>,
     active: bool,
     /// `--files-from`: only these paths take part (with what is below them, and the
     /// directories above them, as containers only).
@@ -150,8 +325,8 @@ fn compile(pattern: &str) -> Result<(Glob, bool), FilterError> {
 impl Filter {
     pub fn new(excludes: &[String], includes: &[String]) -> Result<Filter, FilterError> {
         Ok(Filter {
-            exclude: Rules::build(excludes)?,
-            include: Rules::build(includes)?,
+            exclude: Arc::new(Rules::build(excludes)?),
+            include: Arc::new(Rules::build(includes)?),
             active: !excludes.is_empty(),
             only: None,
         })
@@ -236,6 +411,42 @@ mod tests {
                 "{pattern} on {path}"
             );
         }
+    }
+
+    #[test]
+    fn patterns_match_as_their_globs_do_whichever_way_they_are_kept() {
+        #[rustfmt::skip]
+        let patterns = [
+            "name", "/build", "docs/x.pdf", "cache/", "/top/dir/", "a.b", "./odd", "*.tmp",
+            "docs/*.pdf", "a?c", "cache*/", "/top/x*", "**/deep", "d/**/e",
+        ];
+        #[rustfmt::skip]
+        let paths = [
+            "name", "x/name", "namex", "build", "src/build", "docs/x.pdf", "a/docs/x.pdf",
+            "cache", "x/cache", "top/dir", "x/top/dir", "a.b", "x/a.b", "odd", "a.tmp",
+            "x/y/a.tmp", "docs/b.pdf", "x/docs/b.pdf", "docs/x/b.pdf", "abc", "x/axc",
+            "cache1", "top/x1", "x/top/x1", "deep", "x/deep", "d/e", "d/x/e",
+        ];
+        for pattern in patterns {
+            let fast = Rules::build(&[pattern.to_string()]).unwrap();
+            let (glob, dir_only) = compile(pattern).unwrap();
+            let set = GlobSetBuilder::new().add(glob).build().unwrap();
+            for path in paths {
+                for is_dir in [false, true] {
+                    let by_glob = set.is_match(path) && (is_dir || !dir_only);
+                    let got = fast.matches(Path::new(path), is_dir);
+                    assert_eq!(got, by_glob, "{pattern} on {path} (dir: {is_dir})");
+                }
+            }
+        }
+        // Literals go to hash sets, a name glob is compiled once for all its uses, only other
+        // globs go to the path glob set.
+        let patterns = ["name", "/a/b", "*.tmp", "x/*.tmp", "y/*.tmp", "a*/b"];
+        let rules = Rules::build(&patterns.map(String::from)).unwrap();
+        assert_eq!((rules.any.len(), rules.names_any.set.len()), (1, 1));
+        assert!(rules.matches(Path::new("y/c.tmp"), false));
+        assert!(rules.matches(Path::new("deep/c.tmp"), false));
+        assert!(rules.matches(Path::new("ab/b"), false));
     }
 
     #[test]
