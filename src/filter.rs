@@ -39,10 +39,10 @@ impl Literals {
 /// rather than by a regex each, so many thousand patterns stay cheap.
 #[derive(Debug, Clone, Default)]
 struct Names {
-    /// The distinct name globs.
+    /// The distinct name globs that apply at any depth.
+    anywhere: GlobSet,
+    /// The distinct name globs that apply in some literal directory.
     set: GlobSet,
-    /// Indices in `set` of the globs that apply at any depth.
-    anywhere: HashSet<usize>,
     /// Directory (relative path bytes) → indices in `set` of the globs for its entries.
     dirs: std::collections::HashMap<Vec<u8>, Vec<usize>>,
 }
@@ -50,67 +50,73 @@ struct Names {
 impl Names {
     fn matches(&self, rel: &Path) -> bool {
         use std::os::unix::ffi::OsStrExt;
-        if self.set.is_empty() {
-            return false;
-        }
-        let (Some(dir), Some(name)) = (rel.parent(), rel.file_name()) else {
+        let Some(name) = rel.file_name().map(Path::new) else {
             return false;
         };
-        let here = self.dirs.get(dir.as_os_str().as_bytes());
-        if self.anywhere.is_empty() && here.is_none() {
+        if !self.anywhere.is_empty() && self.anywhere.is_match(name) {
+            return true;
+        }
+        if self.dirs.is_empty() {
             return false;
         }
-        self.set
-            .matches(Path::new(name))
-            .iter()
-            .any(|i| self.anywhere.contains(i) || here.is_some_and(|h| h.contains(i)))
+        let dir = rel.parent().unwrap_or(Path::new(""));
+        match self.dirs.get(dir.as_os_str().as_bytes()) {
+            Some(here) => self.set.matches(name).iter().any(|i| here.contains(i)),
+            None => false,
+        }
     }
 }
 
 /// Collects the name globs of one side while the patterns are read.
 #[derive(Default)]
 struct NamesBuilder {
+    anywhere: std::collections::HashMap<String, Glob>,
     globs: Vec<Glob>,
     index: std::collections::HashMap<String, usize>,
-    anywhere: HashSet<usize>,
     dirs: std::collections::HashMap<Vec<u8>, Vec<usize>>,
 }
 
 impl NamesBuilder {
     /// Add the name glob `name` (from `pattern`), in `dir` or (`None`) anywhere.
     fn add(&mut self, pattern: &str, name: &str, dir: Option<String>) -> Result<(), FilterError> {
+        // Matched on a name, which holds no `/`: `*` need not stop at one, and the glob crate
+        // can then match `*.tmp` and `*-old.txt` by extension and suffix.
+        let compile = || {
+            GlobBuilder::new(name)
+                .literal_separator(false)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| FilterError::new(pattern, e))
+        };
+        let Some(dir) = dir else {
+            if !self.anywhere.contains_key(name) {
+                self.anywhere.insert(name.to_string(), compile()?);
+            }
+            return Ok(());
+        };
         let at = match self.index.get(name) {
             Some(&at) => at,
             None => {
-                // Matched on a name, which holds no `/`: `*` need not stop at one, and the
-                // glob crate can then match `*.tmp` and `*-old.txt` by extension and suffix.
-                let glob = GlobBuilder::new(name)
-                    .literal_separator(false)
-                    .backslash_escape(true)
-                    .build()
-                    .map_err(|e| FilterError::new(pattern, e))?;
-                self.globs.push(glob);
+                self.globs.push(compile()?);
                 self.index.insert(name.to_string(), self.globs.len() - 1);
                 self.globs.len() - 1
             }
         };
-        match dir {
-            None => {
-                self.anywhere.insert(at);
-            }
-            Some(dir) => self.dirs.entry(dir.into_bytes()).or_default().push(at),
-        }
+        self.dirs.entry(dir.into_bytes()).or_default().push(at);
         Ok(())
     }
 
     fn build(self) -> Result<Names, FilterError> {
-        let mut set = GlobSetBuilder::new();
-        for glob in self.globs {
-            set.add(glob);
-        }
+        let set = |globs: &mut dyn Iterator<Item = Glob>| {
+            let mut set = GlobSetBuilder::new();
+            for glob in globs {
+                set.add(glob);
+            }
+            set.build().map_err(|e| FilterError::new("", e))
+        };
         Ok(Names {
-            set: set.build().map_err(|e| FilterError::new("", e))?,
-            anywhere: self.anywhere,
+            anywhere: set(&mut self.anywhere.into_values())?,
+            set: set(&mut self.globs.into_iter())?,
             dirs: self.dirs,
         })
     }
@@ -443,7 +449,11 @@ mod tests {
         // globs go to the path glob set.
         let patterns = ["name", "/a/b", "*.tmp", "x/*.tmp", "y/*.tmp", "a*/b"];
         let rules = Rules::build(&patterns.map(String::from)).unwrap();
-        assert_eq!((rules.any.len(), rules.names_any.set.len()), (1, 1));
+        assert_eq!(rules.any.len(), 1);
+        assert_eq!(
+            (rules.names_any.anywhere.len(), rules.names_any.set.len()),
+            (1, 1)
+        );
         assert!(rules.matches(Path::new("y/c.tmp"), false));
         assert!(rules.matches(Path::new("deep/c.tmp"), false));
         assert!(rules.matches(Path::new("ab/b"), false));

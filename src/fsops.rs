@@ -1046,7 +1046,8 @@ pub fn set_mode(dst: &Base, rel: &Path, mode: u32) -> Result<()> {
     })
 }
 
-/// Set the mtime of the entry `rel` below `dst` ("" is `dst` itself); see [`times`].
+/// Set the mtime of the entry `rel` below `dst` ("" is `dst` itself); the access time is set
+/// to now (some FUSE drivers ignore a change that leaves it alone).
 pub fn set_mtime(dst: &Base, rel: &Path, mtime: Mtime, tag: Tag) -> Result<()> {
     let path = dst.path(rel);
     if rel.as_os_str().is_empty() {
