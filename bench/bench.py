@@ -154,8 +154,9 @@ def mutate(src_a, src_b, rng):
 # Verification
 
 
-def manifest(root, mtime_ns=True):
-    """Every entry below root: type, mode, mtime, size and content hash or link target."""
+def manifest(root, mtime_ns=True, times=True):
+    """Every entry below root: type, mode, mtime (in whole seconds without `mtime_ns`; left
+    out without `times`), size and content hash or link target."""
     out = {}
     for dirpath, dirnames, files in os.walk(root):
         for name in dirnames + files + ([""] if dirpath == root else []):
@@ -163,6 +164,7 @@ def manifest(root, mtime_ns=True):
             rel = os.path.relpath(path, root)
             st = os.lstat(path)
             mtime = st.st_mtime_ns if mtime_ns else st.st_mtime_ns // 1_000_000_000
+            mtime = mtime if times else None
             if stat.S_ISLNK(st.st_mode):
                 out[rel] = ("l", os.readlink(path))
             elif stat.S_ISDIR(st.st_mode):
@@ -281,13 +283,13 @@ def bench_scenario(name, args, binary, scratch, results):
     def record(phase, tool, secs, rss, ok):
         results.setdefault((name, phase, tool), []).append((secs, rss, ok))
 
-    expected_timeless = manifest(src_a, mtime_ns=False)
+    expected_timeless = manifest(src_a, times=False)
 
     def check(tool, target, expected):
         # tar's POSIX format and xcp keep sub-second times; the check is exact for everyone
         # but the copiers that keep no times.
         if tool in TIMELESS:
-            expected, found = expected_timeless, manifest(target, mtime_ns=False)
+            expected, found = expected_timeless, manifest(target, times=False)
         else:
             found = manifest(target)
         missing, extra, wrong = differences(expected, found)
@@ -360,12 +362,15 @@ def noise(results):
 def report(results, scenarios, entries, machine):
     tools = ["syncease", "rsync", "xcp", "cpz", "cp -a", "tar|tar", "find"]
     spread = noise(results)
-    verdict = (
-        "too noisy to quote (above 20 %)" if spread > 0.2 else "quotable (20 % or less)"
-    )
+    if math.isnan(spread):
+        verdict = "Noise: unknown with one round: not to be quoted."
+    elif spread > 0.2:
+        verdict = f"Noise: the median spread of the rounds is {spread * 100:.0f} %: too noisy to quote."
+    else:
+        verdict = f"Noise: the median spread of the rounds is {spread * 100:.0f} %: quotable."
     lines = [
         machine,
-        f"Noise: the median spread of the rounds is {spread * 100:.0f} %: {verdict}."
+        verdict
         + (" Caches dropped before every timed command (--cold)." if COLD else "")
         + " cpz keeps no file times (a limit for the per-file cost, not a mirror).",
         "",
