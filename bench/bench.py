@@ -218,6 +218,7 @@ def run_timed(argv, shell=False):
     elapsed = max(time.perf_counter() - start - OVERHEAD, 0.0)
     with open(rss_file) as f:
         rss = int(f.read().split()[-1]) * 1024
+    os.remove(rss_file)
     if proc.returncode != 0:
         err = proc.stderr.decode(errors="replace")
         print(f"  ! {' '.join(argv)} exited {proc.returncode}: {err[-500:]}")
