@@ -146,6 +146,19 @@ fn no_progress_bar_when_stderr_is_not_a_terminal() {
     assert_eq!(run.stderr.lines().count(), 1, "only the summary: {run:?}");
 }
 
+/// Run a shell command with a pseudo-terminal as its stdout and stderr (util-linux `script`):
+/// everything it drew, once it succeeded.
+#[cfg(target_os = "linux")]
+fn on_a_terminal(command: &str) -> String {
+    let out = Command::new("script")
+        .args(["-qfec", command, "/dev/null"])
+        .output()
+        .expect("script (util-linux) runs");
+    let screen = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{screen}");
+    screen
+}
+
 #[test]
 #[cfg(target_os = "linux")] // util-linux `script` gives the pseudo-terminal
 fn progress_bar_on_a_terminal() {
@@ -160,13 +173,7 @@ fn progress_bar_on_a_terminal() {
         f.src.display(),
         f.dst.display()
     );
-    // `script` gives the command a pseudo-terminal as stdout and stderr.
-    let out = Command::new("script")
-        .args(["-qfec", &command, "/dev/null"])
-        .output()
-        .expect("script (util-linux) runs");
-    let screen = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{screen}");
+    let screen = on_a_terminal(&command);
     assert!(
         screen.contains("ETA") && screen.contains("/22 files"),
         "{screen}"
@@ -302,12 +309,7 @@ fn progress_shows_the_scan_while_a_slow_tree_is_listed() {
         src = f.src.display(),
         dst = f.dst.display()
     );
-    let out = Command::new("script")
-        .args(["-qfec", &command, "/dev/null"])
-        .output()
-        .expect("script (util-linux) runs");
-    let screen = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{screen}");
+    let screen = on_a_terminal(&command);
     assert!(screen.contains("scanning: "), "{screen}");
     assert!(screen.contains("entries listed"), "{screen}");
     assert!(
