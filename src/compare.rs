@@ -53,12 +53,7 @@ pub enum Verdict {
 
 /// True when two times are equal within the window.
 pub fn same_time(a: Mtime, b: Mtime, rule: &Compare) -> bool {
-    let held = |t: Mtime| match rule.range {
-        Some((low, _)) if t.sec < low => Mtime { sec: low, nsec: 0 },
-        Some((_, high)) if t.sec > high => Mtime { sec: high, nsec: 0 },
-        _ => t,
-    };
-    held(a).abs_diff_nanos(held(b)) <= rule.modify_window_ns
+    a.held_in(rule.range).abs_diff_nanos(b.held_in(rule.range)) <= rule.modify_window_ns
 }
 
 /// Compare a source file with the destination file at the same path. `content_differs` is the

@@ -38,6 +38,16 @@ impl Mtime {
         }
     }
 
+    /// The time as a destination that holds only `range` (seconds since 1970, both ends in)
+    /// keeps it: outside, the nearest end.
+    pub fn held_in(self, range: Option<(i64, i64)>) -> Mtime {
+        match range {
+            Some((low, _)) if self.sec < low => Mtime { sec: low, nsec: 0 },
+            Some((_, high)) if self.sec > high => Mtime { sec: high, nsec: 0 },
+            _ => self,
+        }
+    }
+
     /// Whole nanoseconds between two times, saturating.
     pub fn abs_diff_nanos(self, other: Mtime) -> u128 {
         let a = self.sec as i128 * 1_000_000_000 + self.nsec as i128;

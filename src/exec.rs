@@ -70,12 +70,7 @@ pub fn preview(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
     announce(plan, roots, reporter);
     let errors = report_blocked(plan, roots, reporter);
     // A dry run says why the real one would delete nothing, as the real one would.
-    if let Some(reason) = withheld_if_relevant(plan, plan.withheld.clone()) {
-        reporter.warning(&Warning::DeletionsWithheld {
-            reason: &reason,
-            count: plan.deletes.len() as u64,
-        });
-    }
+    let withheld = withhold(plan, plan.withheld.clone(), reporter);
     for item in plan.items() {
         reporter.item(&item);
     }
@@ -93,7 +88,7 @@ pub fn preview(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
             + plan.respell.len()
             + plan.dir_meta.iter().filter(|d| d.differed).count()) as u64,
         kept: plan.kept.len() as u64,
-        withheld: withheld_if_relevant(plan, plan.withheld.clone()),
+        withheld,
         errors,
         dry_run: true,
         ..Summary::default()
@@ -157,8 +152,19 @@ fn report_blocked(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) ->
     plan.blocked.len() as u64
 }
 
-fn withheld_if_relevant(plan: &Plan<'_>, withheld: Option<Withheld>) -> Option<Withheld> {
-    withheld.filter(|_| !plan.deletes.is_empty() || !plan.held_back.is_empty())
+/// Withhold the plan's deletions (and directory replacements) for `reason`, when there are
+/// any to withhold: said once, and returned for the summary.
+fn withhold(
+    plan: &Plan<'_>,
+    reason: Option<Withheld>,
+    reporter: &dyn Reporter,
+) -> Option<Withheld> {
+    let reason = reason.filter(|_| !plan.deletes.is_empty() || !plan.held_back.is_empty())?;
+    reporter.warning(&Warning::DeletionsWithheld {
+        reason: &reason,
+        count: plan.deletes.len() as u64,
+    });
+    Some(reason)
 }
 
 /// Carry out the plan.
@@ -238,15 +244,8 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
         None if halt.cause.get().is_some() => Some(Withheld::Failed(summary.errors)),
         None => None,
     };
-    if let Some(reason) = stop {
-        if let Some(reason) = withheld_if_relevant(plan, Some(reason)) {
-            let count = plan.deletes.len() as u64;
-            reporter.warning(&Warning::DeletionsWithheld {
-                reason: &reason,
-                count,
-            });
-            summary.withheld = Some(reason);
-        }
+    if stop.is_some() {
+        summary.withheld = withhold(plan, stop, reporter);
         return summary;
     }
 
@@ -290,16 +289,9 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
         .withheld
         .clone()
         .or_else(|| (summary.errors > 0).then_some(Withheld::Failed(summary.errors)));
-    match withheld_if_relevant(plan, withheld) {
-        Some(reason) => {
-            let count = plan.deletes.len() as u64;
-            reporter.warning(&Warning::DeletionsWithheld {
-                reason: &reason,
-                count,
-            });
-            summary.withheld = Some(reason);
-        }
-        None => summary = summary.merge(delete_all(plan, roots, reporter)),
+    summary.withheld = withhold(plan, withheld, reporter);
+    if summary.withheld.is_none() {
+        summary = summary.merge(delete_all(plan, roots, reporter));
     }
     summary = summary.merge(write_all(plan, &plan.replacements, roots, reporter, &halt));
     summary = summary.merge(link_all(plan, roots, reporter));
@@ -330,7 +322,7 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
     if let Some(what) = crate::fsops::xattr_refused() {
         reporter.warning(&Warning::XattrsRefused {
             dst: &roots.dst(Path::new("")),
-            first: what,
+            first: &what,
         });
     }
     summary

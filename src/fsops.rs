@@ -442,11 +442,7 @@ fn settle_time(at: At<'_>, mtime: Mtime) -> Result<()> {
     }
     // Outside the range it holds, a driver keeps the nearest end (or, until unmounted, the
     // time itself): either is kept.
-    let held = match TIME_RANGE.get() {
-        Some(&(low, _)) if mtime.sec < low => Mtime { sec: low, nsec: 0 },
-        Some(&(_, high)) if mtime.sec > high => Mtime { sec: high, nsec: 0 },
-        _ => mtime,
-    };
+    let held = mtime.held_in(TIME_RANGE.get().copied());
     let kept = || -> io::Result<bool> {
         let stat = rustix::fs::statat(at.dir, at.name, AtFlags::SYMLINK_NOFOLLOW)?;
         let got = Mtime::of_stat(&stat);
@@ -902,15 +898,15 @@ pub fn same_as(
     let Ok(Ok(stat)) = stat else {
         return false;
     };
+    // What the process creates has its ids: asked once, not per file.
+    static CREATOR: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    let creator = *CREATOR.get_or_init(|| {
+        let (uid, gid) = (rustix::process::geteuid(), rustix::process::getegid());
+        (uid.as_raw(), gid.as_raw())
+    });
     let ids = (
-        expected
-            .owner
-            .uid
-            .unwrap_or(rustix::process::geteuid().as_raw()),
-        expected
-            .owner
-            .gid
-            .unwrap_or(rustix::process::getegid().as_raw()),
+        expected.owner.uid.unwrap_or(creator.0),
+        expected.owner.gid.unwrap_or(creator.1),
     );
     rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::RegularFile
         && stat.st_size as u64 == expected.size

@@ -203,11 +203,7 @@ fn mirror(
             }
             None => None,
         };
-        let mut folded = None;
-        if limits.as_ref().is_some_and(|l| !l.case_sensitive) {
-            let (listing, names) = case::fold(&src, dst, &|rel| dest.exists(rel));
-            (dst, folded) = (listing, Some(names));
-        }
+        let (mut dst, mut folded) = fold_names(limits.as_ref(), &src, dst, dest, None);
         if let Err(refusal) = preflight::listings(config, &src, &dst) {
             return refuse(refusal);
         }
@@ -215,10 +211,7 @@ fn mirror(
         if local && dst.root.is_none() && !config.dry_run && dest.make_root().is_ok() {
             // A root that cannot be made here fails again, and is reported, in the plan.
             limits = probe(config, dest, None, reporter, &mut dst);
-            if limits.as_ref().is_some_and(|l| !l.case_sensitive) {
-                let (listing, names) = case::fold(&src, dst, &|rel| dest.exists(rel));
-                (dst, folded) = (listing, Some(names));
-            }
+            (dst, folded) = fold_names(limits.as_ref(), &src, dst, dest, folded);
         }
         let mut config = limits
             .as_ref()
@@ -274,10 +267,28 @@ fn mirror(
     })
 }
 
+/// On a destination the probe found to ignore case, pair its names with the source's as it
+/// does (see [`case::fold`]); elsewhere the listing and what was found stay as they are.
+fn fold_names(
+    limits: Option<&config::Limits>,
+    src: &entry::Tree,
+    dst: entry::Tree,
+    dest: &dyn Destination,
+    folded: Option<case::Folded>,
+) -> (entry::Tree, Option<case::Folded>) {
+    match limits {
+        Some(l) if !l.case_sensitive => {
+            let (listing, names) = case::fold(src, dst, &|rel| dest.exists(rel));
+            (listing, Some(names))
+        }
+        _ => (dst, folded),
+    }
+}
+
 /// A name in the destination's root whose spelling changes with case, to look up as spelled
-/// otherwise: found, the destination ignores case.
-/// One the listing holds under no other spelling (a root that holds `A` beside `a` is
-/// case-sensitive, and needs no probe to say so: none is returned then).
+/// otherwise (found as the same entry, the destination ignores case): one the listing holds
+/// under no other spelling. A root that holds `A` beside `a` is case-sensitive, and needs no
+/// probe to say so: none is returned then.
 fn sample(dst: &entry::Tree) -> Option<&std::ffi::OsStr> {
     let root: Vec<&str> = (0..dst.entries.len() as u32)
         .map(|j| dst.path_at(j))

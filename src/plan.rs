@@ -272,7 +272,7 @@ impl<'t> Plan<'t> {
     pub fn mode_for(&self, i: u32) -> u16 {
         let entry = &self.src.entries[i as usize];
         if !self.modes {
-            return entry.mode & 0o777;
+            return self.held_mode(entry.mode);
         }
         if entry.tag != Tag::File || entry.mode & 0o6000 == 0 {
             return entry.mode;
@@ -335,7 +335,7 @@ impl<'t> Plan<'t> {
         }
     }
 
-    /// A directory's mode as the destination can hold it.
+    /// A mode as the destination can hold it: where it keeps none, the plain bits alone.
     fn held_mode(&self, mode: u16) -> u16 {
         match self.modes {
             true => mode,
@@ -689,7 +689,7 @@ pub fn plan_with<'t>(src: &'t Tree, dst: &'t Tree, config: &Config, known: &Know
             // whose metadata drifted is worth an itemized line.
             Some(dst) => (
                 !pair.written
-                    && ((config.limits.modes && dst.mode != pair.meta.mode)
+                    && ((plan.modes && dst.mode != pair.meta.mode)
                         || !owner.is_empty()
                         || pair.attrs.is_some()
                         || !compare::same_time(dst.mtime, pair.meta.mtime, &config.compare)),

@@ -130,8 +130,8 @@ impl On<'_> {
     }
 }
 
-/// The first attribute the destination refused in this run, and why.
-static REFUSED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// The first attribute the destination refused since it was last asked (see [`refused`]).
+static REFUSED: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
 /// Note an attribute the destination will not take; any other error stays one.
 fn refuse(name: &[u8], e: Errno) -> rustix::io::Result<()> {
@@ -143,17 +143,20 @@ fn refuse(name: &[u8], e: Errno) -> rustix::io::Result<()> {
         | Errno::TOOBIG
         | Errno::RANGE
         | Errno::INVAL => {
-            let name = String::from_utf8_lossy(name);
-            let _ = REFUSED.set(format!("{name}: {}", io::Error::from(e)));
+            let mut refused = REFUSED.lock().unwrap_or_else(|e| e.into_inner());
+            if refused.is_none() {
+                let name = String::from_utf8_lossy(name);
+                *refused = Some(format!("{name}: {}", io::Error::from(e)));
+            }
             Ok(())
         }
         e => Err(e),
     }
 }
 
-/// The first attribute the destination refused in this run (`name: cause`), if any.
-pub fn refused() -> Option<&'static str> {
-    REFUSED.get().map(String::as_str)
+/// The first attribute the destination refused (`name: cause`) since the last call, if any.
+pub fn refused() -> Option<String> {
+    REFUSED.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
 /// Call `f` with a buffer large enough for its answer: one call where 256 bytes do (most
