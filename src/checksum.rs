@@ -64,7 +64,7 @@ pub fn differing(
 }
 
 /// The BLAKE3 of the file `rel` below `base`, read through directory handles.
-fn hash(base: &Base, rel: &Path) -> Result<blake3::Hash, Error> {
+pub(crate) fn hash(base: &Base, rel: &Path) -> Result<blake3::Hash, Error> {
     let source = Source { base, rel };
     let mut file = open_read(source).map_err(|e| Error::new(Op::Open, source.path(), e))?;
     let mut hasher = blake3::Hasher::new();

@@ -234,6 +234,14 @@ pub struct Cli {
     #[arg(long, value_name = "REGION", help_heading = "Remote")]
     pub s3_region: Option<String>,
 
+    /// Fail a remote request left unanswered this long (it is retried a few times first; 0: wait forever)
+    #[arg(long, value_name = "SECONDS", default_value_t = remote::TIMEOUT.as_secs_f64(), help_heading = "Remote")]
+    pub timeout: f64,
+
+    /// Give up connecting and logging in to a remote after this long (0: wait forever)
+    #[arg(long, value_name = "SECONDS", default_value_t = remote::CONNECT_TIMEOUT.as_secs_f64(), help_heading = "Remote")]
+    pub contimeout: f64,
+
     /// Private key for SFTP logins [default: ~/.ssh/id_ed25519, id_ecdsa, id_rsa]
     #[arg(long, value_name = "FILE", help_heading = "Remote")]
     pub ssh_key: Option<PathBuf>,
@@ -315,13 +323,27 @@ impl Cli {
             Some(text) => Url::parse(text)?,
             None => None,
         };
+        if let Some(url) = src.to_str().map(Url::parse).transpose()?.flatten() {
+            return Err(format!(
+                "the source '{url}' is remote: syncease mirrors a local folder to a local \
+                 folder, s3:// or sftp:// (to restore, mirror the bucket or host with a tool that \
+                 reads it, e.g. rclone sync)"
+            ));
+        }
         let mut config = Config::new(src, dst);
         if remote.is_some() {
             // Network round trips, not CPUs, bound a remote run: keep many requests in flight.
             config.jobs = REMOTE_JOBS;
         }
         config.remote = remote;
+        let seconds = |name: &str, secs: f64| match secs {
+            0.0 => Ok(None),
+            s if s.is_finite() && s > 0.0 => Ok(Some(std::time::Duration::from_secs_f64(s))),
+            s => Err(format!("--{name} {s}: must be 0 (no limit) or more")),
+        };
         config.remote_options = remote::Options {
+            timeout: seconds("timeout", self.timeout)?,
+            connect_timeout: seconds("contimeout", self.contimeout)?,
             s3_endpoint: self.s3_endpoint,
             s3_region: self.s3_region,
             ssh_key: self.ssh_key,

@@ -9,6 +9,7 @@
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::dest::Destination;
@@ -61,9 +62,18 @@ pub enum Url {
     },
 }
 
+/// `--timeout`'s default: how long one request may go unanswered.
+pub const TIMEOUT: Duration = Duration::from_secs(300);
+/// `--contimeout`'s default: how long connecting and logging in may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Settings only remote destinations use.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Options {
+    /// `--timeout`: a request unanswered this long fails (and is retried); `None`: wait forever.
+    pub timeout: Option<Duration>,
+    /// `--contimeout`: reaching the server and logging in; `None`: wait forever.
+    pub connect_timeout: Option<Duration>,
     /// `--s3-endpoint`: an S3-compatible service's address (path-style requests).
     pub s3_endpoint: Option<String>,
     /// `--s3-region`.
@@ -72,6 +82,19 @@ pub struct Options {
     pub ssh_key: Option<PathBuf>,
     /// `--known-hosts`: the known_hosts file to verify the host key against.
     pub known_hosts: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            timeout: Some(TIMEOUT),
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            s3_endpoint: None,
+            s3_region: None,
+            ssh_key: None,
+            known_hosts: None,
+        }
+    }
 }
 
 impl fmt::Display for Url {
@@ -107,8 +130,34 @@ impl fmt::Display for Url {
 }
 
 impl Url {
-    /// `Ok(None)` for anything that is not a remote URL (a local path).
+    /// `Ok(None)` for a local path. Another scheme (`gs://`, `ftp://`) and the `NAME:PATH`
+    /// form of rclone remotes and scp hosts are errors: taken as a path, they would quietly
+    /// become a local folder of that name. `./NAME:PATH` is the local folder.
     pub fn parse(text: &str) -> Result<Option<Url>, String> {
+        if let Some((scheme, _)) = text.split_once("://") {
+            let word = !scheme.is_empty()
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b));
+            if word && scheme != "s3" && scheme != "sftp" {
+                return Err(format!(
+                    "'{text}': {scheme}:// is not a destination syncease knows (it syncs local \
+                     folders, s3://BUCKET/PREFIX and sftp://[USER@]HOST[:PORT]/PATH)"
+                ));
+            }
+        } else if let Some((name, _)) = text.split_once(':') {
+            let word = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.@-".contains(&b));
+            if word {
+                return Err(format!(
+                    "'{text}' is a remote in rclone's NAME:PATH or scp's HOST:PATH form, which \
+                     syncease does not read: write s3://BUCKET/PREFIX or \
+                     sftp://[USER@]HOST/PATH, or './{text}' for a local folder of that name"
+                ));
+            }
+        }
         if let Some(rest) = text.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
@@ -206,7 +255,21 @@ mod tests {
         assert!(Url::parse("s3:///x").is_err());
         assert!(Url::parse("s3://b/x/../y").is_err());
         assert_eq!(Url::parse("/tmp/s3").unwrap(), None);
-        assert_eq!(Url::parse("s3:/x").unwrap(), None);
+        assert_eq!(Url::parse("./s3:/x").unwrap(), None);
+        assert_eq!(Url::parse("./garage:backups").unwrap(), None);
+        assert_eq!(Url::parse("/srv/a:b").unwrap(), None);
+        assert_eq!(Url::parse("dir/a:b").unwrap(), None);
+        for remote in [
+            "s3:/x",
+            "garage:backups",
+            "me@host:path",
+            "gs://bucket/x",
+            "webdav://h/x",
+            "FTP://h/x",
+        ] {
+            let e = Url::parse(remote).unwrap_err();
+            assert!(e.contains(remote), "{e}");
+        }
         let sftp = |u: Option<&str>, h: &str, port: u16, p: &str| {
             Some(Url::Sftp {
                 user: u.map(Into::into),

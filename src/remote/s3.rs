@@ -20,6 +20,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
+use futures_util::StreamExt as _;
 use md5::{Digest, Md5};
 use opendal::options::{ListOptions, WriteOptions};
 use opendal::{ErrorKind, Operator};
@@ -178,8 +179,18 @@ impl S3 {
         {
             builder = builder.disable_ec2_metadata();
         }
+        // Each attempt is timed out on its own, then retried (the order OpenDAL asks for).
+        let mut timeouts = opendal::layers::TimeoutLayer::new();
+        if let Some(t) = options.timeout {
+            timeouts = timeouts.with_timeout(t).with_io_timeout(t);
+        } else {
+            // No limit: a century stands for forever.
+            let forever = std::time::Duration::from_secs(100 * 365 * 86_400);
+            timeouts = timeouts.with_timeout(forever).with_io_timeout(forever);
+        }
         let op = Operator::new(builder)
             .map_err(s3_error)?
+            .layer(timeouts)
             .layer(opendal::layers::RetryLayer::new());
         let url = match prefix {
             "" => format!("s3://{bucket}"),
@@ -200,26 +211,29 @@ impl S3 {
             backup,
         };
         // Reachable, with these credentials, before anything else happens.
-        s3.first_keys(1)?;
+        s3.reachable(options.connect_timeout)?;
         Ok(s3)
     }
 
-    /// Up to `n` keys directly below the prefix (the prefix's own marker left out).
-    fn first_keys(&self, n: usize) -> io::Result<Vec<String>> {
-        let options = ListOptions {
-            limit: Some(n + 1),
-            ..ListOptions::default()
+    /// Ask for the first page of the prefix's listing (one request, however many keys there
+    /// are): the bucket exists and these credentials may read it. Given up after `limit`.
+    fn reachable(&self, limit: Option<std::time::Duration>) -> io::Result<()> {
+        let first = async {
+            let mut lister = self.op.lister(&self.list_root()).await?;
+            lister.next().await.transpose().map(drop)
         };
-        let listed = self
-            .rt
-            .block_on(self.op.list_options(&self.list_root(), options))
-            .map_err(s3_error)?;
-        Ok(listed
-            .into_iter()
-            .map(|e| e.path().to_string())
-            .filter(|key| *key != self.list_root() && *key != self.prefix)
-            .take(n)
-            .collect())
+        let answer = self.rt.block_on(async {
+            match limit {
+                Some(limit) => tokio::time::timeout(limit, first).await.map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no answer within {} s (--contimeout)", limit.as_secs_f64()),
+                    )
+                }),
+                None => Ok(first.await),
+            }
+        })?;
+        answer.map_err(s3_error)
     }
 
     fn list_root(&self) -> String {
@@ -329,10 +343,8 @@ impl S3 {
         }
         // A multipart ETag is not the content's MD5: keep it in the metadata for --checksum.
         let md5 = file_md5(&mut file).map_err(UploadError::Read)?;
-        metadata.insert(
-            "md5chksum".to_string(),
-            base64::engine::general_purpose::STANDARD.encode(md5),
-        );
+        let md5 = base64::engine::general_purpose::STANDARD.encode(md5);
+        metadata.insert("md5chksum".to_string(), md5.clone());
         let options = WriteOptions {
             user_metadata: Some(metadata),
             concurrent: PARTS_IN_FLIGHT,
@@ -373,14 +385,30 @@ impl S3 {
             if !unchanged(&file, sent).map_err(UploadError::Read)? {
                 return Err(UploadError::Changed);
             }
-            writer
-                .close()
-                .await
-                .map_err(|e| UploadError::Write(s3_error(e)))
+            writer.close().await.map_err(UploadError::Complete)
         }
         .await;
         match result {
             Ok(_) => Ok(sent),
+            Err(UploadError::Complete(e)) => {
+                // The answer to Complete may be what was lost, and its retry then finds the
+                // upload gone: the object is there, whole, if it carries this upload's size,
+                // time and MD5.
+                let _ = writer.abort().await;
+                match self.op.stat(key).await {
+                    Ok(meta)
+                        if meta.content_length() == sent
+                            && meta.user_metadata().is_some_and(|m| {
+                                m.get("mtime") == Some(&format_mtime(expected.mtime))
+                                    && m.get("md5chksum") == Some(&md5)
+                            }) =>
+                    {
+                        debug!(key, "multipart upload complete, although its answer failed");
+                        Ok(sent)
+                    }
+                    _ => Err(UploadError::Write(s3_error(e))),
+                }
+            }
             Err(e) => {
                 debug!(key, "multipart upload aborted");
                 let _ = writer.abort().await;
@@ -445,6 +473,8 @@ enum UploadError {
     Changed,
     Read(io::Error),
     Write(io::Error),
+    /// Completing a multipart upload failed (or its answer was lost).
+    Complete(opendal::Error),
 }
 
 /// The key prefix `--backup-dir` names: `s3://SAMEBUCKET/P` or a bare `P`; it must not overlap
@@ -497,40 +527,41 @@ impl Destination for S3 {
             recursive: true,
             ..ListOptions::default()
         };
-        let entries = match self
-            .rt
-            .block_on(self.op.list_options(&self.list_root(), options))
-        {
-            Ok(entries) => entries,
-            Err(e) => {
-                let mut tree = common::tree_of(Vec::new(), filter, root);
-                tree.errors
-                    .push(Error::new(Op::ReadDir, &self.url, s3_error(e)));
-                return tree;
+        // One recursive listing, a page (1,000 keys) per request, each entry reduced to what the
+        // tree needs as it arrives.
+        let mut listed = Vec::new();
+        let walked: opendal::Result<()> = self.rt.block_on(async {
+            let mut lister = self.op.lister_options(&self.list_root(), options).await?;
+            while let Some(entry) = lister.next().await {
+                let (key, meta) = entry?.into_parts();
+                let Some(rel) = key.strip_prefix(&self.prefix) else {
+                    continue;
+                };
+                let is_dir = rel.ends_with('/');
+                let rel = PathBuf::from(rel.trim_end_matches('/'));
+                if rel.as_os_str().is_empty() {
+                    continue;
+                }
+                listed.push(match is_dir {
+                    true => Listed::dir(rel),
+                    false => Listed {
+                        rel,
+                        tag: Tag::File,
+                        size: meta.content_length(),
+                        mtime: meta.last_modified().map(mtime_of).unwrap_or_default(),
+                        mode: 0o644,
+                        target: None,
+                    },
+                });
             }
-        };
-        let mut listed = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let (key, meta) = entry.into_parts();
-            let Some(rel) = key.strip_prefix(&self.prefix) else {
-                continue;
-            };
-            let is_dir = rel.ends_with('/');
-            let rel = PathBuf::from(rel.trim_end_matches('/'));
-            if rel.as_os_str().is_empty() {
-                continue;
-            }
-            listed.push(match is_dir {
-                true => Listed::dir(rel),
-                false => Listed {
-                    rel,
-                    tag: Tag::File,
-                    size: meta.content_length(),
-                    mtime: meta.last_modified().map(mtime_of).unwrap_or_default(),
-                    mode: 0o644,
-                    target: None,
-                },
-            });
+            Ok(())
+        });
+        if let Err(e) = walked {
+            // A listing cut short is no listing: nothing of it may decide a deletion.
+            let mut tree = common::tree_of(Vec::new(), filter, root);
+            tree.errors
+                .push(Error::new(Op::ReadDir, &self.url, s3_error(e)));
+            return tree;
         }
         common::tree_of(listed, filter, root)
     }
@@ -669,6 +700,7 @@ impl Destination for S3 {
                 Err(UploadError::Changed) => Err(CopyError::Changed),
                 Err(UploadError::Read(e)) => Err(Error::new(Op::Read, src, e).into()),
                 Err(UploadError::Write(e)) => Err(Error::copy(src, &to, e).into()),
+                Err(UploadError::Complete(e)) => Err(Error::copy(src, &to, s3_error(e)).into()),
             }
         })
     }

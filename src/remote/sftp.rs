@@ -16,6 +16,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use rayon::prelude::*;
 use russh::client;
 use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh_sftp::client::error::Error as SftpError;
@@ -27,9 +28,10 @@ use tokio::task::JoinSet;
 
 use super::common::{self, io_error, Keeps, Listed};
 use super::{Options, Url};
-use crate::config::{Compare, Config};
+use crate::checksum;
+use crate::config::{Compare, Config, Method};
 use crate::dest::Destination;
-use crate::entry::{Chown, Kind, Mtime, RootMeta, Tag, Tree};
+use crate::entry::{merge, Chown, Kind, Mtime, Pair, RootMeta, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
 use crate::fsops::{
@@ -44,6 +46,9 @@ const MAX_CHUNK: usize = 255 << 10;
 const WRITES_IN_FLIGHT: usize = 32;
 /// Directories listed at once while scanning.
 const LISTINGS_IN_FLIGHT: usize = 16;
+/// Files read back at once for `--checksum`, and read requests of one file in flight.
+const HASHES_IN_FLIGHT: usize = 8;
+const READS_IN_FLIGHT: usize = 16;
 
 /// A folder on an SSH host as a destination.
 pub struct Sftp {
@@ -111,7 +116,7 @@ impl client::Handler for Client {
 
 /// The SSH settings: AES-GCM first (hardware-accelerated on most CPUs, where bulk uploads
 /// spend their time), then russh's usual order; no Nagle delay on the many small requests.
-fn ssh_config() -> client::Config {
+fn ssh_config(timeout: Option<std::time::Duration>) -> client::Config {
     use russh::cipher;
     let mut config = client::Config::default();
     let first = [cipher::AES_128_GCM, cipher::AES_256_GCM];
@@ -123,6 +128,11 @@ fn ssh_config() -> client::Config {
     let ciphers: Vec<_> = first.iter().chain(rest).copied().collect();
     config.preferred.cipher = ciphers.into();
     config.nodelay = true;
+    // --timeout: a server silent that long (three keepalives unanswered) is gone.
+    if let Some(timeout) = timeout {
+        config.keepalive_interval = Some(timeout / 3);
+        config.keepalive_max = 3;
+    }
     config
 }
 
@@ -246,8 +256,8 @@ impl Sftp {
             known_hosts,
             verdict: verdict.clone(),
         };
-        let (ssh, sftp, version, chunk) = rt.block_on(async {
-            let ssh_config = Arc::new(ssh_config());
+        let login = async {
+            let ssh_config = Arc::new(ssh_config(options.timeout));
             let mut ssh = client::connect(ssh_config, (host.as_str(), *port), handler)
                 .await
                 .map_err(|e| {
@@ -282,7 +292,11 @@ impl Sftp {
                 .await
                 .map_err(|e| io_error(io::ErrorKind::Other, e))?;
             let sftp = RawSftpSession::new(channel.into_stream());
-            sftp.set_timeout(120);
+            // A request unanswered for --timeout fails (none: a century stands for forever).
+            let secs = options
+                .timeout
+                .map_or(100 * 365 * 86_400, |t| t.as_secs().max(1));
+            sftp.set_timeout(secs);
             let version = sftp.init().await.map_err(sftp_error)?;
             let mut chunk = CHUNK;
             if version.extensions.contains_key("limits@openssh.com") {
@@ -291,6 +305,19 @@ impl Sftp {
                 }
             }
             io::Result::Ok((ssh, Arc::new(sftp), version, chunk))
+        };
+        let (ssh, sftp, version, chunk) = rt.block_on(async {
+            match options.connect_timeout {
+                Some(limit) => tokio::time::timeout(limit, login)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("no login within {} s (--contimeout)", limit.as_secs_f64()),
+                        ))
+                    }),
+                None => login.await,
+            }
         })?;
         let has = |name: &str| version.extensions.contains_key(name);
         let (posix_rename, hardlink) = (has(POSIX_RENAME), has("hardlink@openssh.com"));
@@ -543,6 +570,144 @@ impl Sftp {
     }
 }
 
+impl Sftp {
+    /// `--checksum`: the source indices of same-size files whose contents differ. OpenSSH's
+    /// server offers no hash of a file, so each remote file is read back (reads pipelined,
+    /// several files at once) and hashed here, as the local one is.
+    fn differing(&self, src_base: &Base, src: &Tree, dst: &Tree) -> (HashSet<u32>, Vec<Error>) {
+        let pairs: Vec<(u32, u32)> = merge(src, dst)
+            .filter_map(|p| match p {
+                Pair::Both(i, j) => Some((i, j)),
+                _ => None,
+            })
+            .filter(|&(i, j)| {
+                let (s, d) = (&src.entries[i as usize], &dst.entries[j as usize]);
+                s.tag == Tag::File && d.tag == Tag::File && s.size == d.size
+            })
+            .collect();
+        let (local, remote) = rayon::join(
+            || {
+                pairs
+                    .par_iter()
+                    .map(|&(i, _)| checksum::hash(src_base, src.origin(i)))
+                    .collect::<Vec<_>>()
+            },
+            || self.remote_hashes(dst, &pairs),
+        );
+        let mut changed = HashSet::new();
+        let mut errors = Vec::new();
+        for ((&(i, _), local), remote) in pairs.iter().zip(local).zip(remote) {
+            match local {
+                // An unreadable remote file is rewritten: the upload reports any real error.
+                Ok(local) => {
+                    if remote.ok() != Some(local) {
+                        changed.insert(i);
+                    }
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        (changed, errors)
+    }
+
+    /// The BLAKE3 of each pair's destination file, [`HASHES_IN_FLIGHT`] files at a time.
+    fn remote_hashes(&self, dst: &Tree, pairs: &[(u32, u32)]) -> Vec<io::Result<blake3::Hash>> {
+        self.rt.block_on(async {
+            let mut out: Vec<Option<io::Result<blake3::Hash>>> =
+                pairs.iter().map(|_| None).collect();
+            let mut tasks = JoinSet::new();
+            let mut next = pairs.iter().enumerate();
+            loop {
+                while tasks.len() < HASHES_IN_FLIGHT {
+                    let Some((n, &(_, j))) = next.next() else {
+                        break;
+                    };
+                    let (sftp, chunk) = (self.sftp.clone(), self.chunk as u32);
+                    let path = self.remote(dst.path_at(j));
+                    let size = dst.entries[j as usize].size;
+                    tasks.spawn(async move {
+                        let hash = match path {
+                            Ok(path) => remote_hash(sftp, path, size, chunk).await,
+                            Err(e) => Err(e),
+                        };
+                        (n, hash)
+                    });
+                }
+                let Some(done) = tasks.join_next().await else {
+                    break;
+                };
+                // A task only fails by panicking (none is cancelled): pass the panic on.
+                let (n, hash) = done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+                out[n] = Some(hash);
+            }
+            out.into_iter()
+                .map(|h| h.expect("every file was hashed"))
+                .collect()
+        })
+    }
+}
+
+/// Read the remote file `path` (listed with `size` bytes) with [`READS_IN_FLIGHT`] requests
+/// of `chunk` bytes in flight and hash it. Bytes past `size` are hashed too, so a file that
+/// grew since it was listed hashes differently.
+async fn remote_hash(
+    sftp: Arc<RawSftpSession>,
+    path: String,
+    size: u64,
+    chunk: u32,
+) -> io::Result<blake3::Hash> {
+    let handle = sftp
+        .open(path, OpenFlags::READ, FileAttributes::default())
+        .await
+        .map_err(sftp_error)?
+        .handle;
+    let read = |offset: u64, len: u32| {
+        let (sftp, handle) = (sftp.clone(), handle.clone());
+        tokio::spawn(async move {
+            match sftp.read(handle, offset, len).await {
+                Ok(data) => Ok(data.data),
+                Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => Ok(Vec::new()),
+                Err(e) => Err(sftp_error(e)),
+            }
+        })
+    };
+    let joined = |task: tokio::task::JoinHandle<io::Result<Vec<u8>>>| async move {
+        task.await.map_err(io::Error::other)?
+    };
+    let result = async {
+        let mut hasher = blake3::Hasher::new();
+        let mut in_flight = VecDeque::new();
+        let mut next = 0u64;
+        loop {
+            while in_flight.len() < READS_IN_FLIGHT && next < size {
+                let len = chunk.min((size - next).min(u64::from(u32::MAX)) as u32);
+                in_flight.push_back((next, len, read(next, len)));
+                next += u64::from(len);
+            }
+            let Some((offset, len, task)) = in_flight.pop_front() else {
+                break;
+            };
+            let mut data = joined(task).await?;
+            // A server may answer with fewer bytes than asked: ask again for the rest.
+            while data.len() < len as usize {
+                let at = offset + data.len() as u64;
+                let more = joined(read(at, len - data.len() as u32)).await?;
+                if more.is_empty() {
+                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+                }
+                data.extend_from_slice(&more);
+            }
+            hasher.update(&data);
+        }
+        hasher.update(&joined(read(size, 1)).await?);
+        Ok(hasher.finalize())
+    }
+    .await;
+    let _ = sftp.close(handle).await;
+    result
+}
+
 async fn wait_write(
     task: Option<
         tokio::task::JoinHandle<std::result::Result<russh_sftp::protocol::Status, SftpError>>,
@@ -729,11 +894,15 @@ impl Destination for Sftp {
 
     fn refine(
         &self,
-        _src_base: &Base,
+        src_base: &Base,
         src: &Tree,
         dst: &mut Tree,
-        _compare: &Compare,
+        compare: &Compare,
     ) -> (HashSet<u32>, Vec<Error>) {
+        let (changed, errors) = match compare.method {
+            Method::Checksum => self.differing(src_base, src, dst),
+            _ => (HashSet::new(), Vec::new()),
+        };
         // SFTP version 3 carries whole seconds from 1970 to 2106 and cannot set a link's time.
         let keeps = Keeps {
             modes: true,
@@ -743,7 +912,7 @@ impl Destination for Sftp {
             seconds: 0..=i64::from(u32::MAX),
         };
         common::adopt(src, dst, &keeps);
-        (HashSet::new(), Vec::new())
+        (changed, errors)
     }
 
     fn make_root(&self) -> Result<()> {

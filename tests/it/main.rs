@@ -5,6 +5,7 @@ mod filesystems;
 mod options;
 mod output;
 mod regression;
+mod relay;
 mod remote;
 mod safety;
 mod servers;

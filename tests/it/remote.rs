@@ -2,15 +2,14 @@
 //! [`crate::servers`]: started by the tests themselves when installed). Where a server cannot
 //! be had the test says so and is not run — unless `CI=true`, where that is a failure.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
+use crate::relay::{Bend, Relay};
 use crate::servers;
 use crate::util::*;
 
@@ -92,77 +91,6 @@ fn parse_utc(text: &str) -> (i64, u32) {
 type Listing = Vec<(String, Option<(u64, (i64, u32), String)>)>;
 
 // --- S3 -----------------------------------------------------------------------------------
-
-/// A TCP relay between syncease and the S3 server that counts HTTP requests by method, to see
-/// how many requests a run makes (a relay changes nothing a signature covers: the client signs
-/// the Host it connects to, and that is the Host the server receives).
-struct Counter {
-    endpoint: String,
-    counts: Arc<Mutex<BTreeMap<String, u64>>>,
-}
-
-impl Counter {
-    fn start(upstream: &str) -> Counter {
-        use std::io::{Read, Write};
-        use std::net::{TcpListener, TcpStream};
-        let upstream = upstream.trim_start_matches("http://").to_string();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let counts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
-        let tally = counts.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(mut client) = client else { return };
-                let Ok(mut server) = TcpStream::connect(&upstream) else {
-                    continue;
-                };
-                let (mut client_back, mut server_back) =
-                    (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut server_back, &mut client_back);
-                    let _ = client_back.shutdown(std::net::Shutdown::Both);
-                });
-                let tally = tally.clone();
-                std::thread::spawn(move || {
-                    // Request lines start the stream or follow a CRLF; keep a few bytes of the
-                    // previous read so a line split across reads is still seen.
-                    let mut carry: Vec<u8> = b"\r\n".to_vec();
-                    let mut buf = vec![0; 64 << 10];
-                    loop {
-                        let n = match client.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        if server.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                        carry.extend_from_slice(&buf[..n]);
-                        for method in ["GET", "HEAD", "PUT", "POST", "DELETE"] {
-                            let needle = format!("\r\n{method} /");
-                            let hits = carry
-                                .windows(needle.len())
-                                .filter(|w| *w == needle.as_bytes())
-                                .count() as u64;
-                            if hits > 0 {
-                                *tally.lock().unwrap().entry(method.to_string()).or_insert(0) +=
-                                    hits;
-                            }
-                        }
-                        let keep = carry.len().saturating_sub(10);
-                        carry.drain(..keep);
-                    }
-                    let _ = server.shutdown(std::net::Shutdown::Both);
-                });
-            }
-        });
-        Counter { endpoint, counts }
-    }
-
-    /// Requests per method since the last call.
-    fn take(&self) -> BTreeMap<String, u64> {
-        std::mem::take(&mut *self.counts.lock().unwrap())
-    }
-}
 
 struct S3 {
     endpoint: String,
@@ -331,7 +259,7 @@ fn s3_mirror_initial_noop_incremental_and_deletes() {
     let Some(mut s3) = S3::new("mirror") else {
         return;
     };
-    let counter = Counter::start(&s3.endpoint);
+    let counter = Relay::start(&s3.endpoint);
     s3.endpoint = counter.endpoint.clone();
     let f = Fixture::new();
     remote_tree(&f);
@@ -356,6 +284,7 @@ fn s3_mirror_initial_noop_incremental_and_deletes() {
     let noop = json(&s3.sync(&f, &["--json"]).expect(0));
     let requests = counter.take();
     // One listing (and the reachability check), one HEAD per same-size file, nothing else.
+    assert_eq!(requests.get("LIST"), Some(&2), "{requests:?}");
     assert_eq!(requests.get("HEAD"), Some(&4), "{requests:?}");
     assert_eq!(requests.get("PUT"), None, "{requests:?}");
     assert_eq!(requests.get("POST"), None, "{requests:?}");
@@ -364,7 +293,11 @@ fn s3_mirror_initial_noop_incremental_and_deletes() {
     assert_eq!(sized["unchanged"]["files"], 4, "{sized}");
     let requests = counter.take();
     assert_eq!(requests.get("HEAD"), None, "--size-only: {requests:?}");
-    assert_eq!(requests.keys().collect::<Vec<_>>(), ["GET"], "{requests:?}");
+    assert_eq!(
+        requests.keys().collect::<Vec<_>>(),
+        ["LIST"],
+        "{requests:?}"
+    );
     assert_eq!(noop["copied"]["files"], 0, "{noop}");
     assert_eq!(noop["updated"]["files"], 0, "{noop}");
     assert_eq!(noop["deleted"], 0, "{noop}");
@@ -625,6 +558,154 @@ fn s3_killed_multipart_upload_leaves_no_partial_object() {
     assert_eq!(s3.listing(&s3.prefix), S3::expected(&f.src));
 }
 
+#[test]
+fn s3_listing_takes_one_request_per_thousand_keys_flat_or_nested() {
+    let Some(mut s3) = S3::new("pages") else {
+        return;
+    };
+    let relay = Relay::start(&s3.endpoint);
+    s3.endpoint = relay.endpoint.clone();
+    for (layout, dirs) in [("flat", 1), ("nested", 100)] {
+        let f = Fixture::new();
+        for n in 0..10_000 {
+            let rel = match dirs {
+                1 => format!("src/f{n}"),
+                d => format!("src/d{}/f{n}", n % d),
+            };
+            f.write(rel, "x");
+        }
+        s3.prefix = unique(layout);
+        s3.sync(&f, &["-q"]).expect(0);
+        relay.take();
+        let noop = json(&s3.sync(&f, &["--json", "--size-only"]).expect(0));
+        assert_eq!(noop["unchanged"]["files"], 10_000, "{layout}: {noop}");
+        let requests = relay.take();
+        // The reachability check (one page) and one listing in pages of 1,000 keys: 10 pages
+        // for 10,000 files (11 with 100 directory markers), maybe one more that ends it.
+        let lists = requests.get("LIST").copied().unwrap_or(0);
+        assert!((11..=13).contains(&lists), "{layout}: {requests:?}");
+        assert_eq!(requests.len(), 1, "{layout}: only listings: {requests:?}");
+    }
+}
+
+#[test]
+fn s3_a_lost_answer_to_complete_a_multipart_upload_is_checked_not_failed() {
+    let Some(mut s3) = S3::new("lost-answer") else {
+        return;
+    };
+    let relay = Relay::start(&s3.endpoint);
+    s3.endpoint = relay.endpoint.clone();
+    let f = Fixture::new();
+    f.write("src/big.bin", big_content(5, 1, (20 << 20) + 7));
+    // The Complete request is the only POST with an upload id (starting one is `?uploads`).
+    relay.bend(Bend::LoseAnswer(|line| {
+        line.starts_with("POST ") && line.contains("uploadId=")
+    }));
+    let run = json(&s3.sync(&f, &["--json"]).expect(0));
+    assert_eq!(run["copied"]["files"], 1, "{run}");
+    assert_eq!(run["errors"], 0, "{run}");
+    assert_eq!(s3.listing(&s3.prefix), S3::expected(&f.src));
+    let again = json(&s3.sync(&f, &["--json"]).expect(0));
+    assert_eq!(again["unchanged"]["files"], 1, "{again}");
+}
+
+/// Run `cmd`, failing the test if it has not ended after `limit`.
+fn within(mut cmd: Command, limit: std::time::Duration) -> (Run, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("still running after {limit:?}: {:?}", Run::from(out));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    (
+        Run::from(child.wait_with_output().unwrap()),
+        started.elapsed(),
+    )
+}
+
+#[test]
+fn s3_a_request_left_unanswered_fails_after_the_timeout() {
+    let Some(mut s3) = S3::new("timeout") else {
+        return;
+    };
+    let relay = Relay::start(&s3.endpoint);
+    s3.endpoint = relay.endpoint.clone();
+    let f = Fixture::new();
+    f.write("src/a.txt", "a");
+    relay.bend(Bend::GoSilent(|line| line.starts_with("PUT ")));
+    let mut cmd = s3.command();
+    cmd.args(["--timeout", "1", "--json"])
+        .arg(&f.src)
+        .arg(s3.url());
+    let (run, took) = within(cmd, std::time::Duration::from_secs(120));
+    let run = run.expect(1);
+    assert_eq!(json(&run)["errors"], 1, "{run:?}");
+    assert!(run.stderr.contains("a.txt"), "{run:?}");
+    // Four attempts of a second each and the back-off between them.
+    assert!(took.as_secs() < 60, "{took:?}: {run:?}");
+}
+
+#[cfg(feature = "s3")]
+#[test]
+fn an_s3_endpoint_that_never_answers_is_refused_after_the_connect_timeout() {
+    let f = Fixture::new();
+    f.write("src/a.txt", "a");
+    let endpoint = format!("http://127.0.0.1:{}", crate::relay::silent_port());
+    let mut cmd = syncease();
+    cmd.env("AWS_ACCESS_KEY_ID", "id")
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .args(["--s3-endpoint", &endpoint, "--s3-region", "x"])
+        .args(["--contimeout", "1"])
+        .arg(&f.src)
+        .arg("s3://bucket/p");
+    let (run, took) = within(cmd, std::time::Duration::from_secs(60));
+    let run = run.expect(2);
+    assert!(run.stderr.contains("--contimeout"), "{run:?}");
+    assert!(took.as_secs() < 10, "{took:?}");
+}
+
+#[cfg(feature = "sftp")]
+#[test]
+fn an_ssh_host_that_never_answers_is_refused_after_the_connect_timeout() {
+    if !need("ssh-keygen", "openssh-client") {
+        return;
+    }
+    let f = Fixture::new();
+    f.write("src/a.txt", "a");
+    let key = f.path("key");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let url = format!("sftp://me@127.0.0.1:{}/x", crate::relay::silent_port());
+    let mut cmd = syncease();
+    cmd.args([
+        "--contimeout",
+        "1",
+        "--known-hosts",
+        "/dev/null",
+        "--ssh-key",
+    ])
+    .arg(&key)
+    .arg(&f.src)
+    .arg(url);
+    let (run, took) = within(cmd, std::time::Duration::from_secs(60));
+    let run = run.expect(2);
+    assert!(run.stderr.contains("--contimeout"), "{run:?}");
+    assert!(took.as_secs() < 10, "{took:?}");
+}
+
 // --- SFTP ---------------------------------------------------------------------------------
 
 struct Sftp {
@@ -837,6 +918,43 @@ fn sftp_backup_dir_keeps_overwritten_and_deleted_files() {
         .expect(2);
 }
 
+#[test]
+fn sftp_checksum_reads_back_files_whose_size_and_time_match() {
+    let Some(sftp) = Sftp::new("checksum") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write("src/same.txt", "same");
+    f.write("src/edited.txt", "before");
+    f.write("src/big.bin", big_content(9, 1, (3 << 20) + 5));
+    for rel in ["src/same.txt", "src/edited.txt", "src/big.bin"] {
+        set_mtime(&f.path(rel), 1_600_000_000, 0);
+    }
+    sftp.sync(&f, &[]).expect(0);
+    // Edited behind our back on the server, size and time kept.
+    fs::write(sftp.local.join("edited.txt"), "BEFORE").unwrap();
+    let mut big = big_content(9, 1, (3 << 20) + 5);
+    big[3 << 20] ^= 1;
+    fs::write(sftp.local.join("big.bin"), big).unwrap();
+    for rel in ["edited.txt", "big.bin"] {
+        set_mtime(&sftp.local.join(rel), 1_600_000_000, 0);
+    }
+    let quick = json(&sftp.sync(&f, &["--json"]).expect(0));
+    assert_eq!(
+        quick["unchanged"]["files"], 3,
+        "size and time say equal: {quick}"
+    );
+    let checked = json(&sftp.sync(&f, &["--json", "--checksum"]).expect(0));
+    assert_eq!(checked["updated"]["files"], 2, "{checked}");
+    assert_eq!(fs::read(sftp.local.join("edited.txt")).unwrap(), b"before");
+    assert_eq!(
+        fs::read(sftp.local.join("big.bin")).unwrap(),
+        big_content(9, 1, (3 << 20) + 5)
+    );
+    let again = json(&sftp.sync(&f, &["--json", "--checksum"]).expect(0));
+    assert_eq!(again["unchanged"]["files"], 3, "{again}");
+}
+
 // --- Without servers ----------------------------------------------------------------------
 
 #[test]
@@ -848,9 +966,49 @@ fn malformed_remote_urls_are_usage_errors() {
         ("sftp://h:99999/x", "bad port"),
         ("s3:///no-bucket", "no bucket"),
         ("s3://b/a/../c", "not allowed"),
+        ("gs://bucket/x", "gs:// is not a destination"),
+        ("webdav://h/x", "webdav:// is not a destination"),
+        ("garage:backups", "NAME:PATH"),
+        ("me@host:backups", "HOST:PATH"),
     ] {
         let run = f.run([f.src.as_os_str(), url.as_ref()]).expect(2);
         assert!(run.stderr.contains(says), "{url}: {run:?}");
+    }
+}
+
+#[test]
+fn a_remote_name_is_never_taken_for_a_local_folder() {
+    let f = Fixture::new();
+    f.write("src/a.txt", "a");
+    let run = Run::from(
+        syncease()
+            .current_dir(f.path(""))
+            .args(["src", "garage:backups"])
+            .output()
+            .unwrap(),
+    )
+    .expect(2);
+    assert!(run.stderr.contains("./garage:backups"), "{run:?}");
+    assert!(!f.path("garage:backups").exists());
+    // Written as a path, it is one.
+    Run::from(
+        syncease()
+            .current_dir(f.path(""))
+            .args(["src", "./garage:backups"])
+            .output()
+            .unwrap(),
+    )
+    .expect(0);
+    assert_eq!(fs::read(f.path("garage:backups/a.txt")).unwrap(), b"a");
+}
+
+#[test]
+fn a_remote_source_is_refused_with_what_to_do() {
+    let f = Fixture::new();
+    for src in ["s3://bucket/x", "sftp://me@host/x", "gs://bucket/x"] {
+        let run = f.run([src.as_ref(), f.dst.as_os_str()]).expect(2);
+        assert!(run.stderr.contains(src), "{src}: {run:?}");
+        assert!(!f.dst.exists());
     }
 }
 

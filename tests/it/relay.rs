@@ -1,0 +1,182 @@
+//! A TCP relay on loopback between syncease and an HTTP server (Garage), to see and bend what
+//! a run asks: it counts requests by kind, and can lose the answer to one request or go silent
+//! from one request on. A relay changes nothing a signature covers: the client signs the Host it
+//! connects to, and that is the Host the server receives.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What the relay does to requests whose request line (`PUT /bucket/key?… HTTP/1.1`) matches.
+#[derive(Clone, Copy, Debug)]
+pub enum Bend {
+    /// Pass the first such request on, wait for the server's whole answer, drop it, and close
+    /// the client's connection: the request is done, the client never hears so.
+    LoseAnswer(fn(&str) -> bool),
+    /// From the first such request on, pass nothing more on and answer nothing, on every
+    /// connection, new ones included.
+    GoSilent(fn(&str) -> bool),
+}
+
+#[derive(Default)]
+struct State {
+    counts: BTreeMap<String, u64>,
+    bend: Option<Bend>,
+    silent: bool,
+}
+
+pub struct Relay {
+    pub endpoint: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl Relay {
+    pub fn start(upstream: &str) -> Relay {
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let state: Arc<Mutex<State>> = Arc::default();
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let state = shared.clone();
+                std::thread::spawn(move || relay(client, server, state));
+            }
+        });
+        Relay { endpoint, state }
+    }
+
+    pub fn bend(&self, bend: Bend) {
+        self.state.lock().unwrap().bend = Some(bend);
+    }
+
+    /// Requests per kind since the last call: the method, or `LIST` for a bucket listing.
+    pub fn take(&self) -> BTreeMap<String, u64> {
+        std::mem::take(&mut self.state.lock().unwrap().counts)
+    }
+}
+
+/// A request line's kind: its method, or `LIST` for a GET of a bucket listing.
+fn kind(line: &str) -> String {
+    let method = line.split(' ').next().unwrap_or_default();
+    let query = line.split(' ').nth(1).and_then(|t| t.split_once('?'));
+    match query {
+        Some((_, q)) if method == "GET" && q.split('&').any(|p| p.starts_with("list-type=")) => {
+            "LIST".into()
+        }
+        _ => method.into(),
+    }
+}
+
+fn relay(mut client: TcpStream, mut server: TcpStream, state: Arc<Mutex<State>>) {
+    // Set when the answer now coming is to be dropped, and the client cut off after it.
+    let lose = Arc::new(AtomicBool::new(false));
+    let (mut client_back, mut server_back) =
+        (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let losing = lose.clone();
+    std::thread::spawn(move || {
+        let mut buf = vec![0; 64 << 10];
+        loop {
+            let n = match server_back.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if losing.load(Ordering::SeqCst) {
+                // The answer's head is enough to know the server has acted (Garage answers
+                // a Complete when it is done); the client never sees it.
+                std::thread::sleep(Duration::from_millis(200));
+                break;
+            }
+            if client_back.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = client_back.shutdown(Shutdown::Both);
+    });
+    // Request lines are found by their shape (METHOD /target HTTP/1.1), wherever a body
+    // before them ended; the unparsed rest of a read is kept for the next one.
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0; 64 << 10];
+    loop {
+        let n = match client.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if state.lock().unwrap().silent {
+            continue;
+        }
+        pending.extend_from_slice(&buf[..n]);
+        let mut parsed = 0;
+        let mut go_silent = false;
+        loop {
+            let next = METHODS
+                .iter()
+                .filter_map(|m| find(&pending[parsed..], m.as_bytes()))
+                .min();
+            let Some(at) = next else { break };
+            let start = parsed + at;
+            let Some(len) = find(&pending[start..], b"\r\n") else {
+                break;
+            };
+            let line = String::from_utf8_lossy(&pending[start..start + len]).into_owned();
+            parsed = start + len + 2;
+            if !line.ends_with(" HTTP/1.1") {
+                continue;
+            }
+            let mut st = state.lock().unwrap();
+            *st.counts.entry(kind(&line)).or_insert(0) += 1;
+            match st.bend {
+                Some(Bend::LoseAnswer(matches)) if matches(&line) => {
+                    st.bend = None;
+                    lose.store(true, Ordering::SeqCst);
+                }
+                Some(Bend::GoSilent(matches)) if matches(&line) => {
+                    st.silent = true;
+                    go_silent = true;
+                }
+                _ => {}
+            }
+        }
+        pending.drain(..parsed);
+        let excess = pending.len().saturating_sub(16 << 10);
+        pending.drain(..excess);
+        // Going silent drops this whole read, the request and anything before it in it.
+        if go_silent {
+            continue;
+        }
+        if server.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    if !state.lock().unwrap().silent {
+        let _ = server.shutdown(Shutdown::Both);
+    }
+}
+
+const METHODS: [&str; 5] = ["GET /", "HEAD /", "PUT /", "POST /", "DELETE /"];
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A loopback port that accepts connections and never answers (held open until the test
+/// binary exits).
+#[cfg(any(feature = "s3", feature = "sftp"))]
+pub fn silent_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for client in listener.incoming() {
+            held.push(client);
+        }
+    });
+    port
+}
