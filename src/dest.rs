@@ -80,6 +80,12 @@ pub trait Destination: Sync {
         false
     }
 
+    /// Called once after the plan was carried out (not after a dry run): keep what the next
+    /// run needs (the S3 manifest). An error is a warning: nothing of the mirror depends on it.
+    fn finish(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Whether the destination finds an entry at `rel` (under this spelling).
     fn exists(&self, _rel: &Path) -> bool {
         false

@@ -255,7 +255,11 @@ fn mirror(
         let mut summary = if config.dry_run {
             exec::preview(&plan, roots, reporter)
         } else {
-            exec::execute(&plan, roots, reporter)
+            let summary = exec::execute(&plan, roots, reporter);
+            if let Err(e) = dest.finish() {
+                reporter.warning(&Warning::Manifest(&e));
+            }
+            summary
         };
         summary.errors += scan_errors + folded.collisions.len() as u64;
         summary.skipped = plan.skipped.len() as u64;

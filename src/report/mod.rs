@@ -37,6 +37,8 @@ pub enum Warning<'a> {
     },
     /// A dry run could not probe the destination (a real run withholds deletions then).
     NotProbed(&'a crate::error::Error),
+    /// The S3 manifest could not be written: the next run reads object times with a HEAD each.
+    Manifest(&'a crate::error::Error),
     /// The destination refused some extended attributes (the first: `name: cause`); the
     /// entries were mirrored without them.
     XattrsRefused { dst: &'a Path, first: &'a str },
@@ -98,6 +100,10 @@ impl fmt::Display for Warning<'_> {
             Warning::NotProbed(e) => write!(
                 f,
                 "{e}: a real run would delete nothing, not knowing how the destination compares names"
+            ),
+            Warning::Manifest(e) => write!(
+                f,
+                "{e}: the next run reads the time of each same-size object with a request of its own"
             ),
             Warning::XattrsRefused { dst, first } => write!(
                 f,

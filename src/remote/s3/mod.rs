@@ -18,6 +18,8 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use base64::Engine as _;
 use futures_util::StreamExt as _;
@@ -28,6 +30,7 @@ use rayon::prelude::*;
 use tokio::runtime::Runtime;
 use tracing::debug;
 
+use self::manifest::Row;
 use super::common::{self, io_error, Keeps, Listed};
 use super::Options;
 use crate::config::{Compare, Method};
@@ -36,6 +39,8 @@ use crate::entry::{merge, Chown, Mtime, Pair, RootMeta, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
 use crate::fsops::{self, open_source, Base, Copied, CopyError, Expected, Held, Source};
+
+mod manifest;
 
 /// Files up to this size are one PUT; larger ones are uploaded in parts of this size.
 pub const PART: usize = 8 << 20;
@@ -54,6 +59,16 @@ pub struct S3 {
     prefix: String,
     /// The key prefix of `--backup-dir`: ending in `/`.
     backup: Option<String>,
+    /// Size and ETag of each file the listing found, by path below the prefix.
+    listed: Mutex<HashMap<String, (u64, String)>>,
+    /// The manifest's rows that hold for the objects as they are now (see [`manifest`]).
+    rows: Mutex<manifest::Rows>,
+    /// The manifest in the bucket no longer says what the prefix holds: written at the end.
+    stale: AtomicBool,
+    /// Off when the source has an entry at the manifest's key (that file is mirrored there).
+    manifest: AtomicBool,
+    /// The listing the reachability check started: its first entry, and the rest to come.
+    started: Mutex<Option<(Option<opendal::Entry>, opendal::Lister)>>,
 }
 
 impl std::fmt::Debug for S3 {
@@ -209,6 +224,11 @@ impl S3 {
                 p => format!("{p}/"),
             },
             backup,
+            listed: Mutex::default(),
+            rows: Mutex::default(),
+            stale: AtomicBool::new(false),
+            manifest: AtomicBool::new(true),
+            started: Mutex::default(),
         };
         // Reachable, with these credentials, before anything else happens.
         s3.reachable(options.connect_timeout)?;
@@ -217,10 +237,18 @@ impl S3 {
 
     /// Ask for the first page of the prefix's listing (one request, however many keys there
     /// are): the bucket exists and these credentials may read it. Given up after `limit`.
+    ///
+    /// That page is the first of the recursive listing the scan goes on with.
     fn reachable(&self, limit: Option<std::time::Duration>) -> io::Result<()> {
         let first = async {
-            let mut lister = self.op.lister(&self.list_root()).await?;
-            lister.next().await.transpose().map(drop)
+            let options = ListOptions {
+                recursive: true,
+                ..ListOptions::default()
+            };
+            let mut lister = self.op.lister_options(&self.list_root(), options).await?;
+            let first = lister.next().await.transpose()?;
+            *self.started.lock().unwrap_or_else(|e| e.into_inner()) = Some((first, lister));
+            Ok(())
         };
         let answer = self.rt.block_on(async {
             match limit {
@@ -241,6 +269,35 @@ impl S3 {
             "" => "/".to_string(),
             p => p.to_string(),
         }
+    }
+
+    fn rows(&self) -> MutexGuard<'_, manifest::Rows> {
+        self.rows.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Record what the object at `rel` now is (`None`: gone, or unknown) for the manifest.
+    fn record(&self, rel: &Path, row: Option<Row>) {
+        let Some(rel) = rel.to_str() else { return };
+        match row {
+            Some(row) => self.rows().insert(rel.to_string(), row),
+            None => self.rows().remove(rel),
+        };
+        self.stale.store(true, Ordering::Relaxed);
+    }
+
+    /// The manifest's rows, if there is one to read (one GET).
+    fn read_manifest(&self) -> Option<manifest::Rows> {
+        let key = format!("{}{}", self.prefix, manifest::KEY);
+        let bytes = match self.rt.block_on(self.op.read(&key)) {
+            Ok(bytes) => bytes.to_vec(),
+            Err(e) => {
+                debug!(key, error = %e, "no manifest");
+                return None;
+            }
+        };
+        manifest::decode(&bytes)
+            .inspect_err(|e| debug!(key, error = %e, "manifest not used"))
+            .ok()
     }
 
     fn key(&self, rel: &Path) -> io::Result<String> {
@@ -314,7 +371,7 @@ impl S3 {
         mut file: std::fs::File,
         key: &str,
         expected: Expected,
-    ) -> std::result::Result<u64, UploadError> {
+    ) -> std::result::Result<(u64, Option<String>), UploadError> {
         let mut metadata = HashMap::from([("mtime".to_string(), format_mtime(expected.mtime))]);
         let unchanged = |file: &std::fs::File, read| expected.still_holds(file, read);
         if expected.size <= PART as u64 {
@@ -335,11 +392,12 @@ impl S3 {
                 user_metadata: Some(metadata),
                 ..WriteOptions::default()
             };
-            self.op
+            let written = self
+                .op
                 .write_options(key, data, options)
                 .await
                 .map_err(|e| UploadError::Write(s3_error(e)))?;
-            return Ok(expected.size);
+            return Ok((expected.size, written.etag().map(str::to_string)));
         }
         // A multipart ETag is not the content's MD5: keep it in the metadata for --checksum.
         let md5 = file_md5(&mut file).map_err(UploadError::Read)?;
@@ -389,7 +447,7 @@ impl S3 {
         }
         .await;
         match result {
-            Ok(_) => Ok(sent),
+            Ok(written) => Ok((sent, written.etag().map(str::to_string))),
             Err(UploadError::Complete(e)) => {
                 // The answer to Complete may be what was lost, and its retry then finds the
                 // upload gone: the object is there, whole, if it carries this upload's size,
@@ -404,7 +462,7 @@ impl S3 {
                             }) =>
                     {
                         debug!(key, "multipart upload complete, although its answer failed");
-                        Ok(sent)
+                        Ok((sent, meta.etag().map(str::to_string)))
                     }
                     _ => Err(UploadError::Write(s3_error(e))),
                 }
@@ -523,21 +581,46 @@ impl Destination for S3 {
             mode: 0o755,
             owner: Default::default(),
         };
-        let options = ListOptions {
-            recursive: true,
-            ..ListOptions::default()
-        };
         // One recursive listing, a page (1,000 keys) per request, each entry reduced to what the
-        // tree needs as it arrives.
+        // tree needs as it arrives; the reachability check read its first page.
+        let started = self
+            .started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let mut listed = Vec::new();
+        let mut etags = HashMap::new();
         let walked: opendal::Result<()> = self.rt.block_on(async {
-            let mut lister = self.op.lister_options(&self.list_root(), options).await?;
-            while let Some(entry) = lister.next().await {
+            let (first, mut lister) = match started {
+                Some(started) => started,
+                None => {
+                    let options = ListOptions {
+                        recursive: true,
+                        ..ListOptions::default()
+                    };
+                    (
+                        None,
+                        self.op.lister_options(&self.list_root(), options).await?,
+                    )
+                }
+            };
+            let mut first = first.map(Ok);
+            while let Some(entry) = match first.take() {
+                Some(entry) => Some(entry),
+                None => lister.next().await,
+            } {
                 let (key, meta) = entry?.into_parts();
                 let Some(rel) = key.strip_prefix(&self.prefix) else {
                     continue;
                 };
                 let is_dir = rel.ends_with('/');
+                if rel == manifest::KEY {
+                    continue;
+                }
+                if let (false, Some(etag)) = (is_dir, meta.etag()) {
+                    let size = meta.content_length();
+                    etags.insert(rel.to_string(), (size, etag.to_string()));
+                }
                 let rel = PathBuf::from(rel.trim_end_matches('/'));
                 if rel.as_os_str().is_empty() {
                     continue;
@@ -563,6 +646,7 @@ impl Destination for S3 {
                 .push(Error::new(Op::ReadDir, &self.url, s3_error(e)));
             return tree;
         }
+        *self.listed.lock().unwrap_or_else(|e| e.into_inner()) = etags;
         common::tree_of(listed, filter, root)
     }
 
@@ -585,6 +669,39 @@ impl Destination for S3 {
                 s.tag == Tag::File && d.tag == Tag::File && s.size == d.size
             })
             .collect();
+        let in_source = (0..src.entries.len() as u32).any(|i| src.path_at(i) == manifest::KEY);
+        if in_source {
+            self.manifest.store(false, Ordering::Relaxed);
+        }
+        let listed = std::mem::take(&mut *self.listed.lock().unwrap_or_else(|e| e.into_inner()));
+        let same_version = |rel: &Path, row: &Row| {
+            let listed = rel.to_str().and_then(|rel| listed.get(rel));
+            listed.is_some_and(|(size, etag)| *size == row.size && *etag == row.etag)
+        };
+        let mut same_size = same_size;
+        if !in_source {
+            // The rows of objects still as the manifest says; the others are read again.
+            let manifest = self.read_manifest();
+            let had = manifest.as_ref().map_or(0, |rows| rows.len());
+            let mut rows = manifest.unwrap_or_default();
+            rows.retain(|rel, row| same_version(Path::new(rel), row));
+            if rows.len() != had {
+                self.stale.store(true, Ordering::Relaxed);
+            }
+            if compare.method == Method::Quick {
+                same_size.retain(|&(_, j)| {
+                    let rel = dst.path_at(j);
+                    match rel.to_str().and_then(|r| rows.get(r)) {
+                        Some(row) => {
+                            dst.entries[j as usize].mtime = row.mtime;
+                            false
+                        }
+                        None => true,
+                    }
+                });
+            }
+            *self.rows() = rows;
+        }
         if compare.method == Method::SizeOnly {
             for &(i, j) in &same_size {
                 dst.entries[j as usize].mtime = src.entries[i as usize].mtime;
@@ -618,6 +735,11 @@ impl Destination for S3 {
                 };
                 if let Some(mtime) = head.mtime {
                     dst.entries[j as usize].mtime = mtime;
+                    let rel = dst.path_at(j);
+                    if let Some((size, etag)) = rel.to_str().and_then(|r| listed.get(r)) {
+                        let (size, etag) = (*size, etag.clone());
+                        self.record(rel, Some(Row { size, etag, mtime }));
+                    }
                 }
                 let Some(local) = local else { continue };
                 let local = match local {
@@ -663,6 +785,7 @@ impl Destination for S3 {
             if replaces.is_some() {
                 self.keep(rel, &key).await?;
                 self.delete(&key).await?;
+                self.record(rel, None);
             }
             self.op
                 .create_dir(&format!("{key}/"))
@@ -696,7 +819,15 @@ impl Destination for S3 {
                     .map_err(|e| Error::copy(src, &to, e))?;
             }
             match self.upload(file, &key, expected).await {
-                Ok(bytes) => Ok(Copied::Done(bytes)),
+                Ok((size, etag)) => {
+                    let row = etag.map(|etag| Row {
+                        size,
+                        etag,
+                        mtime: expected.mtime,
+                    });
+                    self.record(rel, row);
+                    Ok(Copied::Done(size))
+                }
                 Err(UploadError::Changed) => Err(CopyError::Changed),
                 Err(UploadError::Read(e)) => Err(Error::new(Op::Read, src, e).into()),
                 Err(UploadError::Write(e)) => Err(Error::copy(src, &to, e).into()),
@@ -757,7 +888,9 @@ impl Destination for S3 {
                 Tag::Dir => self.delete(&format!("{key}/")).await,
                 _ => {
                     self.keep(rel, &key).await?;
-                    self.delete(&key).await
+                    self.delete(&key).await?;
+                    self.record(rel, None);
+                    Ok(())
                 }
             }
         });
@@ -772,6 +905,20 @@ impl Destination for S3 {
         _owner: Chown,
     ) -> Result<()> {
         Ok(())
+    }
+
+    /// Write the manifest, after every upload, when it no longer says what the prefix holds.
+    fn finish(&self) -> Result<()> {
+        if !self.manifest.load(Ordering::Relaxed) || !self.stale.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let rel = Path::new(manifest::KEY);
+        let key = format!("{}{}", self.prefix, manifest::KEY);
+        let bytes = manifest::encode(&self.rows()).map_err(|e| self.fail(Op::Write, rel, e))?;
+        let written = self.rt.block_on(self.op.write(&key, bytes));
+        written
+            .map(drop)
+            .map_err(|e| self.fail(Op::Write, rel, s3_error(e)))
     }
 }
 
