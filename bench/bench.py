@@ -15,7 +15,7 @@ Scenarios (seeded, so every run generates the same trees):
 Phases: initial (empty DST), no-op (DST up to date), incremental (after a mutation that modifies
 1 % of the files, adds 1 % and deletes 1 %). Tools run interleaved (A B A B ...) for each round
 and the median of the rounds is reported. cp, tar and xcp cannot delete, so they only take part
-in the initial copy; `find SRC DST -printf` stats every entry of both trees, the floor for a
+in the initial copy; two `find -printf` at once (one per tree) stat every entry of both trees, the floor for a
 no-op run. Every result is checked against the source (type, bytes, mode, mtime in nanoseconds,
 link target) in the first round: a fast wrong answer is marked, never counted as a win (cpz
 keeps no times, so its copies are checked without them: it is a limit for the per-file cost,
@@ -321,9 +321,11 @@ def bench_scenario(name, args, binary, scratch, results):
             secs, rss, code = run_timed(argv, shell)
             ok = code == 0 and (r > 0 or check(tool, dst[tool], expected_a))
             record("no-op", tool, secs, rss, ok)
+        # The floor of a no-op: stat both trees, one find each, both at once.
         warm(src_a)
+        each = "find '{}' -printf '%s %T@ %m\\n' >/dev/null"
         secs, rss, code = run_timed(
-            ["find", src_a, dst["syncease"], "-printf", "%s %T@ %m\\n"]
+            each.format(src_a) + " & " + each.format(dst["syncease"]) + " & wait", shell=True
         )
         record("no-op", "find", secs, rss, code == 0)
     for r in range(args.rounds):
@@ -427,9 +429,11 @@ def describe_machine(scratch):
     rsync = subprocess.run(["rsync", "--version"], capture_output=True, text=True).stdout
     has_xcp = shutil.which("xcp")
     xcp = has_xcp and subprocess.run(["xcp", "--version"], capture_output=True, text=True).stdout.strip()
+    has_cpz = shutil.which("cpz")
+    cpz = has_cpz and subprocess.run(["cpz", "--version"], capture_output=True, text=True).stdout.strip()
     return (
         f"Machine: {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, scratch on {fs}; "
-        f"{rsync.splitlines()[0].strip()}; {xcp or 'no xcp'}; medians of the rounds, "
+        f"{rsync.splitlines()[0].strip()}; {xcp or 'no xcp'}; {cpz or 'no cpz'}; medians of the rounds, "
         f"start-up overhead ({OVERHEAD * 1000:.1f} ms) subtracted"
     )
 
@@ -512,6 +516,10 @@ def main():
             shutil.rmtree(os.path.join(args.scratch, name), ignore_errors=True)
     print()
     print(report(results, scenarios, entries, describe_machine(args.scratch)))
+    print()
+    print("Every round, in order (seconds):")
+    for (name, phase, tool), runs in results.items():
+        print(f"  {name} {phase} {tool}: " + " ".join(f"{s:.3f}" for s, _, _ in runs))
     if args.filters:
         print()
         print(bench_filters(args.filters, args.binary, args.scratch, args.rounds))

@@ -230,9 +230,17 @@ pub struct Cli {
     #[arg(long, value_name = "URL", help_heading = "Remote")]
     pub s3_endpoint: Option<String>,
 
-    /// S3 region [default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1]
+    /// S3 region [default: AWS_REGION, AWS_DEFAULT_REGION, the AWS_PROFILE's region, else us-east-1]
     #[arg(long, value_name = "REGION", help_heading = "Remote")]
     pub s3_region: Option<String>,
+
+    /// Storage class of uploaded objects (e.g. STANDARD_IA, GLACIER_IR, DEEP_ARCHIVE) [default: the bucket's]
+    #[arg(long, value_name = "CLASS", help_heading = "Remote")]
+    pub s3_storage_class: Option<String>,
+
+    /// Server-side encryption of uploaded objects: AES256, aws:kms or aws:kms:KEY_ID
+    #[arg(long, value_name = "MODE", help_heading = "Remote")]
+    pub s3_sse: Option<String>,
 
     /// Fail a remote request left unanswered this long (it is retried a few times first; 0: wait forever)
     #[arg(long, value_name = "SECONDS", default_value_t = remote::TIMEOUT.as_secs_f64(), help_heading = "Remote")]
@@ -242,11 +250,19 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", default_value_t = remote::CONNECT_TIMEOUT.as_secs_f64(), help_heading = "Remote")]
     pub contimeout: f64,
 
-    /// Private key for SFTP logins [default: ~/.ssh/id_ed25519, id_ecdsa, id_rsa]
+    /// Private key for SFTP logins, the only one tried [default: ssh-agent's keys, then the SSH configuration's IdentityFile or ~/.ssh/id_ed25519, id_ecdsa, id_rsa]
     #[arg(long, value_name = "FILE", help_heading = "Remote")]
     pub ssh_key: Option<PathBuf>,
 
-    /// known_hosts file the SFTP host key must be in [default: ~/.ssh/known_hosts]
+    /// SSH connections to an SFTP host; the workers spread over them (1-64)
+    #[arg(long, value_name = "N", default_value_t = remote::SFTP_CONNECTIONS as u8, value_parser = clap::value_parser!(u8).range(1..=64), help_heading = "Remote")]
+    pub sftp_connections: u8,
+
+    /// SSH configuration for SFTP hosts (Host aliases, HostName, User, Port, IdentityFile), read by `ssh -G` [default: ~/.ssh/config]
+    #[arg(long, value_name = "FILE", help_heading = "Remote")]
+    pub ssh_config: Option<PathBuf>,
+
+    /// known_hosts file the SFTP host key must be in [default: the SSH configuration's UserKnownHostsFile, ~/.ssh/known_hosts]
     #[arg(long, value_name = "FILE", help_heading = "Remote")]
     pub known_hosts: Option<PathBuf>,
 
@@ -346,7 +362,11 @@ impl Cli {
             connect_timeout: seconds("contimeout", self.contimeout)?,
             s3_endpoint: self.s3_endpoint,
             s3_region: self.s3_region,
+            s3_storage_class: self.s3_storage_class,
+            s3_sse: self.s3_sse,
             ssh_key: self.ssh_key,
+            ssh_config: self.ssh_config,
+            sftp_connections: usize::from(self.sftp_connections),
             known_hosts: self.known_hosts,
         };
         if let Some(jobs) = self.jobs {

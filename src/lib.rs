@@ -53,7 +53,8 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
         if let Err(refusal) = preflight::check_source(&config.src) {
             return refuse(refusal);
         }
-        let dest = match remote::open(url, config) {
+        let options = &config.remote_options;
+        let dest = match remote::open(url, options, config.backup_dir.as_deref()) {
             Ok(dest) => dest,
             Err(e) => return refuse(Refusal::DestinationUnreadable(config.dst.clone(), e)),
         };

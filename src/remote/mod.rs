@@ -8,10 +8,9 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::Config;
 use crate::dest::Destination;
 
 #[cfg(any(feature = "s3", feature = "sftp"))]
@@ -21,19 +20,20 @@ pub mod s3;
 #[cfg(feature = "sftp")]
 pub mod sftp;
 
-/// Connect to the destination `url` names, or say why not (refused before any change).
-pub fn open(url: &Url, config: &Config) -> io::Result<Box<dyn Destination>> {
-    let _ = config;
+/// Connect to the destination `url` names, with the remote options and the backup directory
+/// (`--backup-dir`: a prefix or path on the same remote), or say why not (refused before any
+/// change).
+pub fn open(
+    url: &Url,
+    options: &Options,
+    backup: Option<&Path>,
+) -> io::Result<Box<dyn Destination>> {
+    let _ = (options, backup);
     match url {
         #[cfg(feature = "s3")]
-        Url::S3 { bucket, prefix } => Ok(Box::new(s3::S3::open(
-            bucket,
-            prefix,
-            &config.remote_options,
-            config.backup_dir.as_deref(),
-        )?)),
+        Url::S3 { bucket, prefix } => Ok(Box::new(s3::S3::open(bucket, prefix, options, backup)?)),
         #[cfg(feature = "sftp")]
-        Url::Sftp { .. } => Ok(Box::new(sftp::Sftp::open(url, config)?)),
+        Url::Sftp { .. } => Ok(Box::new(sftp::Sftp::open(url, options, backup)?)),
         #[allow(unreachable_patterns)]
         other => Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -56,7 +56,8 @@ pub enum Url {
     Sftp {
         user: Option<String>,
         host: String,
-        port: u16,
+        /// As written; else the SSH configuration's, else 22.
+        port: Option<u16>,
         /// Absolute, or relative to the login directory when the URL path starts with `/~/`.
         path: String,
     },
@@ -66,6 +67,10 @@ pub enum Url {
 pub const TIMEOUT: Duration = Duration::from_secs(300);
 /// `--contimeout`'s default: how long connecting and logging in may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `--sftp-connections`' default: enough for a distant host's round trips to overlap
+/// (one connection's flow window and server process bound its throughput).
+pub const SFTP_CONNECTIONS: usize = 4;
 
 /// Settings only remote destinations use.
 #[derive(Clone, Debug)]
@@ -78,8 +83,17 @@ pub struct Options {
     pub s3_endpoint: Option<String>,
     /// `--s3-region`.
     pub s3_region: Option<String>,
-    /// `--ssh-key`: the private key to log in with (else the usual files in ~/.ssh).
+    /// `--s3-storage-class`: the class new objects are stored in.
+    pub s3_storage_class: Option<String>,
+    /// `--s3-sse`: server-side encryption (`AES256`, `aws:kms`, `aws:kms:KEY_ID`).
+    pub s3_sse: Option<String>,
+    /// `--ssh-key`: the private key to log in with (else ssh-agent and the identity files the
+    /// SSH configuration names).
     pub ssh_key: Option<PathBuf>,
+    /// `--ssh-config`: the SSH configuration to read (else `ssh`'s own: ~/.ssh/config).
+    pub ssh_config: Option<PathBuf>,
+    /// `--sftp-connections`: SSH connections to the host, the workers spread over them.
+    pub sftp_connections: usize,
     /// `--known-hosts`: the known_hosts file to verify the host key against.
     pub known_hosts: Option<PathBuf>,
 }
@@ -91,7 +105,11 @@ impl Default for Options {
             connect_timeout: Some(CONNECT_TIMEOUT),
             s3_endpoint: None,
             s3_region: None,
+            s3_storage_class: None,
+            s3_sse: None,
             ssh_key: None,
+            ssh_config: None,
+            sftp_connections: SFTP_CONNECTIONS,
             known_hosts: None,
         }
     }
@@ -116,9 +134,9 @@ impl fmt::Display for Url {
                     true => format!("[{host}]"),
                     false => host.clone(),
                 };
-                match *port {
-                    22 => write!(f, "{host}")?,
-                    port => write!(f, "{host}:{port}")?,
+                match port {
+                    None => write!(f, "{host}")?,
+                    Some(port) => write!(f, "{host}:{port}")?,
                 }
                 match path.strip_prefix('/') {
                     Some(_) => write!(f, "{path}"),
@@ -197,12 +215,13 @@ impl Url {
             }
         };
         let port = match port {
-            None => 22,
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|&p| p > 0)
-                .ok_or_else(|| format!("'{text}': bad port '{p}'"))?,
+            None => None,
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|&p| p > 0)
+                    .ok_or_else(|| format!("'{text}': bad port '{p}'"))?,
+            ),
         };
         if host.is_empty() {
             return Err(usage());
@@ -270,7 +289,7 @@ mod tests {
             let e = Url::parse(remote).unwrap_err();
             assert!(e.contains(remote), "{e}");
         }
-        let sftp = |u: Option<&str>, h: &str, port: u16, p: &str| {
+        let sftp = |u: Option<&str>, h: &str, port: Option<u16>, p: &str| {
             Some(Url::Sftp {
                 user: u.map(Into::into),
                 host: h.into(),
@@ -280,16 +299,16 @@ mod tests {
         };
         assert_eq!(
             Url::parse("sftp://me@h:2222/srv/x/").unwrap(),
-            sftp(Some("me"), "h", 2222, "/srv/x")
+            sftp(Some("me"), "h", Some(2222), "/srv/x")
         );
-        assert_eq!(Url::parse("sftp://h/").unwrap(), sftp(None, "h", 22, "/"));
+        assert_eq!(Url::parse("sftp://h/").unwrap(), sftp(None, "h", None, "/"));
         assert_eq!(
             Url::parse("sftp://h/~/b").unwrap(),
-            sftp(None, "h", 22, "b")
+            sftp(None, "h", None, "b")
         );
         assert_eq!(
             Url::parse("sftp://[::1]:22/a").unwrap(),
-            sftp(None, "::1", 22, "/a")
+            sftp(None, "::1", Some(22), "/a")
         );
         assert!(Url::parse("sftp://h").is_err());
         assert!(Url::parse("sftp://h:0/x").is_err());

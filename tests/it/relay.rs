@@ -1,6 +1,6 @@
-//! A TCP relay on loopback between syncease and an HTTP server (Garage), to see and bend what
-//! a run asks: it counts requests by kind, and can lose the answer to one request or go silent
-//! from one request on. A relay changes nothing a signature covers: the client signs the Host it
+//! A TCP relay on loopback between syncease and a server, to see and bend what a run asks: it
+//! counts connections and (for HTTP, as to Garage) requests by kind, and can lose the answer to
+//! one request or go silent from one request on. A relay changes nothing a signature covers: the client signs the Host it
 //! connects to, and that is the Host the server receives.
 
 use std::collections::BTreeMap;
@@ -19,11 +19,24 @@ pub enum Bend {
     /// From the first such request on, pass nothing more on and answer nothing, on every
     /// connection, new ones included.
     GoSilent(fn(&str) -> bool),
+    /// Once `after` more bytes went from clients to the server (over every connection), cut every
+    /// connection open then; with `then_refuse`, close every later one at once (a host gone).
+    Cut { after: u64, then_refuse: bool },
 }
 
 #[derive(Default)]
 struct State {
     counts: BTreeMap<String, u64>,
+    /// Each request's head: its request line and headers (as much as came with the line).
+    heads: Vec<String>,
+    /// Connections accepted.
+    connections: u64,
+    /// Bytes passed from clients to the server.
+    forwarded: u64,
+    /// The client side of every connection, to cut them.
+    live: Vec<TcpStream>,
+    /// New connections are closed at once.
+    refusing: bool,
     bend: Option<Bend>,
     silent: bool,
 }
@@ -43,18 +56,42 @@ impl Relay {
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
+                if shared.lock().unwrap().refusing {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(&upstream) else {
                     continue;
                 };
                 let state = shared.clone();
+                {
+                    let mut st = state.lock().unwrap();
+                    st.connections += 1;
+                    if let Ok(clone) = client.try_clone() {
+                        st.live.push(clone);
+                    }
+                }
                 std::thread::spawn(move || relay(client, server, state));
             }
         });
         Relay { endpoint, state }
     }
 
+    /// Bend what comes from now on (`Cut` counts the bytes from now on).
     pub fn bend(&self, bend: Bend) {
-        self.state.lock().unwrap().bend = Some(bend);
+        let mut st = self.state.lock().unwrap();
+        st.bend = Some(bend);
+        st.forwarded = 0;
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.state.lock().unwrap().connections
+    }
+
+    /// The heads of the requests since the last call (request line and headers).
+    pub fn heads(&self) -> Vec<String> {
+        std::mem::take(&mut self.state.lock().unwrap().heads)
     }
 
     /// Requests per kind since the last call: the method, or `LIST` for a bucket listing.
@@ -130,8 +167,11 @@ fn relay(mut client: TcpStream, mut server: TcpStream, state: Arc<Mutex<State>>)
             if !line.ends_with(" HTTP/1.1") {
                 continue;
             }
+            let head_end = find(&pending[start..], b"\r\n\r\n").unwrap_or(pending.len() - start);
+            let head = String::from_utf8_lossy(&pending[start..start + head_end]).into_owned();
             let mut st = state.lock().unwrap();
             *st.counts.entry(kind(&line)).or_insert(0) += 1;
+            st.heads.push(head);
             match st.bend {
                 Some(Bend::LoseAnswer(matches)) if matches(&line) => {
                     st.bend = None;
@@ -153,6 +193,17 @@ fn relay(mut client: TcpStream, mut server: TcpStream, state: Arc<Mutex<State>>)
         }
         if server.write_all(&buf[..n]).is_err() {
             break;
+        }
+        let mut st = state.lock().unwrap();
+        st.forwarded += n as u64;
+        if let Some(Bend::Cut { after, then_refuse }) = st.bend {
+            if st.forwarded >= after {
+                st.bend = None;
+                st.refusing = then_refuse;
+                for live in st.live.drain(..) {
+                    let _ = live.shutdown(Shutdown::Both);
+                }
+            }
         }
     }
     if !state.lock().unwrap().silent {

@@ -147,6 +147,22 @@ impl S3 {
             .args(["--s3-endpoint", &self.endpoint, "--s3-region", &self.region]);
     }
 
+    /// [`S3::configure`] but for the region, which the environment is to give.
+    fn configure_without_region(&self, cmd: &mut Command) {
+        self.configure(cmd);
+        let args: Vec<std::ffi::OsString> = cmd.get_args().map(Into::into).collect();
+        let region = args.iter().position(|a| a == "--s3-region").unwrap();
+        let mut rebuilt = syncease();
+        for (key, value) in cmd.get_envs() {
+            match value {
+                Some(v) => rebuilt.env(key, v),
+                None => rebuilt.env_remove(key),
+            };
+        }
+        rebuilt.args(args[..region].iter().chain(&args[region + 2..]));
+        *cmd = rebuilt;
+    }
+
     fn sync(&self, f: &Fixture, extra: &[&str]) -> Run {
         sync_to(self.command(), f, &self.url(), extra)
     }
@@ -682,6 +698,91 @@ fn s3_a_lost_answer_to_complete_a_multipart_upload_is_checked_not_failed() {
     assert_eq!(again["unchanged"]["files"], 1, "{again}");
 }
 
+#[test]
+fn s3_uploads_carry_content_type_storage_class_and_encryption_as_asked() {
+    let Some(mut s3) = S3::new("headers") else {
+        return;
+    };
+    let relay = Relay::start(&s3.endpoint);
+    s3.endpoint = relay.endpoint.clone();
+    let f = Fixture::new();
+    f.write("src/page.html", "<p>hi</p>");
+    f.write("src/photo.JPG", "jpeg");
+    f.write("src/notes", "no extension");
+    s3.sync(&f, &["--s3-storage-class", "STANDARD"]).expect(0);
+    let puts: Vec<String> = relay
+        .heads()
+        .into_iter()
+        .filter(|h| h.starts_with("PUT ") && !h.contains(".syncease"))
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    assert_eq!(puts.len(), 3, "{puts:?}");
+    for (name, kind) in [
+        ("page.html", "text/html"),
+        ("photo.jpg", "image/jpeg"),
+        ("notes", "application/octet-stream"),
+    ] {
+        let head = puts.iter().find(|h| h.contains(name)).unwrap();
+        assert!(head.contains(&format!("content-type: {kind}")), "{head}");
+        assert!(head.contains("x-amz-storage-class: standard"), "{head}");
+    }
+    // Encryption is asked of the server with every upload (Garage refuses SSE-S3 and says so).
+    f.write("src/new.txt", "new");
+    let run = s3.sync(&f, &["--s3-sse", "AES256"]);
+    let put = relay
+        .heads()
+        .into_iter()
+        .find(|h| h.starts_with("PUT ") && h.contains("new.txt"))
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        put.contains("x-amz-server-side-encryption: aes256"),
+        "{put}"
+    );
+    if run.code != 0 {
+        assert!(run.stderr.contains("new.txt"), "{run:?}");
+    }
+    let run = s3.sync(&f, &["--s3-sse", "rot13"]).expect(2);
+    assert!(run.stderr.contains("--s3-sse rot13"), "{run:?}");
+}
+
+#[test]
+fn s3_the_region_of_the_aws_profile_is_used() {
+    let Some(mut s3) = S3::new("profile-region") else {
+        return;
+    };
+    let relay = Relay::start(&s3.endpoint);
+    s3.endpoint = relay.endpoint.clone();
+    let f = Fixture::new();
+    f.write("src/a.txt", "a");
+    let config = f.write(
+        "aws-config",
+        format!(
+            "[default]\nregion = nowhere-1\n[profile backup]\nregion = {}\n",
+            s3.region
+        ),
+    );
+    let run = |profile: &str| {
+        let mut cmd = syncease();
+        s3.configure_without_region(&mut cmd);
+        cmd.env("AWS_CONFIG_FILE", &config)
+            .env("AWS_PROFILE", profile)
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION");
+        Run::from(cmd.arg(&f.src).arg(s3.url()).output().unwrap())
+    };
+    run("backup").expect(0);
+    let heads = relay.heads();
+    assert!(
+        heads
+            .iter()
+            .any(|h| h.contains(&format!("/{}/s3/aws4_request", s3.region))),
+        "{heads:?}"
+    );
+    // The default profile's region is not the server's: refused, and nothing was written.
+    run("default").expect(2);
+}
+
 /// Run `cmd`, failing the test if it has not ended after `limit`.
 fn within(mut cmd: Command, limit: std::time::Duration) -> (Run, std::time::Duration) {
     let started = std::time::Instant::now();
@@ -1026,6 +1127,345 @@ fn sftp_checksum_reads_back_files_whose_size_and_time_match() {
     );
     let again = json(&sftp.sync(&f, &["--json", "--checksum"]).expect(0));
     assert_eq!(again["unchanged"]["files"], 3, "{again}");
+}
+
+impl Sftp {
+    /// The test server's user, port and this test's folder, from its URL
+    /// (`sftp://USER@127.0.0.1:PORT/PATH`).
+    fn parts(&self) -> (String, u16, String) {
+        let rest = self.url.strip_prefix("sftp://").unwrap();
+        let (user, rest) = rest.split_once('@').unwrap();
+        let (hostport, path) = rest.split_at(rest.find('/').unwrap());
+        let port = hostport.rsplit_once(':').unwrap().1.parse().unwrap();
+        (user.to_string(), port, path.to_string())
+    }
+}
+
+/// `ssh-keygen ARGS`, which must succeed.
+fn ssh_keygen(args: &[&std::ffi::OsStr]) {
+    let status = Command::new("ssh-keygen")
+        .arg("-q")
+        .args(args)
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn sftp_host_aliases_come_from_the_ssh_configuration() {
+    let Some(sftp) = Sftp::new("alias") else {
+        return;
+    };
+    if !need("ssh", "openssh-client") {
+        return;
+    }
+    let f = Fixture::new();
+    f.write("src/a.txt", "a");
+    let (user, port, path) = sftp.parts();
+    let config = f.write(
+        "ssh_config",
+        format!(
+            "Host backup-box\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n  \
+             IdentityFile {}\n  UserKnownHostsFile {}\n",
+            sftp.key, sftp.known_hosts
+        ),
+    );
+    let run = Run::from(
+        syncease()
+            .arg("--ssh-config")
+            .arg(&config)
+            .arg(&f.src)
+            .arg(format!("sftp://backup-box{path}"))
+            .output()
+            .unwrap(),
+    );
+    run.expect(0);
+    assert_eq!(fs::read(sftp.local.join("a.txt")).unwrap(), b"a");
+
+    let jump = f.write(
+        "jump_config",
+        "Host via-jump\n  HostName 127.0.0.1\n  ProxyJump someone@bastion\n",
+    );
+    let run = Run::from(
+        syncease()
+            .arg("--ssh-config")
+            .arg(&jump)
+            .arg(&f.src)
+            .arg("sftp://via-jump/srv/x")
+            .output()
+            .unwrap(),
+    )
+    .expect(2);
+    assert!(
+        run.stderr.contains("ProxyJump 'someone@bastion'"),
+        "{run:?}"
+    );
+}
+
+/// The test sshd behind a [`Relay`]: the relay, and a command to sync to the test's folder
+/// through it (its host key listed for the relay's port).
+fn relayed(sftp: &Sftp, f: &Fixture) -> (Relay, impl Fn(&[&str]) -> Run) {
+    let (user, port, path) = sftp.parts();
+    let relay = Relay::start(&format!("127.0.0.1:{port}"));
+    let relay_port = relay.endpoint.rsplit_once(':').unwrap().1.to_string();
+    let line = fs::read_to_string(&sftp.known_hosts).unwrap();
+    let key: Vec<&str> = line.split_whitespace().skip(1).take(2).collect();
+    let known = f.write(
+        "known_hosts",
+        format!("[127.0.0.1]:{relay_port} {}\n", key.join(" ")),
+    );
+    let url = format!("sftp://{user}@127.0.0.1:{relay_port}{path}");
+    let (src, ssh_key) = (f.src.clone(), sftp.key.clone());
+    let run = move |extra: &[&str]| {
+        Run::from(
+            syncease()
+                .args(["--ssh-key", &ssh_key, "--ssh-config", "/dev/null"])
+                .arg("--known-hosts")
+                .arg(&known)
+                .args(extra)
+                .arg(&src)
+                .arg(&url)
+                .output()
+                .unwrap(),
+        )
+    };
+    (relay, run)
+}
+
+#[test]
+fn sftp_workers_spread_over_several_ssh_connections() {
+    let Some(sftp) = Sftp::new("connections") else {
+        return;
+    };
+    let f = Fixture::new();
+    for n in 0..40 {
+        f.write(format!("src/d{}/f{n}", n % 4), format!("file {n}"));
+    }
+    let (relay, run) = relayed(&sftp, &f);
+    for (connections, expected) in [("3", 3), ("1", 4)] {
+        let done = run(&["--sftp-connections", connections]).expect(0);
+        assert_eq!(relay.connections(), expected, "{done:?}");
+    }
+    assert_same(
+        &in_seconds(Manifest::of(&f.src)),
+        &in_seconds(Manifest::of(&sftp.local)),
+    );
+}
+
+/// Sixty files of 256 KiB: enough bytes for a connection to be cut midway.
+fn many_files(f: &Fixture) {
+    for n in 0..60u64 {
+        f.write(
+            format!("src/d{}/f{n}.bin", n % 3),
+            big_content(n, 1, 256 << 10),
+        );
+    }
+}
+
+#[test]
+fn sftp_a_dropped_connection_is_made_again_and_the_files_in_flight_redone() {
+    let Some(sftp) = Sftp::new("reconnect") else {
+        return;
+    };
+    let f = Fixture::new();
+    many_files(&f);
+    let (relay, run) = relayed(&sftp, &f);
+    relay.bend(Bend::Cut {
+        after: 4 << 20,
+        then_refuse: false,
+    });
+    let done = run(&["--sftp-connections", "2", "-j", "4", "--json"]).expect(0);
+    assert_eq!(
+        json(&done)["errors"].as_array().unwrap().len(),
+        0,
+        "{done:?}"
+    );
+    assert!(relay.connections() > 2, "{done:?}");
+    // What the cut uploads left behind is swept by the next run, which has nothing else to do.
+    let again = json(&run(&["--json"]).expect(0));
+    assert_eq!(again["copied"]["files"], 0, "{again}");
+    assert!(temporaries(&sftp.local).is_empty());
+    assert_same(
+        &in_seconds(Manifest::of(&f.src)),
+        &in_seconds(Manifest::of(&sftp.local)),
+    );
+}
+
+#[test]
+fn sftp_a_host_that_stays_gone_stops_the_run_once_and_loses_nothing() {
+    let Some(sftp) = Sftp::new("gone") else {
+        return;
+    };
+    let f = Fixture::new();
+    many_files(&f);
+    let (relay, run) = relayed(&sftp, &f);
+    // A first version everywhere, then a second one cut off midway.
+    run(&[]).expect(0);
+    for n in 0..60u64 {
+        f.write(
+            format!("src/d{}/f{n}.bin", n % 3),
+            big_content(n, 2, 256 << 10),
+        );
+    }
+    relay.bend(Bend::Cut {
+        after: 4 << 20,
+        then_refuse: true,
+    });
+    let stopped = run(&["-j", "4", "--sftp-connections", "2"]).expect(1);
+    assert!(stopped.stderr.contains("stopped writing"), "{stopped:?}");
+    assert!(
+        stopped.stderr.contains("3 tries to connect again failed"),
+        "{stopped:?}"
+    );
+    // One error per file in flight at the cut (4 workers), not one per file.
+    let errors = stopped
+        .stderr
+        .lines()
+        .filter(|l| l.contains("cannot copy"))
+        .count();
+    assert!((1..=4).contains(&errors), "{stopped:?}");
+    // Every file is the first version or the second, whole.
+    for n in 0..60u64 {
+        let got = fs::read(sftp.local.join(format!("d{}/f{n}.bin", n % 3))).unwrap();
+        assert!(
+            got == big_content(n, 1, 256 << 10) || got == big_content(n, 2, 256 << 10),
+            "f{n} is torn"
+        );
+    }
+}
+
+/// An ssh-agent on a socket in the fixture, stopped when dropped.
+struct SshAgent(std::process::Child, PathBuf);
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sftp_logs_in_with_a_key_held_by_ssh_agent() {
+    let Some(sftp) = Sftp::new("agent") else {
+        return;
+    };
+    if !need("ssh-agent", "openssh-client") || !need("ssh-add", "openssh-client") {
+        return;
+    }
+    let f = Fixture::new();
+    f.write("src/a.txt", "a");
+    let sock = f.path("agent.sock");
+    let child = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let agent = SshAgent(child, sock);
+    for _ in 0..200 {
+        if agent.1.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let added = Command::new("ssh-add")
+        .env("SSH_AUTH_SOCK", &agent.1)
+        .arg(&sftp.key)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(added.success());
+    // No key file anywhere: a home without ~/.ssh, and no configuration.
+    let home = f.mkdir("home");
+    let login = |sock: Option<&Path>| {
+        let mut cmd = syncease();
+        cmd.env("HOME", &home).env_remove("SSH_AUTH_SOCK").args([
+            "--ssh-config",
+            "/dev/null",
+            "--known-hosts",
+            &sftp.known_hosts,
+        ]);
+        if let Some(sock) = sock {
+            cmd.env("SSH_AUTH_SOCK", sock);
+        }
+        Run::from(cmd.arg(&f.src).arg(&sftp.url).output().unwrap())
+    };
+    login(Some(&agent.1)).expect(0);
+    assert_eq!(fs::read(sftp.local.join("a.txt")).unwrap(), b"a");
+    let run = login(None).expect(2);
+    assert!(run.stderr.contains("no key to log in with"), "{run:?}");
+}
+
+#[test]
+fn sftp_an_encrypted_key_is_opened_with_ssh_askpass_and_failures_say_what_was_tried() {
+    let Some(sftp) = Sftp::new("passphrase") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write("src/a.txt", "a");
+    let locked = f.path("locked_key");
+    fs::copy(&sftp.key, &locked).unwrap();
+    chmod(&locked, 0o600);
+    ssh_keygen(&[
+        "-p".as_ref(),
+        "-P".as_ref(),
+        "".as_ref(),
+        "-N".as_ref(),
+        "correct horse".as_ref(),
+        "-f".as_ref(),
+        locked.as_os_str(),
+    ]);
+    let askpass = |name: &str, answer: &str| {
+        let script = f.write(name, format!("#!/bin/sh\necho '{answer}'\n"));
+        chmod(&script, 0o755);
+        script
+    };
+    let login = |key: &Path, askpass: Option<&Path>| {
+        let mut cmd = syncease();
+        cmd.env_remove("SSH_ASKPASS")
+            .env_remove("SSH_AUTH_SOCK")
+            .args([
+                "--ssh-config",
+                "/dev/null",
+                "--known-hosts",
+                &sftp.known_hosts,
+            ])
+            .arg("--ssh-key")
+            .arg(key)
+            .stdin(Stdio::null());
+        if let Some(program) = askpass {
+            cmd.env("SSH_ASKPASS", program)
+                .env("SSH_ASKPASS_REQUIRE", "force");
+        }
+        Run::from(cmd.arg(&f.src).arg(&sftp.url).output().unwrap())
+    };
+    login(&locked, Some(&askpass("right", "correct horse"))).expect(0);
+    assert_eq!(fs::read(sftp.local.join("a.txt")).unwrap(), b"a");
+
+    let run = login(&locked, None).expect(2);
+    assert!(
+        run.stderr.contains("locked_key") && run.stderr.contains("encrypted"),
+        "{run:?}"
+    );
+    let run = login(&locked, Some(&askpass("wrong", "battery staple"))).expect(2);
+    assert!(run.stderr.contains("cannot decrypt"), "{run:?}");
+    let stranger = f.path("stranger_key");
+    ssh_keygen(&[
+        "-t".as_ref(),
+        "ed25519".as_ref(),
+        "-N".as_ref(),
+        "".as_ref(),
+        "-f".as_ref(),
+        stranger.as_os_str(),
+    ]);
+    let run = login(&stranger, None).expect(2);
+    assert!(
+        run.stderr.contains("refused the login")
+            && run.stderr.contains("stranger_key' (not accepted)"),
+        "{run:?}"
+    );
 }
 
 // --- Without servers ----------------------------------------------------------------------

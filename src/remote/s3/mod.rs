@@ -31,8 +31,7 @@ use tokio::runtime::Runtime;
 use tracing::debug;
 
 use self::manifest::Row;
-use super::common::{self, io_error, Keeps, Listed};
-use super::Options;
+use super::common::{self, Keeps, Listed};
 use crate::config::{Compare, Method};
 use crate::dest::Destination;
 use crate::entry::{merge, Chown, Mtime, Pair, RootMeta, Tag, Tree};
@@ -40,10 +39,19 @@ use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
 use crate::fsops::{self, open_source, Base, Copied, CopyError, Expected, Held, Source};
 
+mod connect;
 mod manifest;
 
-/// Files up to this size are one PUT; larger ones are uploaded in parts of this size.
+/// Files up to this size are one PUT; larger ones are uploaded in parts of this size, or
+/// larger ones where 10,000 parts would not hold the file (see [`part_size`]).
 pub const PART: usize = 8 << 20;
+/// S3's limits: parts to an object, and bytes to a part.
+const MAX_PARTS: u64 = 10_000;
+const MAX_PART: u64 = 5 << 30;
+const MIB: u64 = 1 << 20;
+/// What all uploads together may hold in memory at once, in MiB: each holds its file (one
+/// PUT) or the parts in flight and the one being read (multipart) while it runs.
+const UPLOAD_MEMORY_MIB: u32 = 256;
 /// Parts of one file in flight at once.
 const PARTS_IN_FLIGHT: usize = 4;
 /// HEAD requests in flight at once while comparing.
@@ -69,6 +77,8 @@ pub struct S3 {
     manifest: AtomicBool,
     /// The listing the reachability check started: its first entry, and the rest to come.
     started: Mutex<Option<(Option<opendal::Entry>, opendal::Lister)>>,
+    /// The upload memory budget, in MiB (see [`UPLOAD_MEMORY_MIB`]).
+    memory: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for S3 {
@@ -84,12 +94,63 @@ fn s3_error(e: opendal::Error) -> io::Error {
         ErrorKind::AlreadyExists => io::ErrorKind::AlreadyExists,
         _ => io::ErrorKind::Other,
     };
-    // The message and its cause; OpenDAL's own Display adds internal context users need not read.
-    let mut text = e.message().to_string();
-    if let Some(cause) = std::error::Error::source(&e) {
-        text = format!("{text}: {cause}");
+    io::Error::new(kind, Failure::of(e))
+}
+
+/// A failed S3 request as a person reads it — what the service said (its message and code),
+/// else OpenDAL's message and cause — with OpenDAL's error, and all its context, as the source.
+#[derive(Debug)]
+struct Failure {
+    text: String,
+    cause: opendal::Error,
+}
+
+impl Failure {
+    fn of(cause: opendal::Error) -> Failure {
+        let text = said(cause.message()).unwrap_or_else(|| {
+            let mut text = cause.message().to_string();
+            if let Some(inner) = std::error::Error::source(&cause) {
+                text = format!("{text}: {inner}");
+            }
+            text
+        });
+        Failure { text, cause }
     }
-    io_error(kind, text)
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.cause)
+    }
+}
+
+/// The message and code of an S3 error response, from OpenDAL's rendering of it
+/// (`S3Error { code: "AccessDenied", message: "Access Denied", … }`).
+fn said(rendered: &str) -> Option<String> {
+    let field = |name: &str| {
+        let key = format!("{name}: \"");
+        let at = rendered.find(&key)? + key.len();
+        let rest = &rendered[at..];
+        Some(rest[..rest.find('"')?].to_string())
+    };
+    let code = field("code").filter(|c| !c.is_empty())?;
+    Some(match field("message").filter(|m| !m.is_empty()) {
+        Some(message) => format!("{message} ({code})"),
+        None => code,
+    })
+}
+
+/// The part size of a multipart upload of `size` bytes: [`PART`], or the smallest whole
+/// number of MiB that keeps the file within S3's 10,000 parts (up to its 5 GiB a part).
+pub fn part_size(size: u64) -> usize {
+    let needed = size.div_ceil(MAX_PARTS).next_multiple_of(MIB);
+    needed.clamp(PART as u64, MAX_PART) as usize
 }
 
 /// rclone's `mtime` metadata: Unix seconds with nine fractional digits.
@@ -171,99 +232,6 @@ fn file_md5(file: &mut std::fs::File) -> io::Result<[u8; 16]> {
 }
 
 impl S3 {
-    /// Connect to `s3://bucket/prefix` and check that the bucket can be listed.
-    pub fn open(
-        bucket: &str,
-        prefix: &str,
-        options: &Options,
-        backup: Option<&Path>,
-    ) -> io::Result<S3> {
-        opendal::install_default();
-        let mut builder = opendal::services::S3::default().bucket(bucket).root("/");
-        if let Some(endpoint) = &options.s3_endpoint {
-            builder = builder.endpoint(endpoint);
-        }
-        let region = options
-            .s3_region
-            .clone()
-            .or_else(|| std::env::var("AWS_REGION").ok())
-            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
-            .unwrap_or_else(|| "us-east-1".to_string());
-        builder = builder.region(&region);
-        if std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
-        {
-            builder = builder.disable_ec2_metadata();
-        }
-        // Each attempt is timed out on its own, then retried (the order OpenDAL asks for).
-        let mut timeouts = opendal::layers::TimeoutLayer::new();
-        if let Some(t) = options.timeout {
-            timeouts = timeouts.with_timeout(t).with_io_timeout(t);
-        } else {
-            // No limit: a century stands for forever.
-            let forever = std::time::Duration::from_secs(100 * 365 * 86_400);
-            timeouts = timeouts.with_timeout(forever).with_io_timeout(forever);
-        }
-        let op = Operator::new(builder)
-            .map_err(s3_error)?
-            .layer(timeouts)
-            .layer(opendal::layers::RetryLayer::new());
-        let url = match prefix {
-            "" => format!("s3://{bucket}"),
-            p => format!("s3://{bucket}/{p}"),
-        };
-        let backup = match backup {
-            None => None,
-            Some(dir) => Some(backup_prefix(bucket, prefix, dir)?),
-        };
-        let s3 = S3 {
-            rt: common::runtime()?,
-            op,
-            url,
-            prefix: match prefix {
-                "" => String::new(),
-                p => format!("{p}/"),
-            },
-            backup,
-            listed: Mutex::default(),
-            rows: Mutex::default(),
-            stale: AtomicBool::new(false),
-            manifest: AtomicBool::new(true),
-            started: Mutex::default(),
-        };
-        // Reachable, with these credentials, before anything else happens.
-        s3.reachable(options.connect_timeout)?;
-        Ok(s3)
-    }
-
-    /// Ask for the first page of the prefix's listing (one request, however many keys there
-    /// are): the bucket exists and these credentials may read it. Given up after `limit`.
-    ///
-    /// That page is the first of the recursive listing the scan goes on with.
-    fn reachable(&self, limit: Option<std::time::Duration>) -> io::Result<()> {
-        let first = async {
-            let options = ListOptions {
-                recursive: true,
-                ..ListOptions::default()
-            };
-            let mut lister = self.op.lister_options(&self.list_root(), options).await?;
-            let first = lister.next().await.transpose()?;
-            *self.started.lock().unwrap_or_else(|e| e.into_inner()) = Some((first, lister));
-            Ok(())
-        };
-        let answer = self.rt.block_on(async {
-            match limit {
-                Some(limit) => tokio::time::timeout(limit, first).await.map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("no answer within {} s (--contimeout)", limit.as_secs_f64()),
-                    )
-                }),
-                None => Ok(first.await),
-            }
-        })?;
-        answer.map_err(s3_error)
-    }
-
     fn list_root(&self) -> String {
         match self.prefix.as_str() {
             "" => "/".to_string(),
@@ -374,6 +342,23 @@ impl S3 {
     ) -> std::result::Result<(u64, Option<String>), UploadError> {
         let mut metadata = HashMap::from([("mtime".to_string(), format_mtime(expected.mtime))]);
         let unchanged = |file: &std::fs::File, read| expected.still_holds(file, read);
+        let content_type = Some(
+            mime_guess::from_path(key)
+                .first_or_octet_stream()
+                .essence_str()
+                .to_string(),
+        );
+        let part = part_size(expected.size);
+        // The bytes this upload holds at once, counted against the budget of all uploads.
+        let holds = match expected.size <= PART as u64 {
+            true => expected.size.div_ceil(MIB).max(1),
+            false => (PARTS_IN_FLIGHT as u64 + 1) * (part as u64 / MIB),
+        };
+        let _budget = self
+            .memory
+            .acquire_many(holds.min(u64::from(UPLOAD_MEMORY_MIB)) as u32)
+            .await
+            .expect("the budget is never closed");
         if expected.size <= PART as u64 {
             let mut data = Vec::with_capacity(expected.size as usize);
             (&mut file)
@@ -390,6 +375,7 @@ impl S3 {
             }
             let options = WriteOptions {
                 user_metadata: Some(metadata),
+                content_type,
                 ..WriteOptions::default()
             };
             let written = self
@@ -405,8 +391,9 @@ impl S3 {
         metadata.insert("md5chksum".to_string(), md5.clone());
         let options = WriteOptions {
             user_metadata: Some(metadata),
+            content_type,
             concurrent: PARTS_IN_FLIGHT,
-            chunk: Some(PART),
+            chunk: Some(part),
             ..WriteOptions::default()
         };
         let mut writer = self
@@ -418,10 +405,10 @@ impl S3 {
         let mut sent = 0u64;
         let result = async {
             loop {
-                let mut part = Vec::with_capacity(PART);
+                let mut buf = Vec::with_capacity(part);
                 let n = (&mut file)
-                    .take(PART as u64)
-                    .read_to_end(&mut part)
+                    .take(part as u64)
+                    .read_to_end(&mut buf)
                     .map_err(UploadError::Read)?;
                 if n == 0 {
                     break;
@@ -435,7 +422,7 @@ impl S3 {
                     tokio::time::sleep(wait).await;
                 }
                 writer
-                    .write(part)
+                    .write(buf)
                     .await
                     .map_err(|e| UploadError::Write(s3_error(e)))?;
                 debug!(key, sent, "multipart part handed over");
@@ -966,6 +953,39 @@ mod tests {
         for bad in ["", "x", "1.2.3", "-", ".5", "1e9"] {
             assert_eq!(parse_mtime(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn parts_grow_so_that_any_object_s3_takes_fits_in_10000() {
+        assert_eq!(part_size(0), PART);
+        assert_eq!(part_size(78 << 30), PART);
+        let big = 100u64 << 30;
+        let part = part_size(big) as u64;
+        assert!(part > PART as u64 && part % MIB == 0);
+        assert!(big.div_ceil(part) <= MAX_PARTS);
+        assert!(
+            big.div_ceil(part - MIB) > MAX_PARTS,
+            "the smallest that fits"
+        );
+        let five_tib = 5u64 << 40;
+        assert!(five_tib.div_ceil(part_size(five_tib) as u64) <= MAX_PARTS);
+    }
+
+    #[test]
+    fn service_errors_read_as_what_the_service_said() {
+        let rendered = r#"S3Error { code: "AccessDenied", message: "Access Denied", resource: "/b", request_id: "x" }"#;
+        assert_eq!(
+            said(rendered).as_deref(),
+            Some("Access Denied (AccessDenied)")
+        );
+        let bare = r#"S3Error { code: "NoSuchBucket", message: "", resource: "" }"#;
+        assert_eq!(said(bare).as_deref(), Some("NoSuchBucket"));
+        assert_eq!(said("connection refused"), None);
+        let e = s3_error(opendal::Error::new(ErrorKind::PermissionDenied, rendered));
+        assert_eq!(e.to_string(), "Access Denied (AccessDenied)");
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        let inner = e.get_ref().and_then(std::error::Error::source);
+        assert!(inner.is_some_and(|s| s.to_string().contains("AccessDenied")));
     }
 
     #[test]

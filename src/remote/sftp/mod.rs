@@ -14,11 +14,12 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rayon::prelude::*;
 use russh::client;
-use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::client::RawSftpSession;
 use russh_sftp::extensions::HardlinkExtension;
@@ -29,7 +30,7 @@ use tokio::task::JoinSet;
 use super::common::{self, io_error, Keeps, Listed};
 use super::{Options, Url};
 use crate::checksum;
-use crate::config::{Compare, Config, Method};
+use crate::config::{Compare, Method};
 use crate::dest::Destination;
 use crate::entry::{merge, Chown, Kind, Mtime, Pair, RootMeta, Tag, Tree};
 use crate::error::{Error, Op, Result};
@@ -37,6 +38,8 @@ use crate::filter::Filter;
 use crate::fsops::{
     self, is_temp_name, open_source, temp_name, Base, Copied, CopyError, Expected, Held, Source,
 };
+
+mod login;
 
 const POSIX_RENAME: &str = "posix-rename@openssh.com";
 /// Bytes per write request: every SFTP server accepts 32 KiB; more when it says so.
@@ -46,6 +49,9 @@ const MAX_CHUNK: usize = 255 << 10;
 const WRITES_IN_FLIGHT: usize = 32;
 /// Directories listed at once while scanning.
 const LISTINGS_IN_FLIGHT: usize = 16;
+/// Tries to connect again after a lost connection, 1, 2 and 4 s apart, and redos of one step.
+const RECONNECTS: u32 = 3;
+const REDOS: u32 = 3;
 /// Files read back at once for `--checksum`, and read requests of one file in flight.
 const HASHES_IN_FLIGHT: usize = 8;
 const READS_IN_FLIGHT: usize = 16;
@@ -53,9 +59,18 @@ const READS_IN_FLIGHT: usize = 16;
 /// A folder on an SSH host as a destination.
 pub struct Sftp {
     rt: Runtime,
-    sftp: Arc<RawSftpSession>,
-    /// Keeps the SSH connection open.
-    _ssh: client::Handle<Client>,
+    /// One SFTP session per SSH connection (`--sftp-connections`); each worker uses one. A
+    /// lost connection's session is replaced by a new one (see [`Sftp::reconnect`]).
+    sessions: Vec<Mutex<Arc<RawSftpSession>>>,
+    /// Keeps the SSH connections open (those replaced too: dropping one would close it
+    /// under a worker still finishing a request on it).
+    ssh: Mutex<Vec<client::Handle<login::Client>>>,
+    /// What a new connection needs: where, and the way in the first login found.
+    target: login::Target,
+    options: Options,
+    method: login::Method,
+    /// Reconnecting failed: the host is out of reach for the rest of the run.
+    lost: AtomicBool,
     /// The folder's absolute path on the host.
     root: String,
     url: String,
@@ -73,69 +88,6 @@ impl std::fmt::Debug for Sftp {
     }
 }
 
-/// The SSH client side: checks the host key against known_hosts.
-struct Client {
-    host: String,
-    port: u16,
-    known_hosts: PathBuf,
-    /// Why the host key was rejected, for the message.
-    verdict: Arc<Mutex<Option<String>>>,
-}
-
-impl client::Handler for Client {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        key: &PublicKeyOrCertificate,
-    ) -> std::result::Result<bool, Self::Error> {
-        let PublicKeyOrCertificate::PublicKey { key, .. } = key else {
-            *self.verdict.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some("host certificates are not supported; list the host key itself".into());
-            return Ok(false);
-        };
-        let check =
-            russh::keys::check_known_hosts_path(&self.host, self.port, key, &self.known_hosts);
-        let why = match check {
-            Ok(true) => return Ok(true),
-            Ok(false) => format!(
-                "the host key of {} is not in '{}' (check it, then add it, e.g. with ssh-keyscan)",
-                self.host,
-                self.known_hosts.display()
-            ),
-            Err(e) => format!(
-                "the host key of {} does not match '{}': {e}",
-                self.host,
-                self.known_hosts.display()
-            ),
-        };
-        *self.verdict.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
-        Ok(false)
-    }
-}
-
-/// The SSH settings: AES-GCM first (hardware-accelerated on most CPUs, where bulk uploads
-/// spend their time), then russh's usual order; no Nagle delay on the many small requests.
-fn ssh_config(timeout: Option<std::time::Duration>) -> client::Config {
-    use russh::cipher;
-    let mut config = client::Config::default();
-    let first = [cipher::AES_128_GCM, cipher::AES_256_GCM];
-    let rest = config
-        .preferred
-        .cipher
-        .iter()
-        .filter(|c| !first.contains(c));
-    let ciphers: Vec<_> = first.iter().chain(rest).copied().collect();
-    config.preferred.cipher = ciphers.into();
-    config.nodelay = true;
-    // --timeout: a server silent that long (three keepalives unanswered) is gone.
-    if let Some(timeout) = timeout {
-        config.keepalive_interval = Some(timeout / 3);
-        config.keepalive_max = 3;
-    }
-    config
-}
-
 fn sftp_error(e: SftpError) -> io::Error {
     let kind = match &e {
         SftpError::Status(s) => match s.status_code {
@@ -144,9 +96,20 @@ fn sftp_error(e: SftpError) -> io::Error {
             _ => io::ErrorKind::Other,
         },
         SftpError::Timeout => io::ErrorKind::TimedOut,
+        // The channel or the connection under it closed.
+        SftpError::IO(_) | SftpError::UnexpectedBehavior(_) => io::ErrorKind::ConnectionAborted,
         _ => io::ErrorKind::Other,
     };
-    io_error(kind, e)
+    io::Error::new(kind, e)
+}
+
+/// Whether an error means the connection is gone (a redo on a new one may succeed).
+fn connection_lost(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | BrokenPipe | TimedOut | UnexpectedEof | NotConnected
+    )
 }
 
 /// The answer to a request, or `None` when its path is not there.
@@ -173,10 +136,6 @@ fn status(result: std::result::Result<Packet, SftpError>) -> io::Result<()> {
         Packet::Status(s) => Err(sftp_error(SftpError::Status(s))),
         _ => Err(io::Error::other("unexpected reply")),
     }
-}
-
-fn home() -> Option<PathBuf> {
-    std::env::var_os("HOME").map(PathBuf::from)
 }
 
 fn attrs(mode: Option<u16>, mtime: Option<Mtime>) -> FileAttributes {
@@ -208,7 +167,7 @@ fn parent(path: &str) -> &str {
 
 impl Sftp {
     /// Connect, verify the host key, log in and open the SFTP subsystem.
-    pub fn open(url: &Url, config: &Config) -> io::Result<Sftp> {
+    pub fn open(url: &Url, options: &Options, backup: Option<&Path>) -> io::Result<Sftp> {
         let Url::Sftp {
             user,
             host,
@@ -218,97 +177,27 @@ impl Sftp {
         else {
             unreachable!("an sftp URL");
         };
-        let options: &Options = &config.remote_options;
-        let user = user
-            .clone()
-            .or_else(|| std::env::var("USER").ok())
-            .unwrap_or_else(|| "root".to_string());
-        let key_path = match &options.ssh_key {
-            Some(key) => key.clone(),
-            None => ["id_ed25519", "id_ecdsa", "id_rsa"]
-                .iter()
-                .filter_map(|name| home().map(|h| h.join(".ssh").join(name)))
-                .find(|p| p.exists())
-                .ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::NotFound,
-                        "no private key in ~/.ssh (give one with --ssh-key)",
-                    )
-                })?,
-        };
-        let key = russh::keys::load_secret_key(&key_path, None).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("cannot load key '{}': {e}", key_path.display()),
-            )
-        })?;
-        let known_hosts = match &options.known_hosts {
-            Some(file) => file.clone(),
-            None => home()
-                .map(|h| h.join(".ssh/known_hosts"))
-                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "HOME is not set"))?,
-        };
+        let target = login::resolve(user.as_deref(), host, *port, options)?;
         let rt = common::runtime()?;
-        let verdict = Arc::new(Mutex::new(None));
-        let handler = Client {
-            host: host.clone(),
-            port: *port,
-            known_hosts,
-            verdict: verdict.clone(),
-        };
-        let login = async {
-            let ssh_config = Arc::new(ssh_config(options.timeout));
-            let mut ssh = client::connect(ssh_config, (host.as_str(), *port), handler)
-                .await
-                .map_err(|e| {
-                    let why = verdict.lock().unwrap_or_else(|e| e.into_inner()).take();
-                    let kind = match why.is_some() {
-                        true => io::ErrorKind::PermissionDenied,
-                        false => io::ErrorKind::ConnectionRefused,
-                    };
-                    io_error(kind, why.unwrap_or_else(|| format!("cannot connect: {e}")))
-                })?;
-            let hash = ssh
-                .best_supported_rsa_hash()
-                .await
-                .map_err(|e| io_error(io::ErrorKind::Other, e))?
-                .flatten();
-            let auth = ssh
-                .authenticate_publickey(&user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
-                .await
-                .map_err(|e| io_error(io::ErrorKind::Other, e))?;
-            if !auth.success() {
-                return Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    format!("{user}@{host} did not accept key '{}'", key_path.display()),
-                ));
+        // The first login finds the way in; the other connections log in the same way, at once.
+        let logins = async {
+            let (first, method) = login::login(&target, options, None).await?;
+            let found = method.clone();
+            let mut others = JoinSet::new();
+            for _ in 1..options.sftp_connections.max(1) {
+                let (target, options, method) = (target.clone(), options.clone(), method.clone());
+                others.spawn(async move { login::login(&target, &options, Some(&method)).await });
             }
-            let channel = ssh
-                .channel_open_session()
-                .await
-                .map_err(|e| io_error(io::ErrorKind::Other, e))?;
-            channel
-                .request_subsystem(true, "sftp")
-                .await
-                .map_err(|e| io_error(io::ErrorKind::Other, e))?;
-            let sftp = RawSftpSession::new(channel.into_stream());
-            // A request unanswered for --timeout fails (none: a century stands for forever).
-            let secs = options
-                .timeout
-                .map_or(100 * 365 * 86_400, |t| t.as_secs().max(1));
-            sftp.set_timeout(secs);
-            let version = sftp.init().await.map_err(sftp_error)?;
-            let mut chunk = CHUNK;
-            if version.extensions.contains_key("limits@openssh.com") {
-                if let Ok(limits) = sftp.limits().await {
-                    chunk = (limits.max_write_len as usize).clamp(CHUNK, MAX_CHUNK);
-                }
+            let mut sessions = vec![first];
+            while let Some(done) = others.join_next().await {
+                let (session, _) = done.map_err(io::Error::other)??;
+                sessions.push(session);
             }
-            io::Result::Ok((ssh, Arc::new(sftp), version, chunk))
+            io::Result::Ok((sessions, found))
         };
-        let (ssh, sftp, version, chunk) = rt.block_on(async {
+        let (sessions, method) = rt.block_on(async {
             match options.connect_timeout {
-                Some(limit) => tokio::time::timeout(limit, login)
+                Some(limit) => tokio::time::timeout(limit, logins)
                     .await
                     .unwrap_or_else(|_| {
                         Err(io::Error::new(
@@ -316,11 +205,18 @@ impl Sftp {
                             format!("no login within {} s (--contimeout)", limit.as_secs_f64()),
                         ))
                     }),
-                None => login.await,
+                None => logins.await,
             }
         })?;
-        let has = |name: &str| version.extensions.contains_key(name);
+        let has = |name: &str| sessions[0].version.extensions.contains_key(name);
         let (posix_rename, hardlink) = (has(POSIX_RENAME), has("hardlink@openssh.com"));
+        let chunk = sessions[0].chunk;
+        let (ssh, sessions): (Vec<_>, Vec<_>) = sessions
+            .into_iter()
+            .map(|s| (s.ssh, Arc::new(s.sftp)))
+            .unzip();
+        let sftp = sessions[0].clone();
+        let sessions = sessions.into_iter().map(Mutex::new).collect();
         let absolute = |p: &str| -> io::Result<String> {
             if p.starts_with('/') {
                 return Ok(p.to_string());
@@ -330,7 +226,7 @@ impl Sftp {
             Ok(join(&home.unwrap_or_else(|| "/".into()), p))
         };
         let root = absolute(path)?;
-        let backup = match &config.backup_dir {
+        let backup = match backup {
             None => None,
             Some(dir) => {
                 let text = common::text(dir)?.trim_end_matches('/');
@@ -346,10 +242,15 @@ impl Sftp {
                 Some(b)
             }
         };
+        drop(sftp);
         let sftp = Sftp {
             rt,
-            sftp,
-            _ssh: ssh,
+            sessions,
+            ssh: Mutex::new(ssh),
+            target,
+            options: options.clone(),
+            method,
+            lost: AtomicBool::new(false),
             root,
             url: url.to_string(),
             backup,
@@ -358,7 +259,7 @@ impl Sftp {
             chunk,
         };
         // The folder may be missing (it is created), but then its parent must be there.
-        match sftp.rt.block_on(sftp.sftp.lstat(sftp.root.clone())) {
+        match sftp.rt.block_on(sftp.sftp().lstat(sftp.root.clone())) {
             Ok(a) if a.attrs.is_dir() => {}
             Ok(_) => {
                 return Err(io::Error::new(
@@ -372,7 +273,7 @@ impl Sftp {
                     return Err(e);
                 }
                 let up = parent(&sftp.root).to_string();
-                match sftp.rt.block_on(sftp.sftp.stat(up.clone())) {
+                match sftp.rt.block_on(sftp.sftp().stat(up.clone())) {
                     Ok(a) if a.attrs.is_dir() => {}
                     _ => {
                         return Err(io::Error::new(
@@ -386,6 +287,90 @@ impl Sftp {
         Ok(sftp)
     }
 
+    /// The session of the calling worker (rayon's thread index picks it), so the workers'
+    /// requests spread over the connections.
+    fn sftp(&self) -> Arc<RawSftpSession> {
+        let worker = rayon::current_thread_index().unwrap_or(0);
+        let slot = &self.sessions[worker % self.sessions.len()];
+        slot.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Run one step (safe to redo: uploads go to a fresh temporary each time); when the
+    /// connection it used was lost, connect again and redo it, a few times at most.
+    fn redoing<T, F>(&self, mut step: impl FnMut() -> F) -> io::Result<T>
+    where
+        F: std::future::Future<Output = io::Result<T>>,
+    {
+        let mut redone = 0;
+        loop {
+            let session = self.sftp();
+            match self.rt.block_on(step()) {
+                Err(e) if connection_lost(&e) && redone < REDOS => {
+                    redone += 1;
+                    tracing::debug!(error = %e, "connection lost; reconnecting");
+                    self.reconnect(&session, e)?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Replace the lost session `broken` by a new connection, logged in the way the first
+    /// one was, after a pause that doubles from one try to the next; give up after
+    /// [`RECONNECTS`] tries (the host is then taken as gone). Another worker may have
+    /// replaced it already: nothing to do then.
+    fn reconnect(&self, broken: &Arc<RawSftpSession>, cause: io::Error) -> io::Result<()> {
+        if self.lost.load(Ordering::Relaxed) {
+            return Err(cause);
+        }
+        let Some(slot) = self
+            .sessions
+            .iter()
+            .find(|slot| Arc::ptr_eq(&slot.lock().unwrap_or_else(|e| e.into_inner()), broken))
+        else {
+            return Ok(());
+        };
+        let mut session = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&session, broken) {
+            return Ok(());
+        }
+        let mut last = cause;
+        for attempt in 0..RECONNECTS {
+            std::thread::sleep(Duration::from_secs(1 << attempt));
+            let login = login::login(&self.target, &self.options, Some(&self.method));
+            let answer = self.rt.block_on(async {
+                match self.options.connect_timeout {
+                    Some(limit) => tokio::time::timeout(limit, login)
+                        .await
+                        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+                    None => login.await,
+                }
+            });
+            match answer {
+                Ok((fresh, _)) => {
+                    *session = Arc::new(fresh.sftp);
+                    self.ssh
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(fresh.ssh);
+                    tracing::debug!(attempt, "reconnected");
+                    return Ok(());
+                }
+                Err(e) => last = e,
+            }
+        }
+        self.lost.store(true, Ordering::Relaxed);
+        Err(io::Error::new(
+            io::ErrorKind::NotConnected,
+            format!(
+                "the connection to {} was lost and {RECONNECTS} tries to connect again failed \
+                 (over {} s): {last}",
+                self.target.alias,
+                (1u64 << RECONNECTS) - 1
+            ),
+        ))
+    }
+
     fn remote(&self, rel: &Path) -> io::Result<String> {
         Ok(join(&self.root, common::text(rel)?))
     }
@@ -395,7 +380,7 @@ impl Sftp {
     }
 
     async fn lstat(&self, path: &str) -> io::Result<Option<FileAttributes>> {
-        Ok(found(self.sftp.lstat(path.to_string()).await)?.map(|a| a.attrs))
+        Ok(found(self.sftp().lstat(path.to_string()).await)?.map(|a| a.attrs))
     }
 
     /// Rename `from` over `to`, replacing it atomically where the server can.
@@ -410,10 +395,10 @@ impl Sftp {
                 Ok(data) => data,
                 Err(e) => return Err(io_error(io::ErrorKind::InvalidInput, e)),
             };
-            return status(self.sftp.extended(POSIX_RENAME, data).await);
+            return status(self.sftp().extended(POSIX_RENAME, data).await);
         }
-        found(self.sftp.remove(to.to_string()).await)?;
-        done(self.sftp.rename(from.to_string(), to.to_string()).await)
+        found(self.sftp().remove(to.to_string()).await)?;
+        done(self.sftp().rename(from.to_string(), to.to_string()).await)
     }
 
     /// The first free backup name for `rel` (creating its parent directories).
@@ -423,7 +408,10 @@ impl Sftp {
         for part in parent(&base).split('/').filter(|p| !p.is_empty()) {
             dir = format!("{dir}/{part}");
             if self.lstat(&dir).await?.is_none() {
-                let _ = self.sftp.mkdir(dir.clone(), attrs(Some(0o700), None)).await;
+                let _ = self
+                    .sftp()
+                    .mkdir(dir.clone(), attrs(Some(0o700), None))
+                    .await;
             }
         }
         let mut candidate = base.clone();
@@ -445,7 +433,7 @@ impl Sftp {
                     return Ok(());
                 }
                 let slot = self.slot(backup, rel).await?;
-                done(self.sftp.rename(path, slot).await)
+                done(self.sftp().rename(path, slot).await)
             }
             None => self.remove_file(&path).await,
         }
@@ -471,8 +459,8 @@ impl Sftp {
                 }
                 let slot = self.slot(backup, rel).await?;
                 match self.hardlink {
-                    true => done(self.sftp.hardlink(path, slot).await),
-                    false => done(self.sftp.rename(path, slot).await),
+                    true => done(self.sftp().hardlink(path, slot).await),
+                    false => done(self.sftp().rename(path, slot).await),
                 }
             }
             (None, _) => Ok(()),
@@ -480,22 +468,39 @@ impl Sftp {
     }
 
     async fn remove_file(&self, path: &str) -> io::Result<()> {
-        found(self.sftp.remove(path.to_string()).await).map(drop)
+        found(self.sftp().remove(path.to_string()).await).map(drop)
     }
 
     async fn remove_dir(&self, path: &str) -> io::Result<()> {
-        found(self.sftp.rmdir(path.to_string()).await).map(drop)
+        found(self.sftp().rmdir(path.to_string()).await).map(drop)
+    }
+
+    /// Make the directory `path`, private until its mode is set; one already there (made by
+    /// a try whose answer was lost) counts as made.
+    async fn make_dir_at(&self, path: String) -> io::Result<()> {
+        match done(
+            self.sftp()
+                .mkdir(path.clone(), attrs(Some(0o700), None))
+                .await,
+        ) {
+            Err(e) if !connection_lost(&e) => match self.lstat(&path).await {
+                Ok(Some(a)) if a.is_dir() => Ok(()),
+                _ => Err(e),
+            },
+            other => other,
+        }
     }
 
     /// The children of one directory (without `.` and `..`).
     async fn list(&self, path: &str) -> io::Result<Vec<(String, FileAttributes)>> {
-        list_dir(&self.sftp, path).await
+        list_dir(&self.sftp(), path).await
     }
 
     /// Write `file` to a temporary in the target's directory, give it its mode and time and
     /// rename it over the target.
     async fn upload(
         &self,
+        sftp: &Arc<RawSftpSession>,
         mut file: std::fs::File,
         rel: &Path,
         expected: Expected,
@@ -504,8 +509,7 @@ impl Sftp {
         let target = self.remote(rel).map_err(UploadError::Write)?;
         let temp = join(parent(&target), &temp_name('s'));
         let flags = OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE | OpenFlags::TRUNCATE;
-        let handle = self
-            .sftp
+        let handle = sftp
             .open(temp.clone(), flags, attrs(Some(0o600), None))
             .await
             .map_err(|e| UploadError::Write(sftp_error(e)))?
@@ -528,7 +532,7 @@ impl Sftp {
                 if offset + n as u64 > expected.size {
                     return Err(UploadError::Changed);
                 }
-                let (sftp, handle) = (self.sftp.clone(), handle.clone());
+                let (sftp, handle) = (sftp.clone(), handle.clone());
                 in_flight.push_back(tokio::spawn(async move {
                     sftp.write(handle, offset, chunk).await
                 }));
@@ -547,11 +551,11 @@ impl Sftp {
                 return Err(UploadError::Changed);
             }
             let meta = attrs(Some(expected.mode), Some(expected.mtime));
-            done(self.sftp.fsetstat(handle.clone(), meta).await).map_err(UploadError::Write)?;
+            done(sftp.fsetstat(handle.clone(), meta).await).map_err(UploadError::Write)?;
             Ok(offset)
         }
         .await;
-        let closed = self.sftp.close(handle).await.map_err(sftp_error);
+        let closed = sftp.close(handle).await.map_err(sftp_error);
         let result = result.and_then(|n| closed.map(|_| n).map_err(UploadError::Write));
         let result = match result {
             Ok(n) => async {
@@ -564,7 +568,7 @@ impl Sftp {
             Err(e) => Err(e),
         };
         if result.is_err() {
-            let _ = self.sftp.remove(temp).await;
+            let _ = sftp.remove(temp).await;
         }
         result
     }
@@ -623,7 +627,7 @@ impl Sftp {
                     let Some((n, &(_, j))) = next.next() else {
                         break;
                     };
-                    let (sftp, chunk) = (self.sftp.clone(), self.chunk as u32);
+                    let (sftp, chunk) = (self.sftp(), self.chunk as u32);
                     let path = self.remote(dst.path_at(j));
                     let size = dst.entries[j as usize].size;
                     tasks.spawn(async move {
@@ -819,10 +823,14 @@ impl Destination for Sftp {
             let mut errors = Vec::new();
             let mut pending = vec![PathBuf::new()];
             let mut tasks = JoinSet::new();
+            let mut listed_dirs = 0usize;
             while !pending.is_empty() || !tasks.is_empty() {
                 while tasks.len() < LISTINGS_IN_FLIGHT {
+                    listed_dirs += 1;
                     let Some(rel) = pending.pop() else { break };
-                    let sftp = self.sftp.clone();
+                    // Directories are listed over every connection in turn.
+                    let slot = &self.sessions[listed_dirs % self.sessions.len()];
+                    let sftp = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
                     let path = join(&self.root, rel.to_str().unwrap_or_default());
                     tasks.spawn(async move {
                         let children = list_dir(&sftp, &path).await;
@@ -916,17 +924,13 @@ impl Destination for Sftp {
     }
 
     fn make_root(&self) -> Result<()> {
-        let result = self
-            .rt
-            .block_on(self.sftp.mkdir(self.root.clone(), attrs(Some(0o700), None)));
-        result
-            .map(|_| ())
-            .map_err(|e| self.fail(Op::MakeDir, Path::new(""), sftp_error(e)))
+        let result = self.redoing(|| self.make_dir_at(self.root.clone()));
+        result.map_err(|e| self.fail(Op::MakeDir, Path::new(""), e))
     }
 
     fn remove_temp(&self, rel: &Path) -> Result<()> {
         debug_assert!(is_temp_name(rel));
-        let result = self.rt.block_on(async {
+        let result = self.redoing(move || async move {
             let path = self.remote(rel)?;
             self.remove_file(&path).await
         });
@@ -934,10 +938,10 @@ impl Destination for Sftp {
     }
 
     fn open_dir(&self, rel: &Path, mode: u16) -> Result<()> {
-        let result = self.rt.block_on(async {
+        let result = self.redoing(move || async move {
             let path = self.remote(rel)?;
             done(
-                self.sftp
+                self.sftp()
                     .setstat(path, attrs(Some(mode | 0o700), None))
                     .await,
             )
@@ -946,12 +950,11 @@ impl Destination for Sftp {
     }
 
     fn make_dir(&self, rel: &Path, replaces: Option<Tag>) -> Result<()> {
-        let result = self.rt.block_on(async {
+        let result = self.redoing(move || async move {
             if replaces.is_some() {
                 self.displace(rel).await?;
             }
-            let path = self.remote(rel)?;
-            done(self.sftp.mkdir(path, attrs(Some(0o700), None)).await)
+            self.make_dir_at(self.remote(rel)?).await
         });
         result.map_err(|e| self.fail(Op::MakeDir, rel, e))
     }
@@ -963,19 +966,31 @@ impl Destination for Sftp {
         expected: Expected,
         held: Held,
     ) -> std::result::Result<Copied, CopyError> {
-        let Some((file, expected)) = open_source(source, expected)? else {
-            return Ok(Copied::Vanished);
-        };
         let src = &source.path();
-        match self
-            .rt
-            .block_on(self.upload(file, rel, expected, held.other()))
-        {
-            Ok(bytes) => Ok(Copied::Done(bytes)),
-            Err(UploadError::Changed) => Err(CopyError::Changed),
-            Err(UploadError::Read(e)) => Err(Error::new(Op::Read, src, e).into()),
-            Err(UploadError::Write(e)) => Err(Error::copy(src, &self.path(rel), e).into()),
-        }
+        let to = &self.path(rel);
+        // Each try reads the source from its start; a lost connection's try is redone.
+        let outcome = self.redoing(move || async move {
+            let opened = match open_source(source, expected) {
+                Ok(opened) => opened,
+                Err(e) => return Ok(Err(CopyError::Io(e))),
+            };
+            let Some((file, expected)) = opened else {
+                return Ok(Ok(Copied::Vanished));
+            };
+            let sftp = self.sftp();
+            match self.upload(&sftp, file, rel, expected, held.other()).await {
+                Ok(bytes) => Ok(Ok(Copied::Done(bytes))),
+                Err(UploadError::Changed) => Ok(Err(CopyError::Changed)),
+                Err(UploadError::Read(e)) => Ok(Err(Error::new(Op::Read, src, e).into())),
+                Err(UploadError::Write(e)) if connection_lost(&e) => Err(e),
+                Err(UploadError::Write(e)) => Ok(Err(Error::copy(src, to, e).into())),
+            }
+        });
+        outcome.unwrap_or_else(|e| Err(Error::copy(src, to, e).into()))
+    }
+
+    fn vanished(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
     }
 
     fn make_symlink(
@@ -986,20 +1001,20 @@ impl Destination for Sftp {
         replaces: Option<Tag>,
         _owner: Chown,
     ) -> Result<()> {
-        let result = self.rt.block_on(async {
+        let result = self.redoing(move || async move {
             let path = self.remote(rel)?;
             let target = common::text(target)?.to_string();
             let temp = join(parent(&path), &temp_name('l'));
             // OpenSSH reads SSH_FXP_SYMLINK's two paths in the opposite order to the draft
             // (target first); so does every server built on its code.
-            done(self.sftp.symlink(target, temp.clone()).await)?;
+            done(self.sftp().symlink(target, temp.clone()).await)?;
             let placed = async {
                 self.make_room(rel, replaces).await?;
                 self.rename_over(&temp, &path).await
             }
             .await;
             if placed.is_err() {
-                let _ = self.sftp.remove(temp).await;
+                let _ = self.sftp().remove(temp).await;
             }
             placed
         });
@@ -1020,15 +1035,15 @@ impl Destination for Sftp {
         if mode.is_none() && mtime.is_none() {
             return Ok(());
         }
-        let result = self.rt.block_on(async {
+        let result = self.redoing(move || async move {
             let path = self.remote(rel)?;
-            done(self.sftp.setstat(path, attrs(mode, mtime)).await)
+            done(self.sftp().setstat(path, attrs(mode, mtime)).await)
         });
         result.map_err(|e| self.fail(Op::SetTimes, rel, e))
     }
 
     fn remove(&self, rel: &Path, tag: Tag) -> Result<()> {
-        let result = self.rt.block_on(async {
+        let result = self.redoing(move || async move {
             let path = self.remote(rel)?;
             match tag {
                 // SFTP has no "not empty" status: ask, so that it is the same warning as on a
@@ -1052,9 +1067,9 @@ impl Destination for Sftp {
         mtime: Mtime,
         _owner: Chown,
     ) -> Result<()> {
-        let result = self.rt.block_on(async {
+        let result = self.redoing(move || async move {
             let path = self.remote(rel)?;
-            done(self.sftp.setstat(path, attrs(mode, Some(mtime))).await)
+            done(self.sftp().setstat(path, attrs(mode, Some(mtime))).await)
         });
         result.map_err(|e| self.fail(Op::SetTimes, rel, e))
     }
