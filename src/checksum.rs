@@ -11,7 +11,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use crate::entry::{merge, Pair, Tag, Tree};
+use crate::entry::{same_size_files, Tree};
 use crate::error::{Error, Op};
 use crate::fsops::{open_read, Base, Source};
 
@@ -23,17 +23,7 @@ pub fn differing(
     src_base: &Base,
     dst_base: &Base,
 ) -> (HashSet<u32>, Vec<Error>) {
-    let same_size_files = |&(i, j): &(u32, u32)| {
-        let (a, b) = (&src.entries[i as usize], &dst.entries[j as usize]);
-        a.tag == Tag::File && b.tag == Tag::File && a.size == b.size
-    };
-    let pairs: Vec<(u32, u32)> = merge(src, dst)
-        .filter_map(|pair| match pair {
-            Pair::Both(i, j) => Some((i, j)),
-            _ => None,
-        })
-        .filter(same_size_files)
-        .collect();
+    let pairs = same_size_files(src, dst);
     let results: Vec<_> = pairs
         .par_iter()
         .map(|&(i, j)| {

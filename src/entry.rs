@@ -223,6 +223,22 @@ pub enum Pair {
     Both(u32, u32),
 }
 
+/// The regular files at the same path on both sides with the same size, as (source index,
+/// destination index) pairs in path order: the pairs only their contents (or remote metadata)
+/// can tell apart.
+pub fn same_size_files(src: &Tree, dst: &Tree) -> Vec<(u32, u32)> {
+    merge(src, dst)
+        .filter_map(|pair| match pair {
+            Pair::Both(i, j) => Some((i, j)),
+            _ => None,
+        })
+        .filter(|&(i, j)| {
+            let (a, b) = (&src.entries[i as usize], &dst.entries[j as usize]);
+            a.tag == Tag::File && b.tag == Tag::File && a.size == b.size
+        })
+        .collect()
+}
+
 /// Walk two listings together in path order, in one pass: the single merge the planner and
 /// `--checksum` share.
 pub fn merge<'t>(left: &'t Tree, right: &'t Tree) -> impl Iterator<Item = Pair> + 't {

@@ -34,7 +34,7 @@ use self::manifest::Row;
 use super::common::{self, Keeps, Listed};
 use crate::config::{Compare, Method};
 use crate::dest::Destination;
-use crate::entry::{merge, Chown, Mtime, Pair, RootMeta, Tag, Tree};
+use crate::entry::{same_size_files, Chown, Mtime, RootMeta, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
 use crate::fsops::{self, open_source, Base, Copied, CopyError, Expected, Held, Source};
@@ -646,16 +646,7 @@ impl Destination for S3 {
     ) -> (HashSet<u32>, Vec<Error>) {
         let mut errors = Vec::new();
         let mut changed = HashSet::new();
-        let same_size: Vec<(u32, u32)> = merge(src, dst)
-            .filter_map(|p| match p {
-                Pair::Both(i, j) => Some((i, j)),
-                _ => None,
-            })
-            .filter(|&(i, j)| {
-                let (s, d) = (&src.entries[i as usize], &dst.entries[j as usize]);
-                s.tag == Tag::File && d.tag == Tag::File && s.size == d.size
-            })
-            .collect();
+        let same_size = same_size_files(src, dst);
         let in_source = (0..src.entries.len() as u32).any(|i| src.path_at(i) == manifest::KEY);
         if in_source {
             self.manifest.store(false, Ordering::Relaxed);

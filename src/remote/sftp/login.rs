@@ -376,11 +376,7 @@ async fn again(
     method: &Method,
 ) -> io::Result<Method> {
     let user = target.user.as_str();
-    let hash = ssh
-        .best_supported_rsa_hash()
-        .await
-        .map_err(|e| io_error(io::ErrorKind::Other, e))?
-        .flatten();
+    let hash = rsa_hash(ssh).await?;
     let accepted = match method {
         Method::Agent(sock, key) => {
             let mut agent = AgentClient::connect_uds(sock)
@@ -407,14 +403,18 @@ async fn again(
     }
 }
 
+/// The signature hash an RSA key is to use with this server (the best it offers).
+async fn rsa_hash(ssh: &client::Handle<Client>) -> io::Result<Option<russh::keys::HashAlg>> {
+    let best = ssh.best_supported_rsa_hash().await;
+    Ok(best
+        .map_err(|e| io_error(io::ErrorKind::Other, e))?
+        .flatten())
+}
+
 /// Log in with the agent's keys, then each identity file; on failure, say what was tried.
 async fn authenticate(ssh: &mut client::Handle<Client>, target: &Target) -> io::Result<Method> {
     let user = target.user.as_str();
-    let hash = ssh
-        .best_supported_rsa_hash()
-        .await
-        .map_err(|e| io_error(io::ErrorKind::Other, e))?
-        .flatten();
+    let hash = rsa_hash(ssh).await?;
     let mut tried = Vec::new();
     let agent = match &target.agent {
         Agent::No => None,

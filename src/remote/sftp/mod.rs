@@ -32,7 +32,7 @@ use super::{Options, Url};
 use crate::checksum;
 use crate::config::{Compare, Method};
 use crate::dest::Destination;
-use crate::entry::{merge, Chown, Kind, Mtime, Pair, RootMeta, Tag, Tree};
+use crate::entry::{same_size_files, Chown, Kind, Mtime, RootMeta, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
 use crate::fsops::{
@@ -579,16 +579,7 @@ impl Sftp {
     /// server offers no hash of a file, so each remote file is read back (reads pipelined,
     /// several files at once) and hashed here, as the local one is.
     fn differing(&self, src_base: &Base, src: &Tree, dst: &Tree) -> (HashSet<u32>, Vec<Error>) {
-        let pairs: Vec<(u32, u32)> = merge(src, dst)
-            .filter_map(|p| match p {
-                Pair::Both(i, j) => Some((i, j)),
-                _ => None,
-            })
-            .filter(|&(i, j)| {
-                let (s, d) = (&src.entries[i as usize], &dst.entries[j as usize]);
-                s.tag == Tag::File && d.tag == Tag::File && s.size == d.size
-            })
-            .collect();
+        let pairs = same_size_files(src, dst);
         let (local, remote) = rayon::join(
             || {
                 pairs
