@@ -1218,17 +1218,22 @@ fn relayed(sftp: &Sftp, f: &Fixture) -> (Relay, impl Fn(&[&str]) -> Run) {
     let url = format!("sftp://{user}@127.0.0.1:{relay_port}{path}");
     let (src, ssh_key) = (f.src.clone(), sftp.key.clone());
     let run = move |extra: &[&str]| {
-        Run::from(
-            syncease()
-                .args(["--ssh-key", &ssh_key, "--ssh-config", "/dev/null"])
-                .arg("--known-hosts")
-                .arg(&known)
-                .args(extra)
-                .arg(&src)
-                .arg(&url)
-                .output()
-                .unwrap(),
-        )
+        let mut cmd = syncease();
+        // A request on a connection cut under it waits for --timeout before it counts as lost.
+        cmd.args([
+            "--ssh-key",
+            &ssh_key,
+            "--ssh-config",
+            "/dev/null",
+            "--timeout",
+            "5",
+        ])
+        .arg("--known-hosts")
+        .arg(&known)
+        .args(extra)
+        .arg(&src)
+        .arg(&url);
+        within(cmd, std::time::Duration::from_secs(240)).0
     };
     (relay, run)
 }
