@@ -61,10 +61,7 @@ pub struct Sftp {
     rt: Runtime,
     /// One SFTP session per SSH connection (`--sftp-connections`); each worker uses one. A
     /// lost connection's session is replaced by a new one (see [`Sftp::reconnect`]).
-    sessions: Vec<Mutex<Arc<RawSftpSession>>>,
-    /// Keeps the SSH connections open (those replaced too: dropping one would close it
-    /// under a worker still finishing a request on it).
-    ssh: Mutex<Vec<client::Handle<login::Client>>>,
+    sessions: Vec<Mutex<Live>>,
     /// What a new connection needs: where, and the way in the first login found.
     target: login::Target,
     options: Options,
@@ -80,6 +77,13 @@ pub struct Sftp {
     hardlink: bool,
     /// Bytes per write request: what the server allows (limits@openssh.com), else 32 KiB.
     chunk: usize,
+}
+
+/// One SSH connection and the SFTP session on it (holding the handle keeps it open).
+#[derive(Clone)]
+struct Live {
+    sftp: Arc<RawSftpSession>,
+    ssh: Arc<client::Handle<login::Client>>,
 }
 
 impl std::fmt::Debug for Sftp {
@@ -101,6 +105,33 @@ fn sftp_error(e: SftpError) -> io::Error {
         _ => io::ErrorKind::Other,
     };
     io::Error::new(kind, e)
+}
+
+/// Run `step`, but end it as a lost connection as soon as the SSH connection is closed: a
+/// request already sent on a connection cut under it would otherwise wait for its timeout.
+async fn until_closed<T>(
+    step: impl std::future::Future<Output = io::Result<T>>,
+    ssh: &client::Handle<login::Client>,
+) -> io::Result<T> {
+    use std::task::Poll;
+    let mut step = std::pin::pin!(step);
+    let mut check = tokio::time::interval(Duration::from_millis(200));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(done) = step.as_mut().poll(cx) {
+            return Poll::Ready(done);
+        }
+        while check.poll_tick(cx).is_ready() {
+            if ssh.is_closed() {
+                let closed = io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the SSH connection closed",
+                );
+                return Poll::Ready(Err(closed));
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Whether an error means the connection is gone (a redo on a new one may succeed).
@@ -211,11 +242,14 @@ impl Sftp {
         let has = |name: &str| sessions[0].version.extensions.contains_key(name);
         let (posix_rename, hardlink) = (has(POSIX_RENAME), has("hardlink@openssh.com"));
         let chunk = sessions[0].chunk;
-        let (ssh, sessions): (Vec<_>, Vec<_>) = sessions
+        let sessions: Vec<Live> = sessions
             .into_iter()
-            .map(|s| (s.ssh, Arc::new(s.sftp)))
-            .unzip();
-        let sftp = sessions[0].clone();
+            .map(|s| Live {
+                sftp: Arc::new(s.sftp),
+                ssh: Arc::new(s.ssh),
+            })
+            .collect();
+        let sftp = sessions[0].sftp.clone();
         let sessions = sessions.into_iter().map(Mutex::new).collect();
         let absolute = |p: &str| -> io::Result<String> {
             if p.starts_with('/') {
@@ -246,7 +280,6 @@ impl Sftp {
         let sftp = Sftp {
             rt,
             sessions,
-            ssh: Mutex::new(ssh),
             target,
             options: options.clone(),
             method,
@@ -290,6 +323,10 @@ impl Sftp {
     /// The session of the calling worker (rayon's thread index picks it), so the workers'
     /// requests spread over the connections.
     fn sftp(&self) -> Arc<RawSftpSession> {
+        self.live().sftp
+    }
+
+    fn live(&self) -> Live {
         let worker = rayon::current_thread_index().unwrap_or(0);
         let slot = &self.sessions[worker % self.sessions.len()];
         slot.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -303,12 +340,12 @@ impl Sftp {
     {
         let mut redone = 0;
         loop {
-            let session = self.sftp();
-            match self.rt.block_on(step()) {
+            let live = self.live();
+            match self.rt.block_on(until_closed(step(), &live.ssh)) {
                 Err(e) if connection_lost(&e) && redone < REDOS => {
                     redone += 1;
                     tracing::debug!(error = %e, "connection lost; reconnecting");
-                    self.reconnect(&session, e)?;
+                    self.reconnect(&live.sftp, e)?;
                 }
                 other => return other,
             }
@@ -323,15 +360,14 @@ impl Sftp {
         if self.lost.load(Ordering::Relaxed) {
             return Err(cause);
         }
-        let Some(slot) = self
-            .sessions
-            .iter()
-            .find(|slot| Arc::ptr_eq(&slot.lock().unwrap_or_else(|e| e.into_inner()), broken))
-        else {
+        let Some(slot) = self.sessions.iter().find(|slot| {
+            let live = slot.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::ptr_eq(&live.sftp, broken)
+        }) else {
             return Ok(());
         };
         let mut session = slot.lock().unwrap_or_else(|e| e.into_inner());
-        if !Arc::ptr_eq(&session, broken) {
+        if !Arc::ptr_eq(&session.sftp, broken) {
             return Ok(());
         }
         let mut last = cause;
@@ -348,11 +384,10 @@ impl Sftp {
             });
             match answer {
                 Ok((fresh, _)) => {
-                    *session = Arc::new(fresh.sftp);
-                    self.ssh
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(fresh.ssh);
+                    *session = Live {
+                        sftp: Arc::new(fresh.sftp),
+                        ssh: Arc::new(fresh.ssh),
+                    };
                     tracing::debug!(attempt, "reconnected");
                     return Ok(());
                 }
@@ -821,7 +856,7 @@ impl Destination for Sftp {
                     let Some(rel) = pending.pop() else { break };
                     // Directories are listed over every connection in turn.
                     let slot = &self.sessions[listed_dirs % self.sessions.len()];
-                    let sftp = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    let sftp = slot.lock().unwrap_or_else(|e| e.into_inner()).sftp.clone();
                     let path = join(&self.root, rel.to_str().unwrap_or_default());
                     tasks.spawn(async move {
                         let children = list_dir(&sftp, &path).await;
