@@ -646,23 +646,21 @@ impl Destination for S3 {
     ) -> (HashSet<u32>, Vec<Error>) {
         let mut errors = Vec::new();
         let mut changed = HashSet::new();
-        let same_size = same_size_files(src, dst);
+        let mut same_size = same_size_files(src, dst);
         let in_source = (0..src.entries.len() as u32).any(|i| src.path_at(i) == manifest::KEY);
         if in_source {
             self.manifest.store(false, Ordering::Relaxed);
         }
         let listed = std::mem::take(&mut *self.listed.lock().unwrap_or_else(|e| e.into_inner()));
-        let same_version = |rel: &Path, row: &Row| {
-            let listed = rel.to_str().and_then(|rel| listed.get(rel));
-            listed.is_some_and(|(size, etag)| *size == row.size && *etag == row.etag)
-        };
-        let mut same_size = same_size;
         if !in_source {
             // The rows of objects still as the manifest says; the others are read again.
             let manifest = self.read_manifest();
             let had = manifest.as_ref().map_or(0, |rows| rows.len());
             let mut rows = manifest.unwrap_or_default();
-            rows.retain(|rel, row| same_version(Path::new(rel), row));
+            rows.retain(|rel, row| {
+                let now = listed.get(rel);
+                now.is_some_and(|(size, etag)| *size == row.size && *etag == row.etag)
+            });
             if rows.len() != had {
                 self.stale.store(true, Ordering::Relaxed);
             }
