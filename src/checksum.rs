@@ -11,16 +11,17 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
+use crate::endpoint::{Expected, Origin, Source};
 use crate::entry::{same_size_files, Tree};
 use crate::error::{Error, Op};
-use crate::fsops::{open_read, Base, Source};
+use crate::fsops::{open_read, Base};
 
 /// The source entries (by index) whose same-size destination file differs in content, and the
 /// source files that could not be read (errors of the source listing: they withhold deletions).
 pub fn differing(
     src: &Tree,
     dst: &Tree,
-    src_base: &Base,
+    origin: &dyn Origin,
     dst_base: &Base,
 ) -> (HashSet<u32>, Vec<Error>) {
     let pairs = same_size_files(src, dst);
@@ -28,8 +29,11 @@ pub fn differing(
         .par_iter()
         .map(|&(i, j)| {
             let (a, b) = rayon::join(
-                || hash(src_base, src.origin(i)),
-                || hash(dst_base, dst.path_at(j)),
+                || {
+                    let rel = src.origin(i);
+                    hash(Source { origin, rel })
+                },
+                || hash_file(dst_base, dst.path_at(j)),
             );
             match (a, b) {
                 (Err(e), _) => Err(e),
@@ -54,10 +58,22 @@ pub fn differing(
 }
 
 /// The BLAKE3 of the file `rel` below `base`, read through directory handles.
-pub(crate) fn hash(base: &Base, rel: &Path) -> Result<blake3::Hash, Error> {
-    let source = Source { base, rel };
-    let mut file = open_read(source).map_err(|e| Error::new(Op::Open, source.path(), e))?;
+fn hash_file(base: &Base, rel: &Path) -> Result<blake3::Hash, Error> {
+    let path = || base.path(rel);
+    let mut file = open_read(base, rel).map_err(|e| Error::new(Op::Open, path(), e))?;
     let mut hasher = blake3::Hasher::new();
-    io::copy(&mut file, &mut hasher).map_err(|e| Error::new(Op::Read, source.path(), e))?;
+    io::copy(&mut file, &mut hasher).map_err(|e| Error::new(Op::Read, path(), e))?;
+    Ok(hasher.finalize())
+}
+
+/// The BLAKE3 of a source file, local or remote (read as it is now).
+pub(crate) fn hash(source: Source<'_>) -> Result<blake3::Hash, Error> {
+    if let Some(base) = source.origin.folder() {
+        return hash_file(base, source.rel);
+    }
+    let not_found = || Error::new(Op::Open, source.path(), io::ErrorKind::NotFound.into());
+    let (mut opened, _) = source.open(Expected::fresh())?.ok_or_else(not_found)?;
+    let mut hasher = blake3::Hasher::new();
+    io::copy(&mut opened, &mut hasher).map_err(|e| Error::new(Op::Read, source.path(), e))?;
     Ok(hasher.finalize())
 }

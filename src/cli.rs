@@ -28,9 +28,11 @@ Examples:
   syncease -n ~/photos /mnt/backup/photos    show what would change, change nothing
   syncease --exclude '*.tmp' --exclude /build/ ~/code /mnt/backup/code
   syncease ~/photos s3://backups/photos      mirror into a bucket prefix (feature s3)
-  syncease ~/photos sftp://me@nas/srv/photos mirror to an SSH host (feature sftp)";
+  syncease ~/photos sftp://me@nas/srv/photos mirror to an SSH host (feature sftp)
+  syncease s3://backups/photos ~/restored    restore from a bucket prefix (or an SSH host)
+  syncease s3://backups/photos sftp://me@nas/srv/photos   from one remote to another";
 
-/// Workers for a remote destination when `--jobs` is not given.
+/// Workers for a run with a remote side when `--jobs` is not given.
 const REMOTE_JOBS: usize = 16;
 
 /// Make DST an exact, one-way mirror of SRC: copy new files, update changed ones, delete what
@@ -44,7 +46,8 @@ const REMOTE_JOBS: usize = 16;
     override_usage = "syncease [OPTIONS] SRC DST\n       syncease --completions SHELL | --man"
 )]
 pub struct Cli {
-    /// The folder to mirror (never modified)
+    /// The folder to mirror (never modified), or s3://BUCKET/PREFIX, or
+    /// sftp://[USER@]HOST[:PORT]/PATH
     #[arg(value_name = "SRC", required_unless_present_any = ["completions", "man"])]
     pub src: Option<PathBuf>,
 
@@ -61,7 +64,7 @@ pub struct Cli {
     #[arg(long, help_heading = "Run")]
     pub wait_lock: bool,
 
-    /// Worker threads [default: number of CPUs; 16 for a remote DST]
+    /// Worker threads [default: number of CPUs; 16 when SRC or DST is remote]
     #[arg(short, long, value_name = "N", help_heading = "Run")]
     pub jobs: Option<usize>,
 
@@ -335,23 +338,18 @@ impl Cli {
         let (Some(src), Some(dst)) = (self.src, self.dst) else {
             return Err("SRC and DST are required".into());
         };
-        let remote = match dst.to_str() {
-            Some(text) => Url::parse(text)?,
-            None => None,
+        let url = |path: &PathBuf| match path.to_str() {
+            Some(text) => Url::parse(text),
+            None => Ok(None),
         };
-        if let Some(url) = src.to_str().map(Url::parse).transpose()?.flatten() {
-            return Err(format!(
-                "the source '{url}' is remote: syncease mirrors a local folder to a local \
-                 folder, s3:// or sftp:// (to restore, mirror the bucket or host with a tool that \
-                 reads it, e.g. rclone sync)"
-            ));
-        }
+        let (src_url, dst_url) = (url(&src)?, url(&dst)?);
         let mut config = Config::new(src, dst);
-        if remote.is_some() {
+        if src_url.is_some() || dst_url.is_some() {
             // Network round trips, not CPUs, bound a remote run: keep many requests in flight.
             config.jobs = REMOTE_JOBS;
         }
-        config.remote = remote;
+        config.src_url = src_url;
+        config.dst_url = dst_url;
         let seconds = |name: &str, secs: f64| match secs {
             0.0 => Ok(None),
             s if s.is_finite() && s > 0.0 => Ok(Some(std::time::Duration::from_secs_f64(s))),
@@ -423,7 +421,8 @@ impl Cli {
             config.bwlimit = syncease::bwlimit::parse(rate)?;
         }
         config.one_file_system = self.one_file_system;
-        if config.remote.is_some() && !(self.link_dest.is_empty() && self.reflink_dest.is_empty()) {
+        if config.dst_url.is_some() && !(self.link_dest.is_empty() && self.reflink_dest.is_empty())
+        {
             return Err("--link-dest and --reflink-dest need a local destination".into());
         }
         // Relative to DST, as in rsync.
@@ -453,7 +452,7 @@ impl Cli {
         // A relative backup directory is relative to DST, as in rsync (a remote one is a
         // prefix or path on that side already).
         config.backup_dir = match self.backup_dir {
-            Some(dir) if dir.is_relative() && config.remote.is_none() => {
+            Some(dir) if dir.is_relative() && config.dst_url.is_none() => {
                 Some(below_dst(&config.dst, &dir))
             }
             other => other,

@@ -173,9 +173,11 @@ pub struct Config {
     pub xattrs: Xattrs,
     /// What the destination can hold (probed by `run`; everything until then).
     pub limits: Limits,
-    /// DST as a remote URL (`s3://`, `sftp://`); `dst` then holds its text, for messages.
-    pub remote: Option<Url>,
-    /// Settings of remote destinations.
+    /// SRC as a remote URL (`s3://`, `sftp://`); `src` then holds its text, for messages.
+    pub src_url: Option<Url>,
+    /// DST as a remote URL; `dst` then holds its text, for messages.
+    pub dst_url: Option<Url>,
+    /// Settings of remote sources and destinations.
     pub remote_options: remote::Options,
 }
 
@@ -273,7 +275,8 @@ impl Config {
             sparse: true,
             xattrs: Xattrs::default(),
             limits: Limits::default(),
-            remote: None,
+            src_url: None,
+            dst_url: None,
             remote_options: remote::Options::default(),
         }
     }

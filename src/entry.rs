@@ -38,6 +38,17 @@ impl Mtime {
         }
     }
 
+    /// The current time.
+    pub fn now() -> Mtime {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Mtime {
+            sec: since.as_secs() as i64,
+            nsec: since.subsec_nanos(),
+        }
+    }
+
     /// The time as a destination that holds only `range` (seconds since 1970, both ends in)
     /// keeps it: outside, the nearest end.
     pub fn held_in(self, range: Option<(i64, i64)>) -> Mtime {

@@ -25,10 +25,10 @@ use rayon::prelude::*;
 use tracing::debug;
 
 use crate::compare::Reason;
-use crate::dest::Destination;
+use crate::endpoint::{Copied, CopyError, Destination, Expected, Held, Origin, Source};
 use crate::entry::Tag;
 use crate::error::{Error, Op};
-use crate::fsops::{Base, Copied, CopyError, Expected, Held, Node, Source};
+use crate::fsops::Node;
 use crate::interrupt;
 use crate::plan::{DirMeta, Item, Payload, Plan, Transfer, Withheld};
 use crate::report::{Reporter, Summary, Warning};
@@ -36,7 +36,7 @@ use crate::report::{Reporter, Summary, Warning};
 /// The source root and the destination a plan is carried out against.
 #[derive(Clone, Copy)]
 pub struct Roots<'a> {
-    pub src: &'a Base,
+    pub src: &'a dyn Origin,
     pub dst: &'a dyn Destination,
 }
 
@@ -56,7 +56,7 @@ impl Roots<'_> {
 
     fn source<'r>(&'r self, rel: &'r Path) -> Source<'r> {
         Source {
-            base: self.src,
+            origin: self.src,
             rel,
         }
     }

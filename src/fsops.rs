@@ -11,7 +11,7 @@
 //! their mode and mtime, and only then renamed over the target, so an interrupted run leaves
 //! either the old or the new version at every path, never a mix. A new file is written without
 //! a name at all (`O_TMPFILE`) and linked into place when complete. Temporary names follow one
-//! pattern ([`is_temp_name`]) so the next run can sweep what a killed run left.
+//! pattern ([`crate::endpoint::is_temp_name`]) so the next run can sweep what a killed run left.
 
 mod base;
 mod probe;
@@ -26,7 +26,7 @@ use std::fs::{File, Permissions};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
@@ -34,52 +34,9 @@ use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 use tracing::debug;
 
 use crate::config::Xattrs;
+use crate::endpoint::{Copied, CopyError, Expected, Held, Opened, Source};
 use crate::entry::{Chown, Kind, Mtime, Tag};
 use crate::error::{Context, Error, Op, Result};
-
-const TEMP_PREFIX: &str = ".syncease-";
-const TEMP_SUFFIX: &str = ".tmp";
-
-/// True for names of temporaries this tool creates (`.syncease-XXXXXX.tmp`).
-pub fn is_temp_name(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Some(name) = path.file_name() else {
-        return false;
-    };
-    let name = name.as_bytes();
-    name.len() > TEMP_PREFIX.len() + TEMP_SUFFIX.len()
-        && name.starts_with(TEMP_PREFIX.as_bytes())
-        && name.ends_with(TEMP_SUFFIX.as_bytes())
-}
-
-/// True for a destination entry that is a temporary of this tool: a file, link or special
-/// file (never a directory, whatever its name) named like one.
-pub fn is_temporary(path: &Path, tag: Tag) -> bool {
-    tag != Tag::Dir && is_temp_name(path)
-}
-
-/// How a file copy ended, when it did not fail.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Copied {
-    /// The file is in place; this many bytes were written.
-    Done(u64),
-    /// The source file disappeared before it could be opened.
-    Vanished,
-}
-
-/// Why a copy did not complete.
-#[derive(Debug)]
-pub enum CopyError {
-    /// The source's size or mtime moved while it was read; nothing was renamed into place.
-    Changed,
-    Io(Error),
-}
-
-impl From<Error> for CopyError {
-    fn from(e: Error) -> Self {
-        CopyError::Io(e)
-    }
-}
 
 /// What becomes of a destination entry that is overwritten or deleted.
 #[derive(Clone, Copy, Debug)]
@@ -90,68 +47,6 @@ pub enum Displaced<'a> {
     Backup { dir: &'a Base, rel: &'a Path },
 }
 
-/// What a destination path held when it was listed, before a file is written there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Held {
-    /// Nothing: the file is new.
-    Nothing,
-    /// An entry of the same type, replaced atomically.
-    Same,
-    /// An entry of another type (`Tag`), which has to make room first.
-    Other(Tag),
-}
-
-impl Held {
-    /// The entry of another type that has to make room, if any.
-    pub fn other(self) -> Option<Tag> {
-        match self {
-            Held::Other(tag) => Some(tag),
-            Held::Nothing | Held::Same => None,
-        }
-    }
-}
-
-/// What the listing said about a source file, and what its copy gets; a copy whose source no
-/// longer matches it after the copy is not renamed into place.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Expected {
-    pub size: u64,
-    pub mtime: Mtime,
-    pub mode: u16,
-    /// The owner and group to give the copy.
-    pub owner: Chown,
-    /// Size and mtime are to be taken afresh from the opened source (a second try, after it
-    /// changed while being copied); the mode and owner stay as planned.
-    pub fresh: bool,
-    /// The extended attributes and ACLs copied with the contents.
-    pub xattrs: Xattrs,
-    /// Holes stay holes (`--no-sparse`: written out as zeros).
-    pub sparse: bool,
-    /// The destination keeps permission bits: set them (some that keep none refuse `chmod`).
-    pub modes: bool,
-}
-
-impl Expected {
-    /// True when the source still is what was expected, `read` bytes having been copied from
-    /// it: the check made after every copy, before its result may replace the target.
-    pub fn still_holds(&self, file: &File, read: u64) -> io::Result<bool> {
-        let after = file.metadata()?;
-        Ok(read == self.size && after.len() == self.size && Mtime::of(&after) == self.mtime)
-    }
-}
-
-/// A fresh temporary name (`.syncease-PID<kind>N.tmp`) for a file (`kind` 'f'), a symlink
-/// ('l') or a file written by a remote destination ('s'). All match [`is_temp_name`], so the
-/// next run sweeps what a killed one left.
-pub fn temp_name(kind: char) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{TEMP_PREFIX}{:x}{kind}{n}{TEMP_SUFFIX}",
-        std::process::id()
-    )
-}
-
 /// Make an entry under a fresh temporary name in the directory `dir` with `make`, trying the
 /// next name while one is taken; returns the name.
 fn new_temp(
@@ -159,7 +54,7 @@ fn new_temp(
     mut make: impl FnMut(&OsStr) -> rustix::io::Result<()>,
 ) -> io::Result<OsString> {
     loop {
-        let name = OsString::from(temp_name(kind));
+        let name = OsString::from(crate::endpoint::temp_name(kind));
         match make(&name) {
             Err(rustix::io::Errno::EXIST) => continue,
             other => return other.map(|()| name).map_err(io::Error::from),
@@ -179,44 +74,32 @@ pub fn prepare() {
     UNNAMED.store(true, Ordering::Relaxed);
 }
 
-/// A file below SRC, reached through SRC's directory handles like everything below DST: no
-/// path is resolved again, no link followed, and no depth is too deep.
-#[derive(Clone, Copy, Debug)]
-pub struct Source<'a> {
-    pub base: &'a Base,
-    pub rel: &'a Path,
-}
-
-impl Source<'_> {
-    /// Its path, for messages.
-    pub fn path(&self) -> PathBuf {
-        self.base.path(self.rel)
-    }
-}
-
-/// Open a file below SRC (or DST) for reading, through directory handles: a link or a FIFO
-/// found in its place is an error, never followed or waited on.
-pub fn open_read(src: Source<'_>) -> io::Result<File> {
-    let (dir, name) = split(src.rel);
+/// Open the file `rel` below SRC (or DST) for reading, through directory handles (no path is
+/// resolved again, no link followed, and no depth is too deep): a link or a FIFO found in
+/// its place is an error, never followed or waited on.
+pub fn open_read(base: &Base, rel: &Path) -> io::Result<File> {
+    let (dir, name) = split(rel);
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let opened = src
-        .base
-        .in_dir(dir, |fd| rustix::fs::openat(fd, name, flags, Mode::empty()))?;
+    let opened = base.in_dir(dir, |fd| rustix::fs::openat(fd, name, flags, Mode::empty()))?;
     Ok(File::from(opened?))
 }
 
 /// Open a source file for copying, with what it is expected to be (its size and mtime taken
 /// afresh when asked). `None` when the file vanished since it was listed.
 /// A link or a FIFO found in its place is an error, never followed or waited on.
-pub fn open_source(src: Source<'_>, expected: Expected) -> Result<Option<(File, Expected)>> {
-    let from = match open_read(src) {
+pub fn open_source(
+    base: &Base,
+    rel: &Path,
+    expected: Expected,
+) -> Result<Option<(File, Expected)>> {
+    let from = match open_read(base, rel) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::new(Op::OpenSource, src.path(), e)),
+        Err(e) => return Err(Error::new(Op::OpenSource, base.path(rel), e)),
     };
     let mut expected = expected;
     if expected.fresh {
-        let meta = from.metadata().at(Op::Stat, &src.path())?;
+        let meta = from.metadata().at(Op::Stat, &base.path(rel))?;
         expected.size = meta.len();
         expected.mtime = Mtime::of(&meta);
     }
@@ -271,9 +154,10 @@ pub fn copy_file(
     held: Held,
     displaced: Displaced<'_>,
 ) -> Result<Copied, CopyError> {
-    let Some((from, expected)) = open_source(src, expected)? else {
+    let Some((mut from, expected)) = src.open(expected)? else {
         return Ok(Copied::Vanished);
     };
+    let from = &mut from;
     let path = dst.path(rel);
     let src = &src.path();
     in_parent(dst, rel, Op::CreateTemp, |dir, name| {
@@ -283,7 +167,7 @@ pub fn copy_file(
                 name,
                 path: &path,
             };
-            if let Some(copied) = copy_unnamed(&from, src, at, &expected, displaced)? {
+            if let Some(copied) = copy_unnamed(from, src, at, &expected, displaced)? {
                 return Ok(copied);
             }
         }
@@ -298,7 +182,7 @@ pub fn copy_file(
         })
         .at(Op::CreateTemp, parent)?;
         let file = file.expect("made with its name");
-        let written = fill(&from, &file, src, &path, &expected);
+        let written = fill(from, &file, src, &path, &expected);
         drop(file);
         let placed = written.and_then(|written| {
             let at = At {
@@ -328,7 +212,7 @@ struct At<'a> {
 /// The copy of a new file through an unnamed temporary; `None` when it has to be made again
 /// through a named one (no unnamed file here, or it could not be linked).
 fn copy_unnamed(
-    from: &File,
+    from: &mut Opened,
     src: &Path,
     at: At<'_>,
     expected: &Expected,
@@ -361,7 +245,12 @@ fn copy_unnamed(
         Err(e) => {
             debug!(dst = %at.path.display(), error = %e, "unnamed temporaries unusable");
             UNNAMED.store(false, Ordering::Relaxed);
-            rewind(from).at(Op::Read, src)?;
+            match from {
+                Opened::File(file) => rewind(file).at(Op::Read, src)?,
+                // A stream cannot be read again: the copy is tried again from a new one (with
+                // a named temporary, as from now on).
+                Opened::Stream(_) => return Err(CopyError::Changed),
+            }
             Ok(None)
         }
     }
@@ -370,15 +259,22 @@ fn copy_unnamed(
 /// Copy the source's contents into the temporary `to`, check the source did not change while
 /// it was read, and give the copy its mode and mtime. Returns the bytes copied.
 fn fill(
-    from: &File,
+    from: &mut Opened,
     to: &File,
     src: &Path,
     dst: &Path,
     expected: &Expected,
 ) -> Result<u64, CopyError> {
-    let written = copy_contents(from, to, expected.size, expected.sparse)
-        .map_err(|e| Error::copy(src, dst, e))?;
-    if !expected.still_holds(from, written).at(Op::Stat, src)? {
+    let written = match from {
+        Opened::File(file) => copy_contents(file, to, expected.size, expected.sparse),
+        Opened::Stream(stream) => write_stream(&mut stream.bytes, to),
+    };
+    let written = match written {
+        Ok(written) => written,
+        Err(e) if crate::endpoint::is_changed(&e) => return Err(CopyError::Changed),
+        Err(e) => return Err(Error::copy(src, dst, e).into()),
+    };
+    if !from.still_holds(expected, written).at(Op::Stat, src)? {
         return Err(CopyError::Changed);
     }
     // The owner first: a chown clears setuid and setgid bits, which the mode then sets.
@@ -405,7 +301,7 @@ fn fill(
     }
     // After the owner (a chown drops `security.capability`) and the mode (an ACL's mask is
     // the group bits).
-    if expected.xattrs.any() {
+    if let (true, Opened::File(from)) = (expected.xattrs.any(), &from) {
         let attrs = xattr::read_file(from, expected.xattrs).at(Op::ReadXattrs, src)?;
         xattr::set_file(to, &attrs, expected.xattrs).at(Op::SetXattrs, dst)?;
     }
@@ -506,6 +402,26 @@ fn link_unnamed_raw(file: &File, dir: BorrowedFd<'_>, name: &OsStr) -> rustix::i
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn link_unnamed_raw(_file: &File, _dir: BorrowedFd<'_>, _name: &OsStr) -> rustix::io::Result<()> {
     Err(rustix::io::Errno::NOTSUP)
+}
+
+/// Write a stream of bytes (a remote source file) into `to`, paced by `--bwlimit`; returns
+/// the bytes written.
+fn write_stream(from: &mut dyn io::Read, to: &File) -> io::Result<u64> {
+    use std::io::Write;
+    let mut buf = vec![0; 1 << 20];
+    let mut to = to;
+    let mut written = 0;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(written),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+        crate::bwlimit::pace(n as u64);
+        written += n as u64;
+    }
 }
 
 /// Go back to the start of a source file, to read it again.
@@ -841,20 +757,12 @@ fn remove_emptied_dir(at: At<'_>) -> Result<()> {
         Err(e) => {
             let e = io::Error::from(e);
             let cause = match e.kind() {
-                io::ErrorKind::DirectoryNotEmpty => still_holds(e),
+                io::ErrorKind::DirectoryNotEmpty => crate::endpoint::still_holds(e),
                 _ => e,
             };
             Err(Error::new(Op::Replace, at.path, cause))
         }
     }
-}
-
-/// The cause given when a directory to be replaced is not empty.
-pub fn still_holds(e: io::Error) -> io::Error {
-    io::Error::new(
-        e.kind(),
-        "it still holds entries that are not to be deleted (excluded, or made during the run)",
-    )
 }
 
 /// Create the directory `rel` below `dst`, after removing the non-directory at its path (a
@@ -914,8 +822,10 @@ pub fn same_as(
         && (stat.st_mode & 0o7777) as u16 == expected.mode
         && (!owner || (stat.st_uid, stat.st_gid) == ids)
         && (!expected.xattrs.any()
-            || read_xattrs(prior, rel, expected.xattrs).ok()
-                == read_xattrs(src.base, src.rel, expected.xattrs).ok())
+            || src.origin.folder().is_some_and(|base| {
+                read_xattrs(prior, rel, expected.xattrs).ok()
+                    == read_xattrs(base, src.rel, expected.xattrs).ok()
+            }))
 }
 
 /// The extended attributes and ACLs `which` covers of the entry `rel` below `base` (`""`:
@@ -930,7 +840,11 @@ pub fn read_xattrs(base: &Base, rel: &Path, which: Xattrs) -> Result<Attrs> {
 /// Give the entry `rel` below `dst` exactly the extended attributes and ACLs `which` covers
 /// that the source entry `src` has.
 pub fn copy_xattrs(src: Source<'_>, dst: &Base, rel: &Path, which: Xattrs) -> Result<()> {
-    let attrs = read_xattrs(src.base, src.rel, which)?;
+    let attrs = match src.origin.folder() {
+        Some(base) => read_xattrs(base, src.rel, which)?,
+        // A remote source has none (a run from one asks for none).
+        None => Attrs::default(),
+    };
     let path = dst.path(rel);
     let (dir, name) = split(rel);
     let done = dst.in_dir(dir, |fd| xattr::replace_at(fd, name, &attrs, which));
@@ -1189,15 +1103,13 @@ fn keep(at: At<'_>, backup: &Base, rel: &Path, how: Keep) -> Result<()> {
 
 /// The first name of `name`, `name.~1~`, `name.~2~`, … that `dir` does not have.
 fn free_slot(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OsString> {
-    let mut candidate = name.to_os_string();
-    for n in 1.. {
+    for n in 0.. {
+        let candidate = crate::endpoint::backup_slot(name, n);
         if !exists(dir, &candidate)? {
-            break;
+            return Ok(candidate);
         }
-        candidate = name.to_os_string();
-        candidate.push(format!(".~{n}~"));
     }
-    Ok(candidate)
+    unreachable!("a free name is found before the counter runs out")
 }
 
 /// Copy a file or symlink, with its mode and mtime, from one directory to another (which may
@@ -1232,22 +1144,5 @@ fn copy_entry(
             set_times_at(copy.as_fd(), OsStr::new(""), mtime, Tag::File)
         }
         _ => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn temp_names_are_recognised_only_in_full() {
-        assert!(is_temp_name(Path::new("a/.syncease-Ab12Cd.tmp")));
-        assert!(!is_temp_name(Path::new(".syncease-.tmp")));
-        assert!(!is_temp_name(Path::new("syncease-x.tmp")));
-        assert!(!is_temp_name(Path::new(".syncease-x.tmp/child")));
-        let name = Path::new(".syncease-Ab12Cd.tmp");
-        assert!(is_temporary(name, Tag::File) && is_temporary(name, Tag::Symlink));
-        assert!(is_temporary(name, Tag::Special(Kind::Fifo)));
-        assert!(!is_temporary(name, Tag::Dir));
     }
 }

@@ -1,21 +1,23 @@
 //! syncease makes a destination folder an exact, one-way mirror of a source folder.
 //!
 //! A run is a pipeline with one module per stage: [`preflight`] refuses unsafe or invalid roots
-//! before anything changes; [`scan`] lists SRC while the [`dest::Destination`] lists DST, at the
-//! same time (leaving out what the [`filter`] excludes); [`checksum`] (through
-//! [`dest::Destination::refine`]) and [`flatten`] refine the listings when asked; [`plan`]
+//! before anything changes; SRC is opened as an [`endpoint::Origin`] and DST as an
+//! [`endpoint::Destination`] — each a local folder or one of the [`remote`] backends; the origin
+//! lists SRC (a local folder through [`scan`]) while the destination lists DST, at the same
+//! time (leaving out what the [`filter`] excludes); [`checksum`] (through
+//! [`endpoint::Destination::refine`]) and [`flatten`] refine the listings when asked; [`plan`]
 //! compares the two listings (using the rules in [`compare`]) into plain-data actions; [`exec`]
-//! carries them out on a rayon pool through the destination — a local folder written only
-//! through [`fsops`], or one of the [`remote`] backends; the [`report`] front ends turn the
-//! events into itemized lines, JSON, progress and a summary. [`run`] ties the stages together
-//! and returns the [`Status`] that the binary maps to its exit code.
+//! carries them out on a rayon pool through the destination, reading files from the origin (a
+//! local folder is written only through [`fsops`]); the [`report`] front ends turn the events
+//! into itemized lines, JSON, progress and a summary. [`run`] ties the stages together and
+//! returns the [`Status`] that the binary maps to its exit code.
 
 pub mod bwlimit;
 pub mod case;
 pub mod checksum;
 pub mod compare;
 pub mod config;
-pub mod dest;
+pub mod endpoint;
 pub mod entry;
 pub mod error;
 pub mod exec;
@@ -36,7 +38,7 @@ use std::time::Instant;
 use tracing::debug;
 
 use crate::config::Config;
-use crate::dest::Destination;
+use crate::endpoint::{Destination, Folder, Local, Origin};
 use crate::exec::Roots;
 use crate::preflight::Refusal;
 use crate::report::{Reporter, Status, Summary, Warning};
@@ -46,60 +48,98 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
     let started = Instant::now();
     bwlimit::set(config.bwlimit);
     let refuse = |refusal: Refusal| refuse(config, reporter, started, refusal);
-    // Absolute roots: every path below them is then absolute too, which spares a getcwd per
-    // temporary file.
-    let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    if let Some(url) = &config.remote {
-        if let Err(refusal) = preflight::check_source(&config.src) {
-            return refuse(refusal);
-        }
-        let options = &config.remote_options;
-        let dest = match remote::open(url, options, config.backup_dir.as_deref()) {
-            Ok(dest) => dest,
-            Err(e) => return refuse(Refusal::DestinationUnreadable(config.dst.clone(), e)),
-        };
-        let config = &Config {
-            src: absolute(&config.src),
-            symlinks: dest.stores_symlinks(),
-            byte_names: dest.stores_byte_names(),
-            specials: false,
-            hard_links: false,
-            xattrs: config::Xattrs::default(),
-            ..config.clone()
-        };
-        return mirror(config, &*dest, reporter, started);
-    }
     let checked = match preflight::check(config) {
         Ok(checked) => checked,
         Err(refusal) => return refuse(refusal),
     };
+    let config = &settled(config, checked);
+    let origin = match open_origin(config) {
+        Ok(origin) => origin,
+        Err(refusal) => return refuse(refusal),
+    };
+    let dest = match open_destination(config, reporter) {
+        Ok(dest) => dest,
+        Err(refusal) => return refuse(refusal),
+    };
     let config = &Config {
-        protected: checked.protected,
-        src: absolute(&config.src),
-        dst: absolute(&config.dst),
-        xattrs: config::Xattrs {
-            privileged: rustix::process::geteuid().is_root(),
-            ..config.xattrs
-        },
-        ownership: config::Ownership {
-            creator: Some(entry::Owner {
-                uid: rustix::process::geteuid().as_raw(),
-                gid: rustix::process::getegid().as_raw(),
-            }),
-            groups: rustix::process::getgroups()
-                .map(|groups| groups.iter().map(|g| g.as_raw()).collect())
-                .unwrap_or_default(),
-            ..config.ownership.clone()
-        },
+        symlinks: config.symlinks && dest.stores_symlinks(),
+        byte_names: config.byte_names && dest.stores_byte_names(),
         ..config.clone()
     };
-    let mut local = dest::Local::new(&config.dst, config.backup_dir.as_deref());
+    fsops::prepare();
+    mirror(config, &*origin, &*dest, reporter, started)
+}
+
+/// The run's settings once the roots passed preflight: local roots absolute (every path below
+/// them is then absolute too, which spares a getcwd per temporary file), what the process is
+/// (its ids and groups, whether it may read every attribute), and what a remote side cannot
+/// carry: hard links, special files, attributes, owners.
+fn settled(config: &Config, checked: preflight::Checked) -> Config {
+    let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut settled = Config {
+        protected: checked.protected,
+        ..config.clone()
+    };
+    if config.src_url.is_none() {
+        settled.src = absolute(&config.src);
+    }
+    if config.dst_url.is_none() {
+        settled.dst = absolute(&config.dst);
+        settled.xattrs.privileged = rustix::process::geteuid().is_root();
+        settled.ownership.creator = Some(entry::Owner {
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+        });
+        settled.ownership.groups = rustix::process::getgroups()
+            .map(|groups| groups.iter().map(|g| g.as_raw()).collect())
+            .unwrap_or_default();
+    }
+    if config.src_url.is_some() || config.dst_url.is_some() {
+        settled.specials = false;
+        settled.hard_links = false;
+        settled.xattrs = config::Xattrs::default();
+    }
+    if config.src_url.is_some() {
+        // A remote host's user ids mean nothing here: copies belong to whoever runs this.
+        settled.ownership.lost = true;
+    }
+    settled
+}
+
+/// Open SRC: a local folder, or a remote one (connected and found reachable).
+fn open_origin(config: &Config) -> Result<Box<dyn Origin>, Refusal> {
+    let Some(url) = &config.src_url else {
+        return match Folder::open(&config.src, config.one_file_system) {
+            Ok(folder) => Ok(Box::new(folder)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(Refusal::SourceMissing(config.src.clone()))
+            }
+            Err(e) => Err(Refusal::SourceUnreadable(config.src.clone(), e)),
+        };
+    };
+    remote::open_origin(url, &config.remote_options)
+        .map_err(|e| Refusal::SourceUnreadable(config.src.clone(), e))
+}
+
+/// Open DST: a remote one (connected, its backup prefix checked), or a local folder, locked
+/// against other runs when it exists (one made by the run is locked as it is made), with the
+/// earlier snapshots to take unchanged files from.
+fn open_destination<'a>(
+    config: &'a Config,
+    reporter: &dyn Reporter,
+) -> Result<Box<dyn Destination + 'a>, Refusal> {
+    if let Some(url) = &config.dst_url {
+        let backup = config.backup_dir.as_deref();
+        return remote::open(url, &config.remote_options, backup)
+            .map_err(|e| Refusal::DestinationUnreadable(config.dst.clone(), e));
+    }
+    let mut local = Local::new(&config.dst, config.backup_dir.as_deref());
     local.mkpath = config.mkpath;
     local.one_fs = config.one_file_system;
     for (dir, reflink) in &config.priors {
-        match fsops::Base::open(dir) {
-            Ok(base) => local.priors.push(dest::Prior {
-                base,
+        match Folder::open(dir, false) {
+            Ok(folder) => local.priors.push(endpoint::Prior {
+                folder,
                 reflink: *reflink,
             }),
             // The first snapshot has no earlier one: everything is copied.
@@ -113,15 +153,10 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
                 holder,
             })
         };
-        match lock::lock(&config.dst, config.wait_lock, waiting) {
-            Ok(lock) => {
-                let _ = local.lock.set(lock);
-            }
-            Err(e) => return refuse(Refusal::Locked(e)),
-        }
+        let lock = lock::lock(&config.dst, config.wait_lock, waiting).map_err(Refusal::Locked)?;
+        let _ = local.lock.set(lock);
     }
-    fsops::prepare();
-    mirror(config, &local, reporter, started)
+    Ok(Box::new(local))
 }
 
 /// Report a run stopped by a signal before anything was planned: nothing was changed.
@@ -152,6 +187,7 @@ fn refuse(config: &Config, reporter: &dyn Reporter, started: Instant, refusal: R
 /// Scan, plan and carry out the plan against `dest`, once the roots passed preflight.
 fn mirror(
     config: &Config,
+    origin: &dyn Origin,
     dest: &dyn Destination,
     reporter: &dyn Reporter,
     started: Instant,
@@ -167,7 +203,7 @@ fn mirror(
     pool.install(|| {
         debug!(src = %config.src.display(), dst = %config.dst.display(), "scanning");
         let (src, mut dst) = rayon::join(
-            || scan::scan(&config.src, &config.filter, config.one_file_system),
+            || origin.scan(&config.filter),
             // Excluded paths are left alone in DST too, unless they are to be deleted.
             || match config.delete_excluded {
                 true => dest.scan(&filter::Filter::default()),
@@ -208,7 +244,7 @@ fn mirror(
         if let Err(refusal) = preflight::listings(config, &src, &dst) {
             return refuse(refusal);
         }
-        let local = config.remote.is_none();
+        let local = config.dst_url.is_none();
         if local && dst.root.is_none() && !config.dry_run && dest.make_root().is_ok() {
             // A root that cannot be made here fails again, and is reported, in the plan.
             limits = probe(config, dest, None, reporter, &mut dst);
@@ -223,14 +259,15 @@ fn mirror(
         for names in &folded.collisions {
             reporter.error(&collision(config, names));
         }
-        let src_base = match fsops::Base::open(&config.src) {
-            Ok(base) => base,
-            Err(e) => return refuse(Refusal::SourceUnreadable(config.src.clone(), e)),
-        };
-        let (content, errors) = dest.refine(&src_base, &src, &mut dst, &config.compare);
+        // What the source does not know of its entries (a bucket keeps no modes) is taken
+        // from the destination's.
+        if let Some(keeps) = origin.keeps() {
+            endpoint::adopt(&dst, &mut src, &keeps);
+        }
+        let (content, errors) = dest.refine(origin, &src, &mut dst, &config.compare);
         src.errors.extend(errors);
         let (xattrs, errors) = match config.xattrs.any() {
-            true => dest.xattrs_differing(&src_base, &src, &dst, config.xattrs, &config.compare),
+            true => dest.xattrs_differing(origin, &src, &dst, config.xattrs, &config.compare),
             false => Default::default(),
         };
         src.errors.extend(errors);
@@ -250,7 +287,7 @@ fn mirror(
         let scan_errors = (src.errors.len() + dst.errors.len()) as u64;
         drop(known);
         let roots = Roots {
-            src: &src_base,
+            src: origin,
             dst: dest,
         };
         let mut summary = if config.dry_run {

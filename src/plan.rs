@@ -16,8 +16,8 @@ use std::path::Path;
 
 use crate::compare::{self, Reason, Verdict};
 use crate::config::{Config, Method, Ownership, Xattrs};
+use crate::endpoint::is_temporary;
 use crate::entry::{is_within, merge, Chown, Entry, Kind, Mtime, Owner, Pair, RootMeta, Tag, Tree};
-use crate::fsops::is_temporary;
 
 use tracing::debug;
 
@@ -996,7 +996,7 @@ impl<'t> Planner<'_, 't> {
         let untimed = match rule.method {
             Method::Quick => false,
             Method::Checksum => true,
-            Method::SizeOnly => self.config.remote.is_none(),
+            Method::SizeOnly => self.config.dst_url.is_none(),
         };
         let mtime = untimed && !compare::same_time(src.mtime, dst.mtime, rule);
         self.fix_or_unchanged(i, dst, mode, mtime);

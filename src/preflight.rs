@@ -13,8 +13,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
+use crate::endpoint::is_temporary;
 use crate::entry::{is_within, merge, Pair, Tag, Tree};
-use crate::fsops::is_temporary;
 use crate::plan::Escaped;
 
 /// Why a run was refused.
@@ -32,6 +32,11 @@ pub enum Refusal {
         dst: PathBuf,
     },
     SourceInsideDestination {
+        src: PathBuf,
+        dst: PathBuf,
+    },
+    /// Two places of one remote, one inside the other.
+    Overlap {
         src: PathBuf,
         dst: PathBuf,
     },
@@ -100,6 +105,12 @@ impl fmt::Display for Refusal {
                 Escaped(src),
                 Escaped(dst)
             ),
+            Overlap { src, dst } => write!(
+                f,
+                "source '{}' and destination '{}' overlap: one is inside the other",
+                Escaped(src),
+                Escaped(dst)
+            ),
             EmptySource { src, dst } => write!(
                 f,
                 "source '{}' is empty but destination '{}' is not; is the source mounted? \
@@ -147,12 +158,33 @@ pub struct Checked {
     pub protected: Vec<PathBuf>,
 }
 
-/// Check the roots. Nothing is written.
+/// Check the roots: a local one must be a readable directory (SRC) or a directory or a name
+/// in one (DST), and the two must not overlap — neither local folders (by path, and by device
+/// and inode) nor two places of one remote (see [`crate::remote::Url::overlaps`]). A remote
+/// root is checked when it is opened. Nothing is written.
 pub fn check(config: &Config) -> Result<Checked, Refusal> {
     let src = &config.src;
     let dst = &config.dst;
-    let src_real = check_source(src)?;
-
+    let src_real = match config.src_url {
+        None => Some(check_source(src)?),
+        Some(_) => None,
+    };
+    if let Some(dst_url) = &config.dst_url {
+        if let Some(src_url) = &config.src_url {
+            if src_url == dst_url {
+                return Err(Refusal::Same(src.clone()));
+            }
+            if src_url.overlaps(dst_url) {
+                return Err(Refusal::Overlap {
+                    src: src.clone(),
+                    dst: dst.clone(),
+                });
+            }
+        }
+        return Ok(Checked {
+            protected: Vec::new(),
+        });
+    }
     let dst_real = match fs::metadata(dst) {
         Ok(meta) if meta.is_dir() => {
             fs::canonicalize(dst).map_err(|e| Refusal::DestinationUnreadable(dst.clone(), e))?
@@ -171,6 +203,14 @@ pub fn check(config: &Config) -> Result<Checked, Refusal> {
             }
         }
         Err(e) => return Err(Refusal::DestinationUnreadable(dst.clone(), e)),
+    };
+    let Some(src_real) = src_real else {
+        // A remote source cannot overlap a local destination.
+        let protected = match &config.backup_dir {
+            Some(backup) => check_backup(backup, None, &dst_real)?,
+            None => Vec::new(),
+        };
+        return Ok(Checked { protected });
     };
 
     // By path, and by device and inode: one tree seen through two paths (a bind mount, a
@@ -194,7 +234,7 @@ pub fn check(config: &Config) -> Result<Checked, Refusal> {
         });
     }
     let protected = match &config.backup_dir {
-        Some(backup) => check_backup(backup, &src_real, &dst_real)?,
+        Some(backup) => check_backup(backup, Some(&src_real), &dst_real)?,
         None => Vec::new(),
     };
     Ok(Checked { protected })
@@ -291,10 +331,10 @@ pub fn check_log_file(log: &Path, config: &Config) -> Result<(), Refusal> {
             real.starts_with(&root) || identity(&root).is_ok_and(|id| below(&real, id))
         })
     };
-    if inside(&config.src) {
+    if config.src_url.is_none() && inside(&config.src) {
         return Err(overlaps("is inside the source"));
     }
-    if config.remote.is_none() && inside(&config.dst) {
+    if config.dst_url.is_none() && inside(&config.dst) {
         return Err(overlaps("is inside the destination"));
     }
     Ok(())
@@ -317,7 +357,7 @@ fn below(path: &Path, id: (u64, u64)) -> bool {
 
 /// The backup directory may be anywhere but in SRC, and must not hold SRC or DST; inside DST it
 /// is left out of the mirror.
-fn check_backup(backup: &Path, src: &Path, dst: &Path) -> Result<Vec<PathBuf>, Refusal> {
+fn check_backup(backup: &Path, src: Option<&Path>, dst: &Path) -> Result<Vec<PathBuf>, Refusal> {
     let overlaps = |reason| Refusal::BackupOverlaps {
         backup: backup.to_path_buf(),
         reason,
@@ -329,11 +369,13 @@ fn check_backup(backup: &Path, src: &Path, dst: &Path) -> Result<Vec<PathBuf>, R
     let real = resolve_nearest(backup).map_err(|_| overlaps("cannot be resolved"))?;
     let id = identity(&real).ok();
     let contains = |path: &Path| path.starts_with(&real) || id.is_some_and(|id| below(path, id));
-    if real.starts_with(src) || identity(src).is_ok_and(|src| below(&real, src)) {
-        return Err(overlaps("is inside the source"));
-    }
-    if contains(src) {
-        return Err(overlaps("contains the source"));
+    if let Some(src) = src {
+        if real.starts_with(src) || identity(src).is_ok_and(|src| below(&real, src)) {
+            return Err(overlaps("is inside the source"));
+        }
+        if contains(src) {
+            return Err(overlaps("contains the source"));
+        }
     }
     if contains(dst) {
         return Err(overlaps("is or contains the destination"));

@@ -1,13 +1,12 @@
 //! What the remote backends share: their async runtime, turning a flat remote listing into a
-//! [`Tree`], and lining up metadata a store does not keep with the source's.
+//! [`Tree`], and the pipe that hands a remote file's bytes to whoever reads them.
 
 use std::collections::HashSet;
 use std::fmt::Display;
 use std::io;
-use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
-use crate::entry::{merge, Mtime, Pair, RootMeta, Tag, Tree};
+use crate::entry::{Mtime, RootMeta, Tag, Tree};
 use crate::filter::Filter;
 
 /// One entry as a remote listing reports it.
@@ -101,62 +100,94 @@ pub(crate) fn tree_of(mut listed: Vec<Listed>, filter: &Filter, root: RootMeta) 
     tree
 }
 
-/// What a destination keeps of an entry's metadata; what it does not keep is taken from the
-/// source, so the planner sees no difference it could never fix.
-#[derive(Clone, Debug)]
-pub(crate) struct Keeps {
-    /// Permission bits.
-    pub modes: bool,
-    /// Modification times of directories (and the root).
-    pub dir_times: bool,
-    /// A symlink's own modification time.
-    pub link_times: bool,
-    /// Sub-second parts of modification times.
-    pub nanoseconds: bool,
-    /// The seconds a time can have there; a time outside is stored clamped to this range.
-    pub seconds: RangeInclusive<i64>,
+/// A remote file's bytes as a blocking reader: a task on the backend's runtime fetches them
+/// (several requests in flight, as the backend sees fit) and hands them over in order, at most
+/// `depth` chunks ahead of the reader. The reader blocks on a plain channel, so it may be read
+/// from anywhere — a worker of the pool, or an upload to another remote running on that
+/// remote's runtime. Dropping it stops the fetch.
+pub(crate) struct Pipe {
+    chunks: std::sync::mpsc::Receiver<io::Result<Option<Vec<u8>>>>,
+    room: std::sync::Arc<tokio::sync::Semaphore>,
+    chunk: Vec<u8>,
+    at: usize,
+    ended: bool,
 }
 
-impl Keeps {
-    /// Make the stored `mode` and `mtime` of an entry of type `tag` show what the store could not
-    /// keep of the source's `src_mode` and `src_mtime`.
-    fn apply(&self, tag: Tag, src_mode: u16, src_mtime: Mtime, mode: &mut u16, mtime: &mut Mtime) {
-        if !self.modes {
-            *mode = src_mode;
-        }
-        let untimed = match tag {
-            Tag::Dir => !self.dir_times,
-            Tag::Symlink => !self.link_times,
-            _ => false,
+/// The fetching end of a [`Pipe`].
+pub(crate) struct Feed {
+    chunks: std::sync::mpsc::Sender<io::Result<Option<Vec<u8>>>>,
+    room: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl Feed {
+    /// Hand over the next chunk (`Ok(None)`: the end, after which nothing more is read), once
+    /// the reader has room for it; false when the reader is gone and fetching should stop.
+    pub async fn send(&self, chunk: io::Result<Option<Vec<u8>>>) -> bool {
+        let Ok(permit) = self.room.acquire().await else {
+            return false;
         };
-        let (low, high) = (*self.seconds.start(), *self.seconds.end());
-        let clamped = src_mtime.sec.clamp(low, high);
-        if untimed || (clamped != src_mtime.sec && mtime.sec == clamped) {
-            *mtime = src_mtime;
-        } else if !self.nanoseconds && mtime.sec == src_mtime.sec {
-            mtime.nsec = src_mtime.nsec;
-        }
+        permit.forget();
+        self.chunks.send(chunk).is_ok()
     }
 }
 
-/// Line up the destination listing with what the store keeps (see [`Keeps`]): the root, and
-/// every path both sides have with the same type.
-pub(crate) fn adopt(src: &Tree, dst: &mut Tree, keeps: &Keeps) {
-    if let (Some(s), Some(d)) = (src.root, dst.root.as_mut()) {
-        keeps.apply(Tag::Dir, s.mode, s.mtime, &mut d.mode, &mut d.mtime);
+/// Start `fetch` on `rt`, feeding a [`Pipe`] that holds at most `depth` chunks.
+pub(crate) fn pipe<F>(
+    rt: &tokio::runtime::Runtime,
+    depth: usize,
+    fetch: impl FnOnce(Feed) -> F,
+) -> Pipe
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    let room = std::sync::Arc::new(tokio::sync::Semaphore::new(depth.max(1)));
+    rt.spawn(fetch(Feed {
+        chunks: tx,
+        room: room.clone(),
+    }));
+    Pipe {
+        chunks: rx,
+        room,
+        chunk: Vec::new(),
+        at: 0,
+        ended: false,
     }
-    let pairs: Vec<(u32, u32)> = merge(src, dst)
-        .filter_map(|p| match p {
-            Pair::Both(i, j) => Some((i, j)),
-            _ => None,
-        })
-        .collect();
-    for (i, j) in pairs {
-        let s = src.entries[i as usize];
-        let d = &mut dst.entries[j as usize];
-        if s.tag == d.tag {
-            keeps.apply(s.tag, s.mode, s.mtime, &mut d.mode, &mut d.mtime);
+}
+
+impl io::Read for Pipe {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.chunk.len() {
+            if self.ended {
+                return Ok(0);
+            }
+            let next = self.chunks.recv().unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the transfer stopped before the end of the file",
+                ))
+            });
+            self.room.add_permits(1);
+            match next {
+                Ok(Some(chunk)) => (self.chunk, self.at) = (chunk, 0),
+                Ok(None) => self.ended = true,
+                Err(e) => {
+                    self.ended = true;
+                    return Err(e);
+                }
+            }
         }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        // A fetch waiting for room stops at once.
+        self.room.close();
     }
 }
 

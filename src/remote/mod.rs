@@ -1,17 +1,18 @@
-//! Destinations on another machine: `s3://bucket/prefix` and `sftp://user@host[:port]/path`.
+//! Sources and destinations on another machine: `s3://bucket/prefix` and
+//! `sftp://user@host[:port]/path`.
 //!
 //! The URL forms are always understood, so a build without a backend can say which cargo
 //! feature it lacks instead of writing into a local folder named `s3:`. Each backend lives
-//! behind its feature (`s3`: Apache OpenDAL; `sftp`: russh + russh-sftp) and implements
-//! [`Destination`]; everything before and after the executor is the
-//! same code as for a local folder.
+//! behind its feature (`s3`: Apache OpenDAL; `sftp`: russh + russh-sftp) and implements both
+//! [`Origin`] and [`Destination`]; everything before and after the executor is the same code
+//! as for a local folder.
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::dest::Destination;
+use crate::endpoint::{Destination, Origin};
 
 #[cfg(any(feature = "s3", feature = "sftp"))]
 mod common;
@@ -35,17 +36,37 @@ pub fn open(
         #[cfg(feature = "sftp")]
         Url::Sftp { .. } => Ok(Box::new(sftp::Sftp::open(url, options, backup)?)),
         #[allow(unreachable_patterns)]
-        other => Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!(
-                "this syncease was built without {0} support (build it with --features {0})",
-                other.feature()
-            ),
-        )),
+        other => Err(without(other)),
     }
 }
 
-/// A parsed remote destination.
+/// Connect to the source `url` names, with the remote options, or say why not (refused before
+/// any change).
+pub fn open_origin(url: &Url, options: &Options) -> io::Result<Box<dyn Origin>> {
+    let _ = options;
+    match url {
+        #[cfg(feature = "s3")]
+        Url::S3 { bucket, prefix } => Ok(Box::new(s3::S3::open(bucket, prefix, options, None)?)),
+        #[cfg(feature = "sftp")]
+        Url::Sftp { .. } => Ok(Box::new(sftp::Sftp::open(url, options, None)?)),
+        #[allow(unreachable_patterns)]
+        other => Err(without(other)),
+    }
+}
+
+/// The error for a URL whose backend this build lacks.
+#[allow(dead_code)]
+fn without(url: &Url) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "this syncease was built without {0} support (build it with --features {0})",
+            url.feature()
+        ),
+    )
+}
+
+/// A parsed remote source or destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Url {
     S3 {
@@ -247,6 +268,36 @@ impl Url {
         }))
     }
 
+    /// Whether `self` and `other` are places of one remote of which one holds the other (or
+    /// they are the same): the same bucket and nested prefixes, the same host and nested
+    /// paths. An SFTP path relative to the login directory is compared only with relative
+    /// ones.
+    pub fn overlaps(&self, other: &Url) -> bool {
+        let nests = |a: &str, b: &str| {
+            let (a, b) = (a.trim_matches('/'), b.trim_matches('/'));
+            let holds = |outer: &str, inner: &str| {
+                outer.is_empty() || inner == outer || inner.starts_with(&format!("{outer}/"))
+            };
+            holds(a, b) || holds(b, a)
+        };
+        match (self, other) {
+            (
+                Url::S3 { bucket, prefix },
+                Url::S3 {
+                    bucket: b,
+                    prefix: p,
+                },
+            ) => bucket == b && nests(prefix, p),
+            (
+                Url::Sftp { host, path, .. },
+                Url::Sftp {
+                    host: h, path: p, ..
+                },
+            ) => host == h && path.starts_with('/') == p.starts_with('/') && nests(path, p),
+            _ => false,
+        }
+    }
+
     /// The cargo feature that builds this backend.
     pub fn feature(&self) -> &'static str {
         match self {
@@ -314,6 +365,23 @@ mod tests {
         assert!(Url::parse("sftp://h:0/x").is_err());
         assert!(Url::parse("sftp://h:x/x").is_err());
         assert!(Url::parse("sftp://@h/x").is_err());
+        let url = |text: &str| Url::parse(text).unwrap().unwrap();
+        for (a, b, overlap) in [
+            ("s3://b/x", "s3://b/x/y", true),
+            ("s3://b", "s3://b/x", true),
+            ("s3://b/x", "s3://b/xy", false),
+            ("s3://b/x", "s3://c/x", false),
+            ("sftp://h/srv", "sftp://me@h:22/srv/a", true),
+            ("sftp://h/", "sftp://h/srv", true),
+            ("sftp://h/srv/a", "sftp://h/srv/b", false),
+            ("sftp://h/~/a", "sftp://h/a", false),
+            ("sftp://h/~/", "sftp://h/~/a", true),
+            ("sftp://h/a", "sftp://g/a", false),
+            ("s3://h/a", "sftp://h/a", false),
+        ] {
+            assert_eq!(url(a).overlaps(&url(b)), overlap, "{a} {b}");
+            assert_eq!(url(b).overlaps(&url(a)), overlap, "{b} {a}");
+        }
         for text in [
             "s3://b/x/y",
             "sftp://me@h:2222/srv/x",

@@ -92,7 +92,11 @@ impl S3 {
             stale: AtomicBool::new(false),
             manifest: AtomicBool::new(true),
             started: Mutex::default(),
-            memory: tokio::sync::Semaphore::new(super::UPLOAD_MEMORY_MIB as usize),
+            memory: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                super::TRANSFER_MEMORY_MIB as usize,
+            )),
+            bucket: bucket.to_string(),
+            md5s: Mutex::default(),
         };
         // Reachable, with these credentials, before anything else happens.
         s3.reachable(options.connect_timeout)?;

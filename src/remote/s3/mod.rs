@@ -31,16 +31,18 @@ use tokio::runtime::Runtime;
 use tracing::debug;
 
 use self::manifest::Row;
-use super::common::{self, Keeps, Listed};
+use super::common::{self, Listed};
 use crate::config::{Compare, Method};
-use crate::dest::Destination;
+use crate::endpoint::{
+    self, backup_slot, Copied, CopyError, Destination, Expected, Held, Opened, Origin, Source,
+};
 use crate::entry::{same_size_files, Chown, Mtime, RootMeta, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
-use crate::fsops::{self, open_source, Base, Copied, CopyError, Expected, Held, Source};
 
 mod connect;
 mod manifest;
+mod read;
 
 /// Files up to this size are one PUT; larger ones are uploaded in parts of this size, or
 /// larger ones where 10,000 parts would not hold the file (see [`part_size`]).
@@ -49,9 +51,10 @@ pub const PART: usize = 8 << 20;
 const MAX_PARTS: u64 = 10_000;
 const MAX_PART: u64 = 5 << 30;
 const MIB: u64 = 1 << 20;
-/// What all uploads together may hold in memory at once, in MiB: each holds its file (one
-/// PUT) or the parts in flight and the one being read (multipart) while it runs.
-const UPLOAD_MEMORY_MIB: u32 = 256;
+/// What all transfers together may hold in memory at once, in MiB: an upload holds its file
+/// (one PUT) or the parts in flight and the one being read (multipart) while it runs, a
+/// download the parts in flight and the one handed over.
+const TRANSFER_MEMORY_MIB: u32 = 256;
 /// Parts of one file in flight at once.
 const PARTS_IN_FLIGHT: usize = 4;
 /// HEAD requests in flight at once while comparing.
@@ -77,8 +80,13 @@ pub struct S3 {
     manifest: AtomicBool,
     /// The listing the reachability check started: its first entry, and the rest to come.
     started: Mutex<Option<(Option<opendal::Entry>, opendal::Lister)>>,
-    /// The upload memory budget, in MiB (see [`UPLOAD_MEMORY_MIB`]).
-    memory: tokio::sync::Semaphore,
+    /// The transfer memory budget, in MiB (see [`TRANSFER_MEMORY_MIB`]).
+    memory: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The bucket, to tell a server-side copy from another prefix of it.
+    bucket: String,
+    /// The MD5 of multipart objects whose HEAD stated one (`md5chksum`), by key: what a
+    /// download from them is checked against.
+    md5s: Mutex<HashMap<String, [u8; 16]>>,
 }
 
 impl std::fmt::Debug for S3 {
@@ -216,6 +224,15 @@ fn etag_md5(etag: &str) -> Option<[u8; 16]> {
     Some(md5)
 }
 
+/// MD5 of a source file, local or remote, as it is now.
+fn source_md5(source: Source<'_>) -> io::Result<[u8; 16]> {
+    let opened = source.open(Expected::fresh()).map_err(|e| e.source)?;
+    let (mut opened, _) = opened.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+    let mut hasher = Md5::new();
+    io::copy(&mut opened, &mut hasher)?;
+    Ok(hasher.finalize().into())
+}
+
 /// MD5 of a whole local file, read from its start; it is left at its start again.
 fn file_md5(file: &mut std::fs::File) -> io::Result<[u8; 16]> {
     use std::io::Seek;
@@ -232,11 +249,86 @@ fn file_md5(file: &mut std::fs::File) -> io::Result<[u8; 16]> {
 }
 
 impl S3 {
+    /// How `rel` is named to the user: `s3://bucket/prefix/rel`.
+    fn path(&self, rel: &Path) -> PathBuf {
+        match rel.as_os_str().is_empty() {
+            true => PathBuf::from(&self.url),
+            false => PathBuf::from(format!("{}/{}", self.url, rel.display())),
+        }
+    }
+
+    /// The source, when it is another prefix of this bucket (on this service, with these
+    /// credentials): its objects can be copied on the server.
+    fn same_bucket<'s>(&self, source: Source<'s>) -> Option<&'s S3> {
+        let from = source.origin.as_any()?.downcast_ref::<S3>()?;
+        (from.bucket == self.bucket).then_some(from)
+    }
+
+    /// Copy the object at `source` (a prefix of this bucket) to `key` on the server: the bytes
+    /// never pass through here, and its metadata (the recorded mtime, the MD5 of a multipart
+    /// upload, the content type) goes with it. S3 makes the copy whole or not at all.
+    fn copy_within(
+        &self,
+        from: &S3,
+        source: Source<'_>,
+        rel: &Path,
+        key: &str,
+        expected: Expected,
+        held: Held,
+    ) -> std::result::Result<Copied, CopyError> {
+        let src = &source.path();
+        let to = &self.path(rel);
+        let from_key = from
+            .key(source.rel)
+            .map_err(|e| Error::new(Op::OpenSource, src, e))?;
+        self.rt.block_on(async {
+            match held {
+                Held::Other(Tag::Dir) => self
+                    .remove_emptied_dir(rel)
+                    .await
+                    .map_err(|e| Error::new(Op::Replace, to, e))?,
+                _ => self
+                    .keep(rel, key)
+                    .await
+                    .map_err(|e| Error::copy(src, to, e))?,
+            }
+            match self.op.copy(&from_key, key).await {
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Copied::Vanished),
+                Err(e) => return Err(Error::copy(src, to, s3_error(e)).into()),
+                Ok(_) => {}
+            }
+            // What the copy holds now: its ETag, and the time it carries, for the manifest.
+            let meta = self
+                .op
+                .stat(key)
+                .await
+                .map_err(|e| Error::new(Op::Stat, to, s3_error(e)))?;
+            let size = meta.content_length();
+            let mtime = Head::of(&meta).mtime.unwrap_or(expected.mtime);
+            let row = meta.etag().map(|etag| Row {
+                size,
+                etag: etag.to_string(),
+                mtime,
+            });
+            self.record(rel, row);
+            debug!(from = from_key, to = key, "copied on the server");
+            Ok(Copied::Done(size))
+        })
+    }
+
     fn list_root(&self) -> String {
         match self.prefix.as_str() {
             "" => "/".to_string(),
             p => p.to_string(),
         }
+    }
+
+    fn listed(&self) -> MutexGuard<'_, HashMap<String, (u64, String)>> {
+        self.listed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn md5s(&self) -> MutexGuard<'_, HashMap<String, [u8; 16]>> {
+        self.md5s.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn rows(&self) -> MutexGuard<'_, manifest::Rows> {
@@ -288,20 +380,22 @@ impl S3 {
             Err(e) => return Err(s3_error(e)),
         }
         let base = format!("{backup}{}", common::text(rel)?);
-        let mut slot = base.clone();
-        for n in 1.. {
+        for n in 0.. {
+            let slot = backup_slot(&base, n).to_string_lossy().into_owned();
             match self.op.stat(&slot).await {
-                Err(e) if e.kind() == ErrorKind::NotFound => break,
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    return self.op.copy(key, &slot).await.map(|_| ()).map_err(s3_error);
+                }
                 Err(e) => return Err(s3_error(e)),
-                Ok(_) => slot = format!("{base}.~{n}~"),
+                Ok(_) => {}
             }
         }
-        self.op.copy(key, &slot).await.map(|_| ()).map_err(s3_error)
+        unreachable!("a free name is found before the counter runs out")
     }
 
     /// Make room for a file at `rel` where a directory was: the deletions removed every object
     /// listed below `rel/`; what is still there was not to be deleted (see
-    /// `fsops::still_holds`) and keeps the directory. Its marker object goes.
+    /// `endpoint::still_holds`) and keeps the directory. Its marker object goes.
     async fn remove_emptied_dir(&self, rel: &Path) -> io::Result<()> {
         let dir = format!("{}/", self.key(rel)?);
         let listed = self
@@ -321,7 +415,7 @@ impl S3 {
         };
         if entries.iter().any(|entry| entry.path() != dir) {
             let cause = io::Error::from(io::ErrorKind::DirectoryNotEmpty);
-            return Err(crate::fsops::still_holds(cause));
+            return Err(crate::endpoint::still_holds(cause));
         }
         self.delete(&dir).await
     }
@@ -336,12 +430,12 @@ impl S3 {
     /// Upload `src` to `key` with the given metadata, checking the source did not change.
     async fn upload(
         &self,
-        mut file: std::fs::File,
+        mut file: Opened,
         key: &str,
         expected: Expected,
     ) -> std::result::Result<(u64, Option<String>), UploadError> {
         let mut metadata = HashMap::from([("mtime".to_string(), format_mtime(expected.mtime))]);
-        let unchanged = |file: &std::fs::File, read| expected.still_holds(file, read);
+        let unchanged = |file: &Opened, read| file.still_holds(&expected, read);
         let content_type = Some(
             mime_guess::from_path(key)
                 .first_or_octet_stream()
@@ -356,7 +450,7 @@ impl S3 {
         };
         let _budget = self
             .memory
-            .acquire_many(holds.min(u64::from(UPLOAD_MEMORY_MIB)) as u32)
+            .acquire_many(holds.min(u64::from(TRANSFER_MEMORY_MIB)) as u32)
             .await
             .expect("the budget is never closed");
         if expected.size <= PART as u64 {
@@ -385,10 +479,16 @@ impl S3 {
                 .map_err(|e| UploadError::Write(s3_error(e)))?;
             return Ok((expected.size, written.etag().map(str::to_string)));
         }
-        // A multipart ETag is not the content's MD5: keep it in the metadata for --checksum.
-        let md5 = file_md5(&mut file).map_err(UploadError::Read)?;
-        let md5 = base64::engine::general_purpose::STANDARD.encode(md5);
-        metadata.insert("md5chksum".to_string(), md5.clone());
+        // A multipart ETag is not the content's MD5: keep it in the metadata for --checksum
+        // (a stream's only where its server stated it beforehand).
+        let md5 = match &mut file {
+            Opened::File(file) => Some(file_md5(file).map_err(UploadError::Read)?),
+            Opened::Stream(stream) => stream.md5,
+        };
+        let md5 = md5.map(|md5| base64::engine::general_purpose::STANDARD.encode(md5));
+        if let Some(md5) = &md5 {
+            metadata.insert("md5chksum".to_string(), md5.clone());
+        }
         let options = WriteOptions {
             user_metadata: Some(metadata),
             content_type,
@@ -445,7 +545,7 @@ impl S3 {
                         if meta.content_length() == sent
                             && meta.user_metadata().is_some_and(|m| {
                                 m.get("mtime") == Some(&format_mtime(expected.mtime))
-                                    && m.get("md5chksum") == Some(&md5)
+                                    && m.get("md5chksum") == md5.as_deref()
                             }) =>
                     {
                         debug!(key, "multipart upload complete, although its answer failed");
@@ -548,10 +648,7 @@ fn backup_prefix(bucket: &str, prefix: &str, dir: &Path) -> io::Result<String> {
 
 impl Destination for S3 {
     fn path(&self, rel: &Path) -> PathBuf {
-        match rel.as_os_str().is_empty() {
-            true => PathBuf::from(&self.url),
-            false => PathBuf::from(format!("{}/{}", self.url, rel.display())),
-        }
+        S3::path(self, rel)
     }
 
     fn stores_symlinks(&self) -> bool {
@@ -639,7 +736,7 @@ impl Destination for S3 {
 
     fn refine(
         &self,
-        src_base: &Base,
+        origin: &dyn Origin,
         src: &Tree,
         dst: &mut Tree,
         compare: &Compare,
@@ -692,11 +789,8 @@ impl Destination for S3 {
                 Method::Checksum => same_size
                     .par_iter()
                     .map(|&(i, _)| {
-                        let source = Source {
-                            base: src_base,
-                            rel: src.origin(i),
-                        };
-                        Some(fsops::open_read(source).and_then(|mut file| file_md5(&mut file)))
+                        let rel = src.origin(i);
+                        Some(source_md5(Source { origin, rel }))
                     })
                     .collect(),
                 _ => same_size.iter().map(|_| None).collect(),
@@ -721,7 +815,7 @@ impl Destination for S3 {
                 let local = match local {
                     Ok(md5) => md5,
                     Err(e) => {
-                        let path = src_base.path(src.origin(i));
+                        let path = origin.path(src.origin(i));
                         errors.push(Error::new(Op::Read, path, e));
                         continue;
                     }
@@ -731,15 +825,7 @@ impl Destination for S3 {
                 }
             }
         }
-        // S3 keeps no permission bits and no directory times; object times are ours, exact.
-        let keeps = Keeps {
-            modes: false,
-            dir_times: false,
-            link_times: true,
-            nanoseconds: true,
-            seconds: i64::MIN..=i64::MAX,
-        };
-        common::adopt(src, dst, &keeps);
+        endpoint::adopt(src, dst, &read::KEEPS);
         (changed, errors)
     }
 
@@ -778,12 +864,15 @@ impl Destination for S3 {
         expected: Expected,
         held: Held,
     ) -> std::result::Result<Copied, CopyError> {
-        let Some((file, expected)) = open_source(source, expected)? else {
+        let key = self.key(rel).map_err(|e| self.fail(Op::Copy, rel, e))?;
+        if let Some(from) = self.same_bucket(source) {
+            return self.copy_within(from, source, rel, &key, expected, held);
+        }
+        let Some((file, expected)) = source.open(expected)? else {
             return Ok(Copied::Vanished);
         };
         let src = &source.path();
-        let key = self.key(rel).map_err(|e| self.fail(Op::Copy, rel, e))?;
-        let to = self.path(rel);
+        let to = Destination::path(self, rel);
         self.rt.block_on(async {
             if held == Held::Other(Tag::Dir) {
                 self.remove_emptied_dir(rel)
@@ -805,6 +894,7 @@ impl Destination for S3 {
                     Ok(Copied::Done(size))
                 }
                 Err(UploadError::Changed) => Err(CopyError::Changed),
+                Err(UploadError::Read(e)) if endpoint::is_changed(&e) => Err(CopyError::Changed),
                 Err(UploadError::Read(e)) => Err(Error::new(Op::Read, src, e).into()),
                 Err(UploadError::Write(e)) => Err(Error::copy(src, &to, e).into()),
                 Err(UploadError::Complete(e)) => Err(Error::copy(src, &to, s3_error(e)).into()),
@@ -837,22 +927,16 @@ impl Destination for S3 {
         if tag != Tag::File || mtime.is_none() {
             return Ok(());
         }
-        let fresh = Expected {
-            size: 0,
-            mtime: Mtime::default(),
-            mode: 0,
-            owner: Chown::default(),
-            fresh: true,
-            xattrs: crate::config::Xattrs::default(),
-            sparse: false,
-            modes: false,
-        };
-        match self.write_file(src, rel, fresh, Held::Same) {
+        match self.write_file(src, rel, Expected::fresh(), Held::Same) {
             Ok(_) => Ok(()),
             Err(CopyError::Io(e)) => Err(e),
             Err(CopyError::Changed) => {
                 let cause = io::Error::other("it changed while being copied");
-                Err(Error::copy(&src.path(), &self.path(rel), cause))
+                Err(Error::copy(
+                    &src.path(),
+                    &Destination::path(self, rel),
+                    cause,
+                ))
             }
         }
     }

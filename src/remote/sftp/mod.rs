@@ -27,19 +27,20 @@ use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 
-use super::common::{self, io_error, Keeps, Listed};
+use super::common::{self, io_error, Listed};
 use super::{Options, Url};
 use crate::checksum;
 use crate::config::{Compare, Method};
-use crate::dest::Destination;
+use crate::endpoint::{
+    self, backup_slot, is_temp_name, temp_name, Copied, CopyError, Destination, Expected, Held,
+    Keeps, Opened, Origin, Source,
+};
 use crate::entry::{same_size_files, Chown, Kind, Mtime, RootMeta, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
-use crate::fsops::{
-    self, is_temp_name, open_source, temp_name, Base, Copied, CopyError, Expected, Held, Source,
-};
 
 mod login;
+mod read;
 
 const POSIX_RENAME: &str = "posix-rename@openssh.com";
 /// Bytes per write request: every SFTP server accepts 32 KiB; more when it says so.
@@ -52,9 +53,18 @@ const LISTINGS_IN_FLIGHT: usize = 16;
 /// Tries to connect again after a lost connection, 1, 2 and 4 s apart, and redos of one step.
 const RECONNECTS: u32 = 3;
 const REDOS: u32 = 3;
-/// Files read back at once for `--checksum`, and read requests of one file in flight.
-const HASHES_IN_FLIGHT: usize = 8;
+/// Read requests of one file in flight.
 const READS_IN_FLIGHT: usize = 16;
+
+/// What an SFTP host keeps of an entry, whichever side it is on: SFTP version 3 carries whole
+/// seconds from 1970 to 2106 and cannot set a link's time.
+const KEEPS: Keeps = Keeps {
+    modes: true,
+    dir_times: true,
+    link_times: false,
+    nanoseconds: false,
+    seconds: 0..=u32::MAX as i64,
+};
 
 /// A folder on an SSH host as a destination.
 pub struct Sftp {
@@ -406,6 +416,18 @@ impl Sftp {
         ))
     }
 
+    /// How `rel` is named to the user: `sftp://host/path/rel`.
+    fn path(&self, rel: &Path) -> PathBuf {
+        match rel.as_os_str().is_empty() {
+            true => PathBuf::from(&self.url),
+            false => PathBuf::from(format!(
+                "{}/{}",
+                self.url.trim_end_matches('/'),
+                rel.display()
+            )),
+        }
+    }
+
     fn remote(&self, rel: &Path) -> io::Result<String> {
         Ok(join(&self.root, common::text(rel)?))
     }
@@ -449,14 +471,13 @@ impl Sftp {
                     .await;
             }
         }
-        let mut candidate = base.clone();
-        for n in 1.. {
+        for n in 0.. {
+            let candidate = backup_slot(&base, n).to_string_lossy().into_owned();
             if self.lstat(&candidate).await?.is_none() {
-                break;
+                return Ok(candidate);
             }
-            candidate = format!("{base}.~{n}~");
         }
-        Ok(candidate)
+        unreachable!("a free name is found before the counter runs out")
     }
 
     /// Move the non-directory at `rel` into the backup, or remove it.
@@ -479,11 +500,11 @@ impl Sftp {
     async fn make_room(&self, rel: &Path, replaces: Option<Tag>) -> io::Result<()> {
         match (&self.backup, replaces) {
             // The deletions emptied it of what was listed; anything left stays (see
-            // `fsops::still_holds`).
+            // `endpoint::still_holds`).
             (_, Some(Tag::Dir)) => {
                 let path = self.remote(rel)?;
                 match self.remove_dir(&path).await {
-                    Err(e) if !self.list(&path).await?.is_empty() => Err(fsops::still_holds(e)),
+                    Err(e) if !self.list(&path).await?.is_empty() => Err(endpoint::still_holds(e)),
                     other => other,
                 }
             }
@@ -536,7 +557,7 @@ impl Sftp {
     async fn upload(
         &self,
         sftp: &Arc<RawSftpSession>,
-        mut file: std::fs::File,
+        mut file: Opened,
         rel: &Path,
         expected: Expected,
         replaces: Option<Tag>,
@@ -579,8 +600,8 @@ impl Sftp {
             while let Some(w) = in_flight.pop_front() {
                 wait_write(Some(w)).await?;
             }
-            if !expected
-                .still_holds(&file, offset)
+            if !file
+                .still_holds(&expected, offset)
                 .map_err(UploadError::Read)?
             {
                 return Err(UploadError::Changed);
@@ -612,21 +633,28 @@ impl Sftp {
 impl Sftp {
     /// `--checksum`: the source indices of same-size files whose contents differ. OpenSSH's
     /// server offers no hash of a file, so each remote file is read back (reads pipelined,
-    /// several files at once) and hashed here, as the local one is.
-    fn differing(&self, src_base: &Base, src: &Tree, dst: &Tree) -> (HashSet<u32>, Vec<Error>) {
+    /// a file per worker) and hashed here, as the source file is.
+    fn differing(&self, origin: &dyn Origin, src: &Tree, dst: &Tree) -> (HashSet<u32>, Vec<Error>) {
         let pairs = same_size_files(src, dst);
-        let (local, remote) = rayon::join(
-            || {
-                pairs
-                    .par_iter()
-                    .map(|&(i, _)| checksum::hash(src_base, src.origin(i)))
-                    .collect::<Vec<_>>()
-            },
-            || self.remote_hashes(dst, &pairs),
-        );
+        let hashes: Vec<_> = pairs
+            .par_iter()
+            .map(|&(i, j)| {
+                let rel = src.origin(i);
+                let (local, remote) = rayon::join(
+                    || checksum::hash(Source { origin, rel }),
+                    || {
+                        checksum::hash(Source {
+                            origin: self,
+                            rel: dst.path_at(j),
+                        })
+                    },
+                );
+                (local, remote)
+            })
+            .collect();
         let mut changed = HashSet::new();
         let mut errors = Vec::new();
-        for ((&(i, _), local), remote) in pairs.iter().zip(local).zip(remote) {
+        for (&(i, _), (local, remote)) in pairs.iter().zip(hashes) {
             match local {
                 // An unreadable remote file is rewritten: the upload reports any real error.
                 Ok(local) => {
@@ -640,102 +668,6 @@ impl Sftp {
         }
         (changed, errors)
     }
-
-    /// The BLAKE3 of each pair's destination file, [`HASHES_IN_FLIGHT`] files at a time.
-    fn remote_hashes(&self, dst: &Tree, pairs: &[(u32, u32)]) -> Vec<io::Result<blake3::Hash>> {
-        self.rt.block_on(async {
-            let mut out: Vec<Option<io::Result<blake3::Hash>>> =
-                pairs.iter().map(|_| None).collect();
-            let mut tasks = JoinSet::new();
-            let mut next = pairs.iter().enumerate();
-            loop {
-                while tasks.len() < HASHES_IN_FLIGHT {
-                    let Some((n, &(_, j))) = next.next() else {
-                        break;
-                    };
-                    let (sftp, chunk) = (self.sftp(), self.chunk as u32);
-                    let path = self.remote(dst.path_at(j));
-                    let size = dst.entries[j as usize].size;
-                    tasks.spawn(async move {
-                        let hash = match path {
-                            Ok(path) => remote_hash(sftp, path, size, chunk).await,
-                            Err(e) => Err(e),
-                        };
-                        (n, hash)
-                    });
-                }
-                let Some(done) = tasks.join_next().await else {
-                    break;
-                };
-                // A task only fails by panicking (none is cancelled): pass the panic on.
-                let (n, hash) = done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-                out[n] = Some(hash);
-            }
-            out.into_iter()
-                .map(|h| h.expect("every file was hashed"))
-                .collect()
-        })
-    }
-}
-
-/// Read the remote file `path` (listed with `size` bytes) with [`READS_IN_FLIGHT`] requests
-/// of `chunk` bytes in flight and hash it. Bytes past `size` are hashed too, so a file that
-/// grew since it was listed hashes differently.
-async fn remote_hash(
-    sftp: Arc<RawSftpSession>,
-    path: String,
-    size: u64,
-    chunk: u32,
-) -> io::Result<blake3::Hash> {
-    let handle = sftp
-        .open(path, OpenFlags::READ, FileAttributes::default())
-        .await
-        .map_err(sftp_error)?
-        .handle;
-    let read = |offset: u64, len: u32| {
-        let (sftp, handle) = (sftp.clone(), handle.clone());
-        tokio::spawn(async move {
-            match sftp.read(handle, offset, len).await {
-                Ok(data) => Ok(data.data),
-                Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => Ok(Vec::new()),
-                Err(e) => Err(sftp_error(e)),
-            }
-        })
-    };
-    let joined = |task: tokio::task::JoinHandle<io::Result<Vec<u8>>>| async move {
-        task.await.map_err(io::Error::other)?
-    };
-    let result = async {
-        let mut hasher = blake3::Hasher::new();
-        let mut in_flight = VecDeque::new();
-        let mut next = 0u64;
-        loop {
-            while in_flight.len() < READS_IN_FLIGHT && next < size {
-                let len = chunk.min((size - next).min(u64::from(u32::MAX)) as u32);
-                in_flight.push_back((next, len, read(next, len)));
-                next += u64::from(len);
-            }
-            let Some((offset, len, task)) = in_flight.pop_front() else {
-                break;
-            };
-            let mut data = joined(task).await?;
-            // A server may answer with fewer bytes than asked: ask again for the rest.
-            while data.len() < len as usize {
-                let at = offset + data.len() as u64;
-                let more = joined(read(at, len - data.len() as u32)).await?;
-                if more.is_empty() {
-                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-                }
-                data.extend_from_slice(&more);
-            }
-            hasher.update(&data);
-        }
-        hasher.update(&joined(read(size, 1)).await?);
-        Ok(hasher.finalize())
-    }
-    .await;
-    let _ = sftp.close(handle).await;
-    result
 }
 
 async fn wait_write(
@@ -751,7 +683,7 @@ async fn wait_write(
 }
 
 /// Fill `buf` from `file` unless it ends first; the number of bytes read.
-fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
+fn read_full(file: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match file.read(&mut buf[filled..]) {
@@ -819,14 +751,7 @@ impl Destination for Sftp {
     }
 
     fn path(&self, rel: &Path) -> PathBuf {
-        match rel.as_os_str().is_empty() {
-            true => PathBuf::from(&self.url),
-            false => PathBuf::from(format!(
-                "{}/{}",
-                self.url.trim_end_matches('/'),
-                rel.display()
-            )),
-        }
+        Sftp::path(self, rel)
     }
 
     fn scan(&self, filter: &Filter) -> Tree {
@@ -928,24 +853,16 @@ impl Destination for Sftp {
 
     fn refine(
         &self,
-        src_base: &Base,
+        origin: &dyn Origin,
         src: &Tree,
         dst: &mut Tree,
         compare: &Compare,
     ) -> (HashSet<u32>, Vec<Error>) {
         let (changed, errors) = match compare.method {
-            Method::Checksum => self.differing(src_base, src, dst),
+            Method::Checksum => self.differing(origin, src, dst),
             _ => (HashSet::new(), Vec::new()),
         };
-        // SFTP version 3 carries whole seconds from 1970 to 2106 and cannot set a link's time.
-        let keeps = Keeps {
-            modes: true,
-            dir_times: true,
-            link_times: false,
-            nanoseconds: false,
-            seconds: 0..=i64::from(u32::MAX),
-        };
-        common::adopt(src, dst, &keeps);
+        endpoint::adopt(src, dst, &KEEPS);
         (changed, errors)
     }
 
@@ -995,21 +912,29 @@ impl Destination for Sftp {
         let src = &source.path();
         let to = &self.path(rel);
         // Each try reads the source from its start; a lost connection's try is redone.
-        let outcome = self.redoing(move || async move {
-            let opened = match open_source(source, expected) {
-                Ok(opened) => opened,
-                Err(e) => return Ok(Err(CopyError::Io(e))),
-            };
-            let Some((file, expected)) = opened else {
-                return Ok(Ok(Copied::Vanished));
-            };
-            let sftp = self.sftp();
-            match self.upload(&sftp, file, rel, expected, held.other()).await {
-                Ok(bytes) => Ok(Ok(Copied::Done(bytes))),
-                Err(UploadError::Changed) => Ok(Err(CopyError::Changed)),
-                Err(UploadError::Read(e)) => Ok(Err(Error::new(Op::Read, src, e).into())),
-                Err(UploadError::Write(e)) if connection_lost(&e) => Err(e),
-                Err(UploadError::Write(e)) => Ok(Err(Error::copy(src, to, e).into())),
+        // (The source is opened before the step runs on this backend's runtime: a remote
+        // source's own requests run on its own.)
+        let outcome = self.redoing(move || {
+            let opened = source.open(expected);
+            async move {
+                let opened = match opened {
+                    Ok(opened) => opened,
+                    Err(e) => return Ok(Err(CopyError::Io(e))),
+                };
+                let Some((file, expected)) = opened else {
+                    return Ok(Ok(Copied::Vanished));
+                };
+                let sftp = self.sftp();
+                match self.upload(&sftp, file, rel, expected, held.other()).await {
+                    Ok(bytes) => Ok(Ok(Copied::Done(bytes))),
+                    Err(UploadError::Changed) => Ok(Err(CopyError::Changed)),
+                    Err(UploadError::Read(e)) if endpoint::is_changed(&e) => {
+                        Ok(Err(CopyError::Changed))
+                    }
+                    Err(UploadError::Read(e)) => Ok(Err(Error::new(Op::Read, src, e).into())),
+                    Err(UploadError::Write(e)) if connection_lost(&e) => Err(e),
+                    Err(UploadError::Write(e)) => Ok(Err(Error::copy(src, to, e).into())),
+                }
             }
         });
         outcome.unwrap_or_else(|e| Err(Error::copy(src, to, e).into()))

@@ -1,10 +1,5 @@
-//! Where the mirror is written: the one seam between the engine and a destination.
-//!
-//! The scanner, planner and reporters never see how a destination stores things. The executor
-//! carries out a plan through a [`Destination`]: the local folder ([`Local`], writing through
-//! [`fsops`]) or, with the `s3` and `sftp` features, a bucket prefix or a folder on an SSH host
-//! (see `remote`). Each method is one step of a plan, blocking, safe to call from many workers
-//! at once; every error names the path as the user wrote it.
+//! A folder on a local filesystem, as either end of a run: [`Folder`] reads SRC, [`Local`]
+//! writes DST, both only through [`crate::fsops`] and its directory handles.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -12,179 +7,62 @@ use std::sync::OnceLock;
 
 use tracing::debug;
 
+use super::{Copied, CopyError, Destination, Expected, Held, Opened, Origin, Source};
 use crate::checksum;
 use crate::config::{Compare, Method, Xattrs};
 use crate::entry::{Chown, Mtime, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
-use crate::fsops::{self, Base, Copied, CopyError, Displaced, Expected, Held, Node, Source};
+use crate::fsops::{self, Base, Displaced, Node};
 use crate::lock::{self, Lock};
 use crate::xattrs::{self, Differs};
 
-/// One side a plan can be carried out against.
-pub trait Destination: Sync {
-    /// How `rel` (a path below the destination root) is named to the user.
-    fn path(&self, rel: &Path) -> PathBuf;
-
-    /// False when symlinks cannot be stored: the source's are then skipped with a warning.
-    fn stores_symlinks(&self) -> bool {
-        true
-    }
-
-    /// False when names must be UTF-8 text: source entries with other names are then skipped
-    /// with a warning each.
-    fn stores_byte_names(&self) -> bool {
-        true
-    }
-
-    /// List the destination: every entry below the root that the filter allows, in path order.
-    fn scan(&self, filter: &Filter) -> Tree;
-
-    /// Called once both listings are known, before planning: complete what the listing alone
-    /// cannot tell (remote metadata, content checks). Returns the source indices of same-size
-    /// files whose contents differ (`--checksum`), and the errors met.
-    fn refine(
-        &self,
-        src_base: &Base,
-        src: &Tree,
-        dst: &mut Tree,
-        compare: &Compare,
-    ) -> (HashSet<u32>, Vec<Error>);
-
-    /// Find out what the destination can hold (its root exists); `sample` names an entry in
-    /// the root, if there is one. `Ok(None)` for a destination that is not probed (what it
-    /// holds is known otherwise); an error when the probe failed, and nothing is known.
-    fn probe(
-        &self,
-        _sample: Option<&std::ffi::OsStr>,
-    ) -> std::io::Result<Option<crate::config::Limits>> {
-        Ok(None)
-    }
-
-    /// Create the root (it was missing). Done already counts as done.
-    fn make_root(&self) -> Result<()>;
-
-    /// Rename the entry called `old` in `rel`'s directory to `rel`'s name: the same name but
-    /// for case, on a destination that ignores case.
-    fn respell(&self, rel: &Path, _old: &std::ffi::OsStr) -> Result<()> {
-        Err(unsupported(
-            Op::Respell,
-            self.path(rel),
-            "names that ignore case",
-        ))
-    }
-
-    /// Whether the destination's root is gone (removed, or its disk unplugged) since the run
-    /// opened it: checked after a write fails.
-    fn vanished(&self) -> bool {
-        false
-    }
-
-    /// Called once after the plan was carried out (not after a dry run): keep what the next
-    /// run needs (the S3 manifest). An error is a warning: nothing of the mirror depends on it.
-    fn finish(&self) -> Result<()> {
-        Ok(())
-    }
-
-    /// Whether the destination finds an entry at `rel` (under this spelling).
-    fn exists(&self, _rel: &Path) -> bool {
-        false
-    }
-
-    /// Remove a temporary that a killed run left.
-    fn remove_temp(&self, rel: &Path) -> Result<()>;
-
-    /// Make a directory writable for the run (its real mode is set at the end).
-    fn open_dir(&self, rel: &Path, mode: u16) -> Result<()>;
-
-    /// Create a directory, replacing the non-directory `replaces` at its path.
-    fn make_dir(&self, rel: &Path, replaces: Option<Tag>) -> Result<()>;
-
-    /// Copy the source file `src` to `rel`, atomically: readers see the old version or the new
-    /// one, never a mix. `held` is what the listing found at `rel`.
-    fn write_file(
-        &self,
-        src: Source<'_>,
-        rel: &Path,
-        expected: Expected,
-        held: Held,
-    ) -> std::result::Result<Copied, CopyError>;
-
-    /// Make a symlink at `rel` with the given target text and mtime.
-    fn make_symlink(
-        &self,
-        rel: &Path,
-        target: &Path,
-        mtime: Mtime,
-        replaces: Option<Tag>,
-        owner: Chown,
-    ) -> Result<()>;
-
-    /// Make `rel` another name of the file at `leader` (both relative to the root); `held` is
-    /// what the listing found at `rel`.
-    fn make_hard_link(&self, rel: &Path, _leader: &Path, _held: Held) -> Result<()> {
-        Err(unsupported(Op::Link, self.path(rel), "hard links"))
-    }
-
-    /// Make a FIFO, socket or device node at `rel`, replacing the non-directory `replaces`.
-    fn make_special(&self, rel: &Path, _node: Node, _replaces: Option<Tag>) -> Result<()> {
-        Err(unsupported(Op::MakeNode, self.path(rel), "special files"))
-    }
-
-    /// Give an entry whose contents are already right its owner, mode and/or mtime. `src` is
-    /// the source file, for destinations that can only change metadata by writing again.
-    fn fix(
-        &self,
-        src: Source<'_>,
-        rel: &Path,
-        tag: Tag,
-        mode: Option<u16>,
-        mtime: Option<Mtime>,
-        owner: Chown,
-    ) -> Result<()>;
-
-    /// Give the entry `rel` exactly the extended attributes and ACLs `which` covers that the
-    /// source entry `src` has.
-    fn copy_xattrs(&self, _src: Source<'_>, rel: &Path, _which: Xattrs) -> Result<()> {
-        Err(unsupported(
-            Op::SetXattrs,
-            self.path(rel),
-            "extended attributes",
-        ))
-    }
-
-    /// The source entries whose destination entry differs in the attributes `which` covers
-    /// (see [`crate::xattrs`]), and the errors reading the source's.
-    fn xattrs_differing(
-        &self,
-        _src_base: &Base,
-        _src: &Tree,
-        _dst: &Tree,
-        _which: Xattrs,
-        _rule: &Compare,
-    ) -> (HashMap<u32, Differs>, Vec<Error>) {
-        (HashMap::new(), Vec::new())
-    }
-
-    /// Remove an entry (a directory is empty by now). Already gone counts as done.
-    fn remove(&self, rel: &Path, tag: Tag) -> Result<()>;
-
-    /// Set a directory's mode and mtime, once nothing below it changes any more.
-    /// `mode` is `None` where the destination keeps no permission bits (some refuse the call).
-    fn set_dir_meta(&self, rel: &Path, mode: Option<u16>, mtime: Mtime, owner: Chown)
-        -> Result<()>;
+/// A folder on a local filesystem as the side a run reads: listed by [`crate::scan`], its
+/// files opened through its directory handles.
+#[derive(Debug)]
+pub struct Folder {
+    root: PathBuf,
+    base: Base,
+    /// `-x`: directories on another filesystem are listed empty.
+    one_fs: bool,
 }
 
-/// What a destination that cannot hold `what` answers (the planner never asks it to).
-fn unsupported(op: Op, path: PathBuf, what: &str) -> Error {
-    let cause = std::io::Error::new(
-        std::io::ErrorKind::Unsupported,
-        format!("this destination cannot hold {what}"),
-    );
-    Error::new(op, path, cause)
+impl Folder {
+    /// Open the folder at `root` (which exists).
+    pub fn open(root: &Path, one_fs: bool) -> std::io::Result<Folder> {
+        Ok(Folder {
+            root: root.to_path_buf(),
+            base: Base::open(root)?,
+            one_fs,
+        })
+    }
+
+    /// Its directory handle.
+    pub fn base(&self) -> &Base {
+        &self.base
+    }
 }
 
-/// A folder on a local filesystem, written only through [`fsops`] and its directory handles.
+impl Origin for Folder {
+    fn path(&self, rel: &Path) -> PathBuf {
+        self.base.path(rel)
+    }
+
+    fn scan(&self, filter: &Filter) -> Tree {
+        crate::scan::scan(&self.root, filter, self.one_fs)
+    }
+
+    fn folder(&self) -> Option<&Base> {
+        Some(&self.base)
+    }
+
+    fn open(&self, rel: &Path, expected: Expected) -> Result<Option<(Opened, Expected)>> {
+        let opened = fsops::open_source(&self.base, rel, expected)?;
+        Ok(opened.map(|(file, expected)| (Opened::File(file), expected)))
+    }
+}
+
+/// A folder on a local filesystem as the side a run writes.
 #[derive(Debug)]
 pub struct Local<'a> {
     pub root: &'a Path,
@@ -209,7 +87,7 @@ pub struct Local<'a> {
 /// the source.
 #[derive(Debug)]
 pub struct Prior {
-    pub base: Base,
+    pub folder: Folder,
     /// Copied from it with `copy_file_range` (a reflink where the filesystem shares extents:
     /// btrfs, XFS) instead of hard-linked to it.
     pub reflink: bool,
@@ -266,13 +144,13 @@ impl Destination for Local<'_> {
 
     fn refine(
         &self,
-        src_base: &Base,
+        origin: &dyn Origin,
         src: &Tree,
         dst: &mut Tree,
         compare: &Compare,
     ) -> (HashSet<u32>, Vec<Error>) {
         match (compare.method, self.base()) {
-            (Method::Checksum, Ok(dst_base)) => checksum::differing(src, dst, src_base, dst_base),
+            (Method::Checksum, Ok(dst_base)) => checksum::differing(src, dst, origin, dst_base),
             // No DST yet (or none to open): no pair of files to compare.
             _ => (HashSet::new(), Vec::new()),
         }
@@ -340,18 +218,19 @@ impl Destination for Local<'_> {
         let base = self.base()?;
         for prior in &self.priors {
             // A hard link shares the owner too; a reflinked copy gets its own.
-            if !fsops::same_as(&prior.base, rel, src, &expected, !prior.reflink) {
+            let prior_base = prior.folder.base();
+            if !fsops::same_as(prior_base, rel, src, &expected, !prior.reflink) {
                 continue;
             }
             let taken = match prior.reflink {
                 true => {
                     let from = Source {
-                        base: &prior.base,
+                        origin: &prior.folder,
                         rel,
                     };
                     fsops::copy_file(from, base, rel, expected, held, displaced)
                 }
-                false => fsops::link_from(&prior.base, rel, base, rel, held, displaced)
+                false => fsops::link_from(prior_base, rel, base, rel, held, displaced)
                     .map(|()| Copied::Done(0))
                     .map_err(CopyError::Io),
             };
@@ -422,15 +301,18 @@ impl Destination for Local<'_> {
 
     fn xattrs_differing(
         &self,
-        src_base: &Base,
+        origin: &dyn Origin,
         src: &Tree,
         dst: &Tree,
         which: Xattrs,
         rule: &Compare,
     ) -> (HashMap<u32, Differs>, Vec<Error>) {
-        match self.base() {
-            Ok(dst_base) => xattrs::differing(src, dst, (src_base, dst_base), which, rule),
-            Err(_) => (HashMap::new(), Vec::new()),
+        match (origin.folder(), self.base()) {
+            (Some(src_base), Ok(dst_base)) => {
+                xattrs::differing(src, dst, (src_base, dst_base), which, rule)
+            }
+            // A remote source has none to compare (the run asks for none).
+            _ => (HashMap::new(), Vec::new()),
         }
     }
 
