@@ -1,10 +1,12 @@
-//! `--bwlimit RATE`: the bytes a run writes, paced to an average rate.
+//! The bytes a run writes: counted as they go, and paced to an average rate (`--bwlimit RATE`).
 //!
-//! Every writer — the local copies and the remote uploads — accounts each piece before it
-//! writes it, and waits until the run's clock says that many bytes are due; so the rate holds
-//! over the whole run, whatever the number of workers, and a pause (a file being opened, a
-//! directory made) lets the next piece go at once. With a limit, local copies go in pieces of
-//! a tenth of a second's worth, so the pace stays smooth; without one nothing here costs.
+//! Every writer — the local copies, the downloads written here, the remote uploads — accounts
+//! each piece before it writes it, and waits until the run's clock says that many bytes are
+//! due; so the rate holds over the whole run, whatever the number of workers, and a pause (a
+//! file being opened, a directory made) lets the next piece go at once. With a limit, local
+//! copies go in pieces of a tenth of a second's worth, so the pace stays smooth; without one
+//! accounting costs one atomic add. The count is what the progress bar shows moving while a
+//! large file is still on its way.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -19,6 +21,14 @@ struct Limit {
 }
 
 static LIMIT: OnceLock<Limit> = OnceLock::new();
+
+/// Bytes accounted so far, limit or not.
+static MOVED: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes accounted so far by every writer (a piece tried again counts again).
+pub fn moved() -> u64 {
+    MOVED.load(Ordering::Relaxed)
+}
 
 /// Pace the run's writes to `rate` bytes a second (0: no limit).
 pub fn set(rate: u64) {
@@ -38,6 +48,7 @@ pub fn piece() -> Option<u64> {
 
 /// Account `bytes` about to be written: how long to wait first.
 pub fn delay(bytes: u64) -> Duration {
+    MOVED.fetch_add(bytes, Ordering::Relaxed);
     let Some(limit) = LIMIT.get() else {
         return Duration::ZERO;
     };

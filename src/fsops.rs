@@ -457,7 +457,10 @@ fn copy_contents(from: &File, to: &File, len: u64, sparse: bool) -> io::Result<u
         let chunk = (len - copied).min(1 << 30) as usize;
         match rustix::fs::copy_file_range(from, None, to, None, chunk) {
             Ok(0) => break,
-            Ok(n) => copied += n as u64,
+            Ok(n) => {
+                crate::bwlimit::pace(n as u64);
+                copied += n as u64
+            }
             Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) if copied == 0 => {
                 let (mut from, mut to) = (from, to);
                 return io::copy(&mut from, &mut to);

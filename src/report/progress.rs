@@ -1,5 +1,7 @@
 //! `--progress`: a live line on stderr while both sides are scanned (entries listed so far),
-//! then a bar with files, bytes, rate and ETA.
+//! then a bar with files, bytes, rate and ETA. The bytes count as they are written (see
+//! [`crate::bwlimit`]), so a large file — a download, an upload in parts — moves the bar
+//! before it is done.
 //!
 //! The plan is complete before anything is copied, so the totals are exact from the start and
 //! never jump. The ETA weighs what is left in bytes and in files: a small file costs its
@@ -14,6 +16,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
+use crate::bwlimit;
 use crate::error::Error;
 use crate::plan::Item;
 use crate::preflight::Refusal;
@@ -22,12 +25,16 @@ use crate::report::{Reporter, Summary, Warning};
 /// What one file costs beyond its bytes, in bytes' worth of time: opening, creating, naming.
 const FILE_COST: u64 = 64 << 10;
 
-/// Files done and planned, shared with the bar's ETA.
+/// Files done and planned, shared with the bar's ETA, and the bytes of the files done.
 #[derive(Debug, Default)]
 struct Files {
     done: AtomicU64,
     total: AtomicU64,
+    bytes: AtomicU64,
 }
+
+/// How often the bar's bytes are brought up to date while files are on their way.
+const TICK: Duration = Duration::from_millis(100);
 
 /// The time left, from the time spent on what is done: work counted in bytes, plus
 /// [`FILE_COST`] for each file.
@@ -116,12 +123,24 @@ impl<R: Reporter> Reporter for Progress<R> {
         self.bar.set_length(bytes);
         self.bar.set_position(0);
         self.bar.reset_elapsed();
+        // The bytes moved so far, files done or not (a large file shows moving while it
+        // goes); never less than the files done hold (a hard link or a server-side copy moves
+        // none here).
+        let (bar, counts, start) = (self.bar.clone(), self.files.clone(), bwlimit::moved());
+        std::thread::spawn(move || {
+            while !bar.is_finished() {
+                let moved = bwlimit::moved().saturating_sub(start);
+                let done = counts.bytes.load(Ordering::Relaxed);
+                bar.set_position(moved.max(done).min(bytes));
+                std::thread::sleep(TICK);
+            }
+        });
         self.inner.planned(files, bytes);
     }
 
     fn wrote(&self, bytes: u64) {
         self.files.done.fetch_add(1, Ordering::Relaxed);
-        self.bar.inc(bytes);
+        self.files.bytes.fetch_add(bytes, Ordering::Relaxed);
         self.inner.wrote(bytes);
     }
 

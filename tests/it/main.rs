@@ -7,6 +7,7 @@ mod output;
 mod regression;
 mod relay;
 mod remote;
+mod restore;
 mod safety;
 mod servers;
 mod snapshots;

@@ -337,6 +337,56 @@ impl Drop for Tmux {
     }
 }
 
+/// Run `command` in a terminal (tmux) until it prints `finished`; every distinct screen seen.
+fn screens_of(command: &str) -> Vec<String> {
+    // A server of its own: tests run in parallel.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmux = Tmux(format!("syncease-test-{}-{n}", std::process::id()));
+    let started = tmux.run(&["new-session", "-d", "-x", "150", "-y", "8", command]);
+    assert!(started.status.success(), "{started:?}");
+    let mut screens: Vec<String> = Vec::new();
+    let begun = std::time::Instant::now();
+    loop {
+        let shot = tmux.run(&["capture-pane", "-p"]);
+        let screen = String::from_utf8_lossy(&shot.stdout).into_owned();
+        let done = screen.contains("finished");
+        if screens.last() != Some(&screen) {
+            screens.push(screen);
+        }
+        if done {
+            return screens;
+        }
+        assert!(begun.elapsed().as_secs() < 120, "{screens:#?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_progress_bar_moves_while_a_large_file_is_on_its_way() {
+    let f = Fixture::new();
+    f.write("src/large.bin", vec![b'x'; 3 << 20]);
+    if !need("tmux", "tmux") {
+        return;
+    }
+    let bin = assert_cmd::cargo::cargo_bin("syncease");
+    // Three seconds for the one file.
+    let command = format!(
+        "'{bin}' --bwlimit 1M '{src}' '{dst}'; echo finished; sleep 30",
+        bin = bin.display(),
+        src = f.src.display(),
+        dst = f.dst.display()
+    );
+    let screens = screens_of(&command);
+    // Bytes shown on their way while no file is done yet: neither none nor all of them.
+    let moving: Vec<&String> = screens
+        .iter()
+        .filter(|s| s.contains("0/1 files") && !s.contains(" 0 B/") && !s.contains(" 3.00 MiB/"))
+        .collect();
+    assert!(!moving.is_empty(), "{screens:#?}");
+    assert!(screens.last().unwrap().contains("1 copied"), "{screens:#?}");
+}
+
 #[test]
 fn the_progress_bar_in_a_real_terminal_counts_up_to_the_end() {
     let f = Fixture::new();
@@ -357,24 +407,7 @@ fn the_progress_bar_in_a_real_terminal_counts_up_to_the_end() {
         src = f.src.display(),
         dst = f.dst.display()
     );
-    let tmux = Tmux(format!("syncease-test-{}", std::process::id()));
-    let started = tmux.run(&["new-session", "-d", "-x", "150", "-y", "8", &command]);
-    assert!(started.status.success(), "{started:?}");
-    let mut screens: Vec<String> = Vec::new();
-    let begun = std::time::Instant::now();
-    loop {
-        let shot = tmux.run(&["capture-pane", "-p"]);
-        let screen = String::from_utf8_lossy(&shot.stdout).into_owned();
-        let done = screen.contains("finished");
-        if screens.last() != Some(&screen) {
-            screens.push(screen);
-        }
-        if done {
-            break;
-        }
-        assert!(begun.elapsed().as_secs() < 120, "{screens:#?}");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let screens = screens_of(&command);
     // The bar was read at several moments, counting files up with an ETA.
     let counts: Vec<u64> = screens
         .iter()

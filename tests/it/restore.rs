@@ -1,0 +1,337 @@
+//! A remote SRC: restores into a local folder, and copies from one remote to another, against
+//! the servers on loopback (see [`crate::remote`]). The local side keeps every rule it keeps
+//! for a local source: atomic files, deletions last and only after a clean listing, the
+//! empty-source refusal.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use crate::relay::Relay;
+use crate::remote::{in_seconds, json, remote_tree, succeeding, unique, Sftp, S3};
+use crate::util::*;
+
+/// `syncease EXTRA URL DIR` through `cmd` (the remote's command, with its credentials).
+fn restore(mut cmd: Command, url: &str, dir: &Path, extra: &[&str]) -> Run {
+    Run::from(cmd.args(extra).arg(url).arg(dir).output().unwrap())
+}
+
+/// The files below `root` with their contents and mtimes (seconds, nanoseconds).
+fn files(root: &Path) -> Vec<(String, Vec<u8>, (i64, i64))> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out: Vec<_> = walkdir::WalkDir::new(root)
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let meta = e.metadata().unwrap();
+            let rel = e.path().strip_prefix(root).unwrap();
+            let rel = rel.to_str().unwrap().to_string();
+            (
+                rel,
+                fs::read(e.path()).unwrap(),
+                (meta.mtime(), meta.mtime_nsec()),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// [`files`] with times in whole seconds (what SFTP carries).
+fn files_in_seconds(root: &Path) -> Vec<(String, Vec<u8>, (i64, i64))> {
+    let mut out = files(root);
+    for (_, _, mtime) in &mut out {
+        mtime.1 = 0;
+    }
+    out
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn s3_restore_is_byte_and_time_exact_and_a_second_run_writes_nothing() {
+    let Some(mut s3) = S3::new("restore") else {
+        return;
+    };
+    let relay = Relay::start(&s3.endpoint);
+    s3.endpoint = relay.endpoint.clone();
+    let f = Fixture::new();
+    remote_tree(&f);
+    chmod(&f.path("src/docs/b.txt"), 0o600);
+    s3.sync(&f, &[]).expect(0);
+    let restored = f.path("restored");
+
+    relay.take();
+    let run = json(&restore(s3.command(), &s3.url(), &restored, &["--json"]).expect(0));
+    assert_eq!(
+        run["copied"]["files"], 4,
+        "the symlink was never stored: {run}"
+    );
+    // The times came from the manifest: one listing, no HEAD.
+    let requests = relay.take();
+    assert_eq!(requests.get("HEAD"), None, "{requests:?}");
+    assert_eq!(requests.get("LIST"), Some(&1), "{requests:?}");
+    let stored = |p: &Path| {
+        let mut all = files(p);
+        all.retain(|(rel, ..)| rel != "docs/link");
+        all
+    };
+    assert_eq!(files(&restored), stored(&f.src), "contents and times");
+    // S3 keeps no permission bits: new files and directories get the defaults.
+    assert_eq!(mode(&restored.join("docs/b.txt")), 0o644);
+    assert_eq!(mode(&restored.join("docs")), 0o755);
+    assert!(
+        restored.join("empty").is_dir(),
+        "empty directories come back"
+    );
+
+    let before = identity(&restored);
+    let again = json(&restore(s3.command(), &s3.url(), &restored, &["--json"]).expect(0));
+    assert_eq!(again["unchanged"]["files"], 4, "{again}");
+    assert_eq!(
+        identity(&restored),
+        before,
+        "a no-op restore wrote something"
+    );
+
+    // A mode set here is kept (S3 has none to give); a damaged copy is mended; what the
+    // prefix does not hold is deleted, or kept with --no-delete.
+    chmod(&restored.join("a.txt"), 0o640);
+    f.write("restored/docs/b.txt", "BRAVO");
+    set_mtime(&restored.join("docs/b.txt"), 1_000_000, 0);
+    f.write("restored/extra.txt", "not in the bucket");
+    let kept = f.path("kept");
+    let backup = ["--no-delete", "--backup-dir", kept.to_str().unwrap()];
+    restore(s3.command(), &s3.url(), &restored, &backup).expect(0);
+    assert_eq!(fs::read(restored.join("docs/b.txt")).unwrap(), b"bravo");
+    assert_eq!(fs::read(kept.join("docs/b.txt")).unwrap(), b"BRAVO");
+    assert!(restored.join("extra.txt").exists());
+    let limited = restore(s3.command(), &s3.url(), &restored, &["--max-delete", "0"]).expect(1);
+    assert!(restored.join("extra.txt").exists(), "{limited:?}");
+    let last = json(&restore(s3.command(), &s3.url(), &restored, &["--json"]).expect(0));
+    assert_eq!(last["deleted"], 1, "{last}");
+    assert_eq!(mode(&restored.join("a.txt")), 0o640);
+    assert_eq!(files(&restored), stored(&f.src));
+}
+
+#[test]
+fn s3_restore_reads_the_times_rclone_recorded_and_rclone_finds_the_copy_equal() {
+    let Some(mut s3) = S3::new("restore-rclone") else {
+        return;
+    };
+    let relay = Relay::start(&s3.endpoint);
+    s3.endpoint = relay.endpoint.clone();
+    let f = Fixture::new();
+    remote_tree(&f);
+    // Uploaded by rclone: its `mtime` metadata, and no manifest of ours.
+    let remote = format!("garage:{}/{}", s3.bucket, s3.prefix);
+    succeeding(
+        s3.rclone()
+            .args(["copy", "--links"])
+            .arg(&f.src)
+            .arg(&remote),
+    );
+    let restored = f.path("restored");
+    relay.take();
+    restore(s3.command(), &s3.url(), &restored, &[]).expect(0);
+    let requests = relay.take();
+    // No manifest: each object's time is read with a HEAD (rclone stores the link as a
+    // `.rclonelink` file, an object like any other).
+    assert_eq!(requests.get("HEAD"), Some(&5), "{requests:?}");
+    let mut want = files(&f.src);
+    want.retain(|(rel, ..)| rel != "docs/link");
+    let mut got = files(&restored);
+    got.retain(|(rel, ..)| rel != "docs/link.rclonelink");
+    assert_eq!(got, want, "rclone's recorded times, to the nanosecond");
+    // rclone sees the restored folder as what the prefix holds.
+    succeeding(
+        s3.rclone()
+            .args(["check", "--one-way"])
+            .arg(&restored)
+            .arg(&remote),
+    );
+    let noop = json(&restore(s3.command(), &s3.url(), &restored, &["--json"]).expect(0));
+    assert_eq!(noop["copied"]["files"], 0, "{noop}");
+    assert_eq!(noop["updated"]["files"], 0, "{noop}");
+}
+
+#[test]
+fn s3_restore_of_an_empty_prefix_over_a_full_folder_is_refused() {
+    let Some(s3) = S3::new("restore-empty") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write("restored/keep.txt", "mine");
+    let run = restore(s3.command(), &s3.url(), &f.path("restored"), &[]).expect(2);
+    assert!(run.stderr.contains("is empty"), "{run:?}");
+    assert_eq!(fs::read(f.path("restored/keep.txt")).unwrap(), b"mine");
+}
+
+#[test]
+fn sftp_restore_keeps_modes_times_and_symlinks() {
+    let Some(sftp) = Sftp::new("restore") else {
+        return;
+    };
+    let f = Fixture::new();
+    remote_tree(&f);
+    chmod(&f.path("src/docs/b.txt"), 0o640);
+    chmod(&f.path("src/docs"), 0o750);
+    sftp.sync(&f, &[]).expect(0);
+    let restored = f.path("restored");
+    let run = json(&restore(sftp.command(), &sftp.url, &restored, &["--json"]).expect(0));
+    assert_eq!(run["copied"]["files"], 5, "4 files and a link: {run}");
+    // Before 1970 has no SFTP v3 form: c.txt is compared apart.
+    let without = |root: &Path| in_seconds(Manifest::of(root).without(&["docs/deep/c.txt"]));
+    assert_same(&without(&f.src), &without(&restored));
+    assert_eq!(
+        fs::read(restored.join("docs/deep/c.txt")).unwrap(),
+        b"charlie"
+    );
+    let before = identity(&restored);
+    let again = json(&restore(sftp.command(), &sftp.url, &restored, &["--json"]).expect(0));
+    assert_eq!(again["copied"]["files"], 0, "{again}");
+    assert_eq!(again["updated"]["files"], 0, "{again}");
+    assert_eq!(
+        identity(&restored),
+        before,
+        "a no-op restore wrote something"
+    );
+}
+
+#[test]
+fn a_killed_restore_leaves_old_or_new_files_and_a_rerun_converges() {
+    let Some(sftp) = Sftp::new("restore-killed") else {
+        return;
+    };
+    if !need_strace() {
+        return;
+    }
+    let f = Fixture::new();
+    let size = 16 << 20;
+    let hash = |p: &Path| blake3::hash(&fs::read(p).unwrap());
+    f.write("src/huge.bin", big_content(9, 1, size));
+    sftp.sync(&f, &[]).expect(0);
+    let restored = f.path("restored");
+    restore(sftp.command(), &sftp.url, &restored, &[]).expect(0);
+    let old = hash(&restored.join("huge.bin"));
+    let huge = f.write("src/huge.bin", big_content(9, 2, size));
+    set_mtime(&huge, 2_000_000, 0);
+    sftp.sync(&f, &[]).expect(0);
+    // Killed at the 8th write into the local copy (1 MiB each): half of it written.
+    let args = [
+        "--ssh-key".as_ref(),
+        sftp.key.as_ref(),
+        "--known-hosts".as_ref(),
+        sftp.known_hosts.as_ref(),
+        sftp.url.as_ref(),
+        restored.as_os_str(),
+    ];
+    let run = killed_at("write", 8, None, &args);
+    assert_eq!(run.code, -1, "the run ended before the kill point: {run:?}");
+    assert_eq!(
+        hash(&restored.join("huge.bin")),
+        old,
+        "the target is untouched"
+    );
+    restore(sftp.command(), &sftp.url, &restored, &[]).expect(0);
+    assert!(
+        temporaries(&restored).is_empty(),
+        "the rerun sweeps temporaries"
+    );
+    assert_eq!(hash(&restored.join("huge.bin")), hash(&huge));
+}
+
+#[test]
+fn s3_to_sftp_and_back_carry_contents_and_times() {
+    let (Some(s3), Some(sftp)) = (S3::new("s3-to-sftp"), Sftp::new("s3-to-sftp")) else {
+        return;
+    };
+    let f = Fixture::new();
+    remote_tree(&f);
+    s3.sync(&f, &[]).expect(0);
+    let mut cmd = s3.command();
+    cmd.args(["--ssh-key", &sftp.key, "--known-hosts", &sftp.known_hosts]);
+    let across = |cmd: &mut Command, from: &str, to: &str| {
+        json(&Run::from(cmd.args(["--json", from, to]).output().unwrap()).expect(0))
+    };
+    let run = across(&mut cmd, &s3.url(), &sftp.url);
+    assert_eq!(run["copied"]["files"], 4, "{run}");
+    let mut want = files_in_seconds(&f.src);
+    want.retain(|(rel, ..)| rel != "docs/link" && rel != "docs/deep/c.txt");
+    let mut got = files_in_seconds(&sftp.local);
+    got.retain(|(rel, ..)| rel != "docs/deep/c.txt");
+    assert_eq!(got, want, "SFTP holds whole seconds, from 1970 on");
+    let mut cmd = s3.command();
+    cmd.args(["--ssh-key", &sftp.key, "--known-hosts", &sftp.known_hosts]);
+    let noop = across(&mut cmd, &s3.url(), &sftp.url);
+    assert_eq!(noop["unchanged"]["files"], 4, "{noop}");
+
+    // And back, into another prefix: what SFTP kept comes back.
+    let back = S3 {
+        prefix: unique("sftp-to-s3"),
+        ..s3
+    };
+    let mut cmd = back.command();
+    cmd.args(["--ssh-key", &sftp.key, "--known-hosts", &sftp.known_hosts]);
+    across(&mut cmd, &sftp.url, &back.url());
+    let restored = f.path("restored");
+    restore(back.command(), &back.url(), &restored, &[]).expect(0);
+    assert_eq!(files(&restored), files(&sftp.local));
+}
+
+#[test]
+fn s3_to_s3_in_one_bucket_copies_on_the_server() {
+    let Some(mut s3) = S3::new("s3-copy-from") else {
+        return;
+    };
+    let relay = Relay::start(&s3.endpoint);
+    s3.endpoint = relay.endpoint.clone();
+    let f = Fixture::new();
+    remote_tree(&f);
+    s3.sync(&f, &[]).expect(0);
+    let copy = S3 {
+        prefix: unique("s3-copy-to"),
+        endpoint: s3.endpoint.clone(),
+        bucket: s3.bucket.clone(),
+        key_id: s3.key_id.clone(),
+        secret: s3.secret.clone(),
+        region: s3.region.clone(),
+    };
+    relay.take();
+    let mut cmd = s3.command();
+    let run = Run::from(cmd.args([&s3.url(), &copy.url()]).output().unwrap()).expect(0);
+    let requests = relay.take();
+    // The two manifests are all that is read: no object's bytes pass through here.
+    assert_eq!(requests.get("GET"), Some(&2), "{run:?} {requests:?}");
+    let restored = f.path("restored");
+    restore(copy.command(), &copy.url(), &restored, &[]).expect(0);
+    let mut want = files(&f.src);
+    want.retain(|(rel, ..)| rel != "docs/link");
+    assert_eq!(files(&restored), want, "the recorded times came along");
+    let mut cmd = s3.command();
+    let noop = Run::from(
+        cmd.args(["--json", &s3.url(), &copy.url()])
+            .output()
+            .unwrap(),
+    );
+    let noop = json(&noop.expect(0));
+    assert_eq!(noop["unchanged"]["files"], 4, "{noop}");
+}
+
+#[test]
+fn remote_roots_that_are_one_or_nest_are_refused_before_connecting() {
+    let f = Fixture::new();
+    for (src, dst, says) in [
+        ("s3://b/x", "s3://b/x", "same"),
+        ("s3://b/x", "s3://b/x/y", "overlap"),
+        ("s3://b", "s3://b/y", "overlap"),
+        ("sftp://h/srv/a/b", "sftp://me@h/srv/a", "overlap"),
+    ] {
+        let run = f.run([src, dst]).expect(2);
+        assert!(run.stderr.contains(says), "{src} {dst}: {run:?}");
+    }
+}
