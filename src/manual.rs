@@ -64,6 +64,15 @@ that ignores case, a name spelled otherwise is renamed to the source's spelling,
 names that are one name there are one error, with nothing lost.",
     ),
     (
+        "REMOTES",
+        "Built with the s3 and sftp features, SRC and DST may each be s3://BUCKET/PREFIX or \
+sftp://[USER@]HOST[:PORT]/PATH, in any pairing: a backup is restored by naming it as SRC. On a \
+local side every rule above holds. Times come from the remote (the mtime metadata recorded at \
+upload on S3, whole seconds over SFTP); S3 keeps no permission bits and no directory times, so \
+new files are 0644, new directories 0755. Within one S3 bucket objects are copied on the server. \
+See the README for credentials, the S3 manifest, timeouts and reconnection.",
+    ),
+    (
         "SAFETY",
         "- Every file is written under a temporary name (or unnamed) and renamed into place when \
 complete: a killed run leaves the old or the new version, never a mix; the next run sweeps \
