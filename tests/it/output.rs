@@ -239,6 +239,7 @@ fn help_is_grouped_and_completions_and_man_page_are_generated() {
         "ITEMIZED OUTPUT",
         "JSON REPORT",
         "DESTINATIONS",
+        "REMOTES",
         "SAFETY",
         "EXIT STATUS",
     ] {
