@@ -551,16 +551,10 @@ fn delete_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Sum
     let is_dir = |i: usize| plan.dst.entries[plan.deletes[i] as usize].tag == Tag::Dir;
     let item = |i: usize| plan.delete_item(plan.deletes[i]);
     let in_order = InOrder::new(plan.deletes.len(), reporter, &item);
-    let remove = |i: usize| {
+    let report = |i: usize, result: Result<(), Error>| {
         let mut summary = Summary::default();
-        if interrupt::requested().is_some() {
-            in_order.done(i, false);
-            return summary;
-        }
         let j = plan.deletes[i];
-        let rel = plan.dst_path(j);
-        let tag = plan.dst.entries[j as usize].tag;
-        let result = roots.dst.remove(rel, tag);
+        let (rel, tag) = (plan.dst_path(j), plan.dst.entries[j as usize].tag);
         match &result {
             Ok(()) => summary.deleted += 1,
             Err(e) if tag == Tag::Dir && is_not_empty(e) => {
@@ -574,6 +568,32 @@ fn delete_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Sum
         in_order.done(i, result.is_ok());
         summary
     };
+    let entry = |i: usize| {
+        let j = plan.deletes[i];
+        (plan.dst_path(j), plan.dst.entries[j as usize].tag)
+    };
+    // Files in batches the destination takes at once, the batches in parallel.
+    let remove_files = |batch: &[usize]| {
+        if interrupt::requested().is_some() {
+            batch.iter().for_each(|&i| in_order.done(i, false));
+            return Summary::default();
+        }
+        let entries: Vec<(&Path, Tag)> = batch.iter().map(|&i| entry(i)).collect();
+        let results = roots.dst.remove_files(&entries);
+        batch
+            .iter()
+            .zip(results)
+            .map(|(&i, result)| report(i, result))
+            .fold(Summary::default(), Summary::merge)
+    };
+    let remove_dir = |i: usize| {
+        if interrupt::requested().is_some() {
+            in_order.done(i, false);
+            return Summary::default();
+        }
+        let (rel, tag) = entry(i);
+        report(i, roots.dst.remove(rel, tag))
+    };
     // A read-only directory is opened up for its owner before it is emptied (as rsync does);
     // it is removed right after. Parents come before their children here.
     let mut opening_failed = 0;
@@ -586,14 +606,14 @@ fn delete_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Sum
             }
         }
     }
-    let files = (0..plan.deletes.len())
-        .into_par_iter()
-        .filter(|&i| !is_dir(i))
-        .map(remove)
+    let files: Vec<usize> = (0..plan.deletes.len()).filter(|&i| !is_dir(i)).collect();
+    let files = files
+        .par_chunks(roots.dst.batch().max(1))
+        .map(remove_files)
         .reduce(Summary::default, Summary::merge);
     let mut summary = (0..plan.deletes.len())
         .filter(|&i| is_dir(i))
-        .map(remove)
+        .map(remove_dir)
         .fold(files, Summary::merge);
     summary.errors += opening_failed;
     summary

@@ -449,6 +449,21 @@ pub trait Destination: Sync {
     /// Remove an entry (a directory is empty by now). Already gone counts as done.
     fn remove(&self, rel: &Path, tag: Tag) -> Result<()>;
 
+    /// How many entries one call of [`Destination::remove_files`] takes: 1 where removing
+    /// them one by one costs no more (the workers remove in parallel).
+    fn batch(&self) -> usize {
+        1
+    }
+
+    /// Remove entries that are not directories, as [`Destination::remove`] does; one result
+    /// per entry, in their order. A store that removes many in one request (S3: 1,000) does.
+    fn remove_files(&self, entries: &[(&Path, Tag)]) -> Vec<Result<()>> {
+        entries
+            .iter()
+            .map(|&(rel, tag)| self.remove(rel, tag))
+            .collect()
+    }
+
     /// Set a directory's mode and mtime, once nothing below it changes any more.
     /// `mode` is `None` where the destination keeps no permission bits (some refuse the call).
     fn set_dir_meta(&self, rel: &Path, mode: Option<u16>, mtime: Mtime, owner: Chown)

@@ -19,6 +19,9 @@ pub enum Bend {
     /// From the first such request on, pass nothing more on and answer nothing, on every
     /// connection, new ones included.
     GoSilent(fn(&str) -> bool),
+    /// Answer every such request with a server error (500) in the server's stead, and close
+    /// that connection: the request never reaches the server.
+    Fail(fn(&str) -> bool),
     /// Once `after` more bytes went from clients to the server (over every connection), cut every
     /// connection open then; with `then_refuse`, close every later one at once (a host gone).
     Cut { after: u64, then_refuse: bool },
@@ -152,6 +155,7 @@ fn relay(mut client: TcpStream, mut server: TcpStream, state: Arc<Mutex<State>>)
         pending.extend_from_slice(&buf[..n]);
         let mut parsed = 0;
         let mut go_silent = false;
+        let mut fail = false;
         loop {
             let next = METHODS
                 .iter()
@@ -181,8 +185,16 @@ fn relay(mut client: TcpStream, mut server: TcpStream, state: Arc<Mutex<State>>)
                     st.silent = true;
                     go_silent = true;
                 }
+                Some(Bend::Fail(matches)) if matches(&line) => fail = true,
                 _ => {}
             }
+        }
+        if fail {
+            let answer = "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\
+                          Connection: close\r\n\r\n";
+            let _ = client.write_all(answer.as_bytes());
+            let _ = client.shutdown(Shutdown::Both);
+            break;
         }
         pending.drain(..parsed);
         let excess = pending.len().saturating_sub(16 << 10);

@@ -678,6 +678,60 @@ fn s3_listing_takes_one_request_per_thousand_keys_flat_or_nested() {
 }
 
 #[test]
+fn s3_deletions_go_a_thousand_keys_a_request() {
+    let Some(mut s3) = S3::new("batch-delete") else {
+        return;
+    };
+    let relay = Relay::start(&s3.endpoint);
+    s3.endpoint = relay.endpoint.clone();
+    let f = Fixture::new();
+    for n in 0..2_501 {
+        f.write(format!("src/f{n}"), "x");
+    }
+    s3.sync(&f, &["-q"]).expect(0);
+    for n in 1..2_501 {
+        fs::remove_file(f.path(format!("src/f{n}"))).unwrap();
+    }
+    relay.take();
+    let run = json(&s3.sync(&f, &["--json"]).expect(0));
+    assert_eq!(run["deleted"], 2_500, "{run}");
+    let requests = relay.take();
+    // DeleteObjects is a POST: 1,000 + 1,000 + 500 keys; the manifest is the one PUT.
+    assert_eq!(requests.get("POST"), Some(&3), "{requests:?}");
+    assert_eq!(requests.get("DELETE"), None, "{requests:?}");
+    let listed = s3.listing(&s3.prefix);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].0, "f0");
+}
+
+#[test]
+fn s3_a_batch_delete_that_fails_is_done_key_by_key() {
+    let Some(mut s3) = S3::new("batch-fails") else {
+        return;
+    };
+    let relay = Relay::start(&s3.endpoint);
+    s3.endpoint = relay.endpoint.clone();
+    let f = Fixture::new();
+    for n in 0..5 {
+        f.write(format!("src/f{n}"), "x");
+    }
+    s3.sync(&f, &["-q"]).expect(0);
+    for n in 1..5 {
+        fs::remove_file(f.path(format!("src/f{n}"))).unwrap();
+    }
+    // DeleteObjects is `POST /bucket?delete`; every one fails (and is retried, and fails).
+    relay.bend(Bend::Fail(|line| {
+        line.starts_with("POST ") && line.contains("?delete")
+    }));
+    relay.take();
+    let run = json(&s3.sync(&f, &["--json", "--timeout", "5"]).expect(0));
+    assert_eq!(run["deleted"], 4, "{run}");
+    let requests = relay.take();
+    assert_eq!(requests.get("DELETE"), Some(&4), "one by one: {requests:?}");
+    assert_eq!(s3.listing(&s3.prefix).len(), 1);
+}
+
+#[test]
 fn s3_a_lost_answer_to_complete_a_multipart_upload_is_checked_not_failed() {
     let Some(mut s3) = S3::new("lost-answer") else {
         return;

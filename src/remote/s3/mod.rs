@@ -57,6 +57,8 @@ const MIB: u64 = 1 << 20;
 const TRANSFER_MEMORY_MIB: u32 = 256;
 /// Parts of one file in flight at once.
 const PARTS_IN_FLIGHT: usize = 4;
+/// Keys one DeleteObjects request removes (S3's limit).
+const DELETES_PER_REQUEST: usize = 1000;
 /// HEAD requests in flight at once while comparing.
 const HEADS_IN_FLIGHT: usize = 32;
 
@@ -955,6 +957,42 @@ impl Destination for S3 {
             }
         });
         result.map_err(|e| self.fail(Op::Remove, rel, e))
+    }
+
+    fn batch(&self) -> usize {
+        DELETES_PER_REQUEST
+    }
+
+    /// Objects go a thousand a request (DeleteObjects). Where each is first kept in the backup
+    /// prefix, or a batch fails (the answer names no key), they go one by one, each with its
+    /// own result.
+    fn remove_files(&self, entries: &[(&Path, Tag)]) -> Vec<Result<()>> {
+        let one_by_one = || {
+            entries
+                .iter()
+                .map(|&(rel, tag)| self.remove(rel, tag))
+                .collect()
+        };
+        if self.backup.is_some() || entries.len() < 2 {
+            return one_by_one();
+        }
+        let keys: Vec<io::Result<String>> = entries.iter().map(|(rel, _)| self.key(rel)).collect();
+        let sent = keys.iter().flatten().cloned();
+        if let Err(e) = self.rt.block_on(self.op.delete_iter(sent)) {
+            debug!(error = %e, "batch delete failed; deleting one by one");
+            return one_by_one();
+        }
+        entries
+            .iter()
+            .zip(keys)
+            .map(|(&(rel, _), key)| match key {
+                Ok(_) => {
+                    self.record(rel, None);
+                    Ok(())
+                }
+                Err(e) => Err(self.fail(Op::Remove, rel, e)),
+            })
+            .collect()
     }
 
     fn set_dir_meta(
