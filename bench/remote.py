@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Time syncease against `rclone sync` to the same S3 bucket (Garage) and the same sshd.
+"""Time syncease against `rclone sync` to and from the same S3 bucket (Garage) and sshd.
 
 Start the servers and build syncease with both backends first:
 
@@ -7,14 +7,17 @@ Start the servers and build syncease with both backends first:
     cargo build --release --features s3,sftp
     python3 bench/remote.py --scratch /dev/shm/remote-bench
 
-Two trees (seeded): `small`, 10,000 files of 1-16 KiB in 100 directories, and `big`, one file
-of 1 GiB. For each destination (S3, SFTP) and tree, the tools run interleaved over fresh
-destinations: an initial upload, then a no-op run. rclone runs as configured by default
-(4 transfers, 8 checkers) and with as many transfers as syncease has workers (16); for
-SFTP both with `--sftp-disable-hashcheck`, as rclone otherwise runs `md5sum` through a shell on
-the server for every uploaded file. Each result
-is read back with `rclone lsjson` (S3) or compared on disk (SFTP, which writes to a local
-folder) before its time counts. Prints a Markdown table of medians.
+Trees (seeded): `small`, 10,000 files of 1-16 KiB in 100 directories; `big`, one file of 1 GiB;
+`many` (only when asked: --trees many), 100,000 files of 1 KiB in 1,000 directories. For each
+remote (S3, SFTP) and tree, the tools run interleaved over fresh destinations: an initial
+upload, a no-op upload, a restore into an empty local folder, and a no-op restore. rclone runs
+as configured by default (4 transfers, 8 checkers) and with as many transfers as syncease has
+workers (16); for SFTP both with `--sftp-disable-hashcheck`, as rclone otherwise runs `md5sum`
+through a shell on the server for every uploaded file. Every S3 request goes through a counting
+relay on loopback, so the table also gives the requests each S3 phase took. Each upload is read
+back with `rclone lsjson` (S3) or compared on disk (SFTP, which writes to a local folder), and
+each restore compared with the source, before its time counts. Prints a Markdown table of
+medians.
 """
 
 import argparse
@@ -23,9 +26,11 @@ import os
 import platform
 import random
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,16 +44,79 @@ def env(name):
     return value
 
 
-def gen_small(root, rng):
-    for d in range(100):
-        sub = os.path.join(root, f"d{d:03}")
+def gen_files(root, rng, dirs, per_dir, size):
+    """`dirs` directories of `per_dir` files, each of `size()` random bytes and a random time."""
+    for d in range(dirs):
+        sub = os.path.join(root, f"d{d:04}")
         os.makedirs(sub)
-        for i in range(100):
+        for i in range(per_dir):
             path = os.path.join(sub, f"f{i:03}.bin")
             with open(path, "wb") as f:
-                f.write(rng.randbytes(rng.randrange(1024, 16 * 1024)))
+                f.write(rng.randbytes(size()))
             sec = rng.randrange(1_400_000_000, 1_700_000_000)
             os.utime(path, ns=(sec * 10**9, sec * 10**9 + rng.randrange(10**9)))
+
+
+def gen_small(root, rng):
+    gen_files(root, rng, 100, 100, lambda: rng.randrange(1024, 16 * 1024))
+
+
+def gen_many(root, rng):
+    gen_files(root, rng, 1000, 100, lambda: 1024)
+
+
+class Counter:
+    """A TCP relay in front of the S3 endpoint that counts HTTP requests (request lines)."""
+
+    METHODS = (b"GET /", b"HEAD /", b"PUT /", b"POST /", b"DELETE /")
+
+    def __init__(self, upstream):
+        host, port = upstream.split("://", 1)[1].rstrip("/").split(":")
+        self.upstream = (host, int(port))
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(256)
+        self.endpoint = "http://127.0.0.1:%d" % self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.count = 0
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def take(self):
+        with self.lock:
+            n, self.count = self.count, 0
+        return n
+
+    def accept(self):
+        while True:
+            client, _ = self.listener.accept()
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self.pump, args=(server, client, False), daemon=True).start()
+            threading.Thread(target=self.pump, args=(client, server, True), daemon=True).start()
+
+    def pump(self, source, sink, count):
+        tail = b""
+        try:
+            while True:
+                data = source.recv(1 << 16)
+                if not data:
+                    break
+                if count:
+                    seen = tail + data
+                    lines = sum(seen.count(m) for m in self.METHODS)
+                    # A request line split across two reads is counted once, in the second.
+                    before = sum(tail.count(m) for m in self.METHODS)
+                    with self.lock:
+                        self.count += lines - before
+                    tail = data[-16:]
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
 
 def gen_big(root, rng):
@@ -101,29 +169,35 @@ def syncease_env():
     return e
 
 
-def commands(binary, tool, src, kind, name):
-    """argv and environment of one tool writing `src` to destination `name` of `kind`."""
+def commands(binary, tool, local, kind, name, restore=False, endpoint=None):
+    """argv and environment of one tool mirroring `local` to destination `name` of `kind`, or
+    (`restore`) that destination back into `local`."""
     bucket = env("SYNCEASE_TEST_S3_BUCKET")
     sftp_root = env("SYNCEASE_TEST_SFTP_ROOT")
     if tool == "syncease":
         args = [binary, "-q"]
         if kind == "s3":
-            args += ["--s3-endpoint", env("SYNCEASE_TEST_S3_ENDPOINT")]
-            args += ["--s3-region", env("SYNCEASE_TEST_S3_REGION"), src, f"s3://{bucket}/{name}"]
+            args += ["--s3-endpoint", endpoint or env("SYNCEASE_TEST_S3_ENDPOINT")]
+            args += ["--s3-region", env("SYNCEASE_TEST_S3_REGION")]
+            remote = f"s3://{bucket}/{name}"
         else:
             args += ["--ssh-key", env("SYNCEASE_TEST_SSH_KEY")]
             args += ["--known-hosts", env("SYNCEASE_TEST_KNOWN_HOSTS")]
-            args += [src, env("SYNCEASE_TEST_SFTP_URL") + "/" + name]
+            remote = env("SYNCEASE_TEST_SFTP_URL") + "/" + name
+        args += [remote, local] if restore else [local, remote]
         return args, syncease_env()
-    dst = f"garage:{bucket}/{name}" if kind == "s3" else f"ssh:{sftp_root}/{name}"
-    args = ["rclone", "sync", "-q", src, dst]
+    remote = f"garage:{bucket}/{name}" if kind == "s3" else f"ssh:{sftp_root}/{name}"
+    args = ["rclone", "sync", "-q"] + ([remote, local] if restore else [local, remote])
     if kind == "sftp":
         # By default rclone runs md5sum on the server through a shell for every file it
         # uploads (minutes for 10,000 files); syncease does not hash either.
         args += ["--sftp-disable-hashcheck"]
     if tool == "rclone-16":
         args += ["--transfers", "16", "--checkers", "16"]
-    return args, rclone_env()
+    environment = rclone_env()
+    if endpoint:
+        environment["RCLONE_CONFIG_GARAGE_ENDPOINT"] = endpoint
+    return args, environment
 
 
 def timed(argv, environment):
@@ -191,37 +265,66 @@ def main():
     for tree in args.trees.split(","):
         root = os.path.join(args.scratch, tree)
         if not os.path.exists(root):
-            {"small": gen_small, "big": gen_big}[tree](root, rng)
+            {"small": gen_small, "big": gen_big, "many": gen_many}[tree](root, rng)
         trees[tree] = root
     tools = ["syncease", "rclone", "rclone-16"]
+    phases = ("initial", "no-op", "restore", "no-op restore")
     results = {}
+    requests = {}
+    counter = Counter(env("SYNCEASE_TEST_S3_ENDPOINT")) if "s3" in args.kinds else None
     stamp = int(time.time())
     for kind in args.kinds.split(","):
+        endpoint = counter.endpoint if kind == "s3" else None
         for tree, src in trees.items():
             for r in range(args.rounds):
                 for tool in tools:
                     name = f"bench-{stamp}-{kind}-{tree}-{tool}-{r}"
-                    argv, environment = commands(binary, tool, src, kind, name)
-                    for phase in ("initial", "no-op"):
+                    restored = os.path.join(args.scratch, f"restored-{name}")
+                    for phase in phases:
+                        back = phase.endswith("restore")
+                        local = restored if back else src
+                        argv, environment = commands(
+                            binary, tool, local, kind, name, restore=back, endpoint=endpoint
+                        )
+                        if counter:
+                            counter.take()
                         secs = timed(argv, environment)
+                        if counter and kind == "s3":
+                            requests.setdefault((kind, tree, phase, tool), []).append(
+                                counter.take()
+                            )
                         if phase == "initial" and r == 0:
                             verify(kind, src, name)
+                        if phase == "restore" and sizes(restored) != sizes(src):
+                            sys.exit(f"{name}: the restore differs from the source")
                         results.setdefault((kind, tree, phase, tool), []).append(secs)
                         print(f"[{kind} {tree}] round {r + 1} {tool} {phase}: {secs:.2f} s",
                               file=sys.stderr)
                     remove(kind, name)
+                    shutil.rmtree(restored)
     print()
-    print("| destination | tree | phase | syncease | rclone | rclone --transfers 16 | syncease / rclone |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| remote | tree | phase | syncease | rclone | rclone --transfers 16 "
+        "| syncease / rclone | S3 requests: syncease / rclone |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    labels = {
+        "small": "10,000 × 1–16 KiB",
+        "big": "1 × 1 GiB",
+        "many": "100,000 × 1 KiB",
+    }
     for kind in args.kinds.split(","):
         for tree in trees:
-            for phase in ("initial", "no-op"):
+            for phase in phases:
                 med = {t: statistics.median(results[(kind, tree, phase, t)]) for t in tools}
-                label = {"small": "10,000 × 1–16 KiB", "big": "1 × 1 GiB"}[tree]
+                counted = ""
+                if (kind, tree, phase, "syncease") in requests:
+                    n = {t: int(statistics.median(requests[(kind, tree, phase, t)])) for t in tools}
+                    counted = f"{n['syncease']:,} / {n['rclone']:,}"
                 print(
-                    f"| {kind.upper()} | {label} | {phase} | {med['syncease']:.2f} s "
+                    f"| {kind.upper()} | {labels[tree]} | {phase} | {med['syncease']:.2f} s "
                     f"| {med['rclone']:.2f} s | {med['rclone-16']:.2f} s "
-                    f"| {med['syncease'] / med['rclone']:.2f} × |"
+                    f"| {med['syncease'] / med['rclone']:.2f} × | {counted} |"
                 )
     cpu = "unknown CPU"
     try:
@@ -233,7 +336,8 @@ def main():
     print(
         f"Machine: {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}; servers on "
         f"127.0.0.1 (Garage 2.5.0, OpenSSH sshd); {rclone_version}; medians of {args.rounds} "
-        "rounds, each on a fresh destination."
+        "rounds, each on a fresh destination; S3 requests counted by a relay in front of "
+        "Garage (rclone's default settings)."
     )
 
 
