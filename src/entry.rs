@@ -197,6 +197,10 @@ pub struct Tree {
     /// The regular files that have more than one name: (entry index, device, inode), in path
     /// order. Only they: memory grows with linked files, not with the tree.
     pub links: Vec<(u32, u64, u64)>,
+    /// Entries of a remote listing that cannot be mirrored as they are named (a key with a
+    /// `..` part, an object hidden by a folder of its name): left out, each with why. Neither
+    /// copied nor deleted: they are warnings, not errors of the listing.
+    pub unusable: Vec<(std::path::PathBuf, &'static str)>,
 }
 
 fn as_path(bytes: &[u8]) -> &Path {

@@ -121,6 +121,13 @@ fn in_parent<T>(
     f: impl FnOnce(BorrowedFd<'_>, &OsStr) -> Result<T, CopyError>,
 ) -> Result<T, CopyError> {
     let (dir, name) = split(rel);
+    if !base::plain(std::os::unix::ffi::OsStrExt::as_bytes(name)) {
+        return Err(CopyError::Io(Error::new(
+            op,
+            base.path(rel),
+            base::not_plain(),
+        )));
+    }
     base.in_dir(dir, |fd| f(fd, name))
         .map_err(|e| CopyError::Io(Error::new(op, base.path(rel), e)))?
 }

@@ -275,6 +275,14 @@ fn mirror(
         for error in src.errors.iter().chain(&dst.errors) {
             reporter.error(error);
         }
+        for (rel, why) in &src.unusable {
+            let path = origin.path(rel);
+            reporter.warning(&Warning::Unusable { path: &path, why });
+        }
+        for (rel, why) in &dst.unusable {
+            let path = dest.path(rel);
+            reporter.warning(&Warning::Unusable { path: &path, why });
+        }
         let plan = plan::plan_with(&src, &dst, config, &known);
         let (copied, updated) = plan.totals();
         debug!(

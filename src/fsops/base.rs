@@ -95,7 +95,10 @@ impl Base {
                 Some(cursors.swap_remove(at))
             })
             .map_or_else(|| Cursor::at_base(self), Ok)?;
-        let moved = cursor.go(self, dir.as_os_str().as_bytes(), create);
+        let moved = match plain(dir.as_os_str().as_bytes()) {
+            true => cursor.go(self, dir.as_os_str().as_bytes(), create),
+            false => Err(not_plain()),
+        };
         let result = moved.map(|()| f(cursor.fd.as_fd()));
         CURSORS.with(|cursors| {
             let mut cursors = cursors.borrow_mut();
@@ -107,6 +110,23 @@ impl Base {
         });
         result
     }
+}
+
+/// Whether a path below a base names a place below it: every part a plain name (no `.`,
+/// `..`, empty part or leading `/`). Listings only make such paths; this is the last guard.
+pub(crate) fn plain(path: &[u8]) -> bool {
+    path.is_empty()
+        || path
+            .split(|&b| b == b'/')
+            .all(|part| !part.is_empty() && part != b"." && part != b"..")
+}
+
+/// The error for a path that is not [`plain`].
+pub(crate) fn not_plain() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "the path has a '.', '..' or empty part: it would leave the mirror's root",
+    )
 }
 
 impl AsFd for Base {

@@ -48,6 +48,15 @@ pub(crate) fn io_error(kind: io::ErrorKind, e: impl Display) -> io::Error {
     io::Error::new(kind, e.to_string())
 }
 
+/// Why a key of a remote listing cannot be a path below the root, if it cannot: a part that
+/// is empty (`a//b`), `.` or `..` would name another place, or none, here.
+pub(crate) fn unusable(rel: &str) -> Option<&'static str> {
+    let odd = |part: &str| part.is_empty() || part == "." || part == "..";
+    rel.split('/').any(odd).then_some(
+        "a name with an empty, '.' or '..' part cannot be a path below the mirror's root",
+    )
+}
+
 /// Build a tree from entries in any order: sorted into path order, with every directory that
 /// only shows as a prefix of deeper paths added, and what the filter excludes (or lies below an
 /// excluded directory) left out (a listing already filtered passes `Filter::default()`).
@@ -77,11 +86,31 @@ pub(crate) fn tree_of(mut listed: Vec<Listed>, filter: &Filter, root: RootMeta) 
             .cmp(&b.rel)
             .then((b.tag == Tag::Dir).cmp(&(a.tag == Tag::Dir)))
     });
-    listed.dedup_by(|later, first| later.rel == first.rel);
+    let mut hidden = Vec::new();
+    listed.dedup_by(|later, first| {
+        let same = later.rel == first.rel;
+        if same && later.tag != Tag::Dir {
+            hidden.push(later.rel.clone());
+        }
+        same
+    });
     let mut tree = Tree::default();
+    let why = "an object of this name is hidden by a folder of the same name";
+    tree.unusable
+        .extend(hidden.into_iter().map(|rel| (rel, why)));
     tree.root = Some(root);
     let mut excluded: Option<PathBuf> = None;
     for l in listed {
+        // Every part a plain name: nothing outside the root can be named (see `unusable`).
+        let plain = l
+            .rel
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !plain {
+            tree.unusable
+                .push((l.rel, "a name that leaves the mirror's root"));
+            continue;
+        }
         if excluded
             .as_deref()
             .is_some_and(|dir| l.rel.starts_with(dir))
@@ -194,10 +223,15 @@ impl Drop for Pipe {
 /// A path below the root as the `/`-separated text remote protocols use; `None` when it is not
 /// valid UTF-8 (such names cannot be sent).
 pub(crate) fn text(rel: &Path) -> io::Result<&str> {
-    rel.to_str().ok_or_else(|| {
+    let text = rel.to_str().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
             "the name is not valid UTF-8, which this destination cannot store",
         )
-    })
+    })?;
+    // The last guard: no request names a place outside the root.
+    match unusable(text) {
+        Some(why) if !text.is_empty() => Err(io::Error::new(io::ErrorKind::InvalidInput, why)),
+        _ => Ok(text),
+    }
 }

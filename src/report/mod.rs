@@ -52,6 +52,8 @@ pub enum Warning<'a> {
     },
     /// A source entry whose name is not UTF-8, skipped because the destination cannot store it.
     Name(&'a Path),
+    /// An entry of a remote listing left out, and why (see `Tree::unusable`).
+    Unusable { path: &'a Path, why: &'a str },
     /// A source file disappeared before it could be copied.
     Vanished(&'a Path),
     /// No deletion ran, and why.
@@ -139,6 +141,9 @@ impl fmt::Display for Warning<'_> {
                 Escaped(dst),
                 lost.join(", ")
             ),
+            Warning::Unusable { path, why } => {
+                write!(f, "leaving out '{}': {why}", Escaped(path))
+            }
             Warning::Name(p) => write!(
                 f,
                 "skipping '{}': the destination cannot store this name (not UTF-8, or with a \

@@ -322,6 +322,72 @@ fn s3_to_s3_in_one_bucket_copies_on_the_server() {
     assert_eq!(noop["unchanged"]["files"], 4, "{noop}");
 }
 
+/// Put `data` at `key` in the test bucket exactly as written (`..` and `//` kept): curl signs
+/// the request; no S3 client this test has would send such a key.
+fn put_raw(s3: &S3, key: &str, data: &str) {
+    let out = Command::new("curl")
+        .args(["-sS", "-f", "--path-as-is", "--aws-sigv4"])
+        .arg(format!("aws:amz:{}:s3", s3.region))
+        .arg("--user")
+        .arg(format!("{}:{}", s3.key_id, s3.secret))
+        .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-X", "PUT"])
+        .args(["--data-binary", data])
+        .arg(format!("{}/{}/{}/{key}", s3.endpoint, s3.bucket, s3.prefix))
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "{key}: {out:?}");
+}
+
+#[test]
+fn s3_keys_that_would_leave_the_root_are_left_out_with_a_warning() {
+    let Some(s3) = S3::new("odd-keys") else {
+        return;
+    };
+    if !need("curl", "curl") {
+        return;
+    }
+    let odd = ["../../outside/", "../escaped", "c//d", "b/.", "a"];
+    for key in ["ok", "a/b"].iter().chain(&odd) {
+        put_raw(&s3, key, "data");
+    }
+    let f = Fixture::new();
+    let restored = f.path("deep/x/restored");
+    fs::create_dir_all(f.path("deep/x")).unwrap();
+    let run = restore(s3.command(), &s3.url(), &restored, &[]).expect(0);
+    assert_eq!(
+        run.stderr.matches("leaving out").count(),
+        odd.len(),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("hidden by a folder"), "{run:?}");
+    let names = |p: &Path| {
+        let mut names: Vec<_> = fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&f.path("deep")), ["x"], "nothing written outside DST");
+    assert_eq!(
+        names(&f.path("deep/x")),
+        ["restored"],
+        "nothing written outside DST"
+    );
+    assert_eq!(names(&restored), ["a", "ok"]);
+    assert_eq!(fs::read(restored.join("a/b")).unwrap(), b"data");
+    // Into an SFTP folder: nothing above its root is made or changed either.
+    if let Some(sftp) = Sftp::new("odd-keys") {
+        let mut cmd = s3.command();
+        cmd.args(["--ssh-key", &sftp.key, "--known-hosts", &sftp.known_hosts]);
+        let run = Run::from(cmd.args([&s3.url(), &sftp.url]).output().unwrap()).expect(0);
+        let root = sftp.local.parent().unwrap();
+        assert!(!root.join("escaped").exists(), "{run:?}");
+        assert!(!root.parent().unwrap().join("outside").exists(), "{run:?}");
+        assert_eq!(names(&sftp.local), ["a", "ok"]);
+    }
+}
+
 #[test]
 fn remote_roots_that_are_one_or_nest_are_refused_before_connecting() {
     let f = Fixture::new();

@@ -675,6 +675,7 @@ impl Destination for S3 {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         let mut listed = Vec::new();
+        let mut odd = Vec::new();
         let mut etags = HashMap::new();
         let walked: opendal::Result<()> = self.rt.block_on(async {
             let (first, mut lister) = match started {
@@ -707,10 +708,15 @@ impl Destination for S3 {
                     let size = meta.content_length();
                     etags.insert(rel.to_string(), (size, etag.to_string()));
                 }
-                let rel = PathBuf::from(rel.trim_end_matches('/'));
-                if rel.as_os_str().is_empty() {
+                let rel = rel.strip_suffix('/').unwrap_or(rel);
+                if rel.is_empty() {
                     continue;
                 }
+                if let Some(why) = common::unusable(rel) {
+                    odd.push((PathBuf::from(rel), why));
+                    continue;
+                }
+                let rel = PathBuf::from(rel);
                 listed.push(match is_dir {
                     true => Listed::dir(rel),
                     false => Listed {
@@ -733,7 +739,9 @@ impl Destination for S3 {
             return tree;
         }
         *self.listed.lock().unwrap_or_else(|e| e.into_inner()) = etags;
-        common::tree_of(listed, filter, root)
+        let mut tree = common::tree_of(listed, filter, root);
+        tree.unusable.extend(odd);
+        tree
     }
 
     fn refine(
