@@ -61,6 +61,9 @@ pub fn run(config: &Config, reporter: &dyn Reporter) -> Status {
         Ok(dest) => dest,
         Err(refusal) => return refuse(refusal),
     };
+    if let Err(refusal) = apart(config, &*origin, &*dest) {
+        return refuse(refusal);
+    }
     let config = &Config {
         symlinks: config.symlinks && dest.stores_symlinks(),
         byte_names: config.byte_names && dest.stores_byte_names(),
@@ -104,6 +107,37 @@ fn settled(config: &Config, checked: preflight::Checked) -> Config {
         settled.ownership.lost = true;
     }
     settled
+}
+
+/// With a remote side, the two roots (and the backup directory) as the sides themselves find
+/// them once open: no spelling of a path (`/~/x` for `/home/me/x`, a symlink on the host, an
+/// SSH host that is this machine) lets a run write into its own source. Two local folders
+/// were told apart by preflight.
+fn apart(config: &Config, origin: &dyn Origin, dest: &dyn Destination) -> Result<(), Refusal> {
+    if config.src_url.is_none() && config.dst_url.is_none() {
+        return Ok(());
+    }
+    let Some(src) = origin.place() else {
+        return Ok(());
+    };
+    if let Some(dst) = dest.place() {
+        if src == dst {
+            return Err(Refusal::Same(config.src.clone()));
+        }
+        if src.overlaps(&dst) {
+            return Err(Refusal::Overlap {
+                src: config.src.clone(),
+                dst: config.dst.clone(),
+            });
+        }
+    }
+    match (dest.backup_place(), &config.backup_dir) {
+        (Some(backup), Some(dir)) if backup.overlaps(&src) => Err(Refusal::BackupOverlaps {
+            backup: dir.clone(),
+            reason: "is inside the source, or holds it",
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Open SRC: a local folder, or a remote one (connected and found reachable).

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use tracing::debug;
 
-use super::{Copied, CopyError, Destination, Expected, Held, Opened, Origin, Source};
+use super::{Copied, CopyError, Destination, Expected, Held, Opened, Origin, Place, Source};
 use crate::checksum;
 use crate::config::{Compare, Method, Xattrs};
 use crate::entry::{Chown, Mtime, Tag, Tree};
@@ -54,6 +54,10 @@ impl Origin for Folder {
 
     fn folder(&self) -> Option<&Base> {
         Some(&self.base)
+    }
+
+    fn place(&self) -> Option<Place> {
+        std::fs::canonicalize(&self.root).ok().map(Place::Here)
     }
 
     fn open(&self, rel: &Path, expected: Expected) -> Result<Option<(Opened, Expected)>> {
@@ -136,6 +140,16 @@ impl<'a> Local<'a> {
 impl Destination for Local<'_> {
     fn path(&self, rel: &Path) -> PathBuf {
         self.root.join(rel)
+    }
+
+    /// Its real path, or (not made yet) its parent's and its name.
+    fn place(&self) -> Option<Place> {
+        let real = std::fs::canonicalize(self.root).or_else(|_| {
+            let parent = self.root.parent().filter(|p| !p.as_os_str().is_empty());
+            let parent = std::fs::canonicalize(parent.unwrap_or(Path::new(".")))?;
+            Ok::<_, std::io::Error>(parent.join(self.root.file_name().unwrap_or_default()))
+        });
+        real.ok().map(Place::Here)
     }
 
     fn scan(&self, filter: &Filter) -> Tree {

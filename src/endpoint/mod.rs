@@ -266,6 +266,40 @@ impl std::fmt::Display for Changed {
 
 impl std::error::Error for Changed {}
 
+/// Where a side's root is, to tell two sides that overlap once both are open (the URLs alone
+/// cannot: `/~/x` and `/home/me/x`, a symlink on the host, an SSH host that is this machine).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// A folder on this machine, by its real path.
+    Here(PathBuf),
+    /// A place of a remote service (an S3 bucket, an SSH host and port): its root there, a
+    /// `/`-separated path or prefix.
+    There { service: String, root: String },
+}
+
+impl Place {
+    /// Whether one holds the other, or they are the same.
+    pub fn overlaps(&self, other: &Place) -> bool {
+        match (self, other) {
+            (Place::Here(a), Place::Here(b)) => a.starts_with(b) || b.starts_with(a),
+            (
+                Place::There { service, root: a },
+                Place::There {
+                    service: other,
+                    root: b,
+                },
+            ) => {
+                let (a, b) = (a.trim_matches('/'), b.trim_matches('/'));
+                let holds = |outer: &str, inner: &str| {
+                    outer.is_empty() || inner == outer || inner.starts_with(&format!("{outer}/"))
+                };
+                service == other && (holds(a, b) || holds(b, a))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The side a plan reads from: it lists its tree and opens files.
 pub trait Origin: Sync {
     /// How `rel` (a path below the root) is named to the user.
@@ -293,6 +327,11 @@ pub trait Origin: Sync {
     /// a FIFO found in its place is an error, never followed or waited on. Never called from
     /// within an async runtime.
     fn open(&self, rel: &Path, expected: Expected) -> Result<Option<(Opened, Expected)>>;
+
+    /// Where its root is (see [`Place`]); `None` where that cannot be told.
+    fn place(&self) -> Option<Place> {
+        None
+    }
 
     /// The origin as its own type, for a destination that can copy from it without the bytes
     /// passing through here (a server-side copy within one S3 bucket).
@@ -358,6 +397,16 @@ pub trait Destination: Sync {
     /// opened it: checked after a write fails.
     fn vanished(&self) -> bool {
         false
+    }
+
+    /// Where its root is (see [`Place`]); `None` where that cannot be told.
+    fn place(&self) -> Option<Place> {
+        None
+    }
+
+    /// Where `--backup-dir` keeps what is replaced or deleted, when it is on the same side.
+    fn backup_place(&self) -> Option<Place> {
+        None
     }
 
     /// Called once after the plan was carried out (not after a dry run): keep what the next
@@ -556,6 +605,22 @@ mod tests {
         assert!(is_temporary(name, Tag::File) && is_temporary(name, Tag::Symlink));
         assert!(is_temporary(name, Tag::Special(Kind::Fifo)));
         assert!(!is_temporary(name, Tag::Dir));
+    }
+
+    #[test]
+    fn places_overlap_when_one_holds_the_other_on_one_service() {
+        let here = |p: &str| Place::Here(PathBuf::from(p));
+        let there = |s: &str, r: &str| Place::There {
+            service: s.into(),
+            root: r.into(),
+        };
+        assert!(here("/a/b").overlaps(&here("/a")) && here("/a").overlaps(&here("/a/b")));
+        assert!(!here("/a/bc").overlaps(&here("/a/b")));
+        assert!(there("h", "/x").overlaps(&there("h", "/x/y/")));
+        assert!(there("h", "/").overlaps(&there("h", "/x")));
+        assert!(!there("h", "/x").overlaps(&there("g", "/x")));
+        assert!(!there("h", "/x").overlaps(&there("h", "/xy")));
+        assert!(!there("h", "/x").overlaps(&here("/x")));
     }
 
     #[test]

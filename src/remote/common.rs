@@ -229,9 +229,11 @@ pub(crate) fn text(rel: &Path) -> io::Result<&str> {
             "the name is not valid UTF-8, which this destination cannot store",
         )
     })?;
-    // The last guard: no request names a place outside the root.
-    match unusable(text) {
-        Some(why) if !text.is_empty() => Err(io::Error::new(io::ErrorKind::InvalidInput, why)),
+    // The last guard: no request names a place outside the root (an absolute path, as
+    // `--backup-dir` may be, is checked below its `/`).
+    let body = text.strip_prefix('/').unwrap_or(text);
+    match unusable(body) {
+        Some(why) if !body.is_empty() => Err(io::Error::new(io::ErrorKind::InvalidInput, why)),
         _ => Ok(text),
     }
 }

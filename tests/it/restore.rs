@@ -389,6 +389,62 @@ fn s3_keys_that_would_leave_the_root_are_left_out_with_a_warning() {
 }
 
 #[test]
+fn sftp_roots_that_nest_under_another_spelling_are_refused_and_the_source_kept() {
+    let Some(sftp) = Sftp::new("nest") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write("src/real/inner/keep.txt", "source");
+    f.write("src/real/other.txt", "x");
+    sftp.sync(&f, &[]).expect(0);
+    // On the host, `lnk` leads to `real`: `lnk/inner` is inside `real`.
+    std::os::unix::fs::symlink("real", sftp.local.join("lnk")).unwrap();
+    let nested = format!("{}/lnk/inner", sftp.url);
+    let outer = format!("{}/real", sftp.url);
+    let mut cmd = sftp.command();
+    let run = Run::from(cmd.args([&nested, &outer]).output().unwrap()).expect(2);
+    assert!(run.stderr.contains("overlap"), "{run:?}");
+    let mut cmd = sftp.command();
+    let run = Run::from(cmd.args([&outer, &nested]).output().unwrap()).expect(2);
+    assert!(run.stderr.contains("overlap"), "{run:?}");
+    // The host is this machine: its folder is a local folder too.
+    let local = sftp.local.join("real");
+    let run = restore(sftp.command(), &format!("{outer}/inner"), &local, &[]).expect(2);
+    assert!(run.stderr.contains("overlap"), "{run:?}");
+    // A backup directory inside the source, from one remote to another.
+    let elsewhere = format!("{}/copy", sftp.url);
+    let backup = sftp.local.join("real/inner/kept");
+    let backup = ["--backup-dir", backup.to_str().unwrap()];
+    let run = restore(sftp.command(), &outer, Path::new(&elsewhere), &backup).expect(2);
+    assert!(run.stderr.contains("inside the source"), "{run:?}");
+    assert_eq!(
+        fs::read(sftp.local.join("real/inner/keep.txt")).unwrap(),
+        b"source"
+    );
+    assert!(!sftp.local.join("copy").exists());
+}
+
+#[test]
+fn s3_a_backup_prefix_inside_the_source_prefix_is_refused() {
+    let Some(s3) = S3::new("backup-in-source") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write("src/a.txt", "a");
+    s3.sync(&f, &[]).expect(0);
+    let copy = format!("s3://{}/{}", s3.bucket, unique("copy"));
+    let backup = format!("{}/kept", s3.url());
+    let mut cmd = s3.command();
+    let run = Run::from(
+        cmd.args(["--backup-dir", &backup, &s3.url(), &copy])
+            .output()
+            .unwrap(),
+    )
+    .expect(2);
+    assert!(run.stderr.contains("inside the source"), "{run:?}");
+}
+
+#[test]
 fn remote_roots_that_are_one_or_nest_are_refused_before_connecting() {
     let f = Fixture::new();
     for (src, dst, says) in [

@@ -96,6 +96,10 @@ impl S3 {
                 super::TRANSFER_MEMORY_MIB as usize,
             )),
             bucket: bucket.to_string(),
+            service: format!(
+                "s3 {} {bucket}",
+                options.s3_endpoint.as_deref().unwrap_or("aws")
+            ),
             md5s: Mutex::default(),
         };
         // Reachable, with these credentials, before anything else happens.

@@ -34,7 +34,8 @@ use self::manifest::Row;
 use super::common::{self, Listed};
 use crate::config::{Compare, Method};
 use crate::endpoint::{
-    self, backup_slot, Copied, CopyError, Destination, Expected, Held, Opened, Origin, Source,
+    self, backup_slot, Copied, CopyError, Destination, Expected, Held, Opened, Origin, Place,
+    Source,
 };
 use crate::entry::{same_size_files, Chown, Mtime, RootMeta, Tag, Tree};
 use crate::error::{Error, Op, Result};
@@ -86,6 +87,8 @@ pub struct S3 {
     memory: std::sync::Arc<tokio::sync::Semaphore>,
     /// The bucket, to tell a server-side copy from another prefix of it.
     bucket: String,
+    /// The service and bucket, as a [`Place`] names them.
+    service: String,
     /// The MD5 of multipart objects whose HEAD stated one (`md5chksum`), by key: what a
     /// download from them is checked against.
     md5s: Mutex<HashMap<String, [u8; 16]>>,
@@ -256,6 +259,14 @@ impl S3 {
         match rel.as_os_str().is_empty() {
             true => PathBuf::from(&self.url),
             false => PathBuf::from(format!("{}/{}", self.url, rel.display())),
+        }
+    }
+
+    /// The key prefix `prefix` of this bucket as a [`Place`].
+    fn place_of(&self, prefix: &str) -> Place {
+        Place::There {
+            service: self.service.clone(),
+            root: prefix.to_string(),
         }
     }
 
@@ -969,6 +980,14 @@ impl Destination for S3 {
 
     fn batch(&self) -> usize {
         DELETES_PER_REQUEST
+    }
+
+    fn place(&self) -> Option<Place> {
+        Some(self.place_of(&self.prefix))
+    }
+
+    fn backup_place(&self) -> Option<Place> {
+        self.backup.as_deref().map(|backup| self.place_of(backup))
     }
 
     /// Objects go a thousand a request (DeleteObjects). Where each is first kept in the backup

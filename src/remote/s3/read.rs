@@ -23,7 +23,7 @@ use opendal::options::ReaderOptions;
 use opendal::{ErrorKind, Operator};
 
 use super::{etag_md5, part_size, s3_error, Head, PARTS_IN_FLIGHT, S3};
-use crate::endpoint::{self, Destination, Expected, Keeps, Opened, Origin, Stream};
+use crate::endpoint::{self, Destination, Expected, Keeps, Opened, Origin, Place, Stream};
 use crate::entry::{Mtime, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
@@ -93,6 +93,10 @@ impl Origin for S3 {
             md5,
         };
         Ok(Some((Opened::Stream(stream), expected)))
+    }
+
+    fn place(&self) -> Option<Place> {
+        Destination::place(self)
     }
 
     fn as_any(&self) -> Option<&dyn std::any::Any> {

@@ -33,7 +33,7 @@ use crate::checksum;
 use crate::config::{Compare, Method};
 use crate::endpoint::{
     self, backup_slot, is_temp_name, temp_name, Copied, CopyError, Destination, Expected, Held,
-    Keeps, Opened, Origin, Source,
+    Keeps, Opened, Origin, Place, Source,
 };
 use crate::entry::{same_size_files, Chown, Kind, Mtime, RootMeta, Tag, Tree};
 use crate::error::{Error, Op, Result};
@@ -426,6 +426,32 @@ impl Sftp {
                 rel.display()
             )),
         }
+    }
+
+    /// The path `path` on the host as a [`Place`]: its real path (symlinks resolved by the
+    /// server; a path not made yet by its parent's), on this machine when the host is a
+    /// loopback address.
+    fn place_of(&self, path: &str) -> Option<Place> {
+        let realpath = |p: &str| {
+            let found = self.rt.block_on(self.sftp().realpath(p.to_string())).ok()?;
+            found.files.into_iter().next().map(|f| f.filename)
+        };
+        let real = realpath(path).or_else(|| {
+            let name = path.rsplit('/').next().unwrap_or_default();
+            Some(join(&realpath(parent(path))?, name))
+        })?;
+        let host = self.target.host.trim_matches(|c| c == '[' || c == ']');
+        let here = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        Some(match here {
+            true => Place::Here(PathBuf::from(real)),
+            false => Place::There {
+                service: format!("sftp {host}:{}", self.target.port),
+                root: real,
+            },
+        })
     }
 
     fn remote(&self, rel: &Path) -> io::Result<String> {
@@ -942,6 +968,14 @@ impl Destination for Sftp {
 
     fn vanished(&self) -> bool {
         self.lost.load(Ordering::Relaxed)
+    }
+
+    fn place(&self) -> Option<Place> {
+        self.place_of(&self.root)
+    }
+
+    fn backup_place(&self) -> Option<Place> {
+        self.place_of(self.backup.as_deref()?)
     }
 
     fn make_symlink(

@@ -14,7 +14,7 @@ use russh_sftp::client::RawSftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 
 use super::{found, mtime_of, sftp_error, Sftp, KEEPS, READS_IN_FLIGHT};
-use crate::endpoint::{self, Destination, Expected, Keeps, Opened, Origin, Stream};
+use crate::endpoint::{self, Destination, Expected, Keeps, Opened, Origin, Place, Stream};
 use crate::entry::Tree;
 use crate::error::{Op, Result};
 use crate::filter::Filter;
@@ -31,6 +31,10 @@ impl Origin for Sftp {
 
     fn keeps(&self) -> Option<Keeps> {
         Some(KEEPS)
+    }
+
+    fn place(&self) -> Option<Place> {
+        Destination::place(self)
     }
 
     fn open(&self, rel: &Path, expected: Expected) -> Result<Option<(Opened, Expected)>> {
