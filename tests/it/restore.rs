@@ -160,6 +160,38 @@ fn s3_restore_reads_the_times_rclone_recorded_and_rclone_finds_the_copy_equal() 
 }
 
 #[test]
+fn s3_a_time_changed_by_rclone_after_the_upload_is_not_taken_from_the_manifest() {
+    let Some(s3) = S3::new("manifest-touch") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write("src/a.txt", "alpha");
+    set_mtime(&f.path("src/a.txt"), 1_600_000_000, 0);
+    s3.sync(&f, &[]).expect(0);
+    // rclone sets a time by copying the object onto itself with new metadata: the ETag stays,
+    // LastModified moves (to a later second).
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    let object = format!("garage:{}/{}/a.txt", s3.bucket, s3.prefix);
+    succeeding(
+        s3.rclone()
+            .args(["touch", "--timestamp", "2009-02-13T23:31:30"])
+            .arg(&object),
+    );
+    let restored = f.path("restored");
+    restore(s3.command(), &s3.url(), &restored, &[]).expect(0);
+    assert_eq!(
+        files(&restored)[0].2,
+        (1_234_567_890, 0),
+        "the time rclone set"
+    );
+    let run = json(&s3.sync(&f, &["--json"]).expect(0));
+    assert_eq!(
+        run["updated"]["files"], 1,
+        "the time differs from the source's: {run}"
+    );
+}
+
+#[test]
 fn s3_restore_of_an_empty_prefix_over_a_full_folder_is_refused() {
     let Some(s3) = S3::new("restore-empty") else {
         return;

@@ -30,7 +30,7 @@ use rayon::prelude::*;
 use tokio::runtime::Runtime;
 use tracing::debug;
 
-use self::manifest::Row;
+use self::manifest::{Row, Version};
 use super::common::{self, Listed};
 use crate::config::{Compare, Method};
 use crate::endpoint::{
@@ -74,7 +74,7 @@ pub struct S3 {
     /// The key prefix of `--backup-dir`: ending in `/`.
     backup: Option<String>,
     /// Size and ETag of each file the listing found, by path below the prefix.
-    listed: Mutex<HashMap<String, (u64, String)>>,
+    listed: Mutex<HashMap<String, Version>>,
     /// The manifest's rows that hold for the objects as they are now (see [`manifest`]).
     rows: Mutex<manifest::Rows>,
     /// The manifest in the bucket no longer says what the prefix holds: written at the end.
@@ -215,6 +215,15 @@ fn mtime_of(t: opendal::raw::Timestamp) -> Mtime {
     }
 }
 
+/// An object's version as a listing entry or a HEAD shows it (`None` without an ETag).
+fn version_of(meta: &opendal::Metadata) -> Option<Version> {
+    Some(Version {
+        size: meta.content_length(),
+        etag: meta.etag()?.to_string(),
+        modified: meta.last_modified().map(|t| mtime_of(t).sec),
+    })
+}
+
 /// The content MD5 a single-part ETag states (32 hex digits; a multipart one is not an MD5).
 fn etag_md5(etag: &str) -> Option<[u8; 16]> {
     let tag = etag.trim_matches('"').as_bytes();
@@ -318,11 +327,7 @@ impl S3 {
                 .map_err(|e| Error::new(Op::Stat, to, s3_error(e)))?;
             let size = meta.content_length();
             let mtime = Head::of(&meta).mtime.unwrap_or(expected.mtime);
-            let row = meta.etag().map(|etag| Row {
-                size,
-                etag: etag.to_string(),
-                mtime,
-            });
+            let row = version_of(&meta).map(|version| Row { version, mtime });
             self.record(rel, row);
             debug!(from = from_key, to = key, "copied on the server");
             Ok(Copied::Done(size))
@@ -336,7 +341,7 @@ impl S3 {
         }
     }
 
-    fn listed(&self) -> MutexGuard<'_, HashMap<String, (u64, String)>> {
+    fn listed(&self) -> MutexGuard<'_, HashMap<String, Version>> {
         self.listed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -356,6 +361,66 @@ impl S3 {
             None => self.rows().remove(rel),
         };
         self.stale.store(true, Ordering::Relaxed);
+    }
+
+    /// Give the rows of this run's uploads their objects' LastModified, which an upload's
+    /// answer does not carry: a HEAD each when that is fewer requests than listing the
+    /// prefix again, else one listing. What cannot be found stays unknown: such a row is not
+    /// trusted, and the object is read with a HEAD next time.
+    fn find_modified(&self) {
+        let unknown: Vec<String> = self
+            .rows()
+            .iter()
+            .filter(|(_, row)| row.version.modified.is_none())
+            .map(|(rel, _)| rel.clone())
+            .collect();
+        if unknown.is_empty() {
+            return;
+        }
+        let pages = self.rows().len() / 1000 + 1;
+        let found: HashMap<String, Version> = match unknown.len() <= pages {
+            true => {
+                let keys = unknown.iter().map(|rel| format!("{}{rel}", self.prefix));
+                let stats = self.rt.block_on(futures_util::future::join_all(
+                    keys.map(|key| async move { self.op.stat(&key).await }),
+                ));
+                unknown
+                    .into_iter()
+                    .zip(stats)
+                    .filter_map(|(rel, meta)| Some((rel, version_of(&meta.ok()?)?)))
+                    .collect()
+            }
+            false => self.relist().unwrap_or_default(),
+        };
+        let mut rows = self.rows();
+        for (rel, row) in rows.iter_mut() {
+            let found = found.get(rel);
+            if row.version.modified.is_none()
+                && found.is_some_and(|f| f.size == row.version.size && f.etag == row.version.etag)
+            {
+                row.version.modified = found.and_then(|f| f.modified);
+            }
+        }
+    }
+
+    /// Every object below the prefix with its version, listed again.
+    fn relist(&self) -> opendal::Result<HashMap<String, Version>> {
+        self.rt.block_on(async {
+            let options = ListOptions {
+                recursive: true,
+                ..ListOptions::default()
+            };
+            let mut lister = self.op.lister_options(&self.list_root(), options).await?;
+            let mut found = HashMap::new();
+            while let Some(entry) = lister.next().await {
+                let (key, meta) = entry?.into_parts();
+                let version = version_of(&meta);
+                if let (Some(rel), Some(version)) = (key.strip_prefix(&self.prefix), version) {
+                    found.insert(rel.to_string(), version);
+                }
+            }
+            Ok(found)
+        })
     }
 
     /// The manifest's rows, if there is one to read (one GET).
@@ -715,9 +780,8 @@ impl Destination for S3 {
                 if rel == manifest::KEY {
                     continue;
                 }
-                if let (false, Some(etag)) = (is_dir, meta.etag()) {
-                    let size = meta.content_length();
-                    etags.insert(rel.to_string(), (size, etag.to_string()));
+                if let (false, Some(version)) = (is_dir, version_of(&meta)) {
+                    etags.insert(rel.to_string(), version);
                 }
                 let rel = rel.strip_suffix('/').unwrap_or(rel);
                 if rel.is_empty() {
@@ -775,10 +839,7 @@ impl Destination for S3 {
             let manifest = self.read_manifest();
             let had = manifest.as_ref().map_or(0, |rows| rows.len());
             let mut rows = manifest.unwrap_or_default();
-            rows.retain(|rel, row| {
-                let now = listed.get(rel);
-                now.is_some_and(|(size, etag)| *size == row.size && *etag == row.etag)
-            });
+            rows.retain(|rel, row| listed.get(rel).is_some_and(|now| row.holds_for(now)));
             if rows.len() != had {
                 self.stale.store(true, Ordering::Relaxed);
             }
@@ -827,9 +888,9 @@ impl Destination for S3 {
                 if let Some(mtime) = head.mtime {
                     dst.entries[j as usize].mtime = mtime;
                     let rel = dst.path_at(j);
-                    if let Some((size, etag)) = rel.to_str().and_then(|r| listed.get(r)) {
-                        let (size, etag) = (*size, etag.clone());
-                        self.record(rel, Some(Row { size, etag, mtime }));
+                    if let Some(version) = rel.to_str().and_then(|r| listed.get(r)) {
+                        let version = version.clone();
+                        self.record(rel, Some(Row { version, mtime }));
                     }
                 }
                 let Some(local) = local else { continue };
@@ -906,9 +967,13 @@ impl Destination for S3 {
             }
             match self.upload(file, &key, expected).await {
                 Ok((size, etag)) => {
+                    // Its LastModified is found before the manifest is written.
                     let row = etag.map(|etag| Row {
-                        size,
-                        etag,
+                        version: Version {
+                            size,
+                            etag,
+                            modified: None,
+                        },
                         mtime: expected.mtime,
                     });
                     self.record(rel, row);
@@ -1037,6 +1102,7 @@ impl Destination for S3 {
         if !self.manifest.load(Ordering::Relaxed) || !self.stale.load(Ordering::Relaxed) {
             return Ok(());
         }
+        self.find_modified();
         let rel = Path::new(manifest::KEY);
         let key = format!("{}{}", self.prefix, manifest::KEY);
         let bytes = manifest::encode(&self.rows()).map_err(|e| self.fail(Op::Write, rel, e))?;

@@ -22,6 +22,7 @@ use md5::{Digest, Md5};
 use opendal::options::ReaderOptions;
 use opendal::{ErrorKind, Operator};
 
+use super::manifest::Version;
 use super::{etag_md5, part_size, s3_error, Head, PARTS_IN_FLIGHT, S3};
 use crate::endpoint::{self, Destination, Expected, Keeps, Opened, Origin, Place, Stream};
 use crate::entry::{Mtime, Tag, Tree};
@@ -63,7 +64,7 @@ impl Origin for S3 {
         let mut expected = expected;
         let listed = rel.to_str().and_then(|r| self.listed().get(r).cloned());
         let (etag, md5) = match listed {
-            Some((_, etag)) if !expected.fresh => {
+            Some(Version { etag, .. }) if !expected.fresh => {
                 let md5 = etag_md5(&etag).or_else(|| self.md5s().get(&key).copied());
                 (Some(etag), md5)
             }
@@ -123,11 +124,9 @@ impl S3 {
                 entry.mtime = now;
                 continue;
             }
-            let row = rows.get(&rel).filter(|row| {
-                listed
-                    .get(&rel)
-                    .is_some_and(|(size, etag)| *size == row.size && *etag == row.etag)
-            });
+            let row = rows
+                .get(&rel)
+                .filter(|row| listed.get(&rel).is_some_and(|now| row.holds_for(now)));
             match row {
                 Some(row) => entry.mtime = row.mtime,
                 None => asked.push(j),
