@@ -72,8 +72,9 @@ pub enum Warning<'a> {
 }
 
 /// Why special files are not made.
-const SPECIALS: &str = "only root makes device nodes, and none are made with --no-specials or \
-                        where the destination cannot hold them";
+const SPECIALS: &str = "only root makes device nodes, and no special file is made with \
+                        --no-specials, from or to a remote, or where the destination cannot hold \
+                        them";
 
 impl fmt::Display for Warning<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
