@@ -333,6 +333,13 @@ pub trait Origin: Sync {
         None
     }
 
+    /// For `--checksum`: whether the file `rel` holds the same bytes as `local` (read from its
+    /// start), answered from a checksum the origin already has (an S3 object's MD5), without
+    /// reading `rel`; `None` when it has none, and both are read and hashed.
+    fn same_content(&self, _rel: &Path, _local: &mut File) -> Option<io::Result<bool>> {
+        None
+    }
+
     /// The origin as its own type, for a destination that can copy from it without the bytes
     /// passing through here (a server-side copy within one S3 bucket).
     fn as_any(&self) -> Option<&dyn std::any::Any> {

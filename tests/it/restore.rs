@@ -192,6 +192,47 @@ fn s3_a_time_changed_by_rclone_after_the_upload_is_not_taken_from_the_manifest()
 }
 
 #[test]
+fn s3_restore_with_checksum_compares_md5s_without_downloading_what_is_equal() {
+    let Some(mut s3) = S3::new("restore-checksum") else {
+        return;
+    };
+    let relay = Relay::start(&s3.endpoint);
+    s3.endpoint = relay.endpoint.clone();
+    let f = Fixture::new();
+    for name in ["a", "b", "c"] {
+        f.write(format!("src/{name}.txt"), format!("file {name}"));
+    }
+    s3.sync(&f, &[]).expect(0);
+    let restored = f.path("restored");
+    restore(s3.command(), &s3.url(), &restored, &[]).expect(0);
+    // Same size, same time, other bytes: only a content check finds it.
+    let b = restored.join("b.txt");
+    let mtime = fs::metadata(&b).unwrap().modified().unwrap();
+    f.write("restored/b.txt", "FILE B");
+    fs::File::options()
+        .write(true)
+        .open(&b)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    relay.take();
+    let run = json(
+        &restore(
+            s3.command(),
+            &s3.url(),
+            &restored,
+            &["--json", "--checksum"],
+        )
+        .expect(0),
+    );
+    assert_eq!(run["updated"]["files"], 1, "{run}");
+    assert_eq!(fs::read(&b).unwrap(), b"file b");
+    // The manifest and b.txt: a.txt and c.txt were compared by their ETags' MD5.
+    let requests = relay.take();
+    assert_eq!(requests.get("GET"), Some(&2), "{requests:?}");
+}
+
+#[test]
 fn s3_restore_of_an_empty_prefix_over_a_full_folder_is_refused() {
     let Some(s3) = S3::new("restore-empty") else {
         return;

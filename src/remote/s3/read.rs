@@ -100,6 +100,17 @@ impl Origin for S3 {
         Destination::place(self)
     }
 
+    /// The MD5 the listing's ETag states (a single-part upload) or a HEAD found in the
+    /// metadata (`md5chksum`), against the local file's.
+    fn same_content(&self, rel: &Path, local: &mut std::fs::File) -> Option<io::Result<bool>> {
+        let text = rel.to_str()?;
+        let md5 = match self.listed().get(text).and_then(|v| etag_md5(&v.etag)) {
+            Some(md5) => md5,
+            None => *self.md5s().get(&self.key(rel).ok()?)?,
+        };
+        Some(super::file_md5(local).map(|local| local == md5))
+    }
+
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         Some(self)
     }
