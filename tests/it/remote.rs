@@ -1187,7 +1187,7 @@ fn sftp_checksum_reads_back_files_whose_size_and_time_match() {
 impl Sftp {
     /// The test server's user, port and this test's folder, from its URL
     /// (`sftp://USER@127.0.0.1:PORT/PATH`).
-    fn parts(&self) -> (String, u16, String) {
+    pub(crate) fn parts(&self) -> (String, u16, String) {
         let rest = self.url.strip_prefix("sftp://").unwrap();
         let (user, rest) = rest.split_once('@').unwrap();
         let (hostport, path) = rest.split_at(rest.find('/').unwrap());

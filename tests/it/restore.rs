@@ -7,6 +7,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::relay::Relay;
 use crate::remote::{in_seconds, json, remote_tree, succeeding, unique, Sftp, S3};
@@ -316,6 +317,64 @@ fn a_killed_restore_leaves_old_or_new_files_and_a_rerun_converges() {
         "the rerun sweeps temporaries"
     );
     assert_eq!(hash(&restored.join("huge.bin")), hash(&huge));
+}
+
+#[test]
+fn sftp_a_restore_cut_by_a_lost_connection_reads_again_and_ends_exact() {
+    let Some(sftp) = Sftp::new("restore-cut") else {
+        return;
+    };
+    let f = Fixture::new();
+    for n in 0..60u64 {
+        f.write(
+            format!("src/d{}/f{n}.bin", n % 3),
+            big_content(n, 1, 256 << 10),
+        );
+    }
+    sftp.sync(&f, &[]).expect(0);
+    let (user, port, path) = sftp.parts();
+    let relay = Relay::start(&format!("127.0.0.1:{port}"));
+    let relay_port = relay.endpoint.rsplit_once(':').unwrap().1.to_string();
+    let line = fs::read_to_string(&sftp.known_hosts).unwrap();
+    let key: Vec<&str> = line.split_whitespace().skip(1).take(2).collect();
+    let known = f.write(
+        "known_hosts",
+        format!("[127.0.0.1]:{relay_port} {}\n", key.join(" ")),
+    );
+    // Cut every connection once the requests sent reach this many bytes: well into the reads.
+    relay.bend(crate::relay::Bend::Cut {
+        after: 12000,
+        then_refuse: false,
+    });
+    let restored = f.path("restored");
+    let mut cmd = syncease();
+    cmd.args([
+        "--ssh-key",
+        &sftp.key,
+        "--ssh-config",
+        "/dev/null",
+        "--known-hosts",
+    ])
+    .arg(&known)
+    .args([
+        "--sftp-connections",
+        "2",
+        "-j",
+        "4",
+        "--json",
+        "--timeout",
+        "120",
+    ])
+    .arg(format!("sftp://{user}@127.0.0.1:{relay_port}{path}"))
+    .arg(&restored);
+    let started = std::time::Instant::now();
+    let run = Run::from(cmd.output().unwrap()).expect(0);
+    // A read whose connection is cut is noticed at once, not when --timeout runs out.
+    assert!(started.elapsed() < Duration::from_secs(100), "{run:?}");
+    assert_eq!(json(&run)["errors"].as_array().unwrap().len(), 0, "{run:?}");
+    assert!(relay.connections() > 2, "the cut happened: {run:?}");
+    assert_eq!(files_in_seconds(&restored), files_in_seconds(&f.src));
+    assert!(temporaries(&restored).is_empty());
 }
 
 #[test]

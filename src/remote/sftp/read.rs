@@ -3,7 +3,8 @@
 //! The listing is the one a destination gets (modes, whole-second times, symlinks and their
 //! targets). A file is read with [`READS_IN_FLIGHT`] requests in flight over the worker's
 //! connection; the copy is placed only if the file is, at the end, what was listed: the same
-//! size (nothing past it) and the same mtime, else it is read again as it is now.
+//! size (nothing past it) and the same mtime, else it is read again as it is now. A read cut
+//! by a lost connection is read again too, once the worker has connected again.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,9 @@ use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::client::RawSftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 
-use super::{found, mtime_of, sftp_error, Sftp, KEEPS, READS_IN_FLIGHT};
+use super::{
+    connection_lost, found, mtime_of, sftp_error, until_closed, Sftp, KEEPS, READS_IN_FLIGHT,
+};
 use crate::endpoint::{self, Destination, Expected, Keeps, Opened, Origin, Place, Stream};
 use crate::entry::Tree;
 use crate::error::{Op, Result};
@@ -42,7 +45,8 @@ impl Origin for Sftp {
             .remote(rel)
             .map_err(|e| self.fail(Op::OpenSource, rel, e))?;
         let opened = self.redoing(|| {
-            let (sftp, path) = (self.sftp(), path.clone());
+            let (live, path) = (self.live(), path.clone());
+            let (sftp, ssh) = (live.sftp, live.ssh);
             async move {
                 let Some(handle) =
                     found(sftp.open(path, OpenFlags::READ, Default::default()).await)?
@@ -51,7 +55,7 @@ impl Origin for Sftp {
                 };
                 let handle = handle.handle;
                 match sftp.fstat(handle.clone()).await {
-                    Ok(attrs) => Ok(Some((sftp, handle, attrs.attrs))),
+                    Ok(attrs) => Ok(Some((sftp, ssh, handle, attrs.attrs))),
                     Err(e) => {
                         let _ = sftp.close(handle).await;
                         Err(sftp_error(e))
@@ -59,7 +63,8 @@ impl Origin for Sftp {
                 }
             }
         });
-        let Some((sftp, handle, attrs)) = opened.map_err(|e| self.fail(Op::OpenSource, rel, e))?
+        let Some((sftp, ssh, handle, attrs)) =
+            opened.map_err(|e| self.fail(Op::OpenSource, rel, e))?
         else {
             return Ok(None);
         };
@@ -70,6 +75,7 @@ impl Origin for Sftp {
         }
         let read = Read {
             sftp,
+            ssh,
             handle,
             size: expected.size,
             listed: (expected.size, expected.mtime),
@@ -88,6 +94,8 @@ impl Origin for Sftp {
 /// One file's download over an open handle.
 struct Read {
     sftp: Arc<RawSftpSession>,
+    /// The connection under it: a read cut with it is noticed at once.
+    ssh: Arc<russh::client::Handle<super::login::Client>>,
     handle: String,
     size: u64,
     /// Its size and mtime as listed: the file must still have them when read to the end.
@@ -100,11 +108,34 @@ impl Read {
     /// it, ending with the end marker or the error that stopped the read.
     async fn run(self, feed: Feed, unchanged: bool) {
         let result = match unchanged {
-            true => self.fetch(&feed).await,
+            true => until_closed(self.fetch(&feed), &self.ssh).await,
             false => Err(endpoint::changed()),
         };
-        let _ = self.sftp.close(self.handle.clone()).await;
+        // A connection lost under the read: the copy is tried again, on a new connection
+        // (opening the file again connects again, as any step does). The reader hears the
+        // outcome before the handle is closed, and a handle on a lost connection is not
+        // closed at all: that request would wait for an answer that never comes.
+        let lost = matches!(&result, Err(e) if connection_lost(e));
+        let result = result.map_err(|e| match lost {
+            true => {
+                tracing::debug!(error = %e, "connection lost while reading; reading again");
+                endpoint::changed()
+            }
+            false => e,
+        });
         let _ = feed.send(result.map(|()| None)).await;
+        if !lost {
+            let _ = until_closed(
+                async {
+                    self.sftp
+                        .close(self.handle.clone())
+                        .await
+                        .map_err(sftp_error)
+                },
+                &self.ssh,
+            )
+            .await;
+        }
     }
 
     async fn fetch(&self, feed: &Feed) -> std::io::Result<()> {
