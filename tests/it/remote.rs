@@ -1258,9 +1258,9 @@ fn sftp_host_aliases_come_from_the_ssh_configuration() {
     );
 }
 
-/// The test sshd behind a [`Relay`]: the relay, and a command to sync to the test's folder
-/// through it (its host key listed for the relay's port).
-fn relayed(sftp: &Sftp, f: &Fixture) -> (Relay, impl Fn(&[&str]) -> Run) {
+/// The test sshd behind a [`Relay`]: the relay, the URL of the test's folder through it, and
+/// the options that log in there (its host key listed for the relay's port).
+pub(crate) fn behind_relay(sftp: &Sftp, f: &Fixture) -> (Relay, String, Vec<std::ffi::OsString>) {
     let (user, port, path) = sftp.parts();
     let relay = Relay::start(&format!("127.0.0.1:{port}"));
     let relay_port = relay.endpoint.rsplit_once(':').unwrap().1.to_string();
@@ -1271,17 +1271,28 @@ fn relayed(sftp: &Sftp, f: &Fixture) -> (Relay, impl Fn(&[&str]) -> Run) {
         format!("[127.0.0.1]:{relay_port} {}\n", key.join(" ")),
     );
     let url = format!("sftp://{user}@127.0.0.1:{relay_port}{path}");
-    let (src, ssh_key) = (f.src.clone(), sftp.key.clone());
+    let login = [
+        "--ssh-key",
+        &sftp.key,
+        "--ssh-config",
+        "/dev/null",
+        "--known-hosts",
+    ];
+    let mut login: Vec<std::ffi::OsString> = login.iter().map(Into::into).collect();
+    login.push(known.into());
+    (relay, url, login)
+}
+
+/// The test sshd behind a [`Relay`]: the relay, and a command to sync to the test's folder
+/// through it.
+fn relayed(sftp: &Sftp, f: &Fixture) -> (Relay, impl Fn(&[&str]) -> Run) {
+    let (relay, url, login) = behind_relay(sftp, f);
+    let src = f.src.clone();
     let run = move |extra: &[&str]| {
         let mut cmd = syncease();
         // A cut connection is noticed at once, not after --timeout (300 s): a run that waited
         // for it would miss the deadline.
-        cmd.args(["--ssh-key", &ssh_key, "--ssh-config", "/dev/null"])
-            .arg("--known-hosts")
-            .arg(&known)
-            .args(extra)
-            .arg(&src)
-            .arg(&url);
+        cmd.args(&login).args(extra).arg(&src).arg(&url);
         within(cmd, std::time::Duration::from_secs(240)).0
     };
     (relay, run)

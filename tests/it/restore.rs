@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::relay::Relay;
-use crate::remote::{in_seconds, json, remote_tree, succeeding, unique, Sftp, S3};
+use crate::remote::{behind_relay, in_seconds, json, remote_tree, succeeding, unique, Sftp, S3};
 use crate::util::*;
 
 /// `syncease EXTRA URL DIR` through `cmd` (the remote's command, with its credentials).
@@ -40,8 +40,11 @@ fn files(root: &Path) -> Vec<(String, Vec<u8>, (i64, i64))> {
     out
 }
 
+/// Each file's path, contents and mtime.
+type Files = Vec<(String, Vec<u8>, (i64, i64))>;
+
 /// [`files`] with times in whole seconds (what SFTP carries).
-fn files_in_seconds(root: &Path) -> Vec<(String, Vec<u8>, (i64, i64))> {
+fn files_in_seconds(root: &Path) -> Files {
     let mut out = files(root);
     for (_, _, mtime) in &mut out {
         mtime.1 = 0;
@@ -332,15 +335,7 @@ fn sftp_a_restore_cut_by_a_lost_connection_reads_again_and_ends_exact() {
         );
     }
     sftp.sync(&f, &[]).expect(0);
-    let (user, port, path) = sftp.parts();
-    let relay = Relay::start(&format!("127.0.0.1:{port}"));
-    let relay_port = relay.endpoint.rsplit_once(':').unwrap().1.to_string();
-    let line = fs::read_to_string(&sftp.known_hosts).unwrap();
-    let key: Vec<&str> = line.split_whitespace().skip(1).take(2).collect();
-    let known = f.write(
-        "known_hosts",
-        format!("[127.0.0.1]:{relay_port} {}\n", key.join(" ")),
-    );
+    let (relay, url, login) = behind_relay(&sftp, &f);
     // Cut every connection once the requests sent reach this many bytes: well into the reads.
     relay.bend(crate::relay::Bend::Cut {
         after: 12000,
@@ -348,25 +343,18 @@ fn sftp_a_restore_cut_by_a_lost_connection_reads_again_and_ends_exact() {
     });
     let restored = f.path("restored");
     let mut cmd = syncease();
-    cmd.args([
-        "--ssh-key",
-        &sftp.key,
-        "--ssh-config",
-        "/dev/null",
-        "--known-hosts",
-    ])
-    .arg(&known)
-    .args([
-        "--sftp-connections",
-        "2",
-        "-j",
-        "4",
-        "--json",
-        "--timeout",
-        "120",
-    ])
-    .arg(format!("sftp://{user}@127.0.0.1:{relay_port}{path}"))
-    .arg(&restored);
+    cmd.args(&login)
+        .args([
+            "--sftp-connections",
+            "2",
+            "-j",
+            "4",
+            "--json",
+            "--timeout",
+            "120",
+        ])
+        .arg(&url)
+        .arg(&restored);
     let started = std::time::Instant::now();
     let run = Run::from(cmd.output().unwrap()).expect(0);
     // A read whose connection is cut is noticed at once, not when --timeout runs out.
@@ -375,6 +363,70 @@ fn sftp_a_restore_cut_by_a_lost_connection_reads_again_and_ends_exact() {
     assert!(relay.connections() > 2, "the cut happened: {run:?}");
     assert_eq!(files_in_seconds(&restored), files_in_seconds(&f.src));
     assert!(temporaries(&restored).is_empty());
+}
+
+/// Restore 400 folders of one file each from the SFTP server into a copy that already holds
+/// every file and one more the source does not have (`d7/gone.txt`), through a relay that
+/// cuts every connection a few folders into the listing (and, with `then_refuse`, lets no
+/// new one through). Returns the fixture, the restore, its files before, and the run.
+fn restore_cut_in_the_listing(
+    name: &str,
+    then_refuse: bool,
+) -> Option<(Fixture, std::path::PathBuf, Files, Run)> {
+    let sftp = Sftp::new(name)?;
+    let f = Fixture::new();
+    for n in 0..400u64 {
+        f.write(format!("src/d{n}/f.txt"), format!("file {n}"));
+    }
+    sftp.sync(&f, &[]).expect(0);
+    let restored = f.path("restored");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&f.src)
+        .arg(&restored)
+        .status();
+    assert!(copied.unwrap().success());
+    f.write("restored/d7/gone.txt", "not in the source");
+    let before = files_in_seconds(&restored);
+    let (relay, url, login) = behind_relay(&sftp, &f);
+    relay.bend(crate::relay::Bend::Cut {
+        after: 12000,
+        then_refuse,
+    });
+    let mut cmd = syncease();
+    cmd.env("SYNCEASE_LOG", "syncease::remote=debug")
+        .args(&login)
+        .args(["--sftp-connections", "2", "--json", "--timeout", "120"])
+        .arg(&url)
+        .arg(&restored);
+    let run = Run::from(cmd.output().unwrap());
+    Some((f, restored, before, run))
+}
+
+#[test]
+fn sftp_a_listing_cut_by_a_lost_connection_is_listed_again_and_deletes_only_what_is_gone() {
+    let Some((f, restored, _, run)) = restore_cut_in_the_listing("listing-cut", false) else {
+        return;
+    };
+    let run = run.expect(0);
+    assert!(
+        run.stderr.contains("connection lost while listing"),
+        "the cut fell in the listing: {run:?}"
+    );
+    assert_eq!(json(&run)["errors"].as_array().unwrap().len(), 0, "{run:?}");
+    assert_eq!(files_in_seconds(&restored), files_in_seconds(&f.src));
+}
+
+#[test]
+fn sftp_a_host_gone_during_the_listing_fails_the_run_and_deletes_nothing() {
+    let Some((_f, restored, before, run)) = restore_cut_in_the_listing("listing-gone", true) else {
+        return;
+    };
+    // A source that cannot be read is refused, naming it and why.
+    let run = run.expect(2);
+    assert!(run.stderr.contains("cannot read source"), "{run:?}");
+    assert!(run.stderr.contains("was lost"), "{run:?}");
+    assert_eq!(files_in_seconds(&restored), before, "nothing deleted");
 }
 
 #[test]

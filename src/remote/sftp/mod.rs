@@ -466,6 +466,111 @@ impl Sftp {
         Ok(found(self.sftp().lstat(path.to_string()).await)?.map(|a| a.attrs))
     }
 
+    /// List the tree below the root, directories over every connection in turn, the filter
+    /// applied as it goes. Stops at the first lost connection and says over which session.
+    async fn walk(&self, filter: &Filter) -> (Vec<Listed>, Vec<Error>, Option<(usize, io::Error)>) {
+        let mut listed = Vec::new();
+        let mut errors = Vec::new();
+        let mut pending = vec![PathBuf::new()];
+        let mut tasks = JoinSet::new();
+        let mut listed_dirs = 0usize;
+        while !pending.is_empty() || !tasks.is_empty() {
+            while tasks.len() < LISTINGS_IN_FLIGHT {
+                listed_dirs += 1;
+                let Some(rel) = pending.pop() else { break };
+                let slot = listed_dirs % self.sessions.len();
+                let live = self.sessions[slot]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                let path = join(&self.root, rel.to_str().unwrap_or_default());
+                tasks.spawn(async move {
+                    let listing = async {
+                        let children = list_dir(&live.sftp, &path).await?;
+                        let mut links = HashMap::new();
+                        for (name, _) in children.iter().filter(|(_, a)| a.is_symlink()) {
+                            let link = live.sftp.readlink(join(&path, name)).await;
+                            let link = link.map_err(sftp_error);
+                            if let Err(e) = &link {
+                                if connection_lost(e) {
+                                    return Err(io::Error::new(e.kind(), e.to_string()));
+                                }
+                            }
+                            links.insert(name.clone(), link);
+                        }
+                        Ok((children, links))
+                    };
+                    (rel, slot, until_closed(listing, &live.ssh).await)
+                });
+            }
+            let Some(done) = tasks.join_next().await else {
+                break;
+            };
+            let (rel, slot, listing) = match done {
+                Ok(done) => done,
+                Err(e) => {
+                    errors.push(Error::new(Op::ReadDir, &self.url, io::Error::other(e)));
+                    continue;
+                }
+            };
+            let (children, mut links) = match listing {
+                Ok(listing) => listing,
+                Err(e) if connection_lost(&e) => return (listed, errors, Some((slot, e))),
+                Err(e) => {
+                    errors.push(Error::new(Op::ReadDir, self.path(&rel), e));
+                    continue;
+                }
+            };
+            for (name, a) in children {
+                let child = rel.join(&name);
+                let tag = tag_of(&a);
+                if !filter.allows(&child, tag == Tag::Dir) {
+                    continue;
+                }
+                let target = match links.remove(&name) {
+                    Some(Ok(n)) => n
+                        .files
+                        .into_iter()
+                        .next()
+                        .map(|f| PathBuf::from(f.filename)),
+                    Some(Err(e)) => {
+                        errors.push(Error::new(Op::ReadLink, self.path(&child), e));
+                        continue;
+                    }
+                    None => None,
+                };
+                if tag == Tag::Dir {
+                    pending.push(child.clone());
+                }
+                listed.push(Listed {
+                    rel: child,
+                    tag,
+                    size: a.size.unwrap_or(0),
+                    mtime: mtime_of(&a),
+                    mode: (a.permissions.unwrap_or(0) & 0o7777) as u16,
+                    target,
+                });
+            }
+        }
+        (listed, errors, None)
+    }
+
+    /// After a walk stopped by a lost connection on session `slot`: connect that one again,
+    /// and every other one whose connection closed too (a cut link takes them all).
+    fn reconnect_after_walk(&self, slot: usize, cause: io::Error) -> io::Result<()> {
+        let broken: Vec<Arc<RawSftpSession>> = (self.sessions.iter().enumerate())
+            .filter_map(|(n, session)| {
+                let live = session.lock().unwrap_or_else(|e| e.into_inner());
+                (n == slot || live.ssh.is_closed()).then(|| live.sftp.clone())
+            })
+            .collect();
+        tracing::debug!(error = %cause, sessions = broken.len(), "connection lost while listing; listing again");
+        for sftp in broken {
+            self.reconnect(&sftp, io::Error::new(cause.kind(), cause.to_string()))?;
+        }
+        Ok(())
+    }
+
     /// Rename `from` over `to`, replacing it atomically where the server can.
     async fn rename_over(&self, from: &str, to: &str) -> io::Result<()> {
         if self.posix_rename {
@@ -781,7 +886,7 @@ impl Destination for Sftp {
     }
 
     fn scan(&self, filter: &Filter) -> Tree {
-        let root_attrs = match self.rt.block_on(self.lstat(&self.root)) {
+        let root_attrs = match self.redoing(|| self.lstat(&self.root)) {
             Ok(Some(a)) => a,
             Ok(None) => return Tree::default(),
             Err(e) => {
@@ -795,82 +900,24 @@ impl Destination for Sftp {
             mode: (root_attrs.permissions.unwrap_or(0o755) & 0o7777) as u16,
             owner: Default::default(),
         };
-        let (listed, errors) = self.rt.block_on(async {
-            let mut listed = Vec::new();
-            let mut errors = Vec::new();
-            let mut pending = vec![PathBuf::new()];
-            let mut tasks = JoinSet::new();
-            let mut listed_dirs = 0usize;
-            while !pending.is_empty() || !tasks.is_empty() {
-                while tasks.len() < LISTINGS_IN_FLIGHT {
-                    listed_dirs += 1;
-                    let Some(rel) = pending.pop() else { break };
-                    // Directories are listed over every connection in turn.
-                    let slot = &self.sessions[listed_dirs % self.sessions.len()];
-                    let sftp = slot.lock().unwrap_or_else(|e| e.into_inner()).sftp.clone();
-                    let path = join(&self.root, rel.to_str().unwrap_or_default());
-                    tasks.spawn(async move {
-                        let children = list_dir(&sftp, &path).await;
-                        let mut links = HashMap::new();
-                        if let Ok(children) = &children {
-                            for (name, _) in children.iter().filter(|(_, a)| a.is_symlink()) {
-                                let link = sftp.readlink(join(&path, name)).await;
-                                links.insert(name.clone(), link.map_err(sftp_error));
-                            }
-                        }
-                        (rel, children, links)
-                    });
-                }
-                let Some(done) = tasks.join_next().await else {
-                    break;
-                };
-                let (rel, children, mut links) = match done {
-                    Ok(done) => done,
-                    Err(e) => {
-                        errors.push(Error::new(Op::ReadDir, &self.url, io::Error::other(e)));
-                        continue;
-                    }
-                };
-                let children = match children {
-                    Ok(children) => children,
-                    Err(e) => {
-                        errors.push(Error::new(Op::ReadDir, self.path(&rel), e));
-                        continue;
-                    }
-                };
-                for (name, a) in children {
-                    let child = rel.join(&name);
-                    let tag = tag_of(&a);
-                    if !filter.allows(&child, tag == Tag::Dir) {
-                        continue;
-                    }
-                    let target = match links.remove(&name) {
-                        Some(Ok(n)) => n
-                            .files
-                            .into_iter()
-                            .next()
-                            .map(|f| PathBuf::from(f.filename)),
-                        Some(Err(e)) => {
-                            errors.push(Error::new(Op::ReadLink, self.path(&child), e));
-                            continue;
-                        }
-                        None => None,
-                    };
-                    if tag == Tag::Dir {
-                        pending.push(child.clone());
-                    }
-                    listed.push(Listed {
-                        rel: child,
-                        tag,
-                        size: a.size.unwrap_or(0),
-                        mtime: mtime_of(&a),
-                        mode: (a.permissions.unwrap_or(0) & 0o7777) as u16,
-                        target,
-                    });
-                }
+        // A listing cut by a lost connection is of no use (a folder missing from it would be
+        // deleted): connect again and list everything again, a few times at most.
+        let mut redone = 0;
+        let (listed, errors) = loop {
+            let (listed, mut errors, lost) = self.rt.block_on(self.walk(filter));
+            let Some((slot, e)) = lost else {
+                break (listed, errors);
+            };
+            let gone = match redone < REDOS {
+                true => self.reconnect_after_walk(slot, e).err(),
+                false => Some(e),
+            };
+            if let Some(e) = gone {
+                errors.push(Error::new(Op::ReadDir, &self.url, e));
+                break (listed, errors);
             }
-            (listed, errors)
-        });
+            redone += 1;
+        };
         // The walk already left out what the filter excludes (and did not enter such folders).
         let mut tree = common::tree_of(listed, &Filter::default(), root);
         tree.errors = errors;
