@@ -490,13 +490,10 @@ impl Sftp {
                         let mut links = HashMap::new();
                         for (name, _) in children.iter().filter(|(_, a)| a.is_symlink()) {
                             let link = live.sftp.readlink(join(&path, name)).await;
-                            let link = link.map_err(sftp_error);
-                            if let Err(e) = &link {
-                                if connection_lost(e) {
-                                    return Err(io::Error::new(e.kind(), e.to_string()));
-                                }
-                            }
-                            links.insert(name.clone(), link);
+                            match link.map_err(sftp_error) {
+                                Err(e) if connection_lost(&e) => return Err(e),
+                                link => links.insert(name.clone(), link),
+                            };
                         }
                         Ok((children, links))
                     };

@@ -8,14 +8,13 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::client::RawSftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 
 use super::{
-    connection_lost, found, mtime_of, sftp_error, until_closed, Sftp, KEEPS, READS_IN_FLIGHT,
+    connection_lost, found, mtime_of, sftp_error, until_closed, Live, Sftp, KEEPS, READS_IN_FLIGHT,
 };
 use crate::endpoint::{self, Destination, Expected, Keeps, Opened, Origin, Place, Stream};
 use crate::entry::Tree;
@@ -46,8 +45,8 @@ impl Origin for Sftp {
             .map_err(|e| self.fail(Op::OpenSource, rel, e))?;
         let opened = self.redoing(|| {
             let (live, path) = (self.live(), path.clone());
-            let (sftp, ssh) = (live.sftp, live.ssh);
             async move {
+                let sftp = &live.sftp;
                 let Some(handle) =
                     found(sftp.open(path, OpenFlags::READ, Default::default()).await)?
                 else {
@@ -55,7 +54,7 @@ impl Origin for Sftp {
                 };
                 let handle = handle.handle;
                 match sftp.fstat(handle.clone()).await {
-                    Ok(attrs) => Ok(Some((sftp, ssh, handle, attrs.attrs))),
+                    Ok(attrs) => Ok(Some((live, handle, attrs.attrs))),
                     Err(e) => {
                         let _ = sftp.close(handle).await;
                         Err(sftp_error(e))
@@ -63,8 +62,7 @@ impl Origin for Sftp {
                 }
             }
         });
-        let Some((sftp, ssh, handle, attrs)) =
-            opened.map_err(|e| self.fail(Op::OpenSource, rel, e))?
+        let Some((live, handle, attrs)) = opened.map_err(|e| self.fail(Op::OpenSource, rel, e))?
         else {
             return Ok(None);
         };
@@ -74,8 +72,7 @@ impl Origin for Sftp {
             (expected.size, expected.mtime) = now;
         }
         let read = Read {
-            sftp,
-            ssh,
+            live,
             handle,
             size: expected.size,
             listed: (expected.size, expected.mtime),
@@ -93,9 +90,9 @@ impl Origin for Sftp {
 
 /// One file's download over an open handle.
 struct Read {
-    sftp: Arc<RawSftpSession>,
-    /// The connection under it: a read cut with it is noticed at once.
-    ssh: Arc<russh::client::Handle<super::login::Client>>,
+    /// The session it reads over, and the connection under it: a read cut with it is
+    /// noticed at once.
+    live: Live,
     handle: String,
     size: u64,
     /// Its size and mtime as listed: the file must still have them when read to the end.
@@ -108,7 +105,7 @@ impl Read {
     /// it, ending with the end marker or the error that stopped the read.
     async fn run(self, feed: Feed, unchanged: bool) {
         let result = match unchanged {
-            true => until_closed(self.fetch(&feed), &self.ssh).await,
+            true => until_closed(self.fetch(&feed), &self.live.ssh).await,
             false => Err(endpoint::changed()),
         };
         // A connection lost under the read: the copy is tried again, on a new connection
@@ -125,22 +122,15 @@ impl Read {
         });
         let _ = feed.send(result.map(|()| None)).await;
         if !lost {
-            let _ = until_closed(
-                async {
-                    self.sftp
-                        .close(self.handle.clone())
-                        .await
-                        .map_err(sftp_error)
-                },
-                &self.ssh,
-            )
-            .await;
+            let sftp = &self.live.sftp;
+            let close = async { sftp.close(self.handle.clone()).await.map_err(sftp_error) };
+            let _ = until_closed(close, &self.live.ssh).await;
         }
     }
 
     async fn fetch(&self, feed: &Feed) -> std::io::Result<()> {
         let read = |offset: u64, len: u32| {
-            let (sftp, handle) = (self.sftp.clone(), self.handle.clone());
+            let (sftp, handle) = (self.live.sftp.clone(), self.handle.clone());
             tokio::spawn(async move { read_at(&sftp, handle, offset, len).await })
         };
         let joined = |task: tokio::task::JoinHandle<std::io::Result<Vec<u8>>>| async move {
@@ -175,8 +165,9 @@ impl Read {
             }
         }
         // Nothing past the listed size, and the time it was listed with: the same file.
-        let past = read_at(&self.sftp, self.handle.clone(), self.size, 1).await?;
+        let past = read_at(&self.live.sftp, self.handle.clone(), self.size, 1).await?;
         let attrs: FileAttributes = self
+            .live
             .sftp
             .fstat(self.handle.clone())
             .await
