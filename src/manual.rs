@@ -65,12 +65,14 @@ names that are one name there are one error, with nothing lost.",
     ),
     (
         "REMOTES",
-        "Built with the s3 and sftp features, SRC and DST may each be s3://BUCKET/PREFIX or \
-sftp://[USER@]HOST[:PORT]/PATH, in any pairing: a backup is restored by naming it as SRC. On a \
+        "Built with the s3, gcs, azure, webdav and sftp features, SRC and DST may each be \
+s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX, webdav[s]://[USER@]HOST[:PORT]/PATH \
+or sftp://[USER@]HOST[:PORT]/PATH, in any pairing: a backup is restored by naming it as SRC. On a \
 local side every rule above holds. Times come from the remote (the mtime metadata recorded at \
-upload on S3, whole seconds over SFTP); S3 keeps no permission bits and no directory times, so \
-new files are 0644, new directories 0755. Within one S3 bucket objects are copied on the server. \
-See the README for credentials, the S3 manifest, timeouts and reconnection.",
+upload on S3, GCS and Azure; the manifest on WebDAV; whole seconds over SFTP); object stores and \
+WebDAV keep no permission bits and no directory times, so new files are 0644, new directories \
+0755. Within one bucket objects are copied on the server. WebDAV passwords come from \
+SYNCEASE_WEBDAV_PASSWORD or ~/.netrc. See the README for credentials, the manifest, timeouts and reconnection.",
     ),
     (
         "SAFETY",

@@ -2,7 +2,6 @@
 //! [`Tree`], and the pipe that hands a remote file's bytes to whoever reads them.
 
 use std::collections::HashSet;
-use std::fmt::Display;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -44,7 +43,8 @@ pub(crate) fn runtime() -> io::Result<tokio::runtime::Runtime> {
 }
 
 /// An error from a remote library as an `io::Error` of the given kind, keeping its message.
-pub(crate) fn io_error(kind: io::ErrorKind, e: impl Display) -> io::Error {
+#[cfg(feature = "sftp")]
+pub(crate) fn io_error(kind: io::ErrorKind, e: impl std::fmt::Display) -> io::Error {
     io::Error::new(kind, e.to_string())
 }
 

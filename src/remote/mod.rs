@@ -1,11 +1,12 @@
-//! Sources and destinations on another machine: `s3://bucket/prefix` and
-//! `sftp://user@host[:port]/path`.
+//! Sources and destinations on another machine: object stores (`s3://bucket/prefix`,
+//! `gs://bucket/prefix`, `az://container/prefix`), WebDAV servers (`webdav://host/path`) and
+//! SSH hosts (`sftp://user@host[:port]/path`).
 //!
 //! The URL forms are always understood, so a build without a backend can say which cargo
 //! feature it lacks instead of writing into a local folder named `s3:`. Each backend lives
-//! behind its feature (`s3`: Apache OpenDAL; `sftp`: russh + russh-sftp) and implements both
-//! [`Origin`] and [`Destination`]; everything before and after the executor is the same code
-//! as for a local folder.
+//! behind its feature (`s3`, `gcs`, `azure`, `webdav`: one engine over Apache OpenDAL;
+//! `sftp`: russh + russh-sftp) and implements both [`Origin`] and [`Destination`]; everything
+//! before and after the executor is the same code as for a local folder.
 
 use std::fmt;
 use std::io;
@@ -14,12 +15,12 @@ use std::time::Duration;
 
 use crate::endpoint::{Destination, Origin};
 
-#[cfg(any(feature = "s3", feature = "sftp"))]
+#[cfg(any(feature = "store", feature = "sftp"))]
 mod common;
-#[cfg(feature = "s3")]
-pub mod s3;
 #[cfg(feature = "sftp")]
 pub mod sftp;
+#[cfg(feature = "store")]
+pub mod store;
 
 /// Connect to the destination `url` names, with the remote options and the backup directory
 /// (`--backup-dir`: a prefix or path on the same remote), or say why not (refused before any
@@ -31,8 +32,8 @@ pub fn open(
 ) -> io::Result<Box<dyn Destination>> {
     let _ = (options, backup);
     match url {
-        #[cfg(feature = "s3")]
-        Url::S3 { bucket, prefix } => Ok(Box::new(s3::S3::open(bucket, prefix, options, backup)?)),
+        #[cfg(feature = "store")]
+        Url::Store { .. } if url.built() => Ok(Box::new(store::Store::open(url, options, backup)?)),
         #[cfg(feature = "sftp")]
         Url::Sftp { .. } => Ok(Box::new(sftp::Sftp::open(url, options, backup)?)),
         #[allow(unreachable_patterns)]
@@ -45,8 +46,8 @@ pub fn open(
 pub fn open_origin(url: &Url, options: &Options) -> io::Result<Box<dyn Origin>> {
     let _ = options;
     match url {
-        #[cfg(feature = "s3")]
-        Url::S3 { bucket, prefix } => Ok(Box::new(s3::S3::open(bucket, prefix, options, None)?)),
+        #[cfg(feature = "store")]
+        Url::Store { .. } if url.built() => Ok(Box::new(store::Store::open(url, options, None)?)),
         #[cfg(feature = "sftp")]
         Url::Sftp { .. } => Ok(Box::new(sftp::Sftp::open(url, options, None)?)),
         #[allow(unreachable_patterns)]
@@ -66,12 +67,66 @@ fn without(url: &Url) -> io::Error {
     )
 }
 
+/// The services of the object-store engine (see [`Url::Store`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Service {
+    /// Amazon S3 and S3-compatible stores.
+    S3,
+    /// Google Cloud Storage.
+    Gcs,
+    /// Azure Blob Storage.
+    Azure,
+    /// A WebDAV server (a folder tree over HTTP).
+    Webdav,
+}
+
+/// The URL schemes of the object-store engine, with the service each names.
+const SCHEMES: [(&str, Service); 7] = [
+    ("s3", Service::S3),
+    ("gs", Service::Gcs),
+    ("az", Service::Azure),
+    ("webdav", Service::Webdav),
+    ("webdavs", Service::Webdav),
+    ("http", Service::Webdav),
+    ("https", Service::Webdav),
+];
+
+impl Service {
+    /// The cargo feature that builds this service.
+    pub fn feature(self) -> &'static str {
+        match self {
+            Service::S3 => "s3",
+            Service::Gcs => "gcs",
+            Service::Azure => "azure",
+            Service::Webdav => "webdav",
+        }
+    }
+
+    /// Its name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::S3 => "S3",
+            Service::Gcs => "Google Cloud Storage",
+            Service::Azure => "Azure Blob Storage",
+            Service::Webdav => "WebDAV",
+        }
+    }
+}
+
 /// A parsed remote source or destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Url {
-    S3 {
+    /// A place of the object-store engine: `SCHEME://BUCKET/PREFIX`.
+    Store {
+        /// As written (see [`SCHEMES`]): for WebDAV it says whether TLS is used
+        /// (`webdavs`, `https`).
+        scheme: &'static str,
+        service: Service,
+        /// The bucket (S3, GCS) or container (Azure); for WebDAV the server's
+        /// `[USER@]HOST[:PORT]`.
         bucket: String,
-        /// Key prefix without leading or trailing slash; empty for the whole bucket.
+        /// Key prefix (WebDAV: the folder's path) without leading or trailing slash; empty for
+        /// the whole bucket (the server's root).
         prefix: String,
     },
     Sftp {
@@ -139,8 +194,18 @@ impl Default for Options {
 impl fmt::Display for Url {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Url::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
-            Url::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            Url::Store {
+                scheme,
+                bucket,
+                prefix,
+                ..
+            } if prefix.is_empty() => write!(f, "{scheme}://{bucket}"),
+            Url::Store {
+                scheme,
+                bucket,
+                prefix,
+                ..
+            } => write!(f, "{scheme}://{bucket}/{prefix}"),
             Url::Sftp {
                 user,
                 host,
@@ -169,19 +234,22 @@ impl fmt::Display for Url {
 }
 
 impl Url {
-    /// `Ok(None)` for a local path. Another scheme (`gs://`, `ftp://`) and the `NAME:PATH`
-    /// form of rclone remotes and scp hosts are errors: taken as a path, they would quietly
-    /// become a local folder of that name. `./NAME:PATH` is the local folder.
+    /// `Ok(None)` for a local path. Another scheme (`ftp://`) and the `NAME:PATH` form of
+    /// rclone remotes and scp hosts are errors: taken as a path, they would quietly become a
+    /// local folder of that name. `./NAME:PATH` is the local folder.
     pub fn parse(text: &str) -> Result<Option<Url>, String> {
+        const KNOWN: &str = "local folders, s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, \
+                             az://CONTAINER/PREFIX, webdav[s]://[USER@]HOST[:PORT]/PATH and \
+                             sftp://[USER@]HOST[:PORT]/PATH";
         if let Some((scheme, _)) = text.split_once("://") {
             let word = !scheme.is_empty()
                 && scheme
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b));
-            if word && scheme != "s3" && scheme != "sftp" {
+            let known = scheme == "sftp" || SCHEMES.iter().any(|(s, _)| *s == scheme);
+            if word && !known {
                 return Err(format!(
-                    "'{text}': {scheme}:// is not a destination syncease knows (it syncs local \
-                     folders, s3://BUCKET/PREFIX and sftp://[USER@]HOST[:PORT]/PATH)"
+                    "'{text}': {scheme}:// is not a place syncease knows (it syncs {KNOWN})"
                 ));
             }
         } else if let Some((name, _)) = text.split_once(':') {
@@ -192,15 +260,37 @@ impl Url {
             if word {
                 return Err(format!(
                     "'{text}' is a remote in rclone's NAME:PATH or scp's HOST:PATH form, which \
-                     syncease does not read: write s3://BUCKET/PREFIX or \
-                     sftp://[USER@]HOST/PATH, or './{text}' for a local folder of that name"
+                     syncease does not read: write one of {KNOWN}, or './{text}' for a local \
+                     folder of that name"
                 ));
             }
         }
-        if let Some(rest) = text.strip_prefix("s3://") {
+        for (scheme, service) in SCHEMES {
+            let Some(rest) = text
+                .strip_prefix(scheme)
+                .and_then(|r| r.strip_prefix("://"))
+            else {
+                continue;
+            };
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
-                return Err(format!("'{text}': no bucket name (s3://BUCKET/PREFIX)"));
+                return Err(match service {
+                    Service::Webdav => format!("'{text}': no host ({scheme}://[USER@]HOST/PATH)"),
+                    _ => format!("'{text}': no bucket name ({scheme}://BUCKET/PREFIX)"),
+                });
+            }
+            if service == Service::Webdav {
+                let host = bucket.rsplit_once('@').map_or(bucket, |(_, host)| host);
+                let port = match host.strip_prefix('[') {
+                    Some(v6) => v6.split_once("]:").map(|(_, port)| port),
+                    None => host.split_once(':').map(|(_, port)| port),
+                };
+                let good = |p: &str| p.parse::<u16>().is_ok_and(|p| p > 0);
+                if host.is_empty() || bucket.starts_with('@') || port.is_some_and(|p| !good(p)) {
+                    return Err(format!(
+                        "'{text}': expected {scheme}://[USER@]HOST[:PORT]/PATH"
+                    ));
+                }
             }
             let prefix = prefix.trim_matches('/');
             if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains("//") {
@@ -208,7 +298,9 @@ impl Url {
                     "'{text}': '.', '..' and empty parts are not allowed"
                 ));
             }
-            return Ok(Some(Url::S3 {
+            return Ok(Some(Url::Store {
+                scheme,
+                service,
                 bucket: bucket.to_string(),
                 prefix: prefix.to_string(),
             }));
@@ -282,12 +374,23 @@ impl Url {
         };
         match (self, other) {
             (
-                Url::S3 { bucket, prefix },
-                Url::S3 {
+                Url::Store {
+                    service,
+                    bucket,
+                    prefix,
+                    ..
+                },
+                Url::Store {
+                    service: s,
                     bucket: b,
                     prefix: p,
+                    ..
                 },
-            ) => bucket == b && nests(prefix, p),
+            ) => {
+                // A WebDAV server is the same whoever logs in to it.
+                let host = |b: &str| b.rsplit_once('@').map_or(b, |(_, h)| h).to_string();
+                service == s && host(bucket) == host(b) && nests(prefix, p)
+            }
             (
                 Url::Sftp { host, path, .. },
                 Url::Sftp {
@@ -298,11 +401,43 @@ impl Url {
         }
     }
 
+    /// Whether `self` and `other` are in the same bucket of the same service (the same
+    /// WebDAV server), whatever their prefixes.
+    pub fn overlaps_place(&self, other: &Url) -> bool {
+        match (self, other) {
+            (
+                Url::Store {
+                    service, bucket, ..
+                },
+                Url::Store {
+                    service: s,
+                    bucket: b,
+                    ..
+                },
+            ) => {
+                let host = |b: &str| b.rsplit_once('@').map_or(b, |(_, h)| h).to_string();
+                service == s && host(bucket) == host(b)
+            }
+            _ => false,
+        }
+    }
+
     /// The cargo feature that builds this backend.
     pub fn feature(&self) -> &'static str {
         match self {
-            Url::S3 { .. } => "s3",
+            Url::Store { service, .. } => service.feature(),
             Url::Sftp { .. } => "sftp",
+        }
+    }
+
+    /// Whether this build has the backend for this URL.
+    pub fn built(&self) -> bool {
+        match self.feature() {
+            "s3" => cfg!(feature = "s3"),
+            "gcs" => cfg!(feature = "gcs"),
+            "azure" => cfg!(feature = "azure"),
+            "webdav" => cfg!(feature = "webdav"),
+            _ => cfg!(feature = "sftp"),
         }
     }
 }
@@ -314,7 +449,9 @@ mod tests {
     #[test]
     fn urls() {
         let s3 = |b: &str, p: &str| {
-            Some(Url::S3 {
+            Some(Url::Store {
+                scheme: "s3",
+                service: Service::S3,
                 bucket: b.into(),
                 prefix: p.into(),
             })
@@ -333,9 +470,14 @@ mod tests {
             "s3:/x",
             "garage:backups",
             "me@host:path",
-            "gs://bucket/x",
-            "webdav://h/x",
+            "ftp://h/x",
             "FTP://h/x",
+            "gs:///x",
+            "az://",
+            "webdav://h:0/x",
+            "webdavs://h:99999/x",
+            "https://@h/x",
+            "webdav:///x",
         ] {
             let e = Url::parse(remote).unwrap_err();
             assert!(e.contains(remote), "{e}");
@@ -361,6 +503,34 @@ mod tests {
             Url::parse("sftp://[::1]:22/a").unwrap(),
             sftp(None, "::1", Some(22), "/a")
         );
+        let store = |scheme: &'static str, service, b: &str, p: &str| {
+            Some(Url::Store {
+                scheme,
+                service,
+                bucket: b.into(),
+                prefix: p.into(),
+            })
+        };
+        assert_eq!(
+            Url::parse("gs://b/x/").unwrap(),
+            store("gs", Service::Gcs, "b", "x")
+        );
+        assert_eq!(
+            Url::parse("az://c").unwrap(),
+            store("az", Service::Azure, "c", "")
+        );
+        assert_eq!(
+            Url::parse("webdavs://me@dav.example:8443/backup/").unwrap(),
+            store("webdavs", Service::Webdav, "me@dav.example:8443", "backup")
+        );
+        assert_eq!(
+            Url::parse("https://[::1]:8080/a/b").unwrap(),
+            store("https", Service::Webdav, "[::1]:8080", "a/b")
+        );
+        assert_eq!(
+            Url::parse("webdav://h").unwrap(),
+            store("webdav", Service::Webdav, "h", "")
+        );
         assert!(Url::parse("sftp://h").is_err());
         assert!(Url::parse("sftp://h:0/x").is_err());
         assert!(Url::parse("sftp://h:x/x").is_err());
@@ -378,6 +548,9 @@ mod tests {
             ("sftp://h/~/", "sftp://h/~/a", true),
             ("sftp://h/a", "sftp://g/a", false),
             ("s3://h/a", "sftp://h/a", false),
+            ("s3://b/x", "gs://b/x", false),
+            ("webdav://me@h/x", "webdav://you@h/x/y", true),
+            ("webdav://h:81/x", "webdav://h:82/x", false),
         ] {
             assert_eq!(url(a).overlaps(&url(b)), overlap, "{a} {b}");
             assert_eq!(url(b).overlaps(&url(a)), overlap, "{b} {a}");
@@ -387,6 +560,10 @@ mod tests {
             "sftp://me@h:2222/srv/x",
             "sftp://h/~/b",
             "sftp://[::1]/a",
+            "gs://b/x",
+            "az://c",
+            "webdavs://me@h:8443/x/y",
+            "http://h/x",
         ] {
             assert_eq!(Url::parse(text).unwrap().unwrap().to_string(), text);
         }

@@ -11,5 +11,6 @@ mod restore;
 mod safety;
 mod servers;
 mod snapshots;
+mod stores;
 mod sync;
 mod util;

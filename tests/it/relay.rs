@@ -223,7 +223,19 @@ fn relay(mut client: TcpStream, mut server: TcpStream, state: Arc<Mutex<State>>)
     }
 }
 
-const METHODS: [&str; 5] = ["GET /", "HEAD /", "PUT /", "POST /", "DELETE /"];
+/// HTTP's methods, and WebDAV's.
+const METHODS: [&str; 10] = [
+    "GET /",
+    "HEAD /",
+    "PUT /",
+    "POST /",
+    "DELETE /",
+    "PROPFIND /",
+    "PROPPATCH /",
+    "MKCOL /",
+    "MOVE /",
+    "COPY /",
+];
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)

@@ -17,7 +17,7 @@ use crate::util::*;
 /// The server variable `var` for a `backend` test (`None` after [`not_tested`] when this
 /// build has no such backend or no server could be had).
 #[track_caller]
-fn server_env(backend: &str, built: bool, var: &str) -> Option<String> {
+pub(crate) fn server_env(backend: &str, built: bool, var: &str) -> Option<String> {
     if !built {
         not_tested(&format!(
             "built without the {backend} feature (--all-features)"
@@ -34,7 +34,7 @@ fn server_env(backend: &str, built: bool, var: &str) -> Option<String> {
 }
 
 /// A variable `tests/servers/start` sets along with the one `server_env` found.
-fn server_var(var: &str) -> String {
+pub(crate) fn server_var(var: &str) -> String {
     servers::var(var).unwrap_or_else(|why| panic!("{why}"))
 }
 
@@ -1544,8 +1544,9 @@ fn malformed_remote_urls_are_usage_errors() {
         ("sftp://h:99999/x", "bad port"),
         ("s3:///no-bucket", "no bucket"),
         ("s3://b/a/../c", "not allowed"),
-        ("gs://bucket/x", "gs:// is not a destination"),
-        ("webdav://h/x", "webdav:// is not a destination"),
+        ("ftp://h/x", "ftp:// is not a place"),
+        ("gs:///x", "no bucket"),
+        ("webdav://h:0/x", "expected webdav://"),
         ("garage:backups", "NAME:PATH"),
         ("me@host:backups", "HOST:PATH"),
     ] {
@@ -1591,6 +1592,29 @@ fn a_build_without_s3_names_the_feature_to_enable() {
     assert!(run.stderr.contains("--features s3"), "{run:?}");
 }
 
+#[cfg(not(all(feature = "gcs", feature = "azure", feature = "webdav")))]
+#[test]
+fn a_build_without_a_store_names_the_feature_to_enable() {
+    let f = Fixture::new();
+    f.write("src/a.txt", "a");
+    for (url, feature, built) in [
+        ("gs://bucket/x", "gcs", cfg!(feature = "gcs")),
+        ("az://container/x", "azure", cfg!(feature = "azure")),
+        ("webdav://host/x", "webdav", cfg!(feature = "webdav")),
+    ] {
+        if built {
+            continue;
+        }
+        let run = f.run([f.src.as_os_str(), url.as_ref()]).expect(2);
+        assert!(
+            run.stderr.contains(&format!("--features {feature}")),
+            "{run:?}"
+        );
+        // Nothing was made of it here.
+        assert!(!f.path(url.split('/').next().unwrap()).exists(), "{url}");
+    }
+}
+
 #[cfg(not(feature = "sftp"))]
 #[test]
 fn a_build_without_sftp_names_the_feature_to_enable() {
@@ -1603,8 +1627,8 @@ fn a_build_without_sftp_names_the_feature_to_enable() {
 }
 
 /// A loopback port nothing listens on (bound, then released).
-#[cfg(any(feature = "s3", feature = "sftp"))]
-fn closed_port() -> u16 {
+#[cfg(any(feature = "s3", feature = "sftp", feature = "store"))]
+pub(crate) fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -19,7 +19,7 @@ fn restore(mut cmd: Command, url: &str, dir: &Path, extra: &[&str]) -> Run {
 }
 
 /// The files below `root` with their contents and mtimes (seconds, nanoseconds).
-fn files(root: &Path) -> Vec<(String, Vec<u8>, (i64, i64))> {
+pub(crate) fn files(root: &Path) -> Vec<(String, Vec<u8>, (i64, i64))> {
     use std::os::unix::fs::MetadataExt;
     let mut out: Vec<_> = walkdir::WalkDir::new(root)
         .into_iter()

@@ -1,5 +1,5 @@
 //! The servers the remote tests run against, on 127.0.0.1 only: Garage for S3, OpenSSH's sshd
-//! for SFTP.
+//! for SFTP, rclone's WebDAV server, Azurite for Azure Blob Storage.
 //!
 //! When their environment is already set (`eval "$(tests/servers/start DIR)"`), the tests use
 //! those servers. Otherwise the first remote test to ask starts them, once for the whole test
@@ -28,9 +28,7 @@ fn servers() -> &'static Servers {
         let set: HashMap<String, String> = std::env::vars()
             .filter(|(name, _)| name.starts_with("SYNCEASE_TEST_"))
             .collect();
-        if set.contains_key("SYNCEASE_TEST_S3_ENDPOINT")
-            || set.contains_key("SYNCEASE_TEST_SFTP_URL")
-        {
+        if set.contains_key("SYNCEASE_TEST_PIDS") {
             let notes = "servers given by the environment".to_string();
             return Servers { env: set, notes };
         }

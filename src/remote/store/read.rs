@@ -23,7 +23,7 @@ use opendal::options::ReaderOptions;
 use opendal::{ErrorKind, Operator};
 
 use super::manifest::Version;
-use super::{etag_md5, part_size, s3_error, Head, PARTS_IN_FLIGHT, S3};
+use super::{part_size, store_error, Head, Store, PARTS_IN_FLIGHT};
 use crate::endpoint::{self, Destination, Expected, Keeps, Opened, Origin, Place, Stream};
 use crate::entry::{Mtime, Tag, Tree};
 use crate::error::{Error, Op, Result};
@@ -40,7 +40,7 @@ pub(super) const KEEPS: Keeps = Keeps {
     seconds: i64::MIN..=i64::MAX,
 };
 
-impl Origin for S3 {
+impl Origin for Store {
     fn path(&self, rel: &Path) -> PathBuf {
         Destination::path(self, rel)
     }
@@ -65,16 +65,18 @@ impl Origin for S3 {
         let listed = rel.to_str().and_then(|r| self.listed().get(r).cloned());
         let (etag, md5) = match listed {
             Some(Version { etag, .. }) if !expected.fresh => {
-                let md5 = etag_md5(&etag).or_else(|| self.md5s().get(&key).copied());
+                let md5 = self
+                    .listed_md5(&etag)
+                    .or_else(|| self.md5s().get(&key).copied());
                 (Some(etag), md5)
             }
             _ => {
                 let meta = match self.rt.block_on(self.op.stat(&key)) {
                     Ok(meta) => meta,
                     Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(self.fail(Op::Stat, rel, s3_error(e))),
+                    Err(e) => return Err(self.fail(Op::Stat, rel, store_error(e))),
                 };
-                let head = Head::of(&meta);
+                let head = Head::of(&meta, self.kind);
                 expected.size = meta.content_length();
                 expected.mtime = head.mtime.unwrap_or_default();
                 (meta.etag().map(str::to_string), head.md5)
@@ -104,7 +106,11 @@ impl Origin for S3 {
     /// metadata (`md5chksum`), against the local file's.
     fn same_content(&self, rel: &Path, local: &mut std::fs::File) -> Option<io::Result<bool>> {
         let text = rel.to_str()?;
-        let md5 = match self.listed().get(text).and_then(|v| etag_md5(&v.etag)) {
+        let md5 = match self
+            .listed()
+            .get(text)
+            .and_then(|v| self.listed_md5(&v.etag))
+        {
             Some(md5) => md5,
             None => *self.md5s().get(&self.key(rel).ok()?)?,
         };
@@ -116,7 +122,7 @@ impl Origin for S3 {
     }
 }
 
-impl S3 {
+impl Store {
     /// Give each listed file the time recorded when it was uploaded, and each directory (S3
     /// keeps no times of theirs) the time of the run. A HEAD that fails is an error of the
     /// listing: it withholds deletions, as an unreadable local file would.
@@ -142,6 +148,10 @@ impl S3 {
                 Some(row) => entry.mtime = row.mtime,
                 None => asked.push(j),
             }
+        }
+        if !self.keeps_metadata() {
+            // No metadata to ask for (WebDAV): the rest keep the time the server lists.
+            return;
         }
         let keys = asked
             .iter()
@@ -255,6 +265,6 @@ fn stream_error(e: io::Error) -> io::Error {
 fn read_error(e: opendal::Error) -> io::Error {
     match e.kind() {
         ErrorKind::ConditionNotMatch | ErrorKind::NotFound => endpoint::changed(),
-        _ => s3_error(e),
+        _ => store_error(e),
     }
 }

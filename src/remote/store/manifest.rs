@@ -22,6 +22,8 @@ use crate::entry::Mtime;
 
 /// The manifest's key below the prefix.
 pub const KEY: &str = ".syncease/manifest";
+/// The folder it is in, as a WebDAV listing names it (object stores list no folders).
+pub const FOLDER: &str = ".syncease/";
 
 const HEADER: &str = r#"{"syncease-manifest":1}"#;
 

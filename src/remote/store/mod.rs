@@ -1,4 +1,7 @@
-//! `s3://bucket/prefix`: a mirror in S3 or an S3-compatible store, through Apache OpenDAL.
+//! Object stores through Apache OpenDAL: `s3://bucket/prefix` (S3 and S3-compatible stores),
+//! `gs://bucket/prefix` (Google Cloud Storage), `az://container/prefix` (Azure Blob Storage)
+//! and `webdav://host/path` (a WebDAV server). One engine; where a service differs, a
+//! [`Service`] trait below says so (see "WebDAV" at the end of this list).
 //!
 //! - Listing: one recursive listing of the prefix (size, ETag, LastModified per object).
 //! - Comparing: size first; for files of equal size the source mtime stored at upload in the
@@ -14,6 +17,15 @@
 //!   directories survive; symlinks are skipped with a warning.
 //! - `--backup-dir PREFIX`: a key prefix in the same bucket; an object is copied there on the
 //!   server before it is overwritten or deleted.
+//! - GCS and Azure keep the time as rclone does there (`mtime`, RFC 3339) and state each
+//!   object's MD5 (Content-MD5) in the listing.
+//! - WebDAV has folders, not keys: a file is uploaded to a temporary name in its folder and
+//!   moved over the target when whole (a PUT is not atomic on every server); a folder is
+//!   deleted only once it is seen to be empty (a DELETE takes everything below it); there is no
+//!   user metadata (servers refuse or drop it), so the source time of each file lives only in
+//!   the manifest, and a file the manifest does not vouch for is compared by its
+//!   modification time on the server (then it differs, and the file is uploaded again);
+//!   `--checksum` reads the file back. No multipart upload: a file goes up in one request.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
@@ -34,15 +46,18 @@ use self::manifest::{Row, Version};
 use super::common::{self, Listed};
 use crate::config::{Compare, Method};
 use crate::endpoint::{
-    self, backup_slot, Copied, CopyError, Destination, Expected, Held, Opened, Origin, Place,
-    Source,
+    self, backup_slot, temp_name, Copied, CopyError, Destination, Expected, Held, Opened, Origin,
+    Place, Source,
 };
 use crate::entry::{same_size_files, Chown, Mtime, RootMeta, Tag, Tree};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
+use crate::remote::Service;
 
 mod connect;
 mod manifest;
+#[cfg(feature = "webdav")]
+mod netrc;
 mod read;
 
 /// Files up to this size are one PUT; larger ones are uploaded in parts of this size, or
@@ -60,13 +75,17 @@ const TRANSFER_MEMORY_MIB: u32 = 256;
 const PARTS_IN_FLIGHT: usize = 4;
 /// Keys one DeleteObjects request removes (S3's limit).
 const DELETES_PER_REQUEST: usize = 1000;
+/// Folders listed at once where the service cannot list a tree itself (WebDAV).
+const FOLDERS_IN_FLIGHT: usize = 16;
 /// HEAD requests in flight at once while comparing.
 const HEADS_IN_FLIGHT: usize = 32;
 
-/// A bucket prefix as a destination.
-pub struct S3 {
+/// A bucket prefix (a WebDAV folder) as a source or destination.
+pub struct Store {
     rt: Runtime,
     op: Operator,
+    /// Which service: what it keeps and how it writes.
+    kind: Service,
     /// `s3://bucket/prefix`, for messages.
     url: String,
     /// The key prefix of the mirror: empty, or ending in `/`.
@@ -85,8 +104,6 @@ pub struct S3 {
     started: Mutex<Option<(Option<opendal::Entry>, opendal::Lister)>>,
     /// The transfer memory budget, in MiB (see [`TRANSFER_MEMORY_MIB`]).
     memory: std::sync::Arc<tokio::sync::Semaphore>,
-    /// The bucket, to tell a server-side copy from another prefix of it.
-    bucket: String,
     /// The service and bucket, as a [`Place`] names them.
     service: String,
     /// The MD5 of multipart objects whose HEAD stated one (`md5chksum`), by key: what a
@@ -94,13 +111,13 @@ pub struct S3 {
     md5s: Mutex<HashMap<String, [u8; 16]>>,
 }
 
-impl std::fmt::Debug for S3 {
+impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3").field("url", &self.url).finish()
+        f.debug_struct("Store").field("url", &self.url).finish()
     }
 }
 
-fn s3_error(e: opendal::Error) -> io::Error {
+fn store_error(e: opendal::Error) -> io::Error {
     let kind = match e.kind() {
         ErrorKind::NotFound => io::ErrorKind::NotFound,
         ErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
@@ -120,8 +137,30 @@ struct Failure {
 
 impl Failure {
     fn of(cause: opendal::Error) -> Failure {
+        let rendered = cause.to_string();
+        let status = rendered
+            .split("status: ")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .filter(|code| code.len() == 3);
         let text = said(cause.message()).unwrap_or_else(|| {
-            let mut text = cause.message().to_string();
+            // A body's first line, unless it is markup (an HTML error page) or says nothing.
+            let mut text: String = cause
+                .message()
+                .lines()
+                .map(str::trim)
+                .find(|line| !line.is_empty())
+                .filter(|line| !line.starts_with('<'))
+                .unwrap_or_default()
+                .chars()
+                .take(200)
+                .collect();
+            match status {
+                Some(code) if text.is_empty() => text = format!("{} (HTTP {code})", cause.kind()),
+                Some(code) if !text.contains(code) => text = format!("{text} (HTTP {code})"),
+                None if text.is_empty() => text = cause.kind().to_string(),
+                _ => {}
+            }
             if let Some(inner) = std::error::Error::source(&cause) {
                 text = format!("{text}: {inner}");
             }
@@ -174,9 +213,19 @@ pub fn format_mtime(t: Mtime) -> String {
     format!("{sign}{}.{:09}", abs / 1_000_000_000, abs % 1_000_000_000)
 }
 
-/// Read an `mtime` metadata value (any number of fractional digits, optional sign).
+/// rclone's `mtime` metadata on GCS and Azure: RFC 3339 with nanoseconds, in UTC.
+pub fn format_mtime_rfc3339(t: Mtime) -> Option<String> {
+    let stamp = opendal::raw::Timestamp::new(t.sec, t.nsec as i32).ok()?;
+    Some(stamp.to_string())
+}
+
+/// Read an `mtime` metadata value: seconds (any number of fractional digits, optional sign),
+/// or an RFC 3339 time.
 pub fn parse_mtime(text: &str) -> Option<Mtime> {
     let text = text.trim();
+    if text.contains('T') {
+        return text.parse::<opendal::raw::Timestamp>().ok().map(mtime_of);
+    }
     let (negative, digits) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),
@@ -215,11 +264,15 @@ fn mtime_of(t: opendal::raw::Timestamp) -> Mtime {
     }
 }
 
-/// An object's version as a listing entry or a HEAD shows it (`None` without an ETag).
+/// An object's version as a listing entry or a HEAD shows it (`None` with neither an ETag nor
+/// a modification time: then nothing tells one version from another of the same size).
 fn version_of(meta: &opendal::Metadata) -> Option<Version> {
+    if meta.etag().is_none() && meta.last_modified().is_none() {
+        return None;
+    }
     Some(Version {
         size: meta.content_length(),
-        etag: meta.etag()?.to_string(),
+        etag: meta.etag().unwrap_or_default().to_string(),
         modified: meta.last_modified().map(|t| mtime_of(t).sec),
     })
 }
@@ -236,6 +289,27 @@ fn etag_md5(etag: &str) -> Option<[u8; 16]> {
         *byte = digit(pair[0]) << 4 | digit(pair[1]);
     }
     Some(md5)
+}
+
+/// The content MD5 an object's metadata states: on S3 the ETag of a single-part upload, else
+/// Content-MD5 (GCS, Azure); failing those, the `md5chksum` metadata rclone and syncease give a
+/// multipart upload. WebDAV states none.
+fn stated_md5(meta: &opendal::Metadata, kind: Service) -> Option<[u8; 16]> {
+    let base64 = |text: &str| {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .ok()?;
+        <[u8; 16]>::try_from(raw).ok()
+    };
+    let stated = match kind {
+        Service::S3 => meta.etag().and_then(etag_md5),
+        Service::Gcs | Service::Azure => meta.content_md5().and_then(base64),
+        Service::Webdav => None,
+    };
+    stated.or_else(|| {
+        let kept = meta.user_metadata()?;
+        base64(kept.get("md5chksum")?)
+    })
 }
 
 /// MD5 of a source file, local or remote, as it is now.
@@ -262,7 +336,16 @@ fn file_md5(file: &mut std::fs::File) -> io::Result<[u8; 16]> {
     Ok(hasher.finalize().into())
 }
 
-impl S3 {
+impl Store {
+    /// The content MD5 a listed ETag states: only S3's (of a single-part upload) is one; other
+    /// services' ETags, even where they look like one (Nextcloud's), are not.
+    fn listed_md5(&self, etag: &str) -> Option<[u8; 16]> {
+        match self.kind {
+            Service::S3 => etag_md5(etag),
+            _ => None,
+        }
+    }
+
     /// How `rel` is named to the user: `s3://bucket/prefix/rel`.
     fn path(&self, rel: &Path) -> PathBuf {
         match rel.as_os_str().is_empty() {
@@ -280,10 +363,77 @@ impl S3 {
     }
 
     /// The source, when it is another prefix of this bucket (on this service, with these
-    /// credentials): its objects can be copied on the server.
-    fn same_bucket<'s>(&self, source: Source<'s>) -> Option<&'s S3> {
-        let from = source.origin.as_any()?.downcast_ref::<S3>()?;
-        (from.bucket == self.bucket).then_some(from)
+    /// credentials): its objects can be copied on the server, metadata and all (not on
+    /// WebDAV, which keeps no metadata to copy).
+    fn same_bucket<'s>(&self, source: Source<'s>) -> Option<&'s Store> {
+        let from = source.origin.as_any()?.downcast_ref::<Store>()?;
+        (from.service == self.service && self.keeps_metadata()).then_some(from)
+    }
+
+    /// Whether the service lists a prefix recursively itself (S3, GCS, Azure). OpenDAL
+    /// simulates that for the others (WebDAV) by walking the folders, but it skips a folder
+    /// it may not read (403) or finds gone, and loses its place when a failed request is
+    /// retried: that listing can end early without an error, and a folder missing from a
+    /// listing would be deleted. Those are walked by [`Store::walk_folders`] instead.
+    fn lists_recursively(&self) -> bool {
+        self.op.info().capability().list_with_recursive
+    }
+
+    /// List the tree below the prefix folder by folder, [`FOLDERS_IN_FLIGHT`] at a time,
+    /// handing each entry (the folder itself included) to `take`. Any failure fails the whole
+    /// listing; only a root folder that does not exist yet lists as empty.
+    async fn walk_folders(&self, mut take: impl FnMut(opendal::Entry)) -> opendal::Result<()> {
+        let root = self.list_root();
+        let mut pending = vec![root.clone()];
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            while tasks.len() < FOLDERS_IN_FLIGHT {
+                let Some(dir) = pending.pop() else { break };
+                let op = self.op.clone();
+                tasks.spawn(async move {
+                    let listed = op.list(&dir).await;
+                    (dir, listed)
+                });
+            }
+            let Some(done) = tasks.join_next().await else {
+                return Ok(());
+            };
+            // A task only fails by panicking (none is cancelled): pass the panic on.
+            let (dir, listed) = done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            let entries = match listed {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == ErrorKind::NotFound && dir == root => continue,
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                if entry.metadata().is_dir() && entry.path() != dir {
+                    pending.push(entry.path().to_string());
+                }
+                take(entry);
+            }
+        }
+    }
+
+    /// Whether objects carry user metadata (the source mtime, `mtime`): not on WebDAV, where
+    /// servers refuse or drop it.
+    fn keeps_metadata(&self) -> bool {
+        self.kind != Service::Webdav
+    }
+
+    /// Whether a directory is a folder that holds its entries, so that deleting it deletes
+    /// them (WebDAV), rather than a marker object beside them.
+    fn folders(&self) -> bool {
+        self.kind == Service::Webdav
+    }
+
+    /// The `mtime` metadata value for `t`, in rclone's form for this service.
+    fn mtime_text(&self, t: Mtime) -> String {
+        match self.kind {
+            Service::Gcs | Service::Azure => {
+                format_mtime_rfc3339(t).unwrap_or_else(|| format_mtime(t))
+            }
+            _ => format_mtime(t),
+        }
     }
 
     /// Copy the object at `source` (a prefix of this bucket) to `key` on the server: the bytes
@@ -291,7 +441,7 @@ impl S3 {
     /// upload, the content type) goes with it. S3 makes the copy whole or not at all.
     fn copy_within(
         &self,
-        from: &S3,
+        from: &Store,
         source: Source<'_>,
         rel: &Path,
         key: &str,
@@ -316,7 +466,7 @@ impl S3 {
             }
             match self.op.copy(&from_key, key).await {
                 Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Copied::Vanished),
-                Err(e) => return Err(Error::copy(src, to, s3_error(e)).into()),
+                Err(e) => return Err(Error::copy(src, to, store_error(e)).into()),
                 Ok(_) => {}
             }
             // What the copy holds now: its ETag, and the time it carries, for the manifest.
@@ -324,9 +474,9 @@ impl S3 {
                 .op
                 .stat(key)
                 .await
-                .map_err(|e| Error::new(Op::Stat, to, s3_error(e)))?;
+                .map_err(|e| Error::new(Op::Stat, to, store_error(e)))?;
             let size = meta.content_length();
-            let mtime = Head::of(&meta).mtime.unwrap_or(expected.mtime);
+            let mtime = Head::of(&meta, self.kind).mtime.unwrap_or(expected.mtime);
             let row = version_of(&meta).map(|version| Row { version, mtime });
             self.record(rel, row);
             debug!(from = from_key, to = key, "copied on the server");
@@ -455,16 +605,21 @@ impl S3 {
         match self.op.stat(key).await {
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(s3_error(e)),
+            Err(e) => return Err(store_error(e)),
         }
         let base = format!("{backup}{}", common::text(rel)?);
         for n in 0.. {
             let slot = backup_slot(&base, n).to_string_lossy().into_owned();
             match self.op.stat(&slot).await {
                 Err(e) if e.kind() == ErrorKind::NotFound => {
-                    return self.op.copy(key, &slot).await.map(|_| ()).map_err(s3_error);
+                    return self
+                        .op
+                        .copy(key, &slot)
+                        .await
+                        .map(|_| ())
+                        .map_err(store_error);
                 }
-                Err(e) => return Err(s3_error(e)),
+                Err(e) => return Err(store_error(e)),
                 Ok(_) => {}
             }
         }
@@ -476,43 +631,73 @@ impl S3 {
     /// `endpoint::still_holds`) and keeps the directory. Its marker object goes.
     async fn remove_emptied_dir(&self, rel: &Path) -> io::Result<()> {
         let dir = format!("{}/", self.key(rel)?);
-        let listed = self
-            .op
-            .list_options(
-                &dir,
-                ListOptions {
-                    recursive: true,
-                    ..ListOptions::default()
-                },
-            )
-            .await;
-        let entries = match listed {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(s3_error(e)),
+        // Its first level tells: anything but the folder (or marker) itself keeps it.
+        let holds = async {
+            let mut lister: opendal::Lister = self.op.lister(&dir).await?;
+            while let Some(entry) = lister.next().await {
+                if entry?.path() != dir {
+                    return Ok(true);
+                }
+            }
+            Ok::<bool, opendal::Error>(false)
         };
-        if entries.iter().any(|entry| entry.path() != dir) {
-            let cause = io::Error::from(io::ErrorKind::DirectoryNotEmpty);
-            return Err(crate::endpoint::still_holds(cause));
+        match holds.await {
+            Ok(false) => {}
+            Ok(true) => {
+                let cause = io::Error::from(io::ErrorKind::DirectoryNotEmpty);
+                return Err(crate::endpoint::still_holds(cause));
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(store_error(e)),
         }
         self.delete(&dir).await
     }
 
+    /// Delete the file at `key`. On WebDAV a DELETE of a folder takes all it holds, so the key
+    /// is first seen to be a file still (a folder put there since the listing is not touched).
+    async fn delete_file(&self, key: &str) -> io::Result<()> {
+        if self.folders() {
+            match self.op.stat(key).await {
+                Ok(meta) if meta.is_dir() => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::IsADirectory,
+                        "it is a folder now, not the file listed: left alone",
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        self.delete(key).await
+    }
+
     async fn delete(&self, key: &str) -> io::Result<()> {
         match self.op.delete(key).await {
-            Err(e) if e.kind() != ErrorKind::NotFound => Err(s3_error(e)),
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(store_error(e)),
             _ => Ok(()),
         }
     }
 
-    /// Upload `src` to `key` with the given metadata, checking the source did not change.
+    /// Upload `src` to `key` with the given metadata, checking the source did not change; the
+    /// bytes sent, and the object's version where the answer gives it (LastModified is found
+    /// later, see [`Store::find_modified`]).
     async fn upload(
         &self,
         mut file: Opened,
         key: &str,
         expected: Expected,
-    ) -> std::result::Result<(u64, Option<String>), UploadError> {
-        let mut metadata = HashMap::from([("mtime".to_string(), format_mtime(expected.mtime))]);
+    ) -> std::result::Result<(u64, Option<Version>), UploadError> {
+        let mut metadata = HashMap::from([("mtime".to_string(), self.mtime_text(expected.mtime))]);
+        let version = |size: u64, meta: &opendal::Metadata| {
+            meta.etag().map(|etag| Version {
+                size,
+                etag: etag.to_string(),
+                modified: None,
+            })
+        };
+        // WebDAV has no multipart upload: a file goes in one request whatever its size.
+        let one_shot = expected.size <= PART as u64 || self.folders();
         let unchanged = |file: &Opened, read| file.still_holds(&expected, read);
         let content_type = Some(
             mime_guess::from_path(key)
@@ -522,7 +707,7 @@ impl S3 {
         );
         let part = part_size(expected.size);
         // The bytes this upload holds at once, counted against the budget of all uploads.
-        let holds = match expected.size <= PART as u64 {
+        let holds = match one_shot {
             true => expected.size.div_ceil(MIB).max(1),
             false => (PARTS_IN_FLIGHT as u64 + 1) * (part as u64 / MIB),
         };
@@ -531,7 +716,7 @@ impl S3 {
             .acquire_many(holds.min(u64::from(TRANSFER_MEMORY_MIB)) as u32)
             .await
             .expect("the budget is never closed");
-        if expected.size <= PART as u64 {
+        if one_shot {
             let mut data = Vec::with_capacity(expected.size as usize);
             (&mut file)
                 .take(expected.size + 1)
@@ -546,16 +731,22 @@ impl S3 {
                 tokio::time::sleep(wait).await;
             }
             let options = WriteOptions {
-                user_metadata: Some(metadata),
+                user_metadata: self.keeps_metadata().then_some(metadata),
                 content_type,
                 ..WriteOptions::default()
             };
+            if self.folders() {
+                return self
+                    .staged(key, data, options)
+                    .await
+                    .map_err(UploadError::Write);
+            }
             let written = self
                 .op
                 .write_options(key, data, options)
                 .await
-                .map_err(|e| UploadError::Write(s3_error(e)))?;
-            return Ok((expected.size, written.etag().map(str::to_string)));
+                .map_err(|e| UploadError::Write(store_error(e)))?;
+            return Ok((expected.size, version(expected.size, &written)));
         }
         // A multipart ETag is not the content's MD5: keep it in the metadata for --checksum
         // (a stream's only where its server stated it beforehand).
@@ -578,7 +769,7 @@ impl S3 {
             .op
             .writer_options(key, options)
             .await
-            .map_err(|e| UploadError::Write(s3_error(e)))?;
+            .map_err(|e| UploadError::Write(store_error(e)))?;
         debug!(key, size = expected.size, "multipart upload started");
         let mut sent = 0u64;
         let result = async {
@@ -602,7 +793,7 @@ impl S3 {
                 writer
                     .write(buf)
                     .await
-                    .map_err(|e| UploadError::Write(s3_error(e)))?;
+                    .map_err(|e| UploadError::Write(store_error(e)))?;
                 debug!(key, sent, "multipart part handed over");
             }
             if !unchanged(&file, sent).map_err(UploadError::Read)? {
@@ -612,7 +803,7 @@ impl S3 {
         }
         .await;
         match result {
-            Ok(written) => Ok((sent, written.etag().map(str::to_string))),
+            Ok(written) => Ok((sent, version(sent, &written))),
             Err(UploadError::Complete(e)) => {
                 // The answer to Complete may be what was lost, and its retry then finds the
                 // upload gone: the object is there, whole, if it carries this upload's size,
@@ -622,14 +813,14 @@ impl S3 {
                     Ok(meta)
                         if meta.content_length() == sent
                             && meta.user_metadata().is_some_and(|m| {
-                                m.get("mtime") == Some(&format_mtime(expected.mtime))
+                                m.get("mtime") == Some(&self.mtime_text(expected.mtime))
                                     && m.get("md5chksum") == md5.as_deref()
                             }) =>
                     {
                         debug!(key, "multipart upload complete, although its answer failed");
-                        Ok((sent, meta.etag().map(str::to_string)))
+                        Ok((sent, version(sent, &meta)))
                     }
-                    _ => Err(UploadError::Write(s3_error(e))),
+                    _ => Err(UploadError::Write(store_error(e))),
                 }
             }
             Err(e) => {
@@ -640,28 +831,84 @@ impl S3 {
         }
     }
 
+    /// Write `data` to a temporary name beside `key` and move it over `key` once it is whole
+    /// (WebDAV: a PUT cut short can leave a partial file on some servers; a MOVE is atomic);
+    /// the object's version as the server then lists it.
+    async fn staged(
+        &self,
+        key: &str,
+        data: Vec<u8>,
+        options: WriteOptions,
+    ) -> io::Result<(u64, Option<Version>)> {
+        let size = data.len() as u64;
+        let folder = key.rsplit_once('/').map_or("", |(folder, _)| folder);
+        let temp = match folder {
+            "" => temp_name('s'),
+            folder => format!("{folder}/{}", temp_name('s')),
+        };
+        let placed = async {
+            self.op.write_options(&temp, data, options).await?;
+            self.op.rename(&temp, key).await
+        };
+        if let Err(e) = placed.await {
+            let _ = self.op.delete(&temp).await;
+            return Err(store_error(e));
+        }
+        let meta = self.op.stat(key).await.map_err(store_error)?;
+        Ok((size, version_of(&meta)))
+    }
+
     /// HEAD each object in `keys`, [`HEADS_IN_FLIGHT`] at a time; the answers in the same
     /// order, each reduced at once to the little a comparison needs.
     fn heads(&self, keys: Vec<String>) -> Vec<io::Result<Head>> {
+        let kind = self.kind;
+        self.each(keys, move |op, key| async move {
+            let meta = op.stat(&key).await.map_err(store_error)?;
+            Ok(Head::of(&meta, kind))
+        })
+    }
+
+    /// The MD5 of each object in `keys`, read back whole (where no MD5 is stated), a few at
+    /// a time; in the same order.
+    fn read_md5s(&self, keys: Vec<String>) -> Vec<io::Result<[u8; 16]>> {
+        self.each(keys, |op, key| async move {
+            let reader = op.reader(&key).await.map_err(store_error)?;
+            let mut bytes = reader.into_bytes_stream(..).await.map_err(store_error)?;
+            let mut hasher = Md5::new();
+            while let Some(chunk) = bytes.next().await {
+                hasher.update(&chunk?);
+            }
+            Ok(hasher.finalize().into())
+        })
+    }
+
+    /// `ask` of each key, [`HEADS_IN_FLIGHT`] at a time; the answers in the order of `keys`.
+    fn each<T, F, Fut>(&self, keys: Vec<String>, ask: F) -> Vec<io::Result<T>>
+    where
+        T: Send + 'static,
+        F: Fn(Operator, String) -> Fut,
+        Fut: std::future::Future<Output = io::Result<T>> + Send + 'static,
+    {
         self.rt.block_on(async {
-            let mut out: Vec<Option<io::Result<Head>>> = keys.iter().map(|_| None).collect();
+            let mut out: Vec<Option<io::Result<T>>> = keys.iter().map(|_| None).collect();
             let mut tasks = tokio::task::JoinSet::new();
             let mut keys = keys.into_iter().enumerate();
             loop {
                 while tasks.len() < HEADS_IN_FLIGHT {
                     let Some((n, key)) = keys.next() else { break };
-                    let op = self.op.clone();
-                    tasks.spawn(async move { (n, op.stat(&key).await.map(|m| Head::of(&m))) });
+                    let asked = ask(self.op.clone(), key);
+                    tasks.spawn(async move { (n, asked.await) });
                 }
                 let Some(done) = tasks.join_next().await else {
                     break;
                 };
                 // A task only fails by panicking (none is cancelled): pass the panic on.
-                let (n, head) = done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-                out[n] = Some(head.map_err(s3_error));
+                let (n, answer) =
+                    done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+                out[n] = Some(answer);
             }
             out.into_iter()
-                .map(|h| h.expect("every HEAD was answered"))
+                .map(|a| a.expect("every request was answered"))
                 .collect()
         })
     }
@@ -670,24 +917,22 @@ impl S3 {
 /// What a HEAD tells about an object: the source mtime kept at upload (else LastModified) and
 /// the content's MD5 — the ETag of a single-part upload, else the MD5 kept in the metadata of a
 /// multipart one.
+#[derive(Default)]
 struct Head {
     mtime: Option<Mtime>,
     md5: Option<[u8; 16]>,
 }
 
 impl Head {
-    fn of(meta: &opendal::Metadata) -> Head {
+    fn of(meta: &opendal::Metadata, kind: Service) -> Head {
         let stored = meta.user_metadata();
-        let get = |key: &str| stored.as_ref().and_then(|m| m.get(key));
         Head {
-            mtime: get("mtime")
+            mtime: stored
+                .as_ref()
+                .and_then(|m| m.get("mtime"))
                 .and_then(parse_mtime)
                 .or_else(|| meta.last_modified().map(mtime_of)),
-            md5: meta.etag().and_then(etag_md5).or_else(|| {
-                get("md5chksum")
-                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-                    .and_then(|raw| raw.try_into().ok())
-            }),
+            md5: stated_md5(meta, kind),
         }
     }
 }
@@ -700,20 +945,29 @@ enum UploadError {
     Complete(opendal::Error),
 }
 
-/// The key prefix `--backup-dir` names: `s3://SAMEBUCKET/P` or a bare `P`; it must not overlap
-/// the mirror's prefix.
-fn backup_prefix(bucket: &str, prefix: &str, dir: &Path) -> io::Result<String> {
+/// The key prefix `--backup-dir` names: `SCHEME://SAMEBUCKET/P` or a bare `P`; it must not
+/// overlap the mirror's prefix.
+fn backup_prefix(url: &super::Url, dir: &Path) -> io::Result<String> {
+    let super::Url::Store { bucket, prefix, .. } = url else {
+        unreachable!("a store's URL")
+    };
     let text = dir.to_str().unwrap_or_default();
     let p = match super::Url::parse(text) {
-        Ok(Some(super::Url::S3 { bucket: b, prefix })) if b == bucket => prefix,
+        Ok(Some(other @ super::Url::Store { .. })) if other.overlaps_place(url) => {
+            let super::Url::Store { prefix, .. } = other else {
+                unreachable!()
+            };
+            prefix
+        }
         Ok(Some(_)) => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("--backup-dir '{text}' must be in bucket '{bucket}'"),
+                format!("--backup-dir '{text}' must be in the same place: {url}"),
             ))
         }
         _ => text.trim_matches('/').to_string(),
     };
+    let _ = bucket;
     let inside = |a: &str, b: &str| b.is_empty() || a == b || a.starts_with(&format!("{b}/"));
     if p.is_empty() || inside(&p, prefix) || inside(prefix, &p) {
         return Err(io::Error::new(
@@ -724,9 +978,9 @@ fn backup_prefix(bucket: &str, prefix: &str, dir: &Path) -> io::Result<String> {
     Ok(format!("{p}/"))
 }
 
-impl Destination for S3 {
+impl Destination for Store {
     fn path(&self, rel: &Path) -> PathBuf {
-        S3::path(self, rel)
+        Store::path(self, rel)
     }
 
     fn stores_symlinks(&self) -> bool {
@@ -753,7 +1007,55 @@ impl Destination for S3 {
         let mut listed = Vec::new();
         let mut odd = Vec::new();
         let mut etags = HashMap::new();
+        let mut md5s = HashMap::new();
+        // A WebDAV listing names the folder itself, when there is one.
+        let mut found_root = false;
+        let mut take = |entry: opendal::Entry| {
+            let (key, meta) = entry.into_parts();
+            let Some(rel) = key.strip_prefix(&self.prefix) else {
+                return;
+            };
+            let is_dir = rel.ends_with('/');
+            if rel == manifest::KEY || rel == manifest::FOLDER {
+                return;
+            }
+            if let (false, Some(version)) = (is_dir, version_of(&meta)) {
+                etags.insert(rel.to_string(), version);
+            }
+            // GCS and Azure list each object's MD5 (S3's is its listed ETag).
+            if let (false, false, Some(md5)) = (
+                is_dir,
+                self.kind == Service::S3,
+                stated_md5(&meta, self.kind),
+            ) {
+                md5s.insert(key.clone(), md5);
+            }
+            let rel = rel.strip_suffix('/').unwrap_or(rel);
+            if rel.is_empty() {
+                found_root = true;
+                return;
+            }
+            if let Some(why) = common::unusable(rel) {
+                odd.push((PathBuf::from(rel), why));
+                return;
+            }
+            let rel = PathBuf::from(rel);
+            listed.push(match is_dir {
+                true => Listed::dir(rel),
+                false => Listed {
+                    rel,
+                    tag: Tag::File,
+                    size: meta.content_length(),
+                    mtime: meta.last_modified().map(mtime_of).unwrap_or_default(),
+                    mode: 0o644,
+                    target: None,
+                },
+            });
+        };
         let walked: opendal::Result<()> = self.rt.block_on(async {
+            if !self.lists_recursively() {
+                return self.walk_folders(&mut take).await;
+            }
             let (first, mut lister) = match started {
                 Some(started) => started,
                 None => {
@@ -772,37 +1074,7 @@ impl Destination for S3 {
                 Some(entry) => Some(entry),
                 None => lister.next().await,
             } {
-                let (key, meta) = entry?.into_parts();
-                let Some(rel) = key.strip_prefix(&self.prefix) else {
-                    continue;
-                };
-                let is_dir = rel.ends_with('/');
-                if rel == manifest::KEY {
-                    continue;
-                }
-                if let (false, Some(version)) = (is_dir, version_of(&meta)) {
-                    etags.insert(rel.to_string(), version);
-                }
-                let rel = rel.strip_suffix('/').unwrap_or(rel);
-                if rel.is_empty() {
-                    continue;
-                }
-                if let Some(why) = common::unusable(rel) {
-                    odd.push((PathBuf::from(rel), why));
-                    continue;
-                }
-                let rel = PathBuf::from(rel);
-                listed.push(match is_dir {
-                    true => Listed::dir(rel),
-                    false => Listed {
-                        rel,
-                        tag: Tag::File,
-                        size: meta.content_length(),
-                        mtime: meta.last_modified().map(mtime_of).unwrap_or_default(),
-                        mode: 0o644,
-                        target: None,
-                    },
-                });
+                take(entry?);
             }
             Ok(())
         });
@@ -810,12 +1082,17 @@ impl Destination for S3 {
             // A listing cut short is no listing: nothing of it may decide a deletion.
             let mut tree = common::tree_of(Vec::new(), filter, root);
             tree.errors
-                .push(Error::new(Op::ReadDir, &self.url, s3_error(e)));
+                .push(Error::new(Op::ReadDir, &self.url, store_error(e)));
             return tree;
         }
         *self.listed.lock().unwrap_or_else(|e| e.into_inner()) = etags;
+        self.md5s().extend(md5s);
         let mut tree = common::tree_of(listed, filter, root);
         tree.unusable.extend(odd);
+        if self.folders() && !found_root && !self.prefix.is_empty() {
+            // No such folder yet: made before anything is put in it.
+            tree.root = None;
+        }
         tree
     }
 
@@ -843,13 +1120,14 @@ impl Destination for S3 {
             if rows.len() != had {
                 self.stale.store(true, Ordering::Relaxed);
             }
-            if compare.method == Method::Quick {
+            if compare.method != Method::SizeOnly {
+                // Compared by time: settled by the row. By content: still to be compared.
                 same_size.retain(|&(_, j)| {
                     let rel = dst.path_at(j);
                     match rel.to_str().and_then(|r| rows.get(r)) {
                         Some(row) => {
                             dst.entries[j as usize].mtime = row.mtime;
-                            false
+                            compare.method == Method::Checksum
                         }
                         None => true,
                     }
@@ -866,7 +1144,24 @@ impl Destination for S3 {
                 .iter()
                 .map(|&(_, j)| self.key(dst.path_at(j)).unwrap_or_default())
                 .collect();
-            let heads = self.heads(keys);
+            let mut heads = match self.keeps_metadata() {
+                true => self.heads(keys.clone()),
+                // A HEAD would tell nothing the listing did not (no metadata).
+                false => keys.iter().map(|_| Ok(Head::default())).collect(),
+            };
+            if compare.method == Method::Checksum {
+                // No MD5 stated (WebDAV, a multipart upload by another tool): read it back.
+                let unstated: Vec<usize> = (0..heads.len())
+                    .filter(|&n| heads[n].as_ref().is_ok_and(|h| h.md5.is_none()))
+                    .collect();
+                let read = self.read_md5s(unstated.iter().map(|&n| keys[n].clone()).collect());
+                for (n, md5) in unstated.into_iter().zip(read) {
+                    match md5 {
+                        Ok(md5) => heads[n].as_mut().expect("only answered HEADs").md5 = Some(md5),
+                        Err(e) => heads[n] = Err(e),
+                    }
+                }
+            }
             let local_md5s: Vec<Option<io::Result<[u8; 16]>>> = match compare.method {
                 Method::Checksum => same_size
                     .par_iter()
@@ -911,12 +1206,22 @@ impl Destination for S3 {
         (changed, errors)
     }
 
+    /// Object stores have no folders to make; a WebDAV server needs the mirror's own (its
+    /// files are put into folders that exist: see `connect::webdav`).
     fn make_root(&self) -> Result<()> {
-        Ok(())
+        if !self.folders() || self.prefix.is_empty() {
+            return Ok(());
+        }
+        let made = self.rt.block_on(self.op.create_dir(&self.prefix));
+        made.map_err(|e| self.fail(Op::MakeDir, Path::new(""), store_error(e)))
     }
 
+    /// A temporary a killed run left: deleted, not kept in the backup prefix.
     fn remove_temp(&self, rel: &Path) -> Result<()> {
-        self.remove(rel, Tag::File)
+        let result = self
+            .rt
+            .block_on(async { self.delete_file(&self.key(rel)?).await });
+        result.map_err(|e| self.fail(Op::Remove, rel, e))
     }
 
     fn open_dir(&self, _rel: &Path, _mode: u16) -> Result<()> {
@@ -928,13 +1233,13 @@ impl Destination for S3 {
             let key = self.key(rel)?;
             if replaces.is_some() {
                 self.keep(rel, &key).await?;
-                self.delete(&key).await?;
+                self.delete_file(&key).await?;
                 self.record(rel, None);
             }
             self.op
                 .create_dir(&format!("{key}/"))
                 .await
-                .map_err(s3_error)
+                .map_err(store_error)
         });
         result.map_err(|e| self.fail(Op::MakeDir, rel, e))
     }
@@ -966,14 +1271,11 @@ impl Destination for S3 {
                     .map_err(|e| Error::copy(src, &to, e))?;
             }
             match self.upload(file, &key, expected).await {
-                Ok((size, etag)) => {
-                    // Its LastModified is found before the manifest is written.
-                    let row = etag.map(|etag| Row {
-                        version: Version {
-                            size,
-                            etag,
-                            modified: None,
-                        },
+                Ok((size, version)) => {
+                    // Its LastModified, where not known yet, is found before the manifest is
+                    // written.
+                    let row = version.map(|version| Row {
+                        version,
                         mtime: expected.mtime,
                     });
                     self.record(rel, row);
@@ -983,7 +1285,7 @@ impl Destination for S3 {
                 Err(UploadError::Read(e)) if endpoint::is_changed(&e) => Err(CopyError::Changed),
                 Err(UploadError::Read(e)) => Err(Error::new(Op::Read, src, e).into()),
                 Err(UploadError::Write(e)) => Err(Error::copy(src, &to, e).into()),
-                Err(UploadError::Complete(e)) => Err(Error::copy(src, &to, s3_error(e)).into()),
+                Err(UploadError::Complete(e)) => Err(Error::copy(src, &to, store_error(e)).into()),
             }
         })
     }
@@ -996,7 +1298,10 @@ impl Destination for S3 {
         _replaces: Option<Tag>,
         _owner: Chown,
     ) -> Result<()> {
-        let cause = io::Error::new(io::ErrorKind::Unsupported, "S3 cannot store symlinks");
+        let cause = io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("{} cannot store symlinks", self.kind.name()),
+        );
         Err(self.fail(Op::Symlink, rel, cause))
     }
 
@@ -1031,10 +1336,12 @@ impl Destination for S3 {
         let result = self.rt.block_on(async {
             let key = self.key(rel)?;
             match tag {
+                // A WebDAV folder is deleted with all it holds: only once it is empty.
+                Tag::Dir if self.folders() => self.remove_emptied_dir(rel).await,
                 Tag::Dir => self.delete(&format!("{key}/")).await,
                 _ => {
                     self.keep(rel, &key).await?;
-                    self.delete(&key).await?;
+                    self.delete_file(&key).await?;
                     self.record(rel, None);
                     Ok(())
                 }
@@ -1065,7 +1372,7 @@ impl Destination for S3 {
                 .map(|&(rel, tag)| self.remove(rel, tag))
                 .collect()
         };
-        if self.backup.is_some() || entries.len() < 2 {
+        if self.backup.is_some() || entries.len() < 2 || self.folders() {
             return one_by_one();
         }
         let keys: Vec<io::Result<String>> = entries.iter().map(|(rel, _)| self.key(rel)).collect();
@@ -1106,10 +1413,16 @@ impl Destination for S3 {
         let rel = Path::new(manifest::KEY);
         let key = format!("{}{}", self.prefix, manifest::KEY);
         let bytes = manifest::encode(&self.rows()).map_err(|e| self.fail(Op::Write, rel, e))?;
-        let written = self.rt.block_on(self.op.write(&key, bytes));
+        let written = self.rt.block_on(async {
+            if self.folders() {
+                let folder = format!("{}{}", self.prefix, manifest::FOLDER);
+                self.op.create_dir(&folder).await?;
+            }
+            self.op.write(&key, bytes).await
+        });
         written
             .map(drop)
-            .map_err(|e| self.fail(Op::Write, rel, s3_error(e)))
+            .map_err(|e| self.fail(Op::Write, rel, store_error(e)))
     }
 }
 
@@ -1182,10 +1495,13 @@ mod tests {
             said(rendered).as_deref(),
             Some("Access Denied (AccessDenied)")
         );
+        let empty = opendal::Error::new(ErrorKind::Unexpected, "")
+            .with_context("response", "Parts { status: 501, version: HTTP/1.0 }");
+        assert_eq!(Failure::of(empty).to_string(), "Unexpected (HTTP 501)");
         let bare = r#"S3Error { code: "NoSuchBucket", message: "", resource: "" }"#;
         assert_eq!(said(bare).as_deref(), Some("NoSuchBucket"));
         assert_eq!(said("connection refused"), None);
-        let e = s3_error(opendal::Error::new(ErrorKind::PermissionDenied, rendered));
+        let e = store_error(opendal::Error::new(ErrorKind::PermissionDenied, rendered));
         assert_eq!(e.to_string(), "Access Denied (AccessDenied)");
         assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
         let inner = e.get_ref().and_then(std::error::Error::source);
@@ -1211,7 +1527,12 @@ mod tests {
 
     #[test]
     fn backup_prefixes_must_not_overlap_the_mirror() {
-        let p = |dir: &str, prefix: &str| backup_prefix("b", prefix, Path::new(dir)).ok();
+        let p = |dir: &str, prefix: &str| {
+            let url = crate::remote::Url::parse(&format!("s3://b/{prefix}"))
+                .unwrap()
+                .unwrap();
+            backup_prefix(&url, Path::new(dir)).ok()
+        };
         assert_eq!(p("old", "data").as_deref(), Some("old/"));
         assert_eq!(p("s3://b/old/x/", "data").as_deref(), Some("old/x/"));
         assert_eq!(p("s3://other/old", "data"), None);
