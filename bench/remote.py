@@ -1,21 +1,25 @@
 #!/usr/bin/env python3
-"""Time syncease against `rclone sync` to and from the same S3 bucket (Garage) and sshd.
+"""Time syncease against `rclone sync` to and from the same S3 bucket (Garage), sshd and
+WebDAV server (rclone serve webdav).
 
-Start the servers and build syncease with both backends first:
+Start the servers and build syncease with the backends first:
 
     eval "$(tests/servers/start /tmp/servers)"
-    cargo build --release --features s3,sftp
+    cargo build --release --features s3,sftp,webdav
     python3 bench/remote.py --scratch /dev/shm/remote-bench
+    python3 bench/remote.py --scratch /dev/shm/remote-bench --kinds webdav
 
 Trees (seeded): `small`, 10,000 files of 1-16 KiB in 100 directories; `big`, one file of 1 GiB;
 `many` (only when asked: --trees many), 100,000 files of 1 KiB in 1,000 directories. For each
-remote (S3, SFTP) and tree, the tools run interleaved over fresh destinations: an initial
+remote (S3, SFTP, WebDAV) and tree, the tools run interleaved over fresh destinations: an initial
 upload, a no-op upload, a restore into an empty local folder, and a no-op restore. rclone runs
 as configured by default (4 transfers, 8 checkers) and with as many transfers as syncease has
 workers (16); for SFTP both with `--sftp-disable-hashcheck`, as rclone otherwise runs `md5sum`
-through a shell on the server for every uploaded file. The S3 no-op runs are made once more,
-untimed, through a counting relay on loopback, so the table also gives the requests they take. Each upload is read
-back with `rclone lsjson` (S3) or compared on disk (SFTP, which writes to a local folder), and
+through a shell on the server for every uploaded file. rclone cannot set times on this WebDAV
+server, so it compares WebDAV files by size alone (syncease: by the time its manifest records).
+The S3 and WebDAV no-op runs are made once more, untimed, through a counting relay on loopback,
+so the table also gives the requests they take. Each upload is read back with `rclone lsjson`
+(S3) or compared on disk (SFTP and WebDAV, which write to a local folder), and
 each restore compared with the source, before its time counts. Prints a Markdown table of
 medians.
 """
@@ -68,7 +72,10 @@ def gen_many(root, rng):
 class Counter:
     """A TCP relay in front of the S3 endpoint that counts HTTP requests (request lines)."""
 
-    METHODS = (b"GET /", b"HEAD /", b"PUT /", b"POST /", b"DELETE /")
+    METHODS = (
+        b"GET /", b"HEAD /", b"PUT /", b"POST /", b"DELETE /",
+        b"PROPFIND /", b"PROPPATCH /", b"MKCOL /", b"MOVE /", b"COPY /",
+    )
 
     def __init__(self, upstream):
         host, port = upstream.split("://", 1)[1].rstrip("/").split(":")
@@ -148,7 +155,23 @@ def rclone_env():
         RCLONE_CONFIG_SSH_KNOWN_HOSTS_FILE=env("SYNCEASE_TEST_KNOWN_HOSTS"),
         TZ="UTC",
     )
+    if os.environ.get("SYNCEASE_TEST_WEBDAV_URL"):
+        obscured = subprocess.run(
+            ["rclone", "obscure", env("SYNCEASE_TEST_WEBDAV_PASSWORD")],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        e.update(
+            RCLONE_CONFIG_DAV_TYPE="webdav",
+            RCLONE_CONFIG_DAV_URL="http://" + webdav_hostport(),
+            RCLONE_CONFIG_DAV_VENDOR="other",
+            RCLONE_CONFIG_DAV_USER="syncease",
+            RCLONE_CONFIG_DAV_PASS=obscured,
+        )
     return e
+
+
+def webdav_hostport():
+    return env("SYNCEASE_TEST_WEBDAV_URL").split("@", 1)[1]
 
 
 def sftp_port():
@@ -166,6 +189,8 @@ def syncease_env():
         AWS_SECRET_ACCESS_KEY=env("SYNCEASE_TEST_S3_SECRET"),
         AWS_EC2_METADATA_DISABLED="true",
     )
+    if os.environ.get("SYNCEASE_TEST_WEBDAV_PASSWORD"):
+        e["SYNCEASE_WEBDAV_PASSWORD"] = env("SYNCEASE_TEST_WEBDAV_PASSWORD")
     return e
 
 
@@ -180,13 +205,20 @@ def commands(binary, tool, local, kind, name, restore=False, endpoint=None):
             args += ["--s3-endpoint", endpoint or env("SYNCEASE_TEST_S3_ENDPOINT")]
             args += ["--s3-region", env("SYNCEASE_TEST_S3_REGION")]
             remote = f"s3://{bucket}/{name}"
+        elif kind == "webdav":
+            hostport = endpoint.split("://", 1)[1] if endpoint else webdav_hostport()
+            remote = f"webdav://syncease@{hostport}/{name}"
         else:
             args += ["--ssh-key", env("SYNCEASE_TEST_SSH_KEY")]
             args += ["--known-hosts", env("SYNCEASE_TEST_KNOWN_HOSTS")]
             remote = env("SYNCEASE_TEST_SFTP_URL") + "/" + name
         args += [remote, local] if restore else [local, remote]
         return args, syncease_env()
-    remote = f"garage:{bucket}/{name}" if kind == "s3" else f"ssh:{sftp_root}/{name}"
+    remote = {
+        "s3": f"garage:{bucket}/{name}",
+        "sftp": f"ssh:{sftp_root}/{name}",
+        "webdav": f"dav:{name}",
+    }[kind]
     args = ["rclone", "sync", "-q"] + ([remote, local] if restore else [local, remote])
     if kind == "sftp":
         # By default rclone runs md5sum on the server through a shell for every file it
@@ -197,6 +229,7 @@ def commands(binary, tool, local, kind, name, restore=False, endpoint=None):
     environment = rclone_env()
     if endpoint:
         environment["RCLONE_CONFIG_GARAGE_ENDPOINT"] = endpoint
+        environment["RCLONE_CONFIG_DAV_URL"] = endpoint
     return args, environment
 
 
@@ -234,7 +267,8 @@ def verify(kind, src, name):
             if not e["Path"].startswith(".syncease/")
         }
     else:
-        actual = sizes(os.path.join(env("SYNCEASE_TEST_SFTP_ROOT"), name))
+        actual = sizes(os.path.join(served_root(kind), name))
+        actual = {p: n for p, n in actual.items() if not p.startswith(".syncease/")}
     if actual != expected:
         missing = len(set(expected) - set(actual))
         sys.exit(f"{name}: wrong result ({missing} missing, {len(actual)} present)")
@@ -248,7 +282,12 @@ def remove(kind, name):
             env=rclone_env(), capture_output=True, check=True,
         )
     else:
-        shutil.rmtree(os.path.join(env("SYNCEASE_TEST_SFTP_ROOT"), name))
+        shutil.rmtree(os.path.join(served_root(kind), name))
+
+
+def served_root(kind):
+    """The local folder an SFTP or WebDAV server writes to."""
+    return env("SYNCEASE_TEST_WEBDAV_ROOT" if kind == "webdav" else "SYNCEASE_TEST_SFTP_ROOT")
 
 
 def main():
@@ -280,7 +319,11 @@ def main():
     phases = ("initial", "no-op", "restore", "no-op restore")
     results = {}
     requests = {}
-    counter = Counter(env("SYNCEASE_TEST_S3_ENDPOINT")) if "s3" in args.kinds else None
+    counters = {}
+    if "s3" in args.kinds:
+        counters["s3"] = Counter(env("SYNCEASE_TEST_S3_ENDPOINT"))
+    if "webdav" in args.kinds:
+        counters["webdav"] = Counter("http://" + webdav_hostport())
     stamp = int(time.time())
     for kind in args.kinds.split(","):
         for tree, src in trees.items():
@@ -303,7 +346,8 @@ def main():
                     # The no-op runs once more through the counting relay, untimed (the relay
                     # slows what passes through it).
                     for phase in ("no-op", "no-op restore"):
-                        if not counter or kind != "s3" or r > 0:
+                        counter = counters.get(kind)
+                        if not counter or r > 0:
                             continue
                         back = phase.endswith("restore")
                         argv, environment = commands(
@@ -318,7 +362,7 @@ def main():
     print()
     print(
         "| remote | tree | phase | syncease | rclone | rclone --transfers 16 "
-        "| syncease / rclone | S3 requests: syncease / rclone |"
+        "| syncease / rclone | requests: syncease / rclone |"
     )
     print("|---|---|---|---|---|---|---|---|")
     labels = {
@@ -353,9 +397,9 @@ def main():
     print()
     print(
         f"Machine: {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}; servers on "
-        f"127.0.0.1 (Garage 2.5.0, OpenSSH sshd); {rclone_version}; medians of {args.rounds} "
-        "rounds, each on a fresh destination; S3 requests counted by a relay in front of "
-        "Garage (rclone's default settings)."
+        f"127.0.0.1 (Garage 2.5.0, OpenSSH sshd, rclone serve webdav); {rclone_version}; "
+        f"medians of {args.rounds} rounds, each on a fresh destination; S3 and WebDAV requests "
+        "counted by a relay in front of the server (rclone's default settings)."
     )
 
 
