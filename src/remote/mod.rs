@@ -280,6 +280,13 @@ impl Url {
                 });
             }
             if service == Service::Webdav {
+                let user = bucket.rsplit_once('@').map_or("", |(user, _)| user);
+                if user.contains(':') {
+                    return Err(format!(
+                        "'{text}': a password in the URL would show in the process list: \
+                         give it in SYNCEASE_WEBDAV_PASSWORD or ~/.netrc"
+                    ));
+                }
                 let host = bucket.rsplit_once('@').map_or(bucket, |(_, host)| host);
                 let port = match host.strip_prefix('[') {
                     Some(v6) => v6.split_once("]:").map(|(_, port)| port),
@@ -478,6 +485,7 @@ mod tests {
             "webdavs://h:99999/x",
             "https://@h/x",
             "webdav:///x",
+            "webdav://me:secret@h/x",
         ] {
             let e = Url::parse(remote).unwrap_err();
             assert!(e.contains(remote), "{e}");

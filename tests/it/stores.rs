@@ -294,6 +294,34 @@ fn webdav_an_upload_cut_short_never_leaves_a_partial_file_at_its_name() {
 }
 
 #[test]
+fn webdav_a_file_larger_than_memory_allows_fails_alone_and_nothing_else() {
+    let Some(dav) = Webdav::new("dav-huge") else {
+        return;
+    };
+    if !need("prlimit", "util-linux") {
+        return;
+    }
+    let f = Fixture::new();
+    f.write("src/a.txt", "a");
+    // Sparse: 6 GiB that cost nothing, against 4 GiB of address space.
+    fs::File::create(f.path("src/huge.bin"))
+        .unwrap()
+        .set_len(6 << 30)
+        .unwrap();
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(format!("--as={}", 4u64 << 30))
+        .arg("--")
+        .arg(dav.command().get_program())
+        .envs(dav.command().get_envs().filter_map(|(k, v)| Some((k, v?))));
+    let run = sync_to(cmd, &f, &dav.url(), &[]).expect(1);
+    assert!(run.stderr.contains("held in memory"), "{run:?}");
+    assert!(run.stderr.contains("huge.bin"), "{run:?}");
+    assert_eq!(fs::read(dav.served().join("a.txt")).unwrap(), b"a");
+    assert!(!dav.served().join("huge.bin").exists());
+    assert_eq!(temporaries(&dav.served()), Vec::<PathBuf>::new());
+}
+
+#[test]
 fn webdav_checksum_reads_back_and_finds_a_same_size_change() {
     let Some(dav) = Webdav::new("dav-checksum") else {
         return;

@@ -717,7 +717,17 @@ impl Store {
             .await
             .expect("the budget is never closed");
         if one_shot {
-            let mut data = Vec::with_capacity(expected.size as usize);
+            let mut data = Vec::new();
+            // WebDAV: a file of any size is held whole; one larger than memory can hold fails
+            // here, as an error of this file, rather than the run running out of memory.
+            data.try_reserve_exact(expected.size as usize + 1)
+                .map_err(|e| {
+                    let why = format!(
+                        "{} takes a file in one request, held in memory: {e}",
+                        self.kind.name()
+                    );
+                    UploadError::Read(io::Error::new(io::ErrorKind::OutOfMemory, why))
+                })?;
             (&mut file)
                 .take(expected.size + 1)
                 .read_to_end(&mut data)
