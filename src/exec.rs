@@ -330,6 +330,9 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
 
 /// Files at least this large are scheduled one by one, largest first.
 const BIG: u64 = 1 << 20;
+/// Reads of one file cut by a lost connection that are done again (each on a connection made
+/// again): a host that keeps dropping is given up on after this many, for that file.
+const READS_CUT: u32 = 3;
 /// Smaller files are claimed in runs of this many, in path order.
 const RUN: usize = 64;
 
@@ -416,7 +419,7 @@ fn transfer(
                 sparse: plan.sparse,
                 modes: plan.modes,
             };
-            let mut tries = 0;
+            let (mut tries, mut cuts) = (0, 0);
             loop {
                 tries += 1;
                 let written = roots.dst.write_file(source, rel, expected, held);
@@ -428,6 +431,25 @@ fn transfer(
                     Err(CopyError::Changed) => {
                         let dst = roots.dst(rel);
                         let cause = io::Error::other("it changed while being copied (tried twice)");
+                        break Err(Error::copy(&source.path(), &dst, cause));
+                    }
+                    // Not a change of the file: its own count, as many as a lost connection
+                    // is connected again for.
+                    Err(CopyError::Interrupted) if cuts < READS_CUT => {
+                        tries -= 1;
+                        cuts += 1;
+                        debug!(path = %source.path().display(), "read cut; reading again");
+                    }
+                    Err(CopyError::Interrupted) => {
+                        let dst = roots.dst(rel);
+                        let cause = io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            format!(
+                                "the connection to its source was lost while it was read, \
+                                 {} times",
+                                READS_CUT + 1
+                            ),
+                        );
                         break Err(Error::copy(&source.path(), &dst, cause));
                     }
                     Err(CopyError::Io(e)) => break Err(e),

@@ -141,7 +141,9 @@ fn at_parent<T>(
 ) -> Result<T> {
     in_parent(base, rel, op, |fd, name| f(fd, name).map_err(CopyError::Io)).map_err(|e| match e {
         CopyError::Io(e) => e,
-        CopyError::Changed => unreachable!("only copies see a source change"),
+        CopyError::Changed | CopyError::Interrupted => {
+            unreachable!("only copies see a source change")
+        }
     })
 }
 
@@ -279,6 +281,7 @@ fn fill(
     let written = match written {
         Ok(written) => written,
         Err(e) if crate::endpoint::is_changed(&e) => return Err(CopyError::Changed),
+        Err(e) if crate::endpoint::is_interrupted(&e) => return Err(CopyError::Interrupted),
         Err(e) => return Err(Error::copy(src, dst, e).into()),
     };
     if !from.still_holds(expected, written).at(Op::Stat, src)? {

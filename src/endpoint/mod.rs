@@ -66,6 +66,9 @@ pub enum Copied {
 pub enum CopyError {
     /// The source's size or mtime moved while it was read; nothing was renamed into place.
     Changed,
+    /// The remote source's connection was lost while it was read (opening it again connects
+    /// again); nothing was renamed into place.
+    Interrupted,
     Io(Error),
 }
 
@@ -254,6 +257,28 @@ pub fn changed() -> io::Error {
 pub fn is_changed(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<Changed>())
 }
+
+/// The error a stream ends in when its connection was lost: the copy is not placed and is
+/// tried again (see [`CopyError::Interrupted`]).
+pub fn interrupted() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, Interrupted)
+}
+
+/// Whether `e` is the [`interrupted`] error, as it came out of a stream.
+pub fn is_interrupted(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Interrupted>())
+}
+
+#[derive(Debug)]
+struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the connection to its source was lost while it was read")
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 #[derive(Debug)]
 struct Changed;

@@ -365,6 +365,45 @@ fn sftp_a_restore_cut_by_a_lost_connection_reads_again_and_ends_exact() {
     assert!(temporaries(&restored).is_empty());
 }
 
+#[test]
+fn sftp_a_restore_cut_again_while_read_again_still_ends_exact() {
+    let Some(sftp) = Sftp::new("restore-recut") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write("src/big.bin", big_content(3, 1, 64 << 20));
+    sftp.sync(&f, &[]).expect(0);
+    let (relay, url, login) = behind_relay(&sftp, &f);
+    let cut = crate::relay::Bend::Cut {
+        after: 12000,
+        then_refuse: false,
+    };
+    relay.bend(cut);
+    let restored = f.path("restored");
+    let mut cmd = syncease();
+    cmd.args(&login)
+        .args(["--sftp-connections", "1", "-j", "1", "--json"])
+        .args(["--timeout", "120"])
+        .arg(&url)
+        .arg(&restored)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // The first cut made and a new connection up, reading the file again: cut that one too.
+    let started = std::time::Instant::now();
+    while relay.connections() < 2 && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    relay.bend(cut);
+    let run = Run::from(child.wait_with_output().unwrap());
+    assert!(relay.connections() >= 3, "cut twice: {run:?}");
+    // Two cuts of one file's reads are not a change of the file, and not yet a host gone.
+    let run = run.expect(0);
+    assert_eq!(json(&run)["errors"].as_array().unwrap().len(), 0, "{run:?}");
+    assert_eq!(files_in_seconds(&restored), files_in_seconds(&f.src));
+    assert!(temporaries(&restored).is_empty());
+}
+
 /// Restore 400 folders of one file each from the SFTP server into a copy that already holds
 /// every file and one more the source does not have (`d7/gone.txt`), through a relay that
 /// cuts every connection a few folders into the listing (and, with `then_refuse`, lets no

@@ -1001,6 +1001,9 @@ impl Destination for Sftp {
                     Err(UploadError::Read(e)) if endpoint::is_changed(&e) => {
                         Ok(Err(CopyError::Changed))
                     }
+                    Err(UploadError::Read(e)) if endpoint::is_interrupted(&e) => {
+                        Ok(Err(CopyError::Interrupted))
+                    }
                     Err(UploadError::Read(e)) => Ok(Err(Error::new(Op::Read, src, e).into())),
                     Err(UploadError::Write(e)) if connection_lost(&e) => Err(e),
                     Err(UploadError::Write(e)) => Ok(Err(Error::copy(src, to, e).into())),

@@ -109,14 +109,15 @@ impl Read {
             false => Err(endpoint::changed()),
         };
         // A connection lost under the read: the copy is tried again, on a new connection
-        // (opening the file again connects again, as any step does). The reader hears the
-        // outcome before the handle is closed, and a handle on a lost connection is not
-        // closed at all: that request would wait for an answer that never comes.
+        // (opening the file again connects again, as any step does), up to the executor's
+        // redos. The reader hears the outcome before the handle is closed, and a handle on a
+        // lost connection is not closed at all: that request would wait for an answer that
+        // never comes.
         let lost = matches!(&result, Err(e) if connection_lost(e));
         let result = result.map_err(|e| match lost {
             true => {
                 tracing::debug!(error = %e, "connection lost while reading; reading again");
-                endpoint::changed()
+                endpoint::interrupted()
             }
             false => e,
         });

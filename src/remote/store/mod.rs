@@ -1293,6 +1293,9 @@ impl Destination for Store {
                 }
                 Err(UploadError::Changed) => Err(CopyError::Changed),
                 Err(UploadError::Read(e)) if endpoint::is_changed(&e) => Err(CopyError::Changed),
+                Err(UploadError::Read(e)) if endpoint::is_interrupted(&e) => {
+                    Err(CopyError::Interrupted)
+                }
                 Err(UploadError::Read(e)) => Err(Error::new(Op::Read, src, e).into()),
                 Err(UploadError::Write(e)) => Err(Error::copy(src, &to, e).into()),
                 Err(UploadError::Complete(e)) => Err(Error::copy(src, &to, store_error(e)).into()),
@@ -1332,7 +1335,15 @@ impl Destination for Store {
             Ok(_) => Ok(()),
             Err(CopyError::Io(e)) => Err(e),
             Err(CopyError::Changed) => {
-                let cause = io::Error::other("it changed while being copied");
+                let cause = endpoint::changed();
+                Err(Error::copy(
+                    &src.path(),
+                    &Destination::path(self, rel),
+                    cause,
+                ))
+            }
+            Err(CopyError::Interrupted) => {
+                let cause = endpoint::interrupted();
                 Err(Error::copy(
                     &src.path(),
                     &Destination::path(self, rel),
