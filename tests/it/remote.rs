@@ -781,6 +781,24 @@ fn s3_uploads_carry_content_type_storage_class_and_encryption_as_asked() {
         assert!(head.contains(&format!("content-type: {kind}")), "{head}");
         assert!(head.contains("x-amz-storage-class: standard"), "{head}");
     }
+    // Within the bucket, a copy on the server would keep the source object's class (and
+    // encryption): with either asked for, the objects are uploaded again instead.
+    let mut cmd = s3.command();
+    cmd.args(["--s3-storage-class", "STANDARD"])
+        .arg(s3.url())
+        .arg(format!("{}-copy", s3.url()));
+    Run::from(cmd.output().unwrap()).expect(0);
+    let copies: Vec<String> = relay
+        .heads()
+        .into_iter()
+        .filter(|h| h.starts_with("PUT ") && !h.contains(".syncease"))
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    assert_eq!(copies.len(), 3, "{copies:?}");
+    for head in &copies {
+        assert!(!head.contains("x-amz-copy-source"), "{head}");
+        assert!(head.contains("x-amz-storage-class: standard"), "{head}");
+    }
     // Encryption is asked of the server with every upload (Garage refuses SSE-S3 and says so).
     f.write("src/new.txt", "new");
     let run = s3.sync(&f, &["--s3-sse", "AES256"]);

@@ -330,6 +330,7 @@ impl Store {
             )),
             service: format!("{} {endpoint} {}", kind.feature(), host_of(bucket)),
             md5s: Mutex::default(),
+            restyled: options.s3_storage_class.is_some() || options.s3_sse.is_some(),
         };
         // Reachable, with these credentials, before anything else happens.
         store.reachable(options.connect_timeout).map_err(|e| {

@@ -109,6 +109,9 @@ pub struct Store {
     /// The MD5 of multipart objects whose HEAD stated one (`md5chksum`), by key: what a
     /// download from them is checked against.
     md5s: Mutex<HashMap<String, [u8; 16]>>,
+    /// New objects get a storage class or encryption of their own (`--s3-storage-class`,
+    /// `--s3-sse`), which a copy on the server would not give them: no such copies.
+    restyled: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -364,10 +367,12 @@ impl Store {
 
     /// The source, when it is another prefix of this bucket (on this service, with these
     /// credentials): its objects can be copied on the server, metadata and all (not on
-    /// WebDAV, which keeps no metadata to copy).
+    /// WebDAV, which keeps no metadata to copy, nor where new objects are to get a storage
+    /// class or encryption the source's do not carry over).
     fn same_bucket<'s>(&self, source: Source<'s>) -> Option<&'s Store> {
         let from = source.origin.as_any()?.downcast_ref::<Store>()?;
-        (from.service == self.service && self.keeps_metadata()).then_some(from)
+        let copies = self.keeps_metadata() && !self.restyled;
+        (from.service == self.service && copies).then_some(from)
     }
 
     /// Whether the service lists a prefix recursively itself (S3, GCS, Azure). OpenDAL
