@@ -11,7 +11,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use crate::endpoint::{Expected, Origin, Source};
+use crate::endpoint::{is_interrupted, Expected, Origin, Source, READS_CUT};
 use crate::entry::{same_size_files, Tree};
 use crate::error::{Error, Op};
 use crate::fsops::{open_read, Base};
@@ -74,14 +74,21 @@ fn hash_file(base: &Base, rel: &Path) -> Result<blake3::Hash, Error> {
     Ok(hasher.finalize())
 }
 
-/// The BLAKE3 of a source file, local or remote (read as it is now).
+/// The BLAKE3 of a source file, local or remote (read as it is now). A remote read cut by a
+/// lost connection is read again, as a copy would be (see [`READS_CUT`]).
 pub(crate) fn hash(source: Source<'_>) -> Result<blake3::Hash, Error> {
     if let Some(base) = source.origin.folder() {
         return hash_file(base, source.rel);
     }
     let not_found = || Error::new(Op::Open, source.path(), io::ErrorKind::NotFound.into());
-    let (mut opened, _) = source.open(Expected::fresh())?.ok_or_else(not_found)?;
-    let mut hasher = blake3::Hasher::new();
-    io::copy(&mut opened, &mut hasher).map_err(|e| Error::new(Op::Read, source.path(), e))?;
-    Ok(hasher.finalize())
+    let mut cuts = 0;
+    loop {
+        let (mut opened, _) = source.open(Expected::fresh())?.ok_or_else(not_found)?;
+        let mut hasher = blake3::Hasher::new();
+        match io::copy(&mut opened, &mut hasher) {
+            Ok(_) => return Ok(hasher.finalize()),
+            Err(e) if is_interrupted(&e) && cuts < READS_CUT => cuts += 1,
+            Err(e) => return Err(Error::new(Op::Read, source.path(), e)),
+        }
+    }
 }

@@ -330,9 +330,6 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
 
 /// Files at least this large are scheduled one by one, largest first.
 const BIG: u64 = 1 << 20;
-/// Reads of one file cut by a lost connection that are done again (each on a connection made
-/// again): a host that keeps dropping is given up on after this many, for that file.
-const READS_CUT: u32 = 3;
 /// Smaller files are claimed in runs of this many, in path order.
 const RUN: usize = 64;
 
@@ -435,7 +432,7 @@ fn transfer(
                     }
                     // Not a change of the file: its own count, as many as a lost connection
                     // is connected again for.
-                    Err(CopyError::Interrupted) if cuts < READS_CUT => {
+                    Err(CopyError::Interrupted) if cuts < crate::endpoint::READS_CUT => {
                         tries -= 1;
                         cuts += 1;
                         debug!(path = %source.path().display(), "read cut; reading again");
@@ -447,7 +444,7 @@ fn transfer(
                             format!(
                                 "the connection to its source was lost while it was read, \
                                  {} times",
-                                READS_CUT + 1
+                                crate::endpoint::READS_CUT + 1
                             ),
                         );
                         break Err(Error::copy(&source.path(), &dst, cause));

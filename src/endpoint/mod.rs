@@ -258,6 +258,10 @@ pub fn is_changed(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<Changed>())
 }
 
+/// Reads of one file cut by a lost connection that are done again (each on a connection made
+/// again): a host that keeps dropping is given up on after this many, for that file.
+pub const READS_CUT: u32 = 3;
+
 /// The error a stream ends in when its connection was lost: the copy is not placed and is
 /// tried again (see [`CopyError::Interrupted`]).
 pub fn interrupted() -> io::Error {

@@ -366,6 +366,45 @@ fn sftp_a_restore_cut_by_a_lost_connection_reads_again_and_ends_exact() {
 }
 
 #[test]
+fn sftp_a_checksum_restore_cut_by_a_lost_connection_reads_again_and_withholds_nothing() {
+    let Some(sftp) = Sftp::new("checksum-cut") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write("src/big.bin", big_content(4, 1, 64 << 20));
+    sftp.sync(&f, &[]).expect(0);
+    let restored = f.path("restored");
+    let (relay, url, login) = behind_relay(&sftp, &f);
+    let restore = |extra: &[&str]| {
+        let mut cmd = syncease();
+        cmd.args(&login)
+            .args(["--sftp-connections", "1", "--json", "--timeout", "120"])
+            .args(extra)
+            .arg(&url)
+            .arg(&restored);
+        Run::from(cmd.output().unwrap())
+    };
+    restore(&[]).expect(0);
+    f.write("restored/extra.txt", "not on the host");
+    // The read-back that compares contents is cut well into the file.
+    relay.bend(crate::relay::Bend::Cut {
+        after: 12000,
+        then_refuse: false,
+    });
+    let before = relay.connections();
+    // Read again, found equal; the deletion is not withheld.
+    let run = restore(&["--checksum"]).expect(0);
+    assert!(
+        relay.connections() > before + 1,
+        "the cut happened: {run:?}"
+    );
+    let report = json(&run);
+    assert_eq!(report["errors"].as_array().unwrap().len(), 0, "{run:?}");
+    assert_eq!(report["unchanged"]["files"], 1, "{run:?}");
+    assert!(!restored.join("extra.txt").exists(), "{run:?}");
+}
+
+#[test]
 fn sftp_a_restore_cut_again_while_read_again_still_ends_exact() {
     let Some(sftp) = Sftp::new("restore-recut") else {
         return;
