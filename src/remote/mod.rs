@@ -118,8 +118,8 @@ impl Service {
 pub enum Url {
     /// A place of the object-store engine: `SCHEME://BUCKET/PREFIX`.
     Store {
-        /// As written (see [`SCHEMES`]): for WebDAV it says whether TLS is used
-        /// (`webdavs`, `https`).
+        /// As written (`s3`, `gs`, `az`, `webdav`, `webdavs`, `http`, `https`): for WebDAV
+        /// it says whether TLS is used (`webdavs`, `https`).
         scheme: &'static str,
         service: Service,
         /// The bucket (S3, GCS) or container (Azure); for WebDAV the server's

@@ -1,7 +1,7 @@
 //! Object stores through Apache OpenDAL: `s3://bucket/prefix` (S3 and S3-compatible stores),
 //! `gs://bucket/prefix` (Google Cloud Storage), `az://container/prefix` (Azure Blob Storage)
-//! and `webdav://host/path` (a WebDAV server). One engine; where a service differs, a
-//! [`Service`] trait below says so (see "WebDAV" at the end of this list).
+//! and `webdav://host/path` (a WebDAV server). One engine; where a service differs, its
+//! [`Service`] decides (see GCS, Azure and WebDAV at the end of this list).
 //!
 //! - Listing: one recursive listing of the prefix (size, ETag, LastModified per object).
 //! - Comparing: size first; for files of equal size the source mtime stored at upload in the
@@ -130,7 +130,7 @@ fn store_error(e: opendal::Error) -> io::Error {
     io::Error::new(kind, Failure::of(e))
 }
 
-/// A failed S3 request as a person reads it — what the service said (its message and code),
+/// A failed request as a person reads it — what the service said (its message and code),
 /// else OpenDAL's message and cause — with OpenDAL's error, and all its context, as the source.
 #[derive(Debug)]
 struct Failure {
@@ -533,7 +533,9 @@ impl Store {
             return;
         }
         let pages = self.rows().len() / 1000 + 1;
-        let found: HashMap<String, Version> = match unknown.len() <= pages {
+        // A folder walk (WebDAV) costs a request a folder: never cheaper than a stat each.
+        let stat_each = unknown.len() <= pages || !self.lists_recursively();
+        let found: HashMap<String, Version> = match stat_each {
             true => {
                 let keys = unknown.iter().map(|rel| format!("{}{rel}", self.prefix));
                 let stats = self.rt.block_on(futures_util::future::join_all(
@@ -963,7 +965,7 @@ enum UploadError {
 /// The key prefix `--backup-dir` names: `SCHEME://SAMEBUCKET/P` or a bare `P`; it must not
 /// overlap the mirror's prefix.
 fn backup_prefix(url: &super::Url, dir: &Path) -> io::Result<String> {
-    let super::Url::Store { bucket, prefix, .. } = url else {
+    let super::Url::Store { prefix, .. } = url else {
         unreachable!("a store's URL")
     };
     let text = dir.to_str().unwrap_or_default();
@@ -982,7 +984,6 @@ fn backup_prefix(url: &super::Url, dir: &Path) -> io::Result<String> {
         }
         _ => text.trim_matches('/').to_string(),
     };
-    let _ = bucket;
     let inside = |a: &str, b: &str| b.is_empty() || a == b || a.starts_with(&format!("{b}/"));
     if p.is_empty() || inside(&p, prefix) || inside(prefix, &p) {
         return Err(io::Error::new(
