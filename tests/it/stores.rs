@@ -233,15 +233,26 @@ fn webdav_a_file_turned_into_a_folder_during_the_run_is_not_deleted_with_its_con
     fs::remove_file(f.path("src/victim.txt")).unwrap();
     // The upload is held back for seconds; deletions come after it.
     f.write("src/slow.bin", vec![7u8; 256 << 10]);
+    let host = dav.base.rsplit_once('@').unwrap().1;
+    let relay = Relay::start(host);
     let mut cmd = dav.command();
     cmd.args(["--bwlimit", "64K"])
         .arg(&f.src)
-        .arg(dav.url())
+        .arg(dav.via(&relay))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
-    // Once listed, the file becomes a folder with something in it.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Once listed (the manifest is read after both listings), the file becomes a folder with
+    // something in it.
+    let started = std::time::Instant::now();
+    while !relay
+        .heads()
+        .iter()
+        .any(|h| h.starts_with("GET ") && h.contains(".syncease/manifest"))
+    {
+        assert!(started.elapsed() < Duration::from_secs(60), "never listed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let victim = dav.served().join("victim.txt");
     fs::remove_file(&victim).unwrap();
     fs::create_dir(&victim).unwrap();
