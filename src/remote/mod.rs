@@ -113,6 +113,13 @@ impl Service {
     }
 }
 
+/// The `HOST[:PORT]` of a `[USER@]HOST[:PORT]` (any other bucket name as it is).
+pub fn without_user(authority: &str) -> &str {
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
+}
+
 /// A parsed remote source or destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Url {
@@ -287,7 +294,7 @@ impl Url {
                          give it in SYNCEASE_WEBDAV_PASSWORD or ~/.netrc"
                     ));
                 }
-                let host = bucket.rsplit_once('@').map_or(bucket, |(_, host)| host);
+                let host = without_user(bucket);
                 let port = match host.strip_prefix('[') {
                     Some(v6) => v6.split_once("]:").map(|(_, port)| port),
                     None => host.split_once(':').map(|(_, port)| port),
@@ -380,23 +387,8 @@ impl Url {
             holds(a, b) || holds(b, a)
         };
         match (self, other) {
-            (
-                Url::Store {
-                    service,
-                    bucket,
-                    prefix,
-                    ..
-                },
-                Url::Store {
-                    service: s,
-                    bucket: b,
-                    prefix: p,
-                    ..
-                },
-            ) => {
-                // A WebDAV server is the same whoever logs in to it.
-                let host = |b: &str| b.rsplit_once('@').map_or(b, |(_, h)| h).to_string();
-                service == s && host(bucket) == host(b) && nests(prefix, p)
+            (Url::Store { prefix, .. }, Url::Store { prefix: p, .. }) => {
+                self.overlaps_place(other) && nests(prefix, p)
             }
             (
                 Url::Sftp { host, path, .. },
@@ -409,7 +401,7 @@ impl Url {
     }
 
     /// Whether `self` and `other` are in the same bucket of the same service (the same
-    /// WebDAV server), whatever their prefixes.
+    /// WebDAV server, whoever logs in to it), whatever their prefixes.
     pub fn overlaps_place(&self, other: &Url) -> bool {
         match (self, other) {
             (
@@ -421,10 +413,7 @@ impl Url {
                     bucket: b,
                     ..
                 },
-            ) => {
-                let host = |b: &str| b.rsplit_once('@').map_or(b, |(_, h)| h).to_string();
-                service == s && host(bucket) == host(b)
-            }
+            ) => service == s && without_user(bucket) == without_user(b),
             _ => false,
         }
     }
@@ -455,14 +444,15 @@ mod tests {
 
     #[test]
     fn urls() {
-        let s3 = |b: &str, p: &str| {
+        let store = |scheme: &'static str, service, b: &str, p: &str| {
             Some(Url::Store {
-                scheme: "s3",
-                service: Service::S3,
+                scheme,
+                service,
                 bucket: b.into(),
                 prefix: p.into(),
             })
         };
+        let s3 = |b: &str, p: &str| store("s3", Service::S3, b, p);
         assert_eq!(Url::parse("s3://b").unwrap(), s3("b", ""));
         assert_eq!(Url::parse("s3://b/").unwrap(), s3("b", ""));
         assert_eq!(Url::parse("s3://b/x/y/").unwrap(), s3("b", "x/y"));
@@ -511,14 +501,6 @@ mod tests {
             Url::parse("sftp://[::1]:22/a").unwrap(),
             sftp(None, "::1", Some(22), "/a")
         );
-        let store = |scheme: &'static str, service, b: &str, p: &str| {
-            Some(Url::Store {
-                scheme,
-                service,
-                bucket: b.into(),
-                prefix: p.into(),
-            })
-        };
         assert_eq!(
             Url::parse("gs://b/x/").unwrap(),
             store("gs", Service::Gcs, "b", "x")

@@ -273,6 +273,17 @@ pub(crate) fn remote_tree(f: &Fixture) {
     set_mtime(&f.path("src/docs/deep/c.txt"), -86_400 * 400, 5);
 }
 
+/// Change a [`remote_tree`]: one file changed (same size, new time), one added, a subtree
+/// gone, a directory turned into a file.
+pub(crate) fn change_remote_tree(f: &Fixture) {
+    f.write("src/a.txt", "ALPHA");
+    set_mtime(&f.path("src/a.txt"), 1_600_000_001, 0);
+    f.write("src/new.txt", "new");
+    fs::remove_dir_all(f.path("src/docs/deep")).unwrap();
+    fs::remove_dir(f.path("src/empty")).unwrap();
+    f.write("src/empty", "now a file");
+}
+
 #[test]
 fn s3_mirror_initial_noop_incremental_and_deletes() {
     let Some(mut s3) = S3::new("mirror") else {
@@ -316,12 +327,7 @@ fn s3_mirror_initial_noop_incremental_and_deletes() {
 
     // Incremental: one changed (same size, new time), one added, one removed, a subtree gone,
     // a file turned into a directory.
-    f.write("src/a.txt", "ALPHA");
-    set_mtime(&f.path("src/a.txt"), 1_600_000_001, 0);
-    f.write("src/new.txt", "new");
-    fs::remove_dir_all(f.path("src/docs/deep")).unwrap();
-    fs::remove_dir(f.path("src/empty")).unwrap();
-    f.write("src/empty", "now a file");
+    change_remote_tree(&f);
     let inc = json(&s3.sync(&f, &["--json"]).expect(0));
     assert_eq!(
         inc["updated"]["files"], 2,
@@ -1645,7 +1651,6 @@ fn a_build_without_sftp_names_the_feature_to_enable() {
 }
 
 /// A loopback port nothing listens on (bound, then released).
-#[cfg(any(feature = "s3", feature = "sftp", feature = "store"))]
 pub(crate) fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -14,7 +14,7 @@ use crate::remote::{behind_relay, in_seconds, json, remote_tree, succeeding, uni
 use crate::util::*;
 
 /// `syncease EXTRA URL DIR` through `cmd` (the remote's command, with its credentials).
-fn restore(mut cmd: Command, url: &str, dir: &Path, extra: &[&str]) -> Run {
+pub(crate) fn restore(mut cmd: Command, url: &str, dir: &Path, extra: &[&str]) -> Run {
     Run::from(cmd.args(extra).arg(url).arg(dir).output().unwrap())
 }
 

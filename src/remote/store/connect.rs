@@ -38,11 +38,6 @@ fn config_error(e: opendal::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, super::Failure::of(e))
 }
 
-/// The host of a WebDAV URL's `[USER@]HOST[:PORT]` (any other service's bucket as it is).
-fn host_of(bucket: &str) -> &str {
-    bucket.rsplit_once('@').map_or(bucket, |(_, host)| host)
-}
-
 /// An environment variable that is set and not empty.
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -328,7 +323,11 @@ impl Store {
             memory: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 super::TRANSFER_MEMORY_MIB as usize,
             )),
-            service: format!("{} {endpoint} {}", kind.feature(), host_of(bucket)),
+            service: format!(
+                "{} {endpoint} {}",
+                kind.feature(),
+                crate::remote::without_user(bucket)
+            ),
             md5s: Mutex::default(),
             restyled: options.s3_storage_class.is_some() || options.s3_sse.is_some(),
         };
