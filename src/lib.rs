@@ -278,8 +278,9 @@ fn mirror(
         if let Err(refusal) = preflight::listings(config, &src, &dst) {
             return refuse(refusal);
         }
-        let local = config.dst_url.is_none();
-        if local && dst.root.is_none() && !config.dry_run && dest.make_root().is_ok() {
+        // A new root is made now (by any destination that has roots to make), to learn what
+        // it can hold before the plan.
+        if dst.root.is_none() && !config.dry_run && dest.make_root().is_ok() {
             // A root that cannot be made here fails again, and is reported, in the plan.
             limits = probe(config, dest, None, reporter, &mut dst);
             (dst, folded) = fold_names(limits.as_ref(), &src, dst, dest, folded);

@@ -8,8 +8,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::relay::{Bend, Relay};
-use crate::remote::{json, remote_tree, server_env, server_var, sync_to, unique};
-use crate::restore::files;
+use crate::remote::{
+    change_remote_tree, json, remote_tree, server_env, server_var, sync_to, unique,
+};
+use crate::restore::{files, restore};
 use crate::util::*;
 
 /// This test's folder on the WebDAV server.
@@ -65,11 +67,6 @@ impl Webdav {
     fn sync(&self, f: &Fixture, extra: &[&str]) -> Run {
         sync_to(self.command(), f, &self.url(), extra)
     }
-}
-
-/// `syncease EXTRA URL DIR` through `cmd`.
-fn restore(mut cmd: Command, url: &str, dir: &Path, extra: &[&str]) -> Run {
-    Run::from(cmd.args(extra).arg(url).arg(dir).output().unwrap())
 }
 
 /// The files below `root` and their contents, without syncease's manifest (times are the
@@ -138,12 +135,7 @@ fn webdav_mirror_and_restore_are_exact_and_a_noop_writes_nothing() {
 
     // Incremental: a same-size change with a new time, an addition, a subtree gone, a folder
     // turned into a file.
-    f.write("src/a.txt", "ALPHA");
-    set_mtime(&f.path("src/a.txt"), 1_600_000_001, 0);
-    f.write("src/new.txt", "new");
-    fs::remove_dir_all(f.path("src/docs/deep")).unwrap();
-    fs::remove_dir(f.path("src/empty")).unwrap();
-    f.write("src/empty", "now a file");
+    change_remote_tree(&f);
     let inc = json(&dav.sync(&f, &["--json"]).expect(0));
     assert_eq!(
         inc["updated"]["files"], 2,
@@ -518,4 +510,83 @@ fn a_store_that_cannot_be_reached_is_refused_before_anything() {
         assert!(run.stderr.contains("refusing to sync"), "{url}: {run:?}");
         assert!(run.stderr.contains(&url), "{url}: {run:?}");
     }
+}
+
+/// A process of this test's, stopped (and waited for) when dropped.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn webdav_on_a_server_that_ignores_case_names_one_in_case_are_one_error_and_lose_nothing() {
+    use crate::util::{Fs, Mounted};
+    let f = Fixture::new();
+    if !cfg!(feature = "webdav") {
+        not_tested("built without the webdav feature (--all-features)");
+        return;
+    }
+    if !need("rclone", "rclone") {
+        return;
+    }
+    // exFAT ignores case; rclone's server, told so, looks names up that way too.
+    let Some(mount) = Mounted::new(&f, Fs::Exfat) else {
+        return;
+    };
+    let port = crate::remote::closed_port();
+    let server = Command::new("rclone")
+        .args([
+            "serve",
+            "webdav",
+            "--config",
+            "/dev/null",
+            "--vfs-case-insensitive",
+        ])
+        .args(["--dir-cache-time", "0s", "--addr"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(mount.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Stopped(server);
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no WebDAV server"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f.write("src/A.txt", "upper");
+    f.write("src/a.txt", "lower");
+    f.write("src/keep.txt", "keep");
+    let url = format!("webdav://127.0.0.1:{port}/m");
+    let sync = || {
+        let mut cmd = syncease();
+        cmd.env("NETRC", "/nonexistent/netrc")
+            .env_remove("SYNCEASE_WEBDAV_PASSWORD");
+        sync_to(cmd, &f, &url, &["--json"])
+    };
+    // A fresh folder (probed with a file of its own) and then one with entries (probed with
+    // one of them): the pair is an error each time, and neither overwrites the other.
+    for round in 0..2 {
+        let run = sync().expect(1);
+        assert!(run.stderr.contains("ignores case"), "{round}: {run:?}");
+        assert_eq!(json(&run)["errors"].as_array().unwrap().len(), 1, "{run:?}");
+        let names: Vec<_> = fs::read_dir(mount.path().join("m"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != ".syncease")
+            .collect();
+        assert_eq!(names, ["keep.txt"], "{round}: {run:?}");
+    }
+    // What the server had under that name is kept.
+    fs::write(mount.path().join("m/a.TXT"), "theirs").unwrap();
+    sync().expect(1);
+    assert_eq!(fs::read(mount.path().join("m/a.TXT")).unwrap(), b"theirs");
 }

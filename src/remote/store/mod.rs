@@ -1389,6 +1389,47 @@ impl Destination for Store {
         self.backup.as_deref().map(|backup| self.place_of(backup))
     }
 
+    /// A WebDAV server may ignore case (one on Windows, macOS, or over an exFAT disk): then
+    /// two source names that differ only in case would overwrite each other there, a different
+    /// one each run. `sample`, a name in the root, is looked up spelled otherwise; without one
+    /// a probe file is made, looked up so, and removed. Object stores are always
+    /// case-sensitive.
+    fn probe(&self, sample: Option<&std::ffi::OsStr>) -> io::Result<Option<crate::config::Limits>> {
+        if !self.folders() {
+            return Ok(None);
+        }
+        let flip = |name: &str| match name.to_uppercase() {
+            upper if upper != name => upper,
+            _ => name.to_lowercase(),
+        };
+        let ignores_case = self.rt.block_on(async {
+            let found = |key: String| async move {
+                match self.op.stat(&key).await {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+                    Err(e) => Err(store_error(e)),
+                }
+            };
+            if let Some(name) = sample.and_then(|s| s.to_str()) {
+                return found(format!("{}{}", self.prefix, flip(name))).await;
+            }
+            let name = temp_name('p');
+            let key = format!("{}{name}", self.prefix);
+            self.op
+                .write(&key, Vec::<u8>::new())
+                .await
+                .map_err(store_error)?;
+            let ignores = found(format!("{}{}", self.prefix, flip(&name))).await;
+            self.delete(&key).await?;
+            ignores
+        })?;
+        Ok(ignores_case.then(|| crate::config::Limits {
+            filesystem: format!("{} server that ignores case", self.kind.name()),
+            case_sensitive: false,
+            ..crate::config::Limits::default()
+        }))
+    }
+
     /// Objects go a thousand a request (DeleteObjects). Where each is first kept in the backup
     /// prefix, or a batch fails (the answer names no key), they go one by one, each with its
     /// own result.
