@@ -22,10 +22,21 @@ pub enum Bend {
     /// Answer every such request with a server error (500) in the server's stead, and close
     /// that connection: the request never reaches the server.
     Fail(fn(&str) -> bool),
+    /// Answer every request whose head (request line and headers, lower-cased) is such with
+    /// S3's 501 NotImplemented in the server's stead: the request never reaches the server.
+    Refuse(fn(&str) -> bool),
     /// Once `after` more bytes went from clients to the server (over every connection), cut every
     /// connection open then; with `then_refuse`, close every later one at once (a host gone).
     Cut { after: u64, then_refuse: bool },
 }
+
+/// The answers of [`Bend::Fail`] and [`Bend::Refuse`].
+const FAILED: &str = "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\
+                      Connection: close\r\n\r\n";
+const NOT_IMPLEMENTED: &str = "HTTP/1.1 501 Not Implemented\r\nContent-Type: application/xml\r\n\
+    Content-Length: 119\r\nConnection: close\r\n\r\n\
+    <?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+    <Error><Code>NotImplemented</Code><Message>Not implemented here</Message></Error>";
 
 #[derive(Default)]
 struct State {
@@ -155,7 +166,7 @@ fn relay(mut client: TcpStream, mut server: TcpStream, state: Arc<Mutex<State>>)
         pending.extend_from_slice(&buf[..n]);
         let mut parsed = 0;
         let mut go_silent = false;
-        let mut fail = false;
+        let mut fail = None;
         loop {
             let next = METHODS
                 .iter()
@@ -175,7 +186,7 @@ fn relay(mut client: TcpStream, mut server: TcpStream, state: Arc<Mutex<State>>)
             let head = String::from_utf8_lossy(&pending[start..start + head_end]).into_owned();
             let mut st = state.lock().unwrap();
             *st.counts.entry(kind(&line)).or_insert(0) += 1;
-            st.heads.push(head);
+            st.heads.push(head.clone());
             match st.bend {
                 Some(Bend::LoseAnswer(matches)) if matches(&line) => {
                     st.bend = None;
@@ -185,13 +196,14 @@ fn relay(mut client: TcpStream, mut server: TcpStream, state: Arc<Mutex<State>>)
                     st.silent = true;
                     go_silent = true;
                 }
-                Some(Bend::Fail(matches)) if matches(&line) => fail = true,
+                Some(Bend::Fail(matches)) if matches(&line) => fail = Some(FAILED),
+                Some(Bend::Refuse(matches)) if matches(&head.to_ascii_lowercase()) => {
+                    fail = Some(NOT_IMPLEMENTED)
+                }
                 _ => {}
             }
         }
-        if fail {
-            let answer = "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\
-                          Connection: close\r\n\r\n";
+        if let Some(answer) = fail {
             let _ = client.write_all(answer.as_bytes());
             let _ = client.shutdown(Shutdown::Both);
             break;

@@ -9,8 +9,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::relay::Relay;
-use crate::remote::{behind_relay, in_seconds, json, remote_tree, succeeding, unique, Sftp, S3};
+use crate::relay::{Bend, Relay};
+use crate::remote::{
+    behind_relay, in_seconds, json, remote_tree, server_var, succeeding, unique, Sftp, S3,
+};
 use crate::util::*;
 
 /// `syncease EXTRA URL DIR` through `cmd` (the remote's command, with its credentials).
@@ -545,30 +547,31 @@ fn s3_to_sftp_and_back_carry_contents_and_times() {
     assert_eq!(files(&restored), files(&sftp.local));
 }
 
-#[test]
-fn s3_to_s3_in_one_bucket_copies_on_the_server() {
-    let Some(mut s3) = S3::new("s3-copy-from") else {
-        return;
-    };
+/// Mirror a [`remote_tree`] to `s3` (behind a relay), then copy it to a new prefix of
+/// `bucket` (another, or `s3`'s own) in one run, the relay's requests in hand: the copy
+/// restores exact (the recorded times came along), and a second run writes nothing.
+fn s3_to_s3(test: &str, bucket: &str, bend: Option<Bend>) -> (S3, S3, Relay, Vec<String>) {
+    let mut s3 = S3::new(test).unwrap();
     let relay = Relay::start(&s3.endpoint);
     s3.endpoint = relay.endpoint.clone();
     let f = Fixture::new();
     remote_tree(&f);
     s3.sync(&f, &[]).expect(0);
     let copy = S3 {
-        prefix: unique("s3-copy-to"),
+        prefix: unique(&format!("{test}-copy")),
+        bucket: bucket.to_string(),
         endpoint: s3.endpoint.clone(),
-        bucket: s3.bucket.clone(),
         key_id: s3.key_id.clone(),
         secret: s3.secret.clone(),
         region: s3.region.clone(),
     };
-    relay.take();
+    relay.heads();
+    if let Some(bend) = bend {
+        relay.bend(bend);
+    }
     let mut cmd = s3.command();
-    let run = Run::from(cmd.args([&s3.url(), &copy.url()]).output().unwrap()).expect(0);
-    let requests = relay.take();
-    // The two manifests are all that is read: no object's bytes pass through here.
-    assert_eq!(requests.get("GET"), Some(&2), "{run:?} {requests:?}");
+    Run::from(cmd.args([&s3.url(), &copy.url()]).output().unwrap()).expect(0);
+    let heads = relay.heads();
     let restored = f.path("restored");
     restore(copy.command(), &copy.url(), &restored, &[]).expect(0);
     let mut want = files(&f.src);
@@ -582,6 +585,113 @@ fn s3_to_s3_in_one_bucket_copies_on_the_server() {
     );
     let noop = json(&noop.expect(0));
     assert_eq!(noop["unchanged"]["files"], 4, "{noop}");
+    (s3, copy, relay, heads)
+}
+
+/// The requests among `heads` that copy an object on the server (to any bucket).
+fn server_copies(heads: &[String]) -> Vec<String> {
+    heads
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .filter(|h| h.starts_with("put ") && h.contains("x-amz-copy-source:"))
+        .collect()
+}
+
+/// Whether no object's bytes were read: the two manifests are the only objects fetched
+/// (besides the listings).
+fn only_manifests_read(heads: &[String]) -> bool {
+    let gets: Vec<_> = heads
+        .iter()
+        .filter(|h| h.starts_with("GET ") && !h.contains("?list-type="))
+        .collect();
+    gets.len() == 2 && gets.iter().all(|h| h.contains("/.syncease/manifest "))
+}
+
+#[test]
+fn s3_to_s3_in_one_bucket_copies_on_the_server() {
+    if S3::new("probe").is_none() {
+        return;
+    }
+    let bucket = server_var("SYNCEASE_TEST_S3_BUCKET");
+    let (_, _, _, heads) = s3_to_s3("copy-in-bucket", &bucket, None);
+    assert!(only_manifests_read(&heads), "{heads:#?}");
+    assert_eq!(server_copies(&heads).len(), 4, "{heads:#?}");
+}
+
+#[test]
+fn s3_to_another_bucket_of_the_service_copies_on_the_server() {
+    if S3::new("probe").is_none() {
+        return;
+    }
+    let (from, to) = (
+        server_var("SYNCEASE_TEST_S3_BUCKET"),
+        server_var("SYNCEASE_TEST_S3_BUCKET2"),
+    );
+    let (s3, copy, _, heads) = s3_to_s3("copy-across", &to, None);
+    assert!(only_manifests_read(&heads), "{heads:#?}");
+    let copies = server_copies(&heads);
+    assert_eq!(copies.len(), 4, "{heads:#?}");
+    for head in &copies {
+        let source = format!("x-amz-copy-source: {from}/{}/", s3.prefix);
+        assert!(head.contains(&source), "{head}");
+        assert!(
+            head.starts_with(&format!("put /{to}/{}/", copy.prefix)),
+            "{head}"
+        );
+    }
+}
+
+#[test]
+fn s3_copies_between_buckets_the_service_refuses_are_uploaded_instead() {
+    if S3::new("probe").is_none() {
+        return;
+    }
+    let to = server_var("SYNCEASE_TEST_S3_BUCKET2");
+    let refuse = Bend::Refuse(|head| head.contains("x-amz-copy-source:"));
+    let (_, _, _, heads) = s3_to_s3("copy-refused", &to, Some(refuse));
+    // Once refused, the rest are not asked for (files already on their way may be).
+    let refused = server_copies(&heads).len();
+    assert!((1..=4).contains(&refused), "{heads:#?}");
+    let uploads = heads
+        .iter()
+        .filter(|h| h.starts_with(&format!("PUT /{to}/")))
+        .filter(|h| !h.to_ascii_lowercase().contains("x-amz-copy-source"))
+        .count();
+    assert!(uploads >= 4, "every file was uploaded: {heads:#?}");
+    assert!(
+        !only_manifests_read(&heads),
+        "the objects were read: {heads:#?}"
+    );
+}
+
+#[test]
+fn s3_a_copy_between_buckets_that_keeps_failing_is_tried_four_times_then_reported() {
+    let Some(mut s3) = S3::new("copy-failing") else {
+        return;
+    };
+    let relay = Relay::start(&s3.endpoint);
+    s3.endpoint = relay.endpoint.clone();
+    let f = Fixture::new();
+    f.write("src/a.txt", "alpha");
+    s3.sync(&f, &[]).expect(0);
+    let from = s3.url();
+    let copy = S3 {
+        prefix: unique("copy-failing-copy"),
+        bucket: server_var("SYNCEASE_TEST_S3_BUCKET2"),
+        ..s3
+    };
+    relay.heads();
+    // Every write to the other bucket fails (500): the copy, and the manifest after it.
+    relay.bend(Bend::Fail(|line| line.starts_with("PUT /syncease-test-2/")));
+    let mut cmd = copy.command();
+    let run = Run::from(cmd.args([&from, &copy.url()]).output().unwrap()).expect(1);
+    let tries = server_copies(&relay.heads()).len();
+    assert_eq!(tries, 4, "{run:?}");
+    assert!(
+        run.stderr.contains("cannot copy") && run.stderr.contains("a.txt"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("HTTP 500"), "{run:?}");
 }
 
 /// Put `data` at `key` in the test bucket exactly as written (`..` and `//` kept): curl signs

@@ -21,6 +21,9 @@ struct Built {
     op: Operator,
     endpoint: String,
     login: Option<String>,
+    /// Copies between buckets of this S3 service (see [`super::between`]).
+    #[cfg(feature = "s3")]
+    between: Option<super::between::Between>,
 }
 
 impl Built {
@@ -29,6 +32,8 @@ impl Built {
             op,
             endpoint,
             login: None,
+            #[cfg(feature = "s3")]
+            between: None,
         }
     }
 }
@@ -81,10 +86,14 @@ fn s3(bucket: &str, options: &Options) -> io::Result<Built> {
         builder = builder.disable_ec2_metadata();
     }
     let endpoint = options.s3_endpoint.as_deref().unwrap_or("aws").to_string();
-    Ok(Built::new(
-        Operator::new(builder).map_err(config_error)?,
-        endpoint,
-    ))
+    Ok(Built {
+        between: Some(super::between::Between::new(
+            bucket,
+            &region,
+            options.timeout,
+        )),
+        ..Built::new(Operator::new(builder).map_err(config_error)?, endpoint)
+    })
 }
 
 /// Google Cloud Storage: credentials as Google's tools find them
@@ -218,9 +227,8 @@ fn webdav(scheme: &str, authority: &str) -> io::Result<Built> {
         }
     };
     Ok(Built {
-        op: Operator::new(builder).map_err(config_error)?,
-        endpoint,
         login: Some(tried),
+        ..Built::new(Operator::new(builder).map_err(config_error)?, endpoint)
     })
 }
 
@@ -285,6 +293,8 @@ impl Store {
             op,
             endpoint,
             login,
+            #[cfg(feature = "s3")]
+            between,
         } = match kind {
             Service::S3 => s3(bucket, options)?,
             Service::Gcs => gcs(bucket)?,
@@ -328,6 +338,9 @@ impl Store {
                 kind.feature(),
                 crate::remote::without_user(bucket)
             ),
+            #[cfg(feature = "s3")]
+            between,
+            across_refused: AtomicBool::new(false),
             md5s: Mutex::default(),
             restyled: options.s3_storage_class.is_some() || options.s3_sse.is_some(),
         };

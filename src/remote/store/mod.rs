@@ -54,6 +54,8 @@ use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
 use crate::remote::Service;
 
+#[cfg(feature = "s3")]
+mod between;
 mod connect;
 mod manifest;
 #[cfg(feature = "webdav")]
@@ -73,6 +75,9 @@ const MIB: u64 = 1 << 20;
 const TRANSFER_MEMORY_MIB: u32 = 256;
 /// Parts of one file in flight at once.
 const PARTS_IN_FLIGHT: usize = 4;
+/// S3 copies objects of up to 5 GiB on the server (larger ones would take a multipart copy):
+/// larger ones go through this machine.
+const MAX_COPY: u64 = 5 << 30;
 /// Keys one DeleteObjects request removes (S3's limit).
 const DELETES_PER_REQUEST: usize = 1000;
 /// Folders listed at once where the service cannot list a tree itself (WebDAV).
@@ -106,6 +111,11 @@ pub struct Store {
     memory: std::sync::Arc<tokio::sync::Semaphore>,
     /// The service and bucket, as a [`Place`] names them.
     service: String,
+    /// Copies from another bucket of this S3 service (see [`between`]).
+    #[cfg(feature = "s3")]
+    between: Option<between::Between>,
+    /// The service refused such a copy: the rest go through this machine.
+    across_refused: AtomicBool,
     /// The MD5 of multipart objects whose HEAD stated one (`md5chksum`), by key: what a
     /// download from them is checked against.
     md5s: Mutex<HashMap<String, [u8; 16]>>,
@@ -128,6 +138,19 @@ fn store_error(e: opendal::Error) -> io::Error {
         _ => io::ErrorKind::Other,
     };
     io::Error::new(kind, Failure::of(e))
+}
+
+/// Why a copy on the server did not happen.
+#[derive(Debug)]
+enum Refusal {
+    /// The source object is gone.
+    Vanished,
+    /// The service does not make this copy (it refused the request as such): the bytes are to
+    /// go through this machine instead. Only copies between buckets are refused so.
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
+    Unsupported(io::Error),
+    /// The copy failed.
+    Failed(io::Error),
 }
 
 /// A failed request as a person reads it — what the service said (its message and code),
@@ -365,14 +388,48 @@ impl Store {
         }
     }
 
-    /// The source, when it is another prefix of this bucket (on this service, with these
-    /// credentials): its objects can be copied on the server, metadata and all (not on
-    /// WebDAV, which keeps no metadata to copy, nor where new objects are to get a storage
-    /// class or encryption the source's do not carry over).
-    fn same_bucket<'s>(&self, source: Source<'s>) -> Option<&'s Store> {
+    /// The source, when its object of `size` bytes can be copied here on the server, metadata
+    /// and all: another prefix of this bucket (on this service, with these credentials), or
+    /// another bucket of this S3 service (see [`between`]). Not on WebDAV, which keeps no
+    /// metadata to copy, nor where new objects are to get a storage class or encryption the
+    /// source's do not carry over, nor for objects beyond S3's 5 GiB a copy.
+    fn copies_from<'s>(&self, source: Source<'s>, size: u64) -> Option<&'s Store> {
         let from = source.origin.as_any()?.downcast_ref::<Store>()?;
-        let copies = self.keeps_metadata() && !self.restyled;
-        (from.service == self.service && copies).then_some(from)
+        if !self.keeps_metadata() || self.restyled {
+            return None;
+        }
+        if self.kind == Service::S3 && size > MAX_COPY {
+            return None;
+        }
+        (from.service == self.service || self.across(from)).then_some(from)
+    }
+
+    /// Whether objects of `from`, another bucket, are copied on the server: both are S3 (on
+    /// one service: a run reaches every bucket through the same endpoint and credentials), and
+    /// the service has not refused such a copy yet.
+    #[cfg(feature = "s3")]
+    fn across(&self, from: &Store) -> bool {
+        let refused = self.across_refused.load(Ordering::Relaxed);
+        self.between.is_some() && from.between.is_some() && !refused
+    }
+
+    #[cfg(not(feature = "s3"))]
+    fn across(&self, _: &Store) -> bool {
+        false
+    }
+
+    /// Copy `from_key` of `from`'s bucket to `key` of this one.
+    #[cfg(feature = "s3")]
+    async fn copy_across(&self, from: &Store, from_key: &str, key: &str) -> Result<(), Refusal> {
+        let (Some(between), Some(source)) = (&self.between, &from.between) else {
+            unreachable!("`Store::across` checked both are S3")
+        };
+        between.copy(&self.op, source, from_key, key).await
+    }
+
+    #[cfg(not(feature = "s3"))]
+    async fn copy_across(&self, _: &Store, _: &str, _: &str) -> Result<(), Refusal> {
+        unreachable!("only S3 copies between buckets (see `Store::across`)")
     }
 
     /// Whether the service lists a prefix recursively itself (S3, GCS, Azure). OpenDAL
@@ -441,10 +498,12 @@ impl Store {
         }
     }
 
-    /// Copy the object at `source` (a prefix of this bucket) to `key` on the server: the bytes
-    /// never pass through here, and its metadata (the recorded mtime, the MD5 of a multipart
-    /// upload, the content type) goes with it. S3 makes the copy whole or not at all.
-    fn copy_within(
+    /// Copy the object at `source` (of `from`, see [`Store::copies_from`]) to `key` on the
+    /// server: the bytes never pass through here, and its metadata (the recorded mtime, the
+    /// MD5 of a multipart upload, the content type) goes with it. S3 makes the copy whole or
+    /// not at all. `None`: the service refused a copy between buckets, and room was made at
+    /// `key` for the file to be uploaded instead.
+    fn copy_on_server(
         &self,
         from: &Store,
         source: Source<'_>,
@@ -452,27 +511,35 @@ impl Store {
         key: &str,
         expected: Expected,
         held: Held,
-    ) -> std::result::Result<Copied, CopyError> {
+    ) -> std::result::Result<Option<Copied>, CopyError> {
         let src = &source.path();
         let to = &self.path(rel);
         let from_key = from
             .key(source.rel)
             .map_err(|e| Error::new(Op::OpenSource, src, e))?;
         self.rt.block_on(async {
-            match held {
-                Held::Other(Tag::Dir) => self
-                    .remove_emptied_dir(rel)
-                    .await
-                    .map_err(|e| Error::new(Op::Replace, to, e))?,
-                _ => self
-                    .keep(rel, key)
-                    .await
-                    .map_err(|e| Error::copy(src, to, e))?,
-            }
-            match self.op.copy(&from_key, key).await {
-                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Copied::Vanished),
-                Err(e) => return Err(Error::copy(src, to, store_error(e)).into()),
-                Ok(_) => {}
+            self.make_room(rel, key, held, src).await?;
+            let copied = match from.service == self.service {
+                true => match self.op.copy(&from_key, key).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.kind() == ErrorKind::NotFound => Err(Refusal::Vanished),
+                    Err(e) => Err(Refusal::Failed(store_error(e))),
+                },
+                false => self.copy_across(from, &from_key, key).await,
+            };
+            match copied {
+                Ok(()) => {}
+                Err(Refusal::Vanished) => return Ok(Some(Copied::Vanished)),
+                Err(Refusal::Unsupported(e)) => {
+                    self.across_refused.store(true, Ordering::Relaxed);
+                    debug!(
+                        from = from.url,
+                        to = self.url,
+                        "copies between buckets refused ({e}): copying through this machine"
+                    );
+                    return Ok(None);
+                }
+                Err(Refusal::Failed(e)) => return Err(Error::copy(src, to, e).into()),
             }
             // What the copy holds now: its ETag, and the time it carries, for the manifest.
             let meta = self
@@ -484,8 +551,72 @@ impl Store {
             let mtime = Head::of(&meta, self.kind).mtime.unwrap_or(expected.mtime);
             let row = version_of(&meta).map(|version| Row { version, mtime });
             self.record(rel, row);
-            debug!(from = from_key, to = key, "copied on the server");
-            Ok(Copied::Done(size))
+            debug!(from = %src.display(), to = %to.display(), "copied on the server");
+            Ok(Some(Copied::Done(size)))
+        })
+    }
+
+    /// Before a file is written at `rel` (`key`): the directory it replaces goes (once the
+    /// deletions emptied it), or the object it replaces is kept in the backup prefix.
+    async fn make_room(
+        &self,
+        rel: &Path,
+        key: &str,
+        held: Held,
+        src: &Path,
+    ) -> std::result::Result<(), Error> {
+        let to = &self.path(rel);
+        match held {
+            Held::Other(Tag::Dir) => self
+                .remove_emptied_dir(rel)
+                .await
+                .map_err(|e| Error::new(Op::Replace, to, e)),
+            _ => self
+                .keep(rel, key)
+                .await
+                .map_err(|e| Error::copy(src, to, e)),
+        }
+    }
+
+    /// Upload the file at `source` to `key` (for `rel`); `held`: what is at `key`, or `None`
+    /// when room was made for it already.
+    fn upload_file(
+        &self,
+        source: Source<'_>,
+        rel: &Path,
+        key: &str,
+        expected: Expected,
+        held: Option<Held>,
+    ) -> std::result::Result<Copied, CopyError> {
+        let Some((file, expected)) = source.open(expected)? else {
+            return Ok(Copied::Vanished);
+        };
+        let src = &source.path();
+        let to = Destination::path(self, rel);
+        self.rt.block_on(async {
+            if let Some(held) = held {
+                self.make_room(rel, key, held, src).await?;
+            }
+            match self.upload(file, key, expected).await {
+                Ok((size, version)) => {
+                    // Its LastModified, where not known yet, is found before the manifest is
+                    // written.
+                    let row = version.map(|version| Row {
+                        version,
+                        mtime: expected.mtime,
+                    });
+                    self.record(rel, row);
+                    Ok(Copied::Done(size))
+                }
+                Err(UploadError::Changed) => Err(CopyError::Changed),
+                Err(UploadError::Read(e)) if endpoint::is_changed(&e) => Err(CopyError::Changed),
+                Err(UploadError::Read(e)) if endpoint::is_interrupted(&e) => {
+                    Err(CopyError::Interrupted)
+                }
+                Err(UploadError::Read(e)) => Err(Error::new(Op::Read, src, e).into()),
+                Err(UploadError::Write(e)) => Err(Error::copy(src, &to, e).into()),
+                Err(UploadError::Complete(e)) => Err(Error::copy(src, &to, store_error(e)).into()),
+            }
         })
     }
 
@@ -1268,45 +1399,13 @@ impl Destination for Store {
         held: Held,
     ) -> std::result::Result<Copied, CopyError> {
         let key = self.key(rel).map_err(|e| self.fail(Op::Copy, rel, e))?;
-        if let Some(from) = self.same_bucket(source) {
-            return self.copy_within(from, source, rel, &key, expected, held);
+        if let Some(from) = self.copies_from(source, expected.size) {
+            if let Some(copied) = self.copy_on_server(from, source, rel, &key, expected, held)? {
+                return Ok(copied);
+            }
+            return self.upload_file(source, rel, &key, expected, None);
         }
-        let Some((file, expected)) = source.open(expected)? else {
-            return Ok(Copied::Vanished);
-        };
-        let src = &source.path();
-        let to = Destination::path(self, rel);
-        self.rt.block_on(async {
-            if held == Held::Other(Tag::Dir) {
-                self.remove_emptied_dir(rel)
-                    .await
-                    .map_err(|e| Error::new(Op::Replace, &to, e))?;
-            } else {
-                self.keep(rel, &key)
-                    .await
-                    .map_err(|e| Error::copy(src, &to, e))?;
-            }
-            match self.upload(file, &key, expected).await {
-                Ok((size, version)) => {
-                    // Its LastModified, where not known yet, is found before the manifest is
-                    // written.
-                    let row = version.map(|version| Row {
-                        version,
-                        mtime: expected.mtime,
-                    });
-                    self.record(rel, row);
-                    Ok(Copied::Done(size))
-                }
-                Err(UploadError::Changed) => Err(CopyError::Changed),
-                Err(UploadError::Read(e)) if endpoint::is_changed(&e) => Err(CopyError::Changed),
-                Err(UploadError::Read(e)) if endpoint::is_interrupted(&e) => {
-                    Err(CopyError::Interrupted)
-                }
-                Err(UploadError::Read(e)) => Err(Error::new(Op::Read, src, e).into()),
-                Err(UploadError::Write(e)) => Err(Error::copy(src, &to, e).into()),
-                Err(UploadError::Complete(e)) => Err(Error::copy(src, &to, store_error(e)).into()),
-            }
-        })
+        self.upload_file(source, rel, &key, expected, Some(held))
     }
 
     fn make_symlink(
