@@ -330,7 +330,9 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
 
 /// Files at least this large are scheduled one by one, largest first.
 const BIG: u64 = 1 << 20;
-/// Smaller files are claimed in runs of this many, in path order.
+/// Smaller files are claimed in runs of up to this many, in path order; in shorter runs when
+/// there are too few for every worker to have several (a remote destination's worker may
+/// spend milliseconds on each file: a run of 64 would leave the others idle).
 const RUN: usize = 64;
 
 /// Write every file and link on all workers from a shared queue. Big files go first, largest
@@ -350,14 +352,16 @@ fn write_all(
     let item = |i: usize| plan.transfer_item(&list[i]);
     let in_order = InOrder::new(list.len(), reporter, &item);
     let (next_big, next_small) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let workers = rayon::current_num_threads().min(list.len());
+    let run_len = (small.len() / (workers * 4).max(1)).clamp(1, RUN);
     let worker = || {
         let mut summary = Summary::default();
         while let Some(&i) = big.get(next_big.fetch_add(1, Ordering::Relaxed)) {
             summary = summary.merge(transfer(plan, list, i, roots, reporter, &in_order, halt));
         }
         loop {
-            let start = next_small.fetch_add(RUN, Ordering::Relaxed);
-            let Some(run) = small.get(start..(start + RUN).min(small.len())) else {
+            let start = next_small.fetch_add(run_len, Ordering::Relaxed);
+            let Some(run) = small.get(start..(start + run_len).min(small.len())) else {
                 break;
             };
             for &i in run {
@@ -366,7 +370,6 @@ fn write_all(
         }
         summary
     };
-    let workers = rayon::current_num_threads().min(list.len());
     (0..workers)
         .into_par_iter()
         .with_max_len(1)
