@@ -45,12 +45,16 @@ struct State {
     heads: Vec<String>,
     /// Connections accepted.
     connections: u64,
+    /// Connections cut by [`Bend::Cut`].
+    cut: u64,
     /// Bytes passed from clients to the server.
     forwarded: u64,
     /// The client side of every connection, to cut them.
     live: Vec<TcpStream>,
     /// New connections are closed at once.
     refusing: bool,
+    /// Connections accepted from now on, before the others are closed at once.
+    accepting: Option<u64>,
     bend: Option<Bend>,
     silent: bool,
 }
@@ -70,9 +74,16 @@ impl Relay {
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
-                if shared.lock().unwrap().refusing {
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
+                {
+                    let mut st = shared.lock().unwrap();
+                    let full = st.accepting == Some(0);
+                    if let Some(n) = &mut st.accepting {
+                        *n = n.saturating_sub(1);
+                    }
+                    if st.refusing || full {
+                        let _ = client.shutdown(Shutdown::Both);
+                        continue;
+                    }
                 }
                 let Ok(server) = TcpStream::connect(&upstream) else {
                     continue;
@@ -96,6 +107,17 @@ impl Relay {
         let mut st = self.state.lock().unwrap();
         st.bend = Some(bend);
         st.forwarded = 0;
+    }
+
+    /// Accept `n` more connections, and close every later one at once (a server capping a
+    /// user's connections).
+    pub fn accept_only(&self, n: u64) {
+        self.state.lock().unwrap().accepting = Some(n);
+    }
+
+    /// Connections cut so far (see [`Bend::Cut`]).
+    pub fn cut(&self) -> u64 {
+        self.state.lock().unwrap().cut
     }
 
     /// Connections accepted so far.
@@ -224,8 +246,9 @@ fn relay(mut client: TcpStream, mut server: TcpStream, state: Arc<Mutex<State>>)
             if st.forwarded >= after {
                 st.bend = None;
                 st.refusing = then_refuse;
-                for live in st.live.drain(..) {
+                for live in std::mem::take(&mut st.live) {
                     let _ = live.shutdown(Shutdown::Both);
+                    st.cut += 1;
                 }
             }
         }

@@ -362,7 +362,7 @@ fn sftp_a_restore_cut_by_a_lost_connection_reads_again_and_ends_exact() {
     // A read whose connection is cut is noticed at once, not when --timeout runs out.
     assert!(started.elapsed() < Duration::from_secs(100), "{run:?}");
     assert_eq!(json(&run)["errors"].as_array().unwrap().len(), 0, "{run:?}");
-    assert!(relay.connections() > 2, "the cut happened: {run:?}");
+    assert!(relay.cut() > 0, "the cut happened: {run:?}");
     assert_eq!(files_in_seconds(&restored), files_in_seconds(&f.src));
     assert!(temporaries(&restored).is_empty());
 }

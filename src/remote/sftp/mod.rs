@@ -69,9 +69,11 @@ const KEEPS: Keeps = Keeps {
 /// A folder on an SSH host as a destination.
 pub struct Sftp {
     rt: Runtime,
-    /// One SFTP session per SSH connection (`--sftp-connections`); each worker uses one. A
-    /// lost connection's session is replaced by a new one (see [`Sftp::reconnect`]).
-    sessions: Vec<Mutex<Live>>,
+    /// One SFTP session per SSH connection (`--sftp-connections`); each worker uses one. Only
+    /// the first is made at once; the others when there is work for them (see
+    /// [`Sftp::connect_mine`]), so a run with nothing to do logs in once. A lost connection's
+    /// session is replaced by a new one (see [`Sftp::reconnect`]).
+    sessions: Arc<[Mutex<Conn>]>,
     /// What a new connection needs: where, and the way in the first login found.
     target: login::Target,
     options: Options,
@@ -94,6 +96,24 @@ pub struct Sftp {
 struct Live {
     sftp: Arc<RawSftpSession>,
     ssh: Arc<client::Handle<login::Client>>,
+}
+
+impl From<login::Session> for Live {
+    fn from(session: login::Session) -> Live {
+        Live {
+            sftp: Arc::new(session.sftp),
+            ssh: Arc::new(session.ssh),
+        }
+    }
+}
+
+/// One of the `--sftp-connections`.
+enum Conn {
+    /// Not made yet: its workers use the first connection meanwhile.
+    Idle,
+    Up(Live),
+    /// Logging in failed (a server may cap a user's connections): its workers use the first.
+    Refused,
 }
 
 impl std::fmt::Debug for Sftp {
@@ -198,6 +218,26 @@ fn join(dir: &str, rel: &str) -> String {
     }
 }
 
+/// Log in (the way `method` found, if given), within `--contimeout`.
+async fn timed_login(
+    target: &login::Target,
+    options: &Options,
+    method: Option<&login::Method>,
+) -> io::Result<(login::Session, login::Method)> {
+    let login = login::login(target, options, method);
+    match options.connect_timeout {
+        Some(limit) => tokio::time::timeout(limit, login)
+            .await
+            .unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no login within {} s (--contimeout)", limit.as_secs_f64()),
+                ))
+            }),
+        None => login.await,
+    }
+}
+
 fn parent(path: &str) -> &str {
     match path.rfind('/') {
         Some(0) => "/",
@@ -220,47 +260,17 @@ impl Sftp {
         };
         let target = login::resolve(user.as_deref(), host, *port, options)?;
         let rt = common::runtime()?;
-        // The first login finds the way in; the other connections log in the same way, at once.
-        let logins = async {
-            let (first, method) = login::login(&target, options, None).await?;
-            let found = method.clone();
-            let mut others = JoinSet::new();
-            for _ in 1..options.sftp_connections.max(1) {
-                let (target, options, method) = (target.clone(), options.clone(), method.clone());
-                others.spawn(async move { login::login(&target, &options, Some(&method)).await });
-            }
-            let mut sessions = vec![first];
-            while let Some(done) = others.join_next().await {
-                let (session, _) = done.map_err(io::Error::other)??;
-                sessions.push(session);
-            }
-            io::Result::Ok((sessions, found))
-        };
-        let (sessions, method) = rt.block_on(async {
-            match options.connect_timeout {
-                Some(limit) => tokio::time::timeout(limit, logins)
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            format!("no login within {} s (--contimeout)", limit.as_secs_f64()),
-                        ))
-                    }),
-                None => logins.await,
-            }
-        })?;
-        let has = |name: &str| sessions[0].version.extensions.contains_key(name);
+        // The first login finds the way in; the other connections log in the same way, later.
+        let (first, method) = rt.block_on(timed_login(&target, options, None))?;
+        let has = |name: &str| first.version.extensions.contains_key(name);
         let (posix_rename, hardlink) = (has(POSIX_RENAME), has("hardlink@openssh.com"));
-        let chunk = sessions[0].chunk;
-        let sessions: Vec<Live> = sessions
-            .into_iter()
-            .map(|s| Live {
-                sftp: Arc::new(s.sftp),
-                ssh: Arc::new(s.ssh),
-            })
+        let chunk = first.chunk;
+        let first = Live::from(first);
+        let sftp = first.sftp.clone();
+        let others = (1..options.sftp_connections.max(1)).map(|_| Mutex::new(Conn::Idle));
+        let sessions = std::iter::once(Mutex::new(Conn::Up(first)))
+            .chain(others)
             .collect();
-        let sftp = sessions[0].sftp.clone();
-        let sessions = sessions.into_iter().map(Mutex::new).collect();
         let absolute = |p: &str| -> io::Result<String> {
             if p.starts_with('/') {
                 return Ok(p.to_string());
@@ -337,14 +347,62 @@ impl Sftp {
     }
 
     fn live(&self) -> Live {
-        let worker = rayon::current_thread_index().unwrap_or(0);
-        let slot = &self.sessions[worker % self.sessions.len()];
-        slot.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.live_at(self.my_slot())
     }
 
-    /// Run one step (safe to redo: uploads go to a fresh temporary each time); when the
-    /// connection it used was lost, connect again and redo it, a few times at most.
-    fn redoing<T, F>(&self, mut step: impl FnMut() -> F) -> io::Result<T>
+    /// The calling worker's connection slot.
+    fn my_slot(&self) -> usize {
+        rayon::current_thread_index().unwrap_or(0) % self.sessions.len()
+    }
+
+    fn conn(&self, slot: usize) -> std::sync::MutexGuard<'_, Conn> {
+        self.sessions[slot]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection of `slot`, or the first one while that is not up.
+    fn live_at(&self, slot: usize) -> Live {
+        if let Conn::Up(live) = &*self.conn(slot) {
+            return live.clone();
+        }
+        match &*self.conn(0) {
+            Conn::Up(live) => live.clone(),
+            _ => unreachable!("the first connection is made at open and only ever replaced"),
+        }
+    }
+
+    /// Make the calling worker's connection if it is not made yet (once: a refused login
+    /// leaves the worker on the first connection).
+    fn connect_mine(&self) {
+        let slot = self.my_slot();
+        let mut conn = self.conn(slot);
+        if !matches!(*conn, Conn::Idle) {
+            return;
+        }
+        let login = timed_login(&self.target, &self.options, Some(&self.method));
+        *conn = match self.rt.block_on(login) {
+            Ok((session, _)) => Conn::Up(Live::from(session)),
+            Err(e) => {
+                tracing::debug!(slot, error = %e, "another connection failed; sharing the first");
+                Conn::Refused
+            }
+        };
+    }
+
+    /// Run one step (safe to redo: uploads go to a fresh temporary each time) over the
+    /// calling worker's connection, made first if need be; see [`Sftp::redo`].
+    fn redoing<T, F>(&self, step: impl FnMut() -> F) -> io::Result<T>
+    where
+        F: std::future::Future<Output = io::Result<T>>,
+    {
+        self.connect_mine();
+        self.redo(step)
+    }
+
+    /// Run one step; when the connection it used was lost, connect again and redo it, a few
+    /// times at most.
+    fn redo<T, F>(&self, mut step: impl FnMut() -> F) -> io::Result<T>
     where
         F: std::future::Future<Output = io::Result<T>>,
     {
@@ -370,15 +428,17 @@ impl Sftp {
         if self.lost.load(Ordering::Relaxed) {
             return Err(cause);
         }
-        let Some(slot) = self.sessions.iter().find(|slot| {
-            let live = slot.lock().unwrap_or_else(|e| e.into_inner());
-            Arc::ptr_eq(&live.sftp, broken)
-        }) else {
+        let holds = |conn: &Conn| matches!(conn, Conn::Up(live) if Arc::ptr_eq(&live.sftp, broken));
+        let Some(slot) = (0..self.sessions.len()).find(|&n| holds(&self.conn(n))) else {
             return Ok(());
         };
-        let mut session = slot.lock().unwrap_or_else(|e| e.into_inner());
-        if !Arc::ptr_eq(&session.sftp, broken) {
+        let mut session = self.conn(slot);
+        if !holds(&session) {
             return Ok(());
+        }
+        // Another worker may have given the host up while this one waited for the slot.
+        if self.lost.load(Ordering::Relaxed) {
+            return Err(cause);
         }
         let mut last = cause;
         for attempt in 0..RECONNECTS {
@@ -394,10 +454,7 @@ impl Sftp {
             });
             match answer {
                 Ok((fresh, _)) => {
-                    *session = Live {
-                        sftp: Arc::new(fresh.sftp),
-                        ssh: Arc::new(fresh.ssh),
-                    };
+                    *session = Conn::Up(Live::from(fresh));
                     tracing::debug!(attempt, "reconnected");
                     return Ok(());
                 }
@@ -466,23 +523,21 @@ impl Sftp {
         Ok(found(self.sftp().lstat(path.to_string()).await)?.map(|a| a.attrs))
     }
 
-    /// List the tree below the root, directories over every connection in turn, the filter
-    /// applied as it goes. Stops at the first lost connection and says over which session.
-    async fn walk(&self, filter: &Filter) -> (Vec<Listed>, Vec<Error>, Option<(usize, io::Error)>) {
+    /// List the tree below the root, [`LISTINGS_IN_FLIGHT`] directories at once over the
+    /// first connection, the filter applied as it goes. Stops at the first lost connection.
+    ///
+    /// The other connections are left unmade: measured on loopback, a no-op over 50,000 files
+    /// in 1,000 directories took 0.46 s over one connection and 0.50 s over four, the logins
+    /// costing more than the listings they would share.
+    async fn walk(&self, filter: &Filter) -> (Vec<Listed>, Vec<Error>, Option<io::Error>) {
         let mut listed = Vec::new();
         let mut errors = Vec::new();
         let mut pending = vec![PathBuf::new()];
         let mut tasks = JoinSet::new();
-        let mut listed_dirs = 0usize;
         while !pending.is_empty() || !tasks.is_empty() {
             while tasks.len() < LISTINGS_IN_FLIGHT {
-                listed_dirs += 1;
                 let Some(rel) = pending.pop() else { break };
-                let slot = listed_dirs % self.sessions.len();
-                let live = self.sessions[slot]
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
+                let live = self.live_at(0);
                 let path = join(&self.root, rel.to_str().unwrap_or_default());
                 tasks.spawn(async move {
                     let listing = async {
@@ -497,13 +552,13 @@ impl Sftp {
                         }
                         Ok((children, links))
                     };
-                    (rel, slot, until_closed(listing, &live.ssh).await)
+                    (rel, until_closed(listing, &live.ssh).await)
                 });
             }
             let Some(done) = tasks.join_next().await else {
                 break;
             };
-            let (rel, slot, listing) = match done {
+            let (rel, listing) = match done {
                 Ok(done) => done,
                 Err(e) => {
                     errors.push(Error::new(Op::ReadDir, &self.url, io::Error::other(e)));
@@ -512,7 +567,7 @@ impl Sftp {
             };
             let (children, mut links) = match listing {
                 Ok(listing) => listing,
-                Err(e) if connection_lost(&e) => return (listed, errors, Some((slot, e))),
+                Err(e) if connection_lost(&e) => return (listed, errors, Some(e)),
                 Err(e) => {
                     errors.push(Error::new(Op::ReadDir, self.path(&rel), e));
                     continue;
@@ -550,22 +605,6 @@ impl Sftp {
             }
         }
         (listed, errors, None)
-    }
-
-    /// After a walk stopped by a lost connection on session `slot`: connect that one again,
-    /// and every other one whose connection closed too (a cut link takes them all).
-    fn reconnect_after_walk(&self, slot: usize, cause: io::Error) -> io::Result<()> {
-        let broken: Vec<Arc<RawSftpSession>> = (self.sessions.iter().enumerate())
-            .filter_map(|(n, session)| {
-                let live = session.lock().unwrap_or_else(|e| e.into_inner());
-                (n == slot || live.ssh.is_closed()).then(|| live.sftp.clone())
-            })
-            .collect();
-        tracing::debug!(error = %cause, sessions = broken.len(), "connection lost while listing; listing again");
-        for sftp in broken {
-            self.reconnect(&sftp, io::Error::new(cause.kind(), cause.to_string()))?;
-        }
-        Ok(())
     }
 
     /// Rename `from` over `to`, replacing it atomically where the server can.
@@ -883,7 +922,8 @@ impl Destination for Sftp {
     }
 
     fn scan(&self, filter: &Filter) -> Tree {
-        let root_attrs = match self.redoing(|| self.lstat(&self.root)) {
+        // Over the first connection: a scan makes no other (see `walk`).
+        let root_attrs = match self.redo(|| self.lstat(&self.root)) {
             Ok(Some(a)) => a,
             Ok(None) => return Tree::default(),
             Err(e) => {
@@ -902,11 +942,14 @@ impl Destination for Sftp {
         let mut redone = 0;
         let (listed, errors) = loop {
             let (listed, mut errors, lost) = self.rt.block_on(self.walk(filter));
-            let Some((slot, e)) = lost else {
+            let Some(e) = lost else {
                 break (listed, errors);
             };
             let gone = match redone < REDOS {
-                true => self.reconnect_after_walk(slot, e).err(),
+                true => {
+                    tracing::debug!(error = %e, "connection lost while listing; listing again");
+                    self.reconnect(&self.live_at(0).sftp, e).err()
+                }
                 false => Some(e),
             };
             if let Some(e) = gone {
