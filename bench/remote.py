@@ -10,7 +10,9 @@ Start the servers and build syncease with the backends first:
     python3 bench/remote.py --scratch /dev/shm/remote-bench --kinds webdav
 
 Trees (seeded): `small`, 10,000 files of 1-16 KiB in 100 directories; `big`, one file of 1 GiB;
-`many` (only when asked: --trees many), 100,000 files of 1 KiB in 1,000 directories. For each
+`many` (only when asked: --trees many), 100,000 files of 1 KiB in 1,000 directories; `few`
+(likewise), 1,000 files of 1-16 KiB in 10 directories, for a distant host (`--rtt 20`: SFTP
+through a relay that holds what passes each way for half of that many milliseconds). For each
 remote (S3, SFTP, WebDAV) and tree, the tools run interleaved over fresh destinations: an initial
 upload, a no-op upload, a restore into an empty local folder, and a no-op restore. rclone runs
 as configured by default (4 transfers, 8 checkers) and with as many transfers as syncease has
@@ -28,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import queue
 import random
 import shutil
 import socket
@@ -63,6 +66,10 @@ def gen_files(root, rng, dirs, per_dir, size):
 
 def gen_small(root, rng):
     gen_files(root, rng, 100, 100, lambda: rng.randrange(1024, 16 * 1024))
+
+
+def gen_few(root, rng):
+    gen_files(root, rng, 10, 100, lambda: rng.randrange(1024, 16 * 1024))
 
 
 def gen_many(root, rng):
@@ -126,6 +133,54 @@ class Counter:
                     pass
 
 
+class Delay:
+    """A TCP relay in front of sshd that holds every chunk, each way, for half of `rtt_ms`
+    before passing it on (in order): a distant host's round trip on loopback."""
+
+    def __init__(self, port, rtt_ms):
+        self.upstream = ("127.0.0.1", int(port))
+        self.half = rtt_ms / 2000
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(256)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            client, _ = self.listener.accept()
+            server = socket.create_connection(self.upstream)
+            for source, sink in ((client, server), (server, client)):
+                held = queue.Queue()
+                threading.Thread(target=self.hold, args=(source, held), daemon=True).start()
+                threading.Thread(target=self.send, args=(held, sink), daemon=True).start()
+
+    def hold(self, source, held):
+        try:
+            while True:
+                data = source.recv(1 << 16)
+                held.put((time.monotonic() + self.half, data))
+                if not data:
+                    return
+        except OSError:
+            held.put((0, b""))
+
+    def send(self, held, sink):
+        try:
+            while True:
+                due, data = held.get()
+                if not data:
+                    break
+                time.sleep(max(0.0, due - time.monotonic()))
+                sink.sendall(data)
+        except OSError:
+            pass
+        try:
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
 def gen_big(root, rng):
     os.makedirs(root)
     path = os.path.join(root, "one.bin")
@@ -152,7 +207,7 @@ def rclone_env():
         RCLONE_CONFIG_SSH_PORT=sftp_port(),
         RCLONE_CONFIG_SSH_USER=sftp_user(),
         RCLONE_CONFIG_SSH_KEY_FILE=env("SYNCEASE_TEST_SSH_KEY"),
-        RCLONE_CONFIG_SSH_KNOWN_HOSTS_FILE=env("SYNCEASE_TEST_KNOWN_HOSTS"),
+        RCLONE_CONFIG_SSH_KNOWN_HOSTS_FILE=known_hosts(),
         TZ="UTC",
     )
     if os.environ.get("SYNCEASE_TEST_WEBDAV_URL"):
@@ -174,8 +229,36 @@ def webdav_hostport():
     return env("SYNCEASE_TEST_WEBDAV_URL").split("@", 1)[1]
 
 
-def sftp_port():
+def sshd_port():
     return env("SYNCEASE_TEST_SFTP_URL").split("@", 1)[1].split("/", 1)[0].split(":")[1]
+
+
+# With --rtt, SFTP goes through a `Delay`: its port, and a known_hosts file naming it.
+DELAYED = {}
+
+
+def sftp_port():
+    return str(DELAYED["port"]) if DELAYED else sshd_port()
+
+
+def known_hosts():
+    return DELAYED["known_hosts"] if DELAYED else env("SYNCEASE_TEST_KNOWN_HOSTS")
+
+
+def sftp_url():
+    url = env("SYNCEASE_TEST_SFTP_URL")
+    return url.replace(f":{sshd_port()}/", f":{sftp_port()}/", 1)
+
+
+def delay_sftp(rtt_ms, scratch):
+    """Send SFTP through a `Delay` of `rtt_ms` from now on."""
+    relay = Delay(sshd_port(), rtt_ms)
+    path = os.path.join(scratch, "known_hosts-delayed")
+    with open(env("SYNCEASE_TEST_KNOWN_HOSTS")) as f:
+        entries = f.read().replace(f"]:{sshd_port()} ", f"]:{relay.port} ")
+    with open(path, "w") as f:
+        f.write(entries)
+    DELAYED.update(port=relay.port, known_hosts=path)
 
 
 def sftp_user():
@@ -210,8 +293,8 @@ def commands(binary, tool, local, kind, name, restore=False, endpoint=None):
             remote = f"webdav://syncease@{hostport}/{name}"
         else:
             args += ["--ssh-key", env("SYNCEASE_TEST_SSH_KEY")]
-            args += ["--known-hosts", env("SYNCEASE_TEST_KNOWN_HOSTS")]
-            remote = env("SYNCEASE_TEST_SFTP_URL") + "/" + name
+            args += ["--known-hosts", known_hosts()]
+            remote = sftp_url() + "/" + name
         args += [remote, local] if restore else [local, remote]
         return args, syncease_env()
     remote = {
@@ -300,6 +383,10 @@ def main():
         "--tools", default="syncease,rclone,rclone-16",
         help="of syncease, rclone, rclone-16 (rclone with 16 transfers)",
     )
+    parser.add_argument(
+        "--rtt", type=float, default=0,
+        help="milliseconds of round trip added to every SFTP connection (a distant host)",
+    )
     args = parser.parse_args()
     binary = os.path.join(REPO, "target", "release", "syncease")
     if shutil.which("rclone") is None:
@@ -308,12 +395,14 @@ def main():
         ["rclone", "version"], capture_output=True, text=True
     ).stdout.split("\n")[0]
     os.makedirs(args.scratch, exist_ok=True)
+    if args.rtt:
+        delay_sftp(args.rtt, args.scratch)
     rng = random.Random(42)
     trees = {}
     for tree in args.trees.split(","):
         root = os.path.join(args.scratch, tree)
         if not os.path.exists(root):
-            {"small": gen_small, "big": gen_big, "many": gen_many}[tree](root, rng)
+            {"small": gen_small, "big": gen_big, "many": gen_many, "few": gen_few}[tree](root, rng)
         trees[tree] = root
     tools = args.tools.split(",")
     phases = ("initial", "no-op", "restore", "no-op restore")
@@ -369,6 +458,7 @@ def main():
         "small": "10,000 × 1–16 KiB",
         "big": "1 × 1 GiB",
         "many": "100,000 × 1 KiB",
+        "few": "1,000 × 1–16 KiB",
     }
     for kind in args.kinds.split(","):
         for tree in trees:
@@ -400,6 +490,7 @@ def main():
         f"127.0.0.1 (Garage 2.5.0, OpenSSH sshd, rclone serve webdav); {rclone_version}; "
         f"medians of {args.rounds} rounds, each on a fresh destination; S3 and WebDAV requests "
         "counted by a relay in front of the server (rclone's default settings)."
+        + (f" SFTP through a relay adding {args.rtt:g} ms of round trip." if args.rtt else "")
     )
 
 
