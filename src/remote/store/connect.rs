@@ -333,6 +333,7 @@ impl Store {
             memory: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 super::TRANSFER_MEMORY_MIB as usize,
             )),
+            parts: std::sync::Arc::default(),
             service: format!(
                 "{} {endpoint} {}",
                 kind.feature(),
