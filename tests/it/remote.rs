@@ -1322,15 +1322,20 @@ fn relayed(sftp: &Sftp, f: &Fixture) -> (Relay, impl Fn(&[&str]) -> Run) {
     (relay, run)
 }
 
+/// Forty small files in four directories: work for several workers.
+fn forty_files(f: &Fixture) {
+    for n in 0..40 {
+        f.write(format!("src/d{}/f{n}", n % 4), format!("file {n}"));
+    }
+}
+
 #[test]
 fn sftp_workers_spread_over_several_ssh_connections_made_only_when_there_is_work() {
     let Some(sftp) = Sftp::new("connections") else {
         return;
     };
     let f = Fixture::new();
-    for n in 0..40 {
-        f.write(format!("src/d{}/f{n}", n % 4), format!("file {n}"));
-    }
+    forty_files(&f);
     let (relay, run) = relayed(&sftp, &f);
     let done = run(&["--sftp-connections", "3", "-j", "6"]).expect(0);
     let made = relay.connections();
@@ -1351,9 +1356,7 @@ fn sftp_connections_the_server_refuses_beyond_the_first_leave_the_work_to_it() {
         return;
     };
     let f = Fixture::new();
-    for n in 0..40 {
-        f.write(format!("src/d{}/f{n}", n % 4), format!("file {n}"));
-    }
+    forty_files(&f);
     let (relay, run) = relayed(&sftp, &f);
     relay.accept_only(1);
     let done = run(&["--sftp-connections", "4", "-j", "8", "--json"]).expect(0);
@@ -1415,10 +1418,10 @@ fn sftp_a_host_that_stays_gone_stops_the_run_once_and_loses_nothing() {
     // A first version everywhere, then a second one cut off midway.
     run(&[]).expect(0);
     for n in 0..60u64 {
-        f.write(
-            format!("src/d{}/f{n}.bin", n % 3),
-            big_content(n, 2, 256 << 10),
-        );
+        let rel = format!("src/d{}/f{n}.bin", n % 3);
+        f.write(&rel, big_content(n, 2, 256 << 10));
+        // Another second than the first version's, which SFTP's whole seconds could not tell.
+        set_mtime(&f.path(&rel), 1_700_000_000, 0);
     }
     relay.bend(Bend::Cut {
         after: 4 << 20,

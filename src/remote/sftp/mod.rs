@@ -380,6 +380,11 @@ impl Sftp {
         if !matches!(*conn, Conn::Idle) {
             return;
         }
+        // The host is gone: the first connection's error tells.
+        if self.lost.load(Ordering::Relaxed) {
+            *conn = Conn::Refused;
+            return;
+        }
         let login = timed_login(&self.target, &self.options, Some(&self.method));
         *conn = match self.rt.block_on(login) {
             Ok((session, _)) => Conn::Up(Live::from(session)),

@@ -33,16 +33,14 @@ pub struct Between {
 
 impl Between {
     /// For `bucket` of the service in `region`. Credentials are found at the first copy, not
-    /// before.
-    pub fn new(bucket: &str, region: &str, timeout: Option<Duration>) -> Between {
+    /// before; `no_imds`: not from the instance metadata service.
+    pub fn new(bucket: &str, region: &str, no_imds: bool, timeout: Option<Duration>) -> Between {
         let http = HttpTransporter::default();
         let ctx = Context::new()
             .with_file_read(TokioFileRead)
             .with_env(OsEnv)
             .with_http_send(http.clone());
         let mut chain = DefaultCredentialProvider::builder();
-        let no_imds = std::env::var("AWS_EC2_METADATA_DISABLED")
-            .is_ok_and(|v| v.eq_ignore_ascii_case("true"));
         if no_imds {
             chain = chain.no_imds();
         }

@@ -82,7 +82,8 @@ fn s3(bucket: &str, options: &Options) -> io::Result<Built> {
             }
         },
     };
-    if var("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+    let no_imds = var("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if no_imds {
         builder = builder.disable_ec2_metadata();
     }
     let endpoint = options.s3_endpoint.as_deref().unwrap_or("aws").to_string();
@@ -90,6 +91,7 @@ fn s3(bucket: &str, options: &Options) -> io::Result<Built> {
         between: Some(super::between::Between::new(
             bucket,
             &region,
+            no_imds,
             options.timeout,
         )),
         ..Built::new(Operator::new(builder).map_err(config_error)?, endpoint)
