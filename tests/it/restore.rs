@@ -547,18 +547,17 @@ fn s3_to_sftp_and_back_carry_contents_and_times() {
     assert_eq!(files(&restored), files(&sftp.local));
 }
 
-/// Mirror a [`remote_tree`] to `s3` (behind a relay), then copy it to a new prefix of
-/// `bucket` (another, or `s3`'s own) in one run, the relay's requests in hand: the copy
+/// Mirror a [`remote_tree`] to `s3` (put behind a relay), then copy it to a new prefix of
+/// `bucket` (another, or `s3`'s own) in one run, whose requests are returned: the copy
 /// restores exact (the recorded times came along), and a second run writes nothing.
-fn s3_to_s3(test: &str, bucket: &str, bend: Option<Bend>) -> (S3, S3, Relay, Vec<String>) {
-    let mut s3 = S3::new(test).unwrap();
+fn s3_to_s3(mut s3: S3, bucket: &str, bend: Option<Bend>) -> (S3, S3, Vec<String>) {
     let relay = Relay::start(&s3.endpoint);
     s3.endpoint = relay.endpoint.clone();
     let f = Fixture::new();
     remote_tree(&f);
     s3.sync(&f, &[]).expect(0);
     let copy = S3 {
-        prefix: unique(&format!("{test}-copy")),
+        prefix: format!("{}-copy", s3.prefix),
         bucket: bucket.to_string(),
         endpoint: s3.endpoint.clone(),
         key_id: s3.key_id.clone(),
@@ -585,7 +584,7 @@ fn s3_to_s3(test: &str, bucket: &str, bend: Option<Bend>) -> (S3, S3, Relay, Vec
     );
     let noop = json(&noop.expect(0));
     assert_eq!(noop["unchanged"]["files"], 4, "{noop}");
-    (s3, copy, relay, heads)
+    (s3, copy, heads)
 }
 
 /// The requests among `heads` that copy an object on the server (to any bucket).
@@ -609,25 +608,22 @@ fn only_manifests_read(heads: &[String]) -> bool {
 
 #[test]
 fn s3_to_s3_in_one_bucket_copies_on_the_server() {
-    if S3::new("probe").is_none() {
+    let Some(s3) = S3::new("copy-in-bucket") else {
         return;
-    }
-    let bucket = server_var("SYNCEASE_TEST_S3_BUCKET");
-    let (_, _, _, heads) = s3_to_s3("copy-in-bucket", &bucket, None);
+    };
+    let bucket = s3.bucket.clone();
+    let (_, _, heads) = s3_to_s3(s3, &bucket, None);
     assert!(only_manifests_read(&heads), "{heads:#?}");
     assert_eq!(server_copies(&heads).len(), 4, "{heads:#?}");
 }
 
 #[test]
 fn s3_to_another_bucket_of_the_service_copies_on_the_server() {
-    if S3::new("probe").is_none() {
+    let Some(s3) = S3::new("copy-across") else {
         return;
-    }
-    let (from, to) = (
-        server_var("SYNCEASE_TEST_S3_BUCKET"),
-        server_var("SYNCEASE_TEST_S3_BUCKET2"),
-    );
-    let (s3, copy, _, heads) = s3_to_s3("copy-across", &to, None);
+    };
+    let (from, to) = (s3.bucket.clone(), server_var("SYNCEASE_TEST_S3_BUCKET2"));
+    let (s3, copy, heads) = s3_to_s3(s3, &to, None);
     assert!(only_manifests_read(&heads), "{heads:#?}");
     let copies = server_copies(&heads);
     assert_eq!(copies.len(), 4, "{heads:#?}");
@@ -643,12 +639,12 @@ fn s3_to_another_bucket_of_the_service_copies_on_the_server() {
 
 #[test]
 fn s3_copies_between_buckets_the_service_refuses_are_uploaded_instead() {
-    if S3::new("probe").is_none() {
+    let Some(s3) = S3::new("copy-refused") else {
         return;
-    }
+    };
     let to = server_var("SYNCEASE_TEST_S3_BUCKET2");
     let refuse = Bend::Refuse(|head| head.contains("x-amz-copy-source:"));
-    let (_, _, _, heads) = s3_to_s3("copy-refused", &to, Some(refuse));
+    let (_, _, heads) = s3_to_s3(s3, &to, Some(refuse));
     // Once refused, the rest are not asked for (files already on their way may be).
     let refused = server_copies(&heads).len();
     assert!((1..=4).contains(&refused), "{heads:#?}");

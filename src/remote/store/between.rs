@@ -52,9 +52,9 @@ impl Between {
         }
     }
 
-    /// Copy `from_key` of `from`'s bucket to `key` of this bucket (which `op` addresses), metadata and
-    /// all (the default `COPY` directive). A refusal of the request as such (400, 403, 405,
-    /// 501) is [`Refusal::Unsupported`].
+    /// Copy `from_key` of `from`'s bucket to `key` of this bucket (which `op` addresses),
+    /// metadata and all (the default `COPY` directive). A refusal of the request as such
+    /// (400, 403, 405, 501) is [`Refusal::Unsupported`].
     pub async fn copy(
         &self,
         op: &Operator,

@@ -145,20 +145,21 @@ fn store_error(e: opendal::Error) -> io::Error {
 /// The buffers of multipart uploads' parts, each given back when the request that sent it is
 /// done (OpenDAL drops it), for the next part to fill. Freed and allocated anew instead, glibc
 /// keeps many of them in its per-thread arenas, and a run grows well past its transfer budget:
-/// 16 uploads of 64 MiB to Garage peaked at 410 MiB, with a budget of 256.
+/// 16 uploads of 64 MiB to Garage peaked at 444 MiB, with a budget of 256.
 #[derive(Default)]
 struct Parts {
     idle: Mutex<Vec<Vec<u8>>>,
 }
 
 impl Parts {
-    /// Idle buffers kept: as many parts of [`PART`] as the budget holds.
-    const KEPT: usize = TRANSFER_MEMORY_MIB as usize / (PART >> 20);
+    /// Bytes of idle buffers kept at most: the transfer budget.
+    const KEPT: usize = (TRANSFER_MEMORY_MIB as usize) << 20;
 
-    /// An empty buffer for a part of `size` bytes.
+    /// An empty buffer for a part of `size` bytes: an idle one of that size (parts grow with
+    /// the file; a larger one would hold memory the part does not use), else a new one.
     fn take(&self, size: usize) -> Vec<u8> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        match idle.iter().position(|buf| buf.capacity() >= size) {
+        match idle.iter().position(|buf| buf.capacity() == size) {
             Some(at) => idle.swap_remove(at),
             None => Vec::with_capacity(size),
         }
@@ -191,7 +192,8 @@ impl Drop for Part {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let mut idle = self.parts.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < Parts::KEPT {
+        let kept: usize = idle.iter().map(Vec::capacity).sum();
+        if kept + buf.capacity() <= Parts::KEPT {
             idle.push(buf);
         }
     }
