@@ -278,10 +278,11 @@ impl<'t> Plan<'t> {
             return entry.mode;
         }
         let mut mode = entry.mode;
-        if !self.ownership.keeps_owner(entry.owner.uid) {
+        let owner = self.src.owner(entry);
+        if !self.ownership.keeps_owner(owner.uid) {
             mode &= !0o4000;
         }
-        if !self.ownership.keeps_group(entry.owner.gid) {
+        if !self.ownership.keeps_group(owner.gid) {
             mode &= !0o2000;
         }
         mode
@@ -300,7 +301,7 @@ impl<'t> Plan<'t> {
 
     /// The owner and group to give the new copy of source entry `i`.
     pub fn chown_new(&self, i: u32) -> Chown {
-        self.chown(self.src.entries[i as usize].owner, None)
+        self.chown(self.src.owner(&self.src.entries[i as usize]), None)
     }
 
     /// What a transfer writes.
@@ -789,7 +790,7 @@ impl<'t> Planner<'_, 't> {
             meta: RootMeta {
                 mtime: entry.mtime,
                 mode: entry.mode,
-                owner: entry.owner,
+                owner: self.plan.src.owner(entry),
             },
             dst,
             written: false,
@@ -922,7 +923,7 @@ impl<'t> Planner<'_, 't> {
                 Some(RootMeta {
                     mtime: dst.mtime,
                     mode: dst.mode,
-                    owner: dst.owner,
+                    owner: self.plan.dst.owner(dst),
                 }),
             ),
             (Tag::Dir, other) => self.make_dir(i, Some(other)),
@@ -1006,7 +1007,9 @@ impl<'t> Planner<'_, 't> {
     /// too, where the run keeps it), or nothing at all.
     fn fix_or_unchanged(&mut self, i: u32, dst: &Entry, mode: bool, mtime: bool) {
         let src = self.src(i);
-        let owner = self.plan.chown(src.owner, Some(dst.owner));
+        let owner = self
+            .plan
+            .chown(self.plan.src.owner(src), Some(self.plan.dst.owner(dst)));
         let xattrs = self.attrs_differ(i);
         if mode || mtime || !owner.is_empty() || xattrs.is_some() {
             self.plan.fixes.push(Fix {
