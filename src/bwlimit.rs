@@ -5,10 +5,10 @@
 //! due; so the rate holds over the whole run, whatever the number of workers, and a pause (a
 //! file being opened, a directory made) lets the next piece go at once. With a limit, local
 //! copies go in pieces of a tenth of a second's worth, so the pace stays smooth; without one
-//! accounting costs one atomic add. The count is what the progress bar shows moving while a
-//! large file is still on its way.
+//! accounting costs nothing unless the progress bar asked for the count, which it shows
+//! moving while a large file is still on its way (then one atomic add a piece).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -22,10 +22,19 @@ struct Limit {
 
 static LIMIT: OnceLock<Limit> = OnceLock::new();
 
-/// Bytes accounted so far, limit or not.
+/// Bytes accounted so far, limit or not, once [`count`] was called.
 static MOVED: AtomicU64 = AtomicU64::new(0);
 
-/// Bytes accounted so far by every writer (a piece tried again counts again).
+/// Whether [`MOVED`] is kept. Not by default: an add to one counter shared by every worker,
+/// per small file, moves its cache line from core to core for nobody to read.
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+/// Count the bytes written from now on, for [`moved`].
+pub fn count() {
+    COUNTING.store(true, Ordering::Relaxed);
+}
+
+/// Bytes accounted so far by every writer since [`count`] (a piece tried again counts again).
 pub fn moved() -> u64 {
     MOVED.load(Ordering::Relaxed)
 }
@@ -48,7 +57,9 @@ pub fn piece() -> Option<u64> {
 
 /// Account `bytes` about to be written: how long to wait first.
 pub fn delay(bytes: u64) -> Duration {
-    MOVED.fetch_add(bytes, Ordering::Relaxed);
+    if COUNTING.load(Ordering::Relaxed) {
+        MOVED.fetch_add(bytes, Ordering::Relaxed);
+    }
     let Some(limit) = LIMIT.get() else {
         return Duration::ZERO;
     };

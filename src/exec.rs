@@ -647,6 +647,8 @@ fn delete_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Sum
 /// a dry run prints exactly what the real run will (one byte of state per action).
 struct InOrder<'a> {
     reporter: &'a dyn Reporter,
+    /// Whether the reporter takes the lines at all: if not, there is nothing to order.
+    wanted: bool,
     item: &'a (dyn Fn(usize) -> Item<'a> + Sync),
     slots: Mutex<Slots>,
 }
@@ -664,18 +666,23 @@ impl<'a> InOrder<'a> {
         reporter: &'a dyn Reporter,
         item: &'a (dyn Fn(usize) -> Item<'a> + Sync),
     ) -> InOrder<'a> {
+        let wanted = reporter.takes_items();
         InOrder {
             reporter,
+            wanted,
             item,
             slots: Mutex::new(Slots {
                 next: 0,
-                done: vec![None; len],
+                done: vec![None; if wanted { len } else { 0 }],
             }),
         }
     }
 
     /// Action `i` is finished; `itemize` when it succeeded and has a line.
     fn done(&self, i: usize, itemize: bool) {
+        if !self.wanted {
+            return;
+        }
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         slots.done[i] = Some(itemize);
         while let Some(&Some(itemize)) = slots.done.get(slots.next) {

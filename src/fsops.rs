@@ -17,7 +17,7 @@ mod base;
 mod probe;
 mod xattr;
 
-pub use base::Base;
+pub use base::{joined, Base};
 pub use probe::probe;
 pub use xattr::{refused as xattr_refused, Attrs};
 

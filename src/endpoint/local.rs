@@ -139,7 +139,7 @@ impl<'a> Local<'a> {
 
 impl Destination for Local<'_> {
     fn path(&self, rel: &Path) -> PathBuf {
-        self.root.join(rel)
+        crate::fsops::joined(self.root, rel)
     }
 
     /// Its real path, or (not made yet) its parent's and its name.

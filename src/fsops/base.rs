@@ -66,7 +66,7 @@ impl Base {
 
     /// The path of `rel` below the base, for messages.
     pub fn path(&self, rel: &Path) -> PathBuf {
-        self.path.join(rel)
+        joined(&self.path, rel)
     }
 
     /// Run `f` on a handle of directory `dir` (relative to the base; `""` is the base itself).
@@ -110,6 +110,15 @@ impl Base {
         });
         result
     }
+}
+
+/// `root.join(rel)` in one allocation: a copy names its source and its target for messages,
+/// and `join` grows its buffer once more for each.
+pub fn joined(root: &Path, rel: &Path) -> PathBuf {
+    let mut path = PathBuf::with_capacity(root.as_os_str().len() + 1 + rel.as_os_str().len());
+    path.push(root);
+    path.push(rel);
+    path
 }
 
 /// Whether a path below a base names a place below it: every part a plain name (no `.`,

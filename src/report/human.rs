@@ -41,6 +41,10 @@ impl Reporter for Human {
         }
     }
 
+    fn takes_items(&self) -> bool {
+        self.verbosity == Verbosity::Itemize
+    }
+
     fn warning(&self, warning: &Warning<'_>) {
         if self.verbosity != Verbosity::Quiet {
             self.stderr(format_args!("warning: {warning}"));

@@ -23,6 +23,10 @@ impl<R: Reporter> Reporter for Logged<R> {
         self.0.item(item);
     }
 
+    fn takes_items(&self) -> bool {
+        tracing::enabled!(tracing::Level::DEBUG) || self.0.takes_items()
+    }
+
     fn wrote(&self, bytes: u64) {
         self.0.wrote(bytes);
     }

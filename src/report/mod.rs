@@ -278,6 +278,12 @@ pub trait Reporter: Sync {
     /// An action was carried out (or, in a dry run, planned). Called in plan order, so a
     /// line may come some time after its action was done (see [`Reporter::wrote`]).
     fn item(&self, item: &Item<'_>);
+    /// Whether [`Reporter::item`] does anything with the lines. When it does not, the
+    /// executor neither builds them nor keeps them in plan order: per file, that is a lock
+    /// both workers would take.
+    fn takes_items(&self) -> bool {
+        true
+    }
     /// A file or link was written, `bytes` long: called by the worker the moment it is done,
     /// for live progress.
     fn wrote(&self, _bytes: u64) {}
@@ -295,6 +301,9 @@ impl<R: Reporter + ?Sized> Reporter for Box<R> {
     }
     fn item(&self, item: &Item<'_>) {
         (**self).item(item)
+    }
+    fn takes_items(&self) -> bool {
+        (**self).takes_items()
     }
     fn wrote(&self, bytes: u64) {
         (**self).wrote(bytes)

@@ -126,6 +126,7 @@ impl<R: Reporter> Reporter for Progress<R> {
         // The bytes moved so far, files done or not (a large file shows moving while it
         // goes); never less than the files done hold (a hard link or a server-side copy moves
         // none here).
+        bwlimit::count();
         let (bar, counts, start) = (self.bar.clone(), self.files.clone(), bwlimit::moved());
         std::thread::spawn(move || {
             while !bar.is_finished() {
@@ -150,6 +151,10 @@ impl<R: Reporter> Reporter for Progress<R> {
         } else {
             self.inner.item(item);
         }
+    }
+
+    fn takes_items(&self) -> bool {
+        self.inner.takes_items()
     }
 
     fn warning(&self, warning: &Warning<'_>) {
