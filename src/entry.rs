@@ -396,6 +396,27 @@ impl Tree {
         index
     }
 
+    /// Forget the files whose other names all lie outside the tree (a snapshot's, say): in a
+    /// source they link to nothing that is copied, and a tree of them — every file of a
+    /// `--link-dest` snapshot — would otherwise keep their inodes, and the planner a map of
+    /// them, for nothing.
+    pub fn forget_lone_links(&mut self) {
+        let links = &mut self.links;
+        links.sort_unstable_by_key(|&(i, dev, ino)| (dev, ino, i));
+        let same = |a: usize, b: usize| (links[a].1, links[a].2) == (links[b].1, links[b].2);
+        let n = links.len();
+        let shared: Vec<bool> = (0..n)
+            .map(|k| (k > 0 && same(k - 1, k)) || (k + 1 < n && same(k, k + 1)))
+            .collect();
+        let mut k = 0;
+        links.retain(|_| {
+            k += 1;
+            shared[k - 1]
+        });
+        links.sort_unstable_by_key(|&(i, ..)| i);
+        links.shrink_to_fit();
+    }
+
     /// Release the slack of the growing vectors once the listing is complete.
     pub fn shrink(&mut self) {
         self.entries.shrink_to_fit();
@@ -563,6 +584,31 @@ mod tests {
         let renamed = tree.renamed(order);
         let got: Vec<Owner> = renamed.entries.iter().map(|e| renamed.owner(e)).collect();
         assert_eq!(got, [owner(1000, 1000), owner(1001, 100)]);
+    }
+
+    #[test]
+    fn only_inodes_with_several_names_in_the_tree_stay_linked() {
+        // (index, device, inode): 1 and 4 share an inode, 0 and 3 have their other names
+        // elsewhere, 2 and 5 share one on another device with 3's inode number.
+        let mut tree = Tree {
+            links: vec![
+                (0, 1, 10),
+                (1, 1, 11),
+                (2, 2, 12),
+                (3, 1, 12),
+                (4, 1, 11),
+                (5, 2, 12),
+            ],
+            ..Tree::default()
+        };
+        tree.forget_lone_links();
+        assert_eq!(tree.links, [(1, 1, 11), (2, 2, 12), (4, 1, 11), (5, 2, 12)]);
+        let mut lone = Tree {
+            links: vec![(0, 1, 10)],
+            ..Tree::default()
+        };
+        lone.forget_lone_links();
+        assert!(lone.links.is_empty());
     }
 
     #[test]

@@ -236,7 +236,7 @@ fn mirror(
     };
     pool.install(|| {
         debug!(src = %config.src.display(), dst = %config.dst.display(), "scanning");
-        let (src, mut dst) = rayon::join(
+        let (mut src, mut dst) = rayon::join(
             || origin.scan(&config.filter),
             // Excluded paths are left alone in DST too, unless they are to be deleted.
             || match config.delete_excluded {
@@ -247,6 +247,9 @@ fn mirror(
         if let Some(signal) = interrupt::requested() {
             return stopped(config, reporter, started, signal);
         }
+        // Only names within SRC make a group of hard links to keep (in DST, a name outside it
+        // still tells that a copy shares its inode).
+        src.forget_lone_links();
         // -x: below a source mount point nothing was listed, so nothing is deleted there.
         if !src.mount_points.is_empty() {
             dst = dst.without_below(&src.mount_points);

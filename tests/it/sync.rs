@@ -518,6 +518,28 @@ fn hard_links_stay_hard_links() {
 }
 
 #[test]
+fn files_whose_other_names_lie_outside_the_source_are_copied_as_files_of_their_own() {
+    // A snapshot taken with --link-dest, as a source: every file has a name in another tree.
+    let f = Fixture::new();
+    let a = f.write("src/a", "one");
+    let b = f.write("src/sub/b", "two");
+    f.mkdir("elsewhere");
+    fs::hard_link(&a, f.path("elsewhere/a")).unwrap();
+    fs::hard_link(&b, f.path("elsewhere/b")).unwrap();
+    fs::hard_link(&b, f.path("elsewhere/b2")).unwrap();
+    let run = f.sync(&["-v"]).expect(0);
+    assert_eq!(
+        run.stdout, "+d new    sub/\n+f new    a\n+f new    sub/b\n",
+        "{run:?}"
+    );
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    for rel in ["a", "sub/b"] {
+        assert_eq!(fs::metadata(f.dst.join(rel)).unwrap().nlink(), 1, "{rel}");
+    }
+    assert_eq!(f.sync(&["-v"]).expect(0).stdout, "");
+}
+
+#[test]
 fn a_hard_link_whose_first_name_cannot_be_copied_fails_with_it() {
     let f = Fixture::new();
     f.write("src/other", "o");
