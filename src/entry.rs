@@ -401,20 +401,17 @@ impl Tree {
     /// `--link-dest` snapshot — would otherwise keep their inodes, and the planner a map of
     /// them, for nothing.
     pub fn forget_lone_links(&mut self) {
-        let links = &mut self.links;
-        links.sort_unstable_by_key(|&(i, dev, ino)| (dev, ino, i));
-        let same = |a: usize, b: usize| (links[a].1, links[a].2) == (links[b].1, links[b].2);
-        let n = links.len();
-        let shared: Vec<bool> = (0..n)
-            .map(|k| (k > 0 && same(k - 1, k)) || (k + 1 < n && same(k, k + 1)))
+        self.links
+            .sort_unstable_by_key(|&(i, dev, ino)| (dev, ino, i));
+        let mut kept: Vec<(u32, u64, u64)> = self
+            .links
+            .chunk_by(|a, b| (a.1, a.2) == (b.1, b.2))
+            .filter(|names| names.len() > 1)
+            .flatten()
+            .copied()
             .collect();
-        let mut k = 0;
-        links.retain(|_| {
-            k += 1;
-            shared[k - 1]
-        });
-        links.sort_unstable_by_key(|&(i, ..)| i);
-        links.shrink_to_fit();
+        kept.sort_unstable_by_key(|&(i, ..)| i);
+        self.links = kept;
     }
 
     /// Release the slack of the growing vectors once the listing is complete.

@@ -523,19 +523,27 @@ fn files_whose_other_names_lie_outside_the_source_are_copied_as_files_of_their_o
     let f = Fixture::new();
     let a = f.write("src/a", "one");
     let b = f.write("src/sub/b", "two");
+    let c = f.write("src/c", "three");
     f.mkdir("elsewhere");
     fs::hard_link(&a, f.path("elsewhere/a")).unwrap();
     fs::hard_link(&b, f.path("elsewhere/b")).unwrap();
     fs::hard_link(&b, f.path("elsewhere/b2")).unwrap();
+    // Two names in SRC and one outside: still a group of two to keep.
+    fs::hard_link(&c, f.path("src/sub/c")).unwrap();
+    fs::hard_link(&c, f.path("elsewhere/c")).unwrap();
     let run = f.sync(&["-v"]).expect(0);
     assert_eq!(
-        run.stdout, "+d new    sub/\n+f new    a\n+f new    sub/b\n",
+        run.stdout,
+        "+d new    sub/\n+f new    a\n+f new    c\n+f new    sub/b\n+f link   sub/c => c\n",
         "{run:?}"
     );
     assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
     for rel in ["a", "sub/b"] {
         assert_eq!(fs::metadata(f.dst.join(rel)).unwrap().nlink(), 1, "{rel}");
     }
+    let ino = |rel: &str| fs::metadata(f.dst.join(rel)).unwrap().ino();
+    assert_eq!(ino("c"), ino("sub/c"));
+    assert_eq!(fs::metadata(f.dst.join("c")).unwrap().nlink(), 2);
     assert_eq!(f.sync(&["-v"]).expect(0).stdout, "");
 }
 
