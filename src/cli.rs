@@ -64,7 +64,7 @@ pub struct Cli {
     #[arg(long, help_heading = "Run")]
     pub wait_lock: bool,
 
-    /// Worker threads [default: number of CPUs; 16 when SRC or DST is remote]
+    /// Worker threads [default: one per CPU to list, at least 8 to write; 16 when SRC or DST is remote]
     #[arg(short, long, value_name = "N", help_heading = "Run")]
     pub jobs: Option<usize>,
 
@@ -347,6 +347,7 @@ impl Cli {
         if src_url.is_some() || dst_url.is_some() {
             // Network round trips, not CPUs, bound a remote run: keep many requests in flight.
             config.jobs = REMOTE_JOBS;
+            config.writers = REMOTE_JOBS;
         }
         config.src_url = src_url;
         config.dst_url = dst_url;
@@ -371,7 +372,7 @@ impl Cli {
             if jobs == 0 {
                 return Err("--jobs must be at least 1".into());
             }
-            config.jobs = jobs;
+            (config.jobs, config.writers) = (jobs, jobs);
         }
         let modify_window_ns = match self.modify_window {
             None => 0,

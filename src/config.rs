@@ -119,8 +119,11 @@ impl Limits {
 pub struct Config {
     pub src: PathBuf,
     pub dst: PathBuf,
-    /// Worker threads for scanning and copying (at least 1).
+    /// Worker threads for listing and comparing (at least 1).
     pub jobs: usize,
+    /// Worker threads for writing to DST (at least 1): more than CPUs by default, since a
+    /// write mostly waits on the disks (see [`WRITERS`]).
+    pub writers: usize,
     pub dry_run: bool,
     /// Wait for another run that holds DST's lock instead of refusing.
     pub wait_lock: bool,
@@ -243,13 +246,25 @@ impl Ownership {
     }
 }
 
+/// Fewest workers that write to a local DST by default. A worker copying small files waits on
+/// the disks for most of each file when the caches are cold (inodes and data read from SRC,
+/// blocks allocated in DST): with 8 writers on 2 CPUs a cold first copy of 100,000 small files
+/// took two thirds of the time it took with 2, and warm copies were no slower. Listing keeps
+/// one worker per CPU, where more workers made a cold no-op run slower.
+pub const WRITERS: usize = 8;
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 impl Config {
     /// The defaults of `syncease SRC DST`.
     pub fn new(src: impl Into<PathBuf>, dst: impl Into<PathBuf>) -> Config {
         Config {
             src: src.into(),
             dst: dst.into(),
-            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            jobs: cpus(),
+            writers: cpus().max(WRITERS),
             dry_run: false,
             wait_lock: false,
             mkpath: false,

@@ -227,10 +227,12 @@ fn mirror(
     started: Instant,
 ) -> Status {
     let refuse = |refusal: Refusal| refuse(config, reporter, started, refusal);
-    let pool = match rayon::ThreadPoolBuilder::new()
-        .num_threads(config.jobs.max(1))
-        .build()
-    {
+    let workers = |n: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build()
+    };
+    let pool = match workers(config.jobs) {
         Ok(pool) => pool,
         Err(e) => return refuse(Refusal::Usage(format!("cannot start worker threads: {e}"))),
     };
@@ -339,7 +341,17 @@ fn mirror(
         let mut summary = if config.dry_run {
             exec::preview(&plan, roots, reporter)
         } else {
-            let summary = exec::execute(&plan, roots, reporter);
+            let execute = || exec::execute(&plan, roots, reporter);
+            debug!(listed_by = config.jobs, writers = config.writers, "writing");
+            // Writers wait on the disks more than listing does: they get a pool of their own
+            // (the listing's, should its threads not start).
+            let summary = match config.writers != config.jobs {
+                true => match workers(config.writers) {
+                    Ok(writers) => writers.install(execute),
+                    Err(_) => execute(),
+                },
+                false => execute(),
+            };
             if let Err(e) = dest.finish() {
                 reporter.warning(&Warning::Manifest(&e));
             }

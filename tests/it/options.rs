@@ -310,6 +310,34 @@ fn jobs_do_not_change_the_result() {
 }
 
 #[test]
+fn writers_outnumber_cpus_by_default_and_jobs_sets_every_pool() {
+    let f = Fixture::new();
+    f.write("src/a", "a");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let log = f.path("log");
+    let counts = |dst: &str, args: &[&str]| {
+        let _ = fs::remove_file(&log);
+        let mut argv = vec![f.src.clone().into_os_string(), f.path(dst).into_os_string()];
+        argv.extend(["--log-file".into(), log.clone().into_os_string()]);
+        argv.extend(args.iter().map(Into::into));
+        f.run(argv).expect(0);
+        let text = fs::read_to_string(&log).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains("writing"))
+            .unwrap()
+            .to_owned();
+        line.split_once("listed_by=").unwrap().1.to_owned()
+    };
+    assert_eq!(
+        counts("dst-default", &[]),
+        format!("{cpus} writers={}", cpus.max(8))
+    );
+    assert_eq!(counts("dst-j3", &["-j", "3"]), "3 writers=3");
+    assert_eq!(Manifest::of(&f.src), Manifest::of(&f.path("dst-j3")));
+}
+
+#[test]
 fn the_flags_rsync_users_type_are_accepted_or_refused_precisely() {
     let f = Fixture::new();
     f.write("src/a", "a");
