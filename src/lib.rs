@@ -348,7 +348,10 @@ fn mirror(
             let summary = match config.writers != config.jobs {
                 true => match workers(config.writers) {
                     Ok(writers) => writers.install(execute),
-                    Err(_) => execute(),
+                    Err(e) => {
+                        debug!(error = %e, "writing with the listing's workers");
+                        execute()
+                    }
                 },
                 false => execute(),
             };

@@ -3,6 +3,7 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::process::Command;
 
 use crate::util::*;
 
@@ -335,6 +336,49 @@ fn writers_outnumber_cpus_by_default_and_jobs_sets_every_pool() {
     );
     assert_eq!(counts("dst-j3", &["-j", "3"]), "3 writers=3");
     assert_eq!(Manifest::of(&f.src), Manifest::of(&f.path("dst-j3")));
+}
+
+#[test]
+fn writers_that_cannot_start_leave_the_writing_to_the_listing_workers() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if !is_root() {
+        return not_tested("needs root, to run as a user of its own under a process limit");
+    }
+    if cpus >= 8 {
+        // One worker per CPU lists and writes: there is no second pool to fail.
+        return;
+    }
+    let f = Fixture::new();
+    for i in 0..40 {
+        f.write(format!("src/{}/{i}", i % 4), vec![b'x'; i * 10]);
+    }
+    // A user no other process runs as, allowed the main thread and the listing's workers.
+    let uid = 3_000_000 + std::process::id();
+    let bin = handed_to(&f, uid);
+    let (dst, log) = (f.path("dst"), f.path("log"));
+    let run = Run::from(
+        Command::new("setpriv")
+            .args([format!("--reuid={uid}"), format!("--regid={uid}")])
+            .args(["--clear-groups", "--", "prlimit"])
+            .arg(format!("--nproc={}", cpus + 1))
+            .arg("--")
+            .arg(&bin)
+            .args([
+                f.src.as_os_str(),
+                dst.as_os_str(),
+                "--log-file".as_ref(),
+                log.as_os_str(),
+            ])
+            .output()
+            .unwrap(),
+    );
+    run.expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&dst));
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("writing with the listing's workers"),
+        "the writers' pool started under the limit: {text}"
+    );
 }
 
 #[test]

@@ -296,17 +296,24 @@ pub fn unprivileged(fixture: &Fixture) -> Command {
     if !is_root() {
         return syncease();
     }
+    let bin = handed_to(fixture, NOBODY);
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(bin);
+    cmd
+}
+
+/// Give the fixture's whole tree to `uid` (and its group of the same number), with a copy of
+/// syncease it can run, whose path is returned (run as root).
+pub fn handed_to(fixture: &Fixture, uid: u32) -> PathBuf {
     let bin = fixture.path("syncease-bin");
     fs::copy(assert_cmd::cargo::cargo_bin("syncease"), &bin).unwrap();
     chmod(&bin, 0o755);
     chmod(fixture.dir.path(), 0o755);
     for (_, _, path) in walk(fixture.dir.path()).collect::<Vec<_>>() {
-        std::os::unix::fs::lchown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
+        std::os::unix::fs::lchown(&path, Some(uid), Some(uid)).unwrap();
     }
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(bin);
-    cmd
+    bin
 }
 
 pub const NOBODY: u32 = 65534;
