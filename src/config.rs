@@ -253,18 +253,15 @@ impl Ownership {
 /// one worker per CPU, where more workers made a cold no-op run slower.
 pub const WRITERS: usize = 8;
 
-fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 impl Config {
     /// The defaults of `syncease SRC DST`.
     pub fn new(src: impl Into<PathBuf>, dst: impl Into<PathBuf>) -> Config {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         Config {
             src: src.into(),
             dst: dst.into(),
-            jobs: cpus(),
-            writers: cpus().max(WRITERS),
+            jobs: cpus,
+            writers: cpus.max(WRITERS),
             dry_run: false,
             wait_lock: false,
             mkpath: false,

@@ -345,15 +345,14 @@ fn mirror(
             debug!(listed_by = config.jobs, writers = config.writers, "writing");
             // Writers wait on the disks more than listing does: they get a pool of their own
             // (the listing's, should its threads not start).
-            let summary = match config.writers != config.jobs {
-                true => match workers(config.writers) {
-                    Ok(writers) => writers.install(execute),
-                    Err(e) => {
-                        debug!(error = %e, "writing with the listing's workers");
-                        execute()
-                    }
-                },
-                false => execute(),
+            let own = (config.writers != config.jobs).then(|| workers(config.writers));
+            let summary = match own {
+                Some(Ok(writers)) => writers.install(execute),
+                Some(Err(e)) => {
+                    debug!(error = %e, "writing with the listing's workers");
+                    execute()
+                }
+                None => execute(),
             };
             if let Err(e) = dest.finish() {
                 reporter.warning(&Warning::Manifest(&e));
