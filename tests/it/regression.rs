@@ -474,7 +474,7 @@ fn a_user_keeps_the_groups_it_is_in_and_no_others() {
         return;
     }
     let bin = f.path("syncease-bin");
-    fs::copy(assert_cmd::cargo::cargo_bin("syncease"), &bin).unwrap();
+    install_executable(&assert_cmd::cargo::cargo_bin("syncease"), &bin);
     f.write("src/users.txt", "in group 100");
     f.write("src/roots.txt", "in group 0");
     chmod(f.dir.path(), 0o755);

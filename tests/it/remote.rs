@@ -1533,8 +1533,12 @@ fn sftp_an_encrypted_key_is_opened_with_ssh_askpass_and_failures_say_what_was_tr
         locked.as_os_str(),
     ]);
     let askpass = |name: &str, answer: &str| {
-        let script = f.write(name, format!("#!/bin/sh\necho '{answer}'\n"));
-        chmod(&script, 0o755);
+        let text = f.write(
+            &format!("{name}.txt"),
+            format!("#!/bin/sh\necho '{answer}'\n"),
+        );
+        let script = f.path(name);
+        install_executable(&text, &script);
         script
     };
     let login = |key: &Path, askpass: Option<&Path>| {

@@ -307,13 +307,28 @@ pub fn unprivileged(fixture: &Fixture) -> Command {
 /// syncease it can run, whose path is returned (run as root).
 pub fn handed_to(fixture: &Fixture, uid: u32) -> PathBuf {
     let bin = fixture.path("syncease-bin");
-    fs::copy(assert_cmd::cargo::cargo_bin("syncease"), &bin).unwrap();
-    chmod(&bin, 0o755);
+    install_executable(&assert_cmd::cargo::cargo_bin("syncease"), &bin);
     chmod(fixture.dir.path(), 0o755);
     for (_, _, path) in walk(fixture.dir.path()).collect::<Vec<_>>() {
         std::os::unix::fs::lchown(&path, Some(uid), Some(uid)).unwrap();
     }
     bin
+}
+
+/// Copy `from` to `to` as an executable (mode 755) that can be run at once.
+///
+/// The copy is made by a child process (`install`), so no handle open for writing the new file
+/// ever exists in this process. If one did, a child that another test forks meanwhile would
+/// inherit it until its own exec, and running the file in that window fails with "Text file
+/// busy" (ETXTBSY): the tests run in parallel threads of one process.
+pub fn install_executable(from: &Path, to: &Path) {
+    let status = Command::new("install")
+        .args(["-m", "755"])
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("install(1) runs");
+    assert!(status.success(), "install {from:?} {to:?}: {status}");
 }
 
 pub const NOBODY: u32 = 65534;
