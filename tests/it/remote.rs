@@ -1534,7 +1534,7 @@ fn sftp_an_encrypted_key_is_opened_with_ssh_askpass_and_failures_say_what_was_tr
     ]);
     let askpass = |name: &str, answer: &str| {
         let text = f.write(
-            &format!("{name}.txt"),
+            format!("{name}.txt"),
             format!("#!/bin/sh\necho '{answer}'\n"),
         );
         let script = f.path(name);
