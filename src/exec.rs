@@ -453,6 +453,11 @@ fn transfer(
                         break Err(Error::copy(&source.path(), &dst, cause));
                     }
                     Err(CopyError::Io(e)) => break Err(e),
+                    // Told to stop: the file is not placed, as one not started.
+                    Err(CopyError::Stopped) => {
+                        in_order.done(i, false);
+                        return summary;
+                    }
                     Ok(Copied::Vanished) => {
                         reporter.warning(&Warning::Vanished(&source.path()));
                         summary.vanished += 1;

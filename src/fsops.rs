@@ -37,6 +37,7 @@ use crate::config::Xattrs;
 use crate::endpoint::{Copied, CopyError, Expected, Held, Opened, Source};
 use crate::entry::{Chown, Kind, Mtime, Tag};
 use crate::error::{Context, Error, Op, Result};
+use crate::interrupt;
 
 /// What becomes of a destination entry that is overwritten or deleted.
 #[derive(Clone, Copy, Debug)]
@@ -141,8 +142,8 @@ fn at_parent<T>(
 ) -> Result<T> {
     in_parent(base, rel, op, |fd, name| f(fd, name).map_err(CopyError::Io)).map_err(|e| match e {
         CopyError::Io(e) => e,
-        CopyError::Changed | CopyError::Interrupted => {
-            unreachable!("only copies see a source change")
+        CopyError::Changed | CopyError::Interrupted | CopyError::Stopped => {
+            unreachable!("only copies see a source change or a stop")
         }
     })
 }
@@ -255,12 +256,12 @@ fn copy_unnamed(
             debug!(dst = %at.path.display(), error = %e, "unnamed temporaries unusable");
             UNNAMED.store(false, Ordering::Relaxed);
             match from {
-                Opened::File(file) => rewind(file).at(Op::Read, src)?,
+                // Copied at explicit offsets: it is read again from its start as it is.
+                Opened::File(_) => Ok(None),
                 // A stream cannot be read again: the copy is tried again from a new one (with
                 // a named temporary, as from now on).
-                Opened::Stream(_) => return Err(CopyError::Changed),
+                Opened::Stream(_) => Err(CopyError::Changed),
             }
-            Ok(None)
         }
     }
 }
@@ -280,9 +281,9 @@ fn fill(
     };
     let written = match written {
         Ok(written) => written,
-        Err(e) if crate::endpoint::is_changed(&e) => return Err(CopyError::Changed),
-        Err(e) if crate::endpoint::is_interrupted(&e) => return Err(CopyError::Interrupted),
-        Err(e) => return Err(Error::copy(src, dst, e).into()),
+        Err(e) => {
+            return Err(CopyError::of_read(&e).unwrap_or_else(|| Error::copy(src, dst, e).into()))
+        }
     };
     if !from.still_holds(expected, written).at(Op::Stat, src)? {
         return Err(CopyError::Changed);
@@ -422,6 +423,9 @@ fn write_stream(from: &mut dyn io::Read, to: &File) -> io::Result<u64> {
     let mut to = to;
     let mut written = 0;
     loop {
+        if written > 0 {
+            interrupt::check()?;
+        }
         let n = match from.read(&mut buf) {
             Ok(0) => return Ok(written),
             Ok(n) => n,
@@ -434,22 +438,21 @@ fn write_stream(from: &mut dyn io::Read, to: &File) -> io::Result<u64> {
     }
 }
 
-/// Go back to the start of a source file, to read it again.
-fn rewind(file: &File) -> io::Result<()> {
-    use std::io::Seek;
-    let mut file = file;
-    file.seek(io::SeekFrom::Start(0)).map(|_| ())
-}
-
 /// Files at least this large are copied extent by extent, keeping their holes; smaller ones
 /// (rarely sparse, and the two `lseek`s would be a tenth of their cost) are copied whole.
 const SPARSE_FROM: u64 = 64 << 10;
+
+/// The most one `copy_file_range` call copies. A stop asked for is looked at between pieces
+/// ([`interrupt::check`]): it waits for one piece of each file being written (a second or so
+/// on a slow disk), not for the rest of the file. Pieces this large cost nothing measurable.
+const PIECE: u64 = 64 << 20;
 
 /// Copy `len` bytes with `copy_file_range` (the kernel copies, or reflinks, without the data
 /// passing through this process), falling back to a read/write copy where the kernel or the
 /// filesystem cannot. A file of [`SPARSE_FROM`] bytes or more is copied one data extent at a
 /// time (`SEEK_DATA`/`SEEK_HOLE`), so its holes stay holes. Stops early if the source is
-/// shorter: the caller compares sizes.
+/// shorter: the caller compares sizes. Ends in [`interrupt::check`]'s error when a stop is
+/// asked for before the last piece.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn copy_contents(from: &File, to: &File, len: u64, sparse: bool) -> io::Result<u64> {
     if sparse && len >= SPARSE_FROM {
@@ -457,29 +460,8 @@ fn copy_contents(from: &File, to: &File, len: u64, sparse: bool) -> io::Result<u
             return Ok(copied);
         }
     }
-    // Paced (--bwlimit): in pieces, each accounted as it is written.
-    if let Some(piece) = crate::bwlimit::piece() {
-        return copy_range(from, to, 0, len, piece);
-    }
-    use rustix::io::Errno;
-    let mut copied = 0;
-    while copied < len {
-        let chunk = (len - copied).min(1 << 30) as usize;
-        match rustix::fs::copy_file_range(from, None, to, None, chunk) {
-            Ok(0) => break,
-            Ok(n) => {
-                crate::bwlimit::pace(n as u64);
-                copied += n as u64
-            }
-            Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) if copied == 0 => {
-                let (mut from, mut to) = (from, to);
-                return io::copy(&mut from, &mut to);
-            }
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(copied)
+    // Paced (--bwlimit): in smaller pieces, each accounted as it is written.
+    copy_range(from, to, 0, len, crate::bwlimit::piece().unwrap_or(PIECE))
 }
 
 /// Copy the data extents of the first `len` bytes at their offsets and give the copy its
@@ -500,9 +482,14 @@ fn copy_extents(from: &File, to: &File, len: u64) -> io::Result<Option<u64>> {
         Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
+    let mut first = true;
     while let Some(start) = data.filter(|&start| start < len) {
+        if !first {
+            interrupt::check()?;
+        }
+        first = false;
         let end = seek(from, SeekFrom::Hole(start))?.min(len);
-        let piece = crate::bwlimit::piece().unwrap_or(1 << 30);
+        let piece = crate::bwlimit::piece().unwrap_or(PIECE);
         if copy_range(from, to, start, end, piece)? < end {
             // The source is shorter than listed: the caller sees it in the size.
             return Ok(Some(start));
@@ -515,11 +502,15 @@ fn copy_extents(from: &File, to: &File, len: u64) -> io::Result<Option<u64>> {
 
 /// Copy bytes `start..end` to the same offsets, at most `piece` bytes a call (each accounted
 /// by `--bwlimit` first); returns where the copy stopped (`end`, or less at the source's end).
+/// A stop asked for is looked at before each piece but the first.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn copy_range(from: &File, to: &File, start: u64, end: u64, piece: u64) -> io::Result<u64> {
     use rustix::io::Errno;
     let (mut off_in, mut off_out) = (start, start);
     while off_in < end {
+        if off_in > start {
+            interrupt::check()?;
+        }
         let chunk = (end - off_in).min(piece) as usize;
         match rustix::fs::copy_file_range(from, Some(&mut off_in), to, Some(&mut off_out), chunk) {
             Ok(0) => return Ok(off_in),
@@ -527,6 +518,9 @@ fn copy_range(from: &File, to: &File, start: u64, end: u64, piece: u64) -> io::R
             Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
                 let mut buf = vec![0; (end - off_in).min(piece.min(1 << 20)) as usize];
                 while off_in < end {
+                    if off_in > start {
+                        interrupt::check()?;
+                    }
                     let want = ((end - off_in) as usize).min(buf.len());
                     let n = rustix::io::pread(from, &mut buf[..want], off_in)?;
                     if n == 0 {

@@ -1,7 +1,8 @@
 //! Ending cleanly on SIGINT, SIGTERM and SIGHUP.
 //!
 //! A run that is told to stop stops starting work: the scan stops, no new file is started,
-//! files being written are finished (each lands whole, or not at all), and nothing is deleted;
+//! a file being written is finished if it is down to its last piece and dropped otherwise
+//! (each lands whole, or not at all), and nothing is deleted;
 //! the summary and the JSON report say the run was interrupted, and the exit status is
 //! 128 + the signal, as shells expect (130, 143, 129). Every temporary of the run is gone by
 //! then: a file's temporary is renamed into place or removed when its copy ends. A second
@@ -49,6 +50,32 @@ pub fn requested() -> Option<i32> {
         signal => Some(signal as i32),
     }
 }
+
+/// `Err` once a stop was asked for: what a copy looks at between its pieces, so that a large
+/// file does not hold up a stopped run. The copy then ends in this error and is not placed
+/// (see [`is_stopped`]).
+pub fn check() -> std::io::Result<()> {
+    match requested() {
+        None => Ok(()),
+        Some(_) => Err(std::io::Error::other(Stopped)),
+    }
+}
+
+/// Whether `e` is the error of [`check`]: a copy given up because the run was told to stop.
+pub fn is_stopped(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Stopped>())
+}
+
+#[derive(Debug)]
+struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the run was told to stop before the copy was whole")
+    }
+}
+
+impl std::error::Error for Stopped {}
 
 /// The name of a stopping signal, for messages.
 pub fn name(signal: i32) -> &'static str {

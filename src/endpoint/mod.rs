@@ -69,7 +69,25 @@ pub enum CopyError {
     /// The remote source's connection was lost while it was read (opening it again connects
     /// again); nothing was renamed into place.
     Interrupted,
+    /// The run was told to stop (a signal) while the file was copied; nothing was placed.
+    Stopped,
     Io(Error),
+}
+
+impl CopyError {
+    /// What an error in reading a source means for its copy, when it is not a failure of the
+    /// read itself: the file changed, its connection was lost, or the run was told to stop.
+    pub fn of_read(e: &io::Error) -> Option<CopyError> {
+        if is_changed(e) {
+            Some(CopyError::Changed)
+        } else if is_interrupted(e) {
+            Some(CopyError::Interrupted)
+        } else if crate::interrupt::is_stopped(e) {
+            Some(CopyError::Stopped)
+        } else {
+            None
+        }
+    }
 }
 
 impl From<Error> for CopyError {

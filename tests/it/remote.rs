@@ -654,6 +654,89 @@ fn s3_killed_multipart_upload_leaves_no_partial_object() {
 }
 
 #[test]
+fn s3_a_stop_aborts_a_multipart_upload_between_its_parts() {
+    let Some(s3) = S3::new("stopped") else { return };
+    if !need_strace() {
+        return;
+    }
+    let f = Fixture::new();
+    let huge = f.write("src/huge.bin", big_content(4, 1, 48 << 20));
+    f.write("src/small.txt", "after it");
+    // Stopped as it reads the fourth part (as in the kill test above); the stop is asked for
+    // meanwhile.
+    let url = s3.url();
+    let args = ["--json".as_ref(), "-j".as_ref(), "1".as_ref()];
+    let args = args.into_iter().chain([f.src.as_os_str(), url.as_ref()]);
+    let mut run = Paused::start_with("read", &huge, "53", |cmd| s3.configure(cmd), args);
+    assert!(run.stopped(), "huge.bin was never read");
+    run.signal("-INT");
+    run.resume();
+    let run = run.finish().expect(130);
+    let doc = json(&run);
+    assert_eq!(doc["status"], "interrupted", "{run:?}");
+    assert_eq!(doc["copied"]["files"], 0, "{run:?}");
+    assert_eq!(doc["errors"], serde_json::json!([]), "a stop is no error");
+    assert!(
+        s3.listing(&s3.prefix)
+            .iter()
+            .all(|(k, _)| !k.starts_with("huge")),
+        "the upload was finished: {:?}",
+        s3.listing(&s3.prefix)
+    );
+    s3.sync(&f, &[]).expect(0);
+    assert_eq!(s3.listing(&s3.prefix), S3::expected(&f.src));
+}
+
+#[test]
+fn s3_a_stop_gives_up_a_download_between_its_pieces() {
+    let Some(s3) = S3::new("stopped-download") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write("src/big.bin", big_content(7, 1, 8 << 20));
+    s3.sync(&f, &[]).expect(0);
+    // What is restored into holds an older version: the new one goes to a named temporary
+    // beside it, at 1 MiB a second.
+    let restored = f.path("restored");
+    let old = f.write("restored/big.bin", "old");
+    set_mtime(&old, 1_000_000, 0);
+    let mut child = s3
+        .command()
+        .args(["--bwlimit", "1M"])
+        .arg(s3.url())
+        .arg(&restored)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !temporaries(&restored)
+        .iter()
+        .any(|t| fs::metadata(restored.join(t)).is_ok_and(|m| m.len() > 0))
+    {
+        assert!(child.try_wait().unwrap().is_none(), "ended before writing");
+        assert!(started.elapsed().as_secs() < 60, "no temporary with data");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let killed = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let run = Run::from(child.wait_with_output().unwrap());
+    assert_eq!(run.code, 130, "{run:?}");
+    assert!(
+        fs::read(&old).unwrap() == b"old",
+        "the download was finished"
+    );
+    assert!(
+        temporaries(&restored).is_empty(),
+        "its temporary is removed"
+    );
+}
+
+#[test]
 fn s3_listing_takes_one_request_per_thousand_keys_flat_or_nested() {
     let Some(mut s3) = S3::new("pages") else {
         return;
@@ -1140,6 +1223,55 @@ fn sftp_killed_upload_leaves_old_or_new_and_a_rerun_converges() {
         &in_seconds(Manifest::of(&f.src)),
         &in_seconds(Manifest::of(&sftp.local)),
     );
+}
+
+#[test]
+fn sftp_a_stop_gives_up_an_upload_between_its_chunks() {
+    let Some(sftp) = Sftp::new("stopped") else {
+        return;
+    };
+    if !need_strace() {
+        return;
+    }
+    let f = Fixture::new();
+    let size = 16 << 20;
+    let hash = |p: &Path| blake3::hash(&fs::read(p).unwrap());
+    let huge = f.write("src/huge.bin", big_content(6, 1, size));
+    sftp.sync(&f, &[]).expect(0);
+    let old = hash(&sftp.local.join("huge.bin"));
+    f.write("src/huge.bin", big_content(6, 2, size));
+    set_mtime(&huge, 2_000_000, 0);
+    // Stopped as it reads its first chunk; the stop is asked for meanwhile.
+    let args = [
+        "--json",
+        "--ssh-key",
+        &sftp.key,
+        "--known-hosts",
+        &sftp.known_hosts,
+    ];
+    let args = args
+        .iter()
+        .map(std::ffi::OsStr::new)
+        .chain([f.src.as_os_str(), sftp.url.as_ref()]);
+    let mut run = Paused::start("read", &huge, "1", args);
+    assert!(run.stopped(), "huge.bin was never read");
+    run.signal("-INT");
+    run.resume();
+    let run = run.finish().expect(130);
+    let doc = json(&run);
+    assert_eq!(doc["status"], "interrupted", "{run:?}");
+    assert_eq!(doc["copied"]["files"], 0, "{run:?}");
+    assert_eq!(
+        hash(&sftp.local.join("huge.bin")),
+        old,
+        "the upload was finished"
+    );
+    assert!(
+        temporaries(&sftp.local).is_empty(),
+        "its temporary is removed"
+    );
+    sftp.sync(&f, &[]).expect(0);
+    assert_eq!(hash(&sftp.local.join("huge.bin")), hash(&huge));
 }
 
 #[test]

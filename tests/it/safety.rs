@@ -646,6 +646,52 @@ fn a_signal_ends_the_run_cleanly_with_its_exit_code() {
 }
 
 #[test]
+fn a_stop_gives_up_a_file_between_its_pieces_instead_of_finishing_it() {
+    use std::io::{Seek, SeekFrom, Write};
+    // Two ways a file goes in pieces: its data extents (a hole between them), and --bwlimit's
+    // pieces of a tenth of a second's worth.
+    for (paced, flags) in [(false, &[][..]), (true, &["--bwlimit", "2M"][..])] {
+        let f = interruptible();
+        if !need_strace() {
+            return;
+        }
+        // "big" sorts first: one worker copies it before any other file.
+        let big = f.path("src/big");
+        let mut file = fs::File::create(&big).unwrap();
+        file.write_all(&big_content(9, 0, 256 << 10)).unwrap();
+        if !paced {
+            file.seek(SeekFrom::Start(32 << 20)).unwrap();
+            file.write_all(&big_content(9, 1, 256 << 10)).unwrap();
+        }
+        drop(file);
+        let mut args = vec!["--json", "-j", "1"];
+        args.extend(flags);
+        let args = args
+            .iter()
+            .map(std::ffi::OsStr::new)
+            .chain([f.src.as_os_str(), f.dst.as_os_str()]);
+        // Stopped as its first piece starts; the stop is asked for meanwhile.
+        let mut run = Paused::start("copy_file_range", &big, "1", args);
+        assert!(run.stopped(), "big was never copied");
+        run.signal("-INT");
+        run.resume();
+        let run = run.finish().expect(130);
+        let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(doc["status"], "interrupted", "{run:?}");
+        assert!(
+            !f.dst.join("big").exists(),
+            "paced {paced}: the rest was copied"
+        );
+        assert_eq!(doc["copied"]["files"], 0, "{run:?}");
+        assert_eq!(doc["errors"], serde_json::json!([]), "a stop is no error");
+        assert!(temporaries(&f.dst).is_empty());
+        assert!(f.dst.join("gone").exists());
+        f.sync(&[]).expect(0);
+        assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    }
+}
+
+#[test]
 fn a_second_signal_exits_at_once_leaving_no_partial_file() {
     let f = interruptible();
     if !need_strace() {

@@ -486,6 +486,34 @@ impl Paused {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Paused::spawn(stops, path, |_| {}, args)
+    }
+
+    /// [`Paused::start`], the command given its environment and first options by `configure`.
+    pub fn start_with<I, S>(
+        syscall: &str,
+        path: &Path,
+        when: &str,
+        configure: impl FnOnce(&mut Command),
+        args: I,
+    ) -> Paused
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Paused::spawn(&[(syscall, when)], path, configure, args)
+    }
+
+    fn spawn<I, S>(
+        stops: &[(&str, &str)],
+        path: &Path,
+        configure: impl FnOnce(&mut Command),
+        args: I,
+    ) -> Paused
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let log = tempfile::Builder::new()
             .prefix("syncease-strace-")
             .tempfile()
@@ -503,10 +531,12 @@ impl Paused {
                 &format!("inject={syscall}:signal=SIGSTOP:when={when}"),
             ]);
         }
-        let strace = strace
+        strace
             .arg("-P")
             .arg(path)
-            .arg(assert_cmd::cargo::cargo_bin("syncease"))
+            .arg(assert_cmd::cargo::cargo_bin("syncease"));
+        configure(&mut strace);
+        let strace = strace
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

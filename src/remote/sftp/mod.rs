@@ -746,6 +746,10 @@ impl Sftp {
             let mut in_flight = VecDeque::new();
             let mut offset = 0u64;
             loop {
+                // A stop asked for drops the file rather than wait for the rest of it.
+                if offset > 0 {
+                    crate::interrupt::check().map_err(UploadError::Read)?;
+                }
                 let mut chunk = vec![0; self.chunk];
                 let n = read_full(&mut file, &mut chunk).map_err(UploadError::Read)?;
                 if n == 0 {
@@ -1046,13 +1050,8 @@ impl Destination for Sftp {
                 match self.upload(&sftp, file, rel, expected, held.other()).await {
                     Ok(bytes) => Ok(Ok(Copied::Done(bytes))),
                     Err(UploadError::Changed) => Ok(Err(CopyError::Changed)),
-                    Err(UploadError::Read(e)) if endpoint::is_changed(&e) => {
-                        Ok(Err(CopyError::Changed))
-                    }
-                    Err(UploadError::Read(e)) if endpoint::is_interrupted(&e) => {
-                        Ok(Err(CopyError::Interrupted))
-                    }
-                    Err(UploadError::Read(e)) => Ok(Err(Error::new(Op::Read, src, e).into())),
+                    Err(UploadError::Read(e)) => Ok(Err(CopyError::of_read(&e)
+                        .unwrap_or_else(|| Error::new(Op::Read, src, e).into()))),
                     Err(UploadError::Write(e)) if connection_lost(&e) => Err(e),
                     Err(UploadError::Write(e)) => Ok(Err(Error::copy(src, to, e).into())),
                 }

@@ -668,11 +668,10 @@ impl Store {
                     Ok(Copied::Done(size))
                 }
                 Err(UploadError::Changed) => Err(CopyError::Changed),
-                Err(UploadError::Read(e)) if endpoint::is_changed(&e) => Err(CopyError::Changed),
-                Err(UploadError::Read(e)) if endpoint::is_interrupted(&e) => {
-                    Err(CopyError::Interrupted)
+                Err(UploadError::Read(e)) => {
+                    Err(CopyError::of_read(&e)
+                        .unwrap_or_else(|| Error::new(Op::Read, src, e).into()))
                 }
-                Err(UploadError::Read(e)) => Err(Error::new(Op::Read, src, e).into()),
                 Err(UploadError::Write(e)) => Err(Error::copy(src, &to, e).into()),
                 Err(UploadError::Complete(e)) => Err(Error::copy(src, &to, store_error(e)).into()),
             }
@@ -981,6 +980,10 @@ impl Store {
         let mut sent = 0u64;
         let result = async {
             loop {
+                // A stop asked for drops the upload rather than wait for the rest of it.
+                if sent > 0 {
+                    crate::interrupt::check().map_err(UploadError::Read)?;
+                }
                 let mut buf = self.parts.take(part);
                 let n = (&mut file)
                     .take(part as u64)
@@ -1508,6 +1511,14 @@ impl Destination for Store {
             }
             Err(CopyError::Interrupted) => {
                 let cause = endpoint::interrupted();
+                Err(Error::copy(
+                    &src.path(),
+                    &Destination::path(self, rel),
+                    cause,
+                ))
+            }
+            Err(CopyError::Stopped) => {
+                let cause = crate::interrupt::check().expect_err("a stop was asked for");
                 Err(Error::copy(
                     &src.path(),
                     &Destination::path(self, rel),
