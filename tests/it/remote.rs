@@ -1172,6 +1172,22 @@ fn sftp_unknown_or_changed_host_keys_are_refused() {
     assert!(!sftp.local.exists(), "nothing may be written");
 }
 
+fn hash(path: &Path) -> blake3::Hash {
+    blake3::hash(&fs::read(path).unwrap())
+}
+
+/// A 16 MiB `src/huge.bin` (made from `seed`) uploaded to `sftp`, then changed in SRC (content
+/// and time): its path, and the hash of the copy the server holds.
+fn uploaded_then_changed(f: &Fixture, sftp: &Sftp, seed: u64) -> (PathBuf, blake3::Hash) {
+    let size = 16 << 20;
+    let huge = f.write("src/huge.bin", big_content(seed, 1, size));
+    sftp.sync(f, &[]).expect(0);
+    let old = hash(&sftp.local.join("huge.bin"));
+    f.write("src/huge.bin", big_content(seed, 2, size));
+    set_mtime(&huge, 2_000_000, 0);
+    (huge, old)
+}
+
 #[test]
 fn sftp_killed_upload_leaves_old_or_new_and_a_rerun_converges() {
     let Some(sftp) = Sftp::new("killed") else {
@@ -1181,13 +1197,7 @@ fn sftp_killed_upload_leaves_old_or_new_and_a_rerun_converges() {
         return;
     }
     let f = Fixture::new();
-    let size = 16 << 20;
-    let hash = |p: &Path| blake3::hash(&fs::read(p).unwrap());
-    let huge = f.write("src/huge.bin", big_content(5, 1, size));
-    sftp.sync(&f, &[]).expect(0);
-    let old = hash(&sftp.local.join("huge.bin"));
-    f.write("src/huge.bin", big_content(5, 2, size));
-    set_mtime(&huge, 2_000_000, 0);
+    let (huge, old) = uploaded_then_changed(&f, &sftp, 5);
     // Killed at the 48th read of the source (chunks of 32 to 255 KiB, at most 32 writes in
     // flight): well into the upload, with data in the temporary and the rest not yet sent.
     let mut args = vec![
@@ -1234,13 +1244,7 @@ fn sftp_a_stop_gives_up_an_upload_between_its_chunks() {
         return;
     }
     let f = Fixture::new();
-    let size = 16 << 20;
-    let hash = |p: &Path| blake3::hash(&fs::read(p).unwrap());
-    let huge = f.write("src/huge.bin", big_content(6, 1, size));
-    sftp.sync(&f, &[]).expect(0);
-    let old = hash(&sftp.local.join("huge.bin"));
-    f.write("src/huge.bin", big_content(6, 2, size));
-    set_mtime(&huge, 2_000_000, 0);
+    let (huge, old) = uploaded_then_changed(&f, &sftp, 6);
     // Stopped as it reads its first chunk; the stop is asked for meanwhile.
     let args = [
         "--json",
