@@ -28,6 +28,10 @@ pub fn differing(
     let results: Vec<_> = pairs
         .par_iter()
         .map(|&(i, j)| {
+            // Told to stop: the run plans nothing on what is left.
+            if crate::interrupt::requested().is_some() {
+                return Ok(None);
+            }
             let rel = src.origin(i);
             // A checksum the origin has (an S3 object's MD5) spares reading the source.
             let told = open_read(dst_base, dst.path_at(j))
@@ -70,8 +74,20 @@ fn hash_file(base: &Base, rel: &Path) -> Result<blake3::Hash, Error> {
     let path = || base.path(rel);
     let mut file = open_read(base, rel).map_err(|e| Error::new(Op::Open, path(), e))?;
     let mut hasher = blake3::Hasher::new();
-    io::copy(&mut file, &mut hasher).map_err(|e| Error::new(Op::Read, path(), e))?;
+    io::copy(&mut UntilStop(&mut file), &mut hasher)
+        .map_err(|e| Error::new(Op::Read, path(), e))?;
     Ok(hasher.finalize())
+}
+
+/// A reader that ends in [`crate::interrupt::check`]'s error once a stop is asked for, so that
+/// hashing a large file does not hold up a stopped run.
+struct UntilStop<R>(R);
+
+impl<R: io::Read> io::Read for UntilStop<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        crate::interrupt::check()?;
+        self.0.read(buf)
+    }
 }
 
 /// The BLAKE3 of a source file, local or remote (read as it is now). A remote read cut by a
@@ -85,7 +101,7 @@ pub(crate) fn hash(source: Source<'_>) -> Result<blake3::Hash, Error> {
     loop {
         let (mut opened, _) = source.open(Expected::fresh())?.ok_or_else(not_found)?;
         let mut hasher = blake3::Hasher::new();
-        match io::copy(&mut opened, &mut hasher) {
+        match io::copy(&mut UntilStop(&mut opened), &mut hasher) {
             Ok(_) => return Ok(hasher.finalize()),
             Err(e) if is_interrupted(&e) && cuts < READS_CUT => cuts += 1,
             Err(e) => return Err(Error::new(Op::Read, source.path(), e)),

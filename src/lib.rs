@@ -311,6 +311,10 @@ fn mirror(
             false => Default::default(),
         };
         src.errors.extend(errors);
+        // Told to stop while comparing (`--checksum` reads): nothing is planned on it.
+        if let Some(signal) = interrupt::requested() {
+            return stopped(config, reporter, started, signal);
+        }
         let known = plan::Known { content, xattrs };
         for error in src.errors.iter().chain(&dst.errors) {
             reporter.error(error);

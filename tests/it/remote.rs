@@ -1279,6 +1279,52 @@ fn sftp_a_stop_gives_up_an_upload_between_its_chunks() {
 }
 
 #[test]
+fn sftp_a_stop_during_a_checksum_compare_stops_the_hashing_and_uploads_nothing() {
+    let Some(sftp) = Sftp::new("stopped-checksum") else {
+        return;
+    };
+    if !need_strace() {
+        return;
+    }
+    let f = Fixture::new();
+    // Same size and time, other content: only --checksum tells them apart.
+    let big = f.write("src/big", big_content(9, 1, 16 << 20));
+    set_mtime(&big, 1_000_000, 0);
+    sftp.sync(&f, &[]).expect(0);
+    f.write("src/big", big_content(9, 2, 16 << 20));
+    set_mtime(&big, 1_000_000, 0);
+    let old = hash(&sftp.local.join("big"));
+    let args = [
+        "--json",
+        "--checksum",
+        "--ssh-key",
+        &sftp.key,
+        "--known-hosts",
+        &sftp.known_hosts,
+    ];
+    let args = args
+        .iter()
+        .map(std::ffi::OsStr::new)
+        .chain([f.src.as_os_str(), sftp.url.as_ref()]);
+    // Stopped at the first read of the source file; the stop is asked for meanwhile.
+    let mut run = Paused::start("read", &big, "1", args);
+    assert!(run.stopped(), "big was never read");
+    run.signal("-INT");
+    run.resume();
+    let (run, log) = run.finish_traced();
+    let doc = json(&run.expect(130));
+    assert_eq!(doc["status"], "interrupted");
+    // The rest of its 16 MiB is not read (2,048 reads of 8 KiB).
+    let reads = log.matches("read(").count();
+    assert!(reads < 10, "{reads} reads after the stop:\n{log}");
+    assert_eq!(
+        hash(&sftp.local.join("big")),
+        old,
+        "uploaded after the stop"
+    );
+}
+
+#[test]
 fn sftp_backup_dir_keeps_overwritten_and_deleted_files() {
     let Some(sftp) = Sftp::new("backup") else {
         return;

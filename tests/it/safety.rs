@@ -733,6 +733,42 @@ fn a_signal_during_the_scan_changes_nothing() {
 }
 
 #[test]
+fn a_signal_during_a_checksum_compare_stops_the_hashing_and_changes_nothing() {
+    let f = interruptible();
+    if !need_strace() {
+        return;
+    }
+    // A pair of same-size files that differ: only their contents tell.
+    let big = f.write("src/big", big_content(8, 1, 16 << 20));
+    f.write("dst/big", big_content(8, 2, 16 << 20));
+    let before = snapshot(&f.dst);
+    let args = [
+        "--json".as_ref(),
+        "--checksum".as_ref(),
+        f.src.as_os_str(),
+        f.dst.as_os_str(),
+    ];
+    // Stopped at the first read of SRC's big file; the stop is asked for meanwhile.
+    let mut run = Paused::start("read", &big, "1", args);
+    assert!(run.stopped(), "big was never read");
+    run.signal("-INT");
+    run.resume();
+    let (run, log) = run.finish_traced();
+    let run = run.expect(130);
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(doc["status"], "interrupted", "{run:?}");
+    assert_eq!(doc["errors"], serde_json::json!([]), "a stop is no error");
+    // The rest of its 16 MiB is not read (2,048 reads of 8 KiB).
+    let reads = log.matches("read(").count();
+    assert!(reads < 10, "{reads} reads after the stop:\n{log}");
+    assert_eq!(
+        before,
+        snapshot(&f.dst),
+        "DST changed by a run stopped while comparing"
+    );
+}
+
+#[test]
 fn a_full_destination_stops_the_writes_with_one_error() {
     for (errno, message) in [
         ("ENOSPC", "No space left on device"),

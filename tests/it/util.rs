@@ -606,9 +606,15 @@ impl Paused {
 
     /// Wait for the end of the run.
     pub fn finish(self) -> Run {
+        self.finish_traced().0
+    }
+
+    /// [`Paused::finish`], with strace's log of the traced calls.
+    pub fn finish_traced(self) -> (Run, String) {
         let out = self.strace.wait_with_output().unwrap();
+        let log = fs::read_to_string(&self.log).unwrap_or_default();
         let _ = fs::remove_file(&self.log);
-        Run::from(out)
+        (Run::from(out), log)
     }
 }
 

@@ -815,6 +815,10 @@ impl Sftp {
         let hashes: Vec<_> = pairs
             .par_iter()
             .map(|&(i, j)| {
+                // Told to stop: the run plans nothing on what is left.
+                if crate::interrupt::requested().is_some() {
+                    return None;
+                }
                 let rel = src.origin(i);
                 let (local, remote) = rayon::join(
                     || checksum::hash(Source { origin, rel }),
@@ -825,12 +829,15 @@ impl Sftp {
                         })
                     },
                 );
-                (local, remote)
+                Some((local, remote))
             })
             .collect();
         let mut changed = HashSet::new();
         let mut errors = Vec::new();
-        for (&(i, _), (local, remote)) in pairs.iter().zip(hashes) {
+        for (&(i, _), hashes) in pairs.iter().zip(hashes) {
+            let Some((local, remote)) = hashes else {
+                continue;
+            };
             match local {
                 // An unreadable remote file is rewritten: the upload reports any real error.
                 Ok(local) => {
