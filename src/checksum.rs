@@ -4,6 +4,8 @@
 //! hashed with BLAKE3, both files of a pair at once and all pairs in parallel on the pool. Only
 //! same-size pairs are read: a size difference already decides. The result is a set of
 //! source entries whose contents differ, which the planner turns into `content` updates.
+//! Files are read in 64 KiB pieces (BLAKE3's own reader loop): `io::copy`'s 8 KiB pieces are
+//! narrower than the 16 KiB an AVX-512 hasher takes at once, and cost eight times the reads.
 
 use std::collections::HashSet;
 use std::io;
@@ -74,7 +76,8 @@ fn hash_file(base: &Base, rel: &Path) -> Result<blake3::Hash, Error> {
     let path = || base.path(rel);
     let mut file = open_read(base, rel).map_err(|e| Error::new(Op::Open, path(), e))?;
     let mut hasher = blake3::Hasher::new();
-    io::copy(&mut UntilStop(&mut file), &mut hasher)
+    hasher
+        .update_reader(UntilStop(&mut file))
         .map_err(|e| Error::new(Op::Read, path(), e))?;
     Ok(hasher.finalize())
 }
@@ -101,7 +104,7 @@ pub(crate) fn hash(source: Source<'_>) -> Result<blake3::Hash, Error> {
     loop {
         let (mut opened, _) = source.open(Expected::fresh())?.ok_or_else(not_found)?;
         let mut hasher = blake3::Hasher::new();
-        match io::copy(&mut UntilStop(&mut opened), &mut hasher) {
+        match hasher.update_reader(UntilStop(&mut opened)) {
             Ok(_) => return Ok(hasher.finalize()),
             Err(e) if is_interrupted(&e) && cuts < READS_CUT => cuts += 1,
             Err(e) => return Err(Error::new(Op::Read, source.path(), e)),
