@@ -758,9 +758,11 @@ fn a_signal_during_a_checksum_compare_stops_the_hashing_and_changes_nothing() {
     let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(doc["status"], "interrupted", "{run:?}");
     assert_eq!(doc["errors"], serde_json::json!([]), "a stop is no error");
-    // The rest of its 16 MiB is not read (2,048 reads of 8 KiB).
+    // The rest of its 16 MiB (256 reads of 64 KiB) is not read. The signal may be taken by
+    // another thread than the reader, which sets the stop only once it is scheduled: under
+    // load the reader may make a few reads more meanwhile.
     let reads = log.matches("read(").count();
-    assert!(reads < 10, "{reads} reads after the stop:\n{log}");
+    assert!(reads < 32, "{reads} reads of big in all:\n{log}");
     assert_eq!(
         before,
         snapshot(&f.dst),
