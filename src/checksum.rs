@@ -84,7 +84,7 @@ fn hash_file(base: &Base, rel: &Path) -> Result<blake3::Hash, Error> {
 
 /// A reader that ends in [`crate::interrupt::check`]'s error once a stop is asked for, so that
 /// hashing a large file does not hold up a stopped run.
-struct UntilStop<R>(R);
+pub(crate) struct UntilStop<R>(pub(crate) R);
 
 impl<R: io::Read> io::Read for UntilStop<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {

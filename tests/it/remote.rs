@@ -493,6 +493,43 @@ fn s3_checksum_size_only_and_dry_run() {
 }
 
 #[test]
+fn s3_a_stop_during_a_checksum_compare_stops_the_hashing_and_uploads_nothing() {
+    let Some(s3) = S3::new("stopped-checksum") else {
+        return;
+    };
+    if !need_strace() {
+        return;
+    }
+    let f = Fixture::new();
+    // Same size and time, other content: only --checksum tells them apart.
+    let big = f.write("src/big", big_content(10, 1, 16 << 20));
+    set_mtime(&big, 1_000_000, 0);
+    s3.sync(&f, &[]).expect(0);
+    f.write("src/big", big_content(10, 2, 16 << 20));
+    set_mtime(&big, 1_000_000, 0);
+    let before = s3.listing(&s3.prefix);
+    let url = s3.url();
+    let args = ["--json".as_ref(), "--checksum".as_ref()];
+    let args = args.into_iter().chain([f.src.as_os_str(), url.as_ref()]);
+    // Stopped at the first read of the source file; the stop is asked for meanwhile.
+    let mut run = Paused::start_with("read", &big, "1", |cmd| s3.configure(cmd), args);
+    assert!(run.stopped(), "big was never read");
+    run.signal("-INT");
+    run.resume();
+    let (run, log) = run.finish_traced();
+    let doc = json(&run.expect(130));
+    assert_eq!(doc["status"], "interrupted");
+    assert_eq!(doc["errors"], serde_json::json!([]), "a stop is no error");
+    // The rest of its 16 MiB (256 reads of 64 KiB) is not read; a few reads may come before
+    // the thread that takes the signal sets the stop.
+    let reads = log.matches("read(").count();
+    assert!(reads < 32, "{reads} reads of big in all:\n{log}");
+    assert_eq!(s3.listing(&s3.prefix), before, "uploaded after the stop");
+    let checked = json(&s3.sync(&f, &["--json", "-c"]).expect(0));
+    assert_eq!(checked["updated"]["files"], 1, "{checked}");
+}
+
+#[test]
 fn s3_refusals_and_deletion_limits() {
     let Some(s3) = S3::new("refuse") else { return };
     let f = Fixture::new();

@@ -44,6 +44,7 @@ use tracing::debug;
 
 use self::manifest::{Row, Version};
 use super::common::{self, Listed};
+use crate::checksum::UntilStop;
 use crate::config::{Compare, Method};
 use crate::endpoint::{
     self, backup_slot, temp_name, Copied, CopyError, Destination, Expected, Held, Opened, Origin,
@@ -397,12 +398,14 @@ fn stated_md5(meta: &opendal::Metadata, kind: Service) -> Option<[u8; 16]> {
     })
 }
 
-/// MD5 of a source file, local or remote, as it is now.
+/// MD5 of a source file, local or remote, as it is now: read in 64 KiB pieces (`io::copy`
+/// alone reads 8 KiB), up to a stop.
 fn source_md5(source: Source<'_>) -> io::Result<[u8; 16]> {
     let opened = source.open(Expected::fresh()).map_err(|e| e.source)?;
     let (mut opened, _) = opened.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
     let mut hasher = Md5::new();
-    io::copy(&mut opened, &mut hasher)?;
+    let mut reader = io::BufReader::with_capacity(1 << 16, UntilStop(&mut opened));
+    io::copy(&mut reader, &mut hasher)?;
     Ok(hasher.finalize().into())
 }
 
@@ -1375,6 +1378,10 @@ impl Destination for Store {
                 Method::Checksum => same_size
                     .par_iter()
                     .map(|&(i, _)| {
+                        // Told to stop: nothing is planned on the rest (see `run`).
+                        if crate::interrupt::requested().is_some() {
+                            return None;
+                        }
                         let rel = src.origin(i);
                         Some(source_md5(Source { origin, rel }))
                     })
