@@ -202,9 +202,13 @@ pub struct Tree {
     origins: Vec<(u64, u32)>,
     /// `-x`: the directories on another filesystem, listed but not entered (their paths).
     pub mount_points: Vec<std::path::PathBuf>,
-    /// The regular files that have more than one name: (entry index, device, inode), in path
-    /// order. Only they: memory grows with linked files, not with the tree.
-    pub links: Vec<(u32, u64, u64)>,
+    /// While listing: (entry index, device, inode) of each regular file with more than one
+    /// name, the device as its place in `devices` (16 bytes a name instead of 24).
+    /// [`Tree::finish`] groups them into [`Tree::links`].
+    inodes: Vec<(u32, u32, u64)>,
+    devices: Vec<u64>,
+    /// The regular files that have more than one name, grouped by inode.
+    pub links: Links,
     /// Entries of a remote listing that cannot be mirrored as they are named (a key with a
     /// `..` part, an object hidden by a folder of its name): left out, each with why. Neither
     /// copied nor deleted: they are warnings, not errors of the listing.
@@ -298,6 +302,93 @@ pub fn merge<'t>(left: &'t Tree, right: &'t Tree) -> impl Iterator<Item = Pair> 
     })
 }
 
+/// The regular files of a tree that have more than one name, grouped by the inode they share:
+/// `(entry index, group)` in index order, where a group is a number standing for one inode
+/// (dense from 0). 8 bytes a linked name and nothing for the others: memory grows with linked
+/// files, not with the tree. In a destination a group may have a single name, its others
+/// lying outside the tree: that still tells that writing through it would change them.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Links {
+    names: Vec<(u32, u32)>,
+    groups: u32,
+}
+
+impl Links {
+    /// Group `(entry index, device, inode)` records by inode.
+    pub(crate) fn grouped(mut inodes: Vec<(u32, u32, u64)>) -> Links {
+        inodes.sort_unstable_by_key(|&(i, dev, ino)| (dev, ino, i));
+        let mut names = Vec::with_capacity(inodes.len());
+        let mut groups = 0;
+        for same in inodes.chunk_by(|a, b| (a.1, a.2) == (b.1, b.2)) {
+            names.extend(same.iter().map(|&(i, ..)| (i, groups)));
+            groups += 1;
+        }
+        drop(inodes);
+        names.sort_unstable_by_key(|&(i, _)| i);
+        Links { names, groups }
+    }
+
+    /// The group of entry `index`, if it is a linked file.
+    pub fn group(&self, index: u32) -> Option<u32> {
+        let at = self.names.binary_search_by_key(&index, |&(i, _)| i).ok()?;
+        Some(self.names[at].1)
+    }
+
+    /// How many groups there are: every group is below this.
+    pub fn groups(&self) -> usize {
+        self.groups as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// `(entry index, group)`, in index order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.names.iter().copied()
+    }
+
+    /// Keep only the groups of several names, numbered afresh.
+    fn forget_lone(&mut self) {
+        // Names in each group (up to 2: enough to tell), then the new number of each kept one.
+        let mut renumber = vec![0u32; self.groups()];
+        for &(_, g) in &self.names {
+            renumber[g as usize] = (renumber[g as usize] + 1).min(2);
+        }
+        let mut kept = 0;
+        for slot in &mut renumber {
+            *slot = match *slot {
+                2 => {
+                    kept += 1;
+                    kept - 1
+                }
+                _ => u32::MAX,
+            };
+        }
+        self.names.retain_mut(|(_, g)| {
+            *g = renumber[*g as usize];
+            *g != u32::MAX
+        });
+        self.names.shrink_to_fit();
+        self.groups = kept;
+    }
+
+    /// The same groups for a tree whose entry `i` became `moved[i]` (`u32::MAX`: gone).
+    fn moved(&self, moved: &[u32]) -> Links {
+        let mut names: Vec<(u32, u32)> = self
+            .names
+            .iter()
+            .filter(|&&(i, _)| moved[i as usize] != u32::MAX)
+            .map(|&(i, g)| (moved[i as usize], g))
+            .collect();
+        names.sort_unstable_by_key(|&(i, _)| i);
+        Links {
+            names,
+            groups: self.groups,
+        }
+    }
+}
+
 impl Tree {
     /// Append an entry from its `lstat` (callers keep path order). `target` is a symlink's
     /// target text.
@@ -318,8 +409,17 @@ impl Tree {
         #[allow(clippy::useless_conversion)] // the field types differ between platforms
         if tag == Tag::File && u64::from(stat.st_nlink) > 1 {
             let index = self.entries.len() as u32 - 1;
-            self.links
-                .push((index, u64::from(stat.st_dev), u64::from(stat.st_ino)));
+            let dev = u64::from(stat.st_dev);
+            // Almost always the one device, found first.
+            let device = match self.devices.iter().position(|&d| d == dev) {
+                Some(at) => at,
+                None => {
+                    self.devices.push(dev);
+                    self.devices.len() - 1
+                }
+            };
+            self.inodes
+                .push((index, device as u32, u64::from(stat.st_ino)));
         }
     }
 
@@ -398,24 +498,16 @@ impl Tree {
 
     /// Forget the files whose other names all lie outside the tree (a snapshot's, say): in a
     /// source they link to nothing that is copied, and a tree of them — every file of a
-    /// `--link-dest` snapshot — would otherwise keep their inodes, and the planner a map of
-    /// them, for nothing.
+    /// `--link-dest` snapshot — would otherwise keep their groups, and the planner a leader
+    /// for each, for nothing.
     pub fn forget_lone_links(&mut self) {
-        self.links
-            .sort_unstable_by_key(|&(i, dev, ino)| (dev, ino, i));
-        let mut kept: Vec<(u32, u64, u64)> = self
-            .links
-            .chunk_by(|a, b| (a.1, a.2) == (b.1, b.2))
-            .filter(|names| names.len() > 1)
-            .flatten()
-            .copied()
-            .collect();
-        kept.sort_unstable_by_key(|&(i, ..)| i);
-        self.links = kept;
+        self.links.forget_lone();
     }
 
-    /// Release the slack of the growing vectors once the listing is complete.
-    pub fn shrink(&mut self) {
+    /// Once the listing is complete: group the linked names by inode, and release the slack
+    /// of the growing vectors.
+    pub fn finish(&mut self) {
+        self.links = Links::grouped(std::mem::take(&mut self.inodes));
         self.entries.shrink_to_fit();
         self.arena.shrink_to_fit();
     }
@@ -482,13 +574,7 @@ impl Tree {
         tree.mount_points = self.mount_points;
         tree.owners = self.owners;
         tree.owner_index = self.owner_index;
-        tree.links = self
-            .links
-            .iter()
-            .filter(|&&(i, ..)| moved[i as usize] != u32::MAX)
-            .map(|&(i, dev, ino)| (moved[i as usize], dev, ino))
-            .collect();
-        tree.links.sort_unstable_by_key(|&(i, ..)| i);
+        tree.links = self.links.moved(&moved);
         tree
     }
 
@@ -588,7 +674,7 @@ mod tests {
         // (index, device, inode): 1 and 4 share an inode, 0 and 3 have their other names
         // elsewhere, 2 and 5 share one on another device with 3's inode number.
         let mut tree = Tree {
-            links: vec![
+            inodes: vec![
                 (0, 1, 10),
                 (1, 1, 11),
                 (2, 2, 12),
@@ -598,14 +684,29 @@ mod tests {
             ],
             ..Tree::default()
         };
+        tree.finish();
+        let all: Vec<_> = tree.links.iter().collect();
+        assert_eq!(all, [(0, 0), (1, 1), (2, 3), (3, 2), (4, 1), (5, 3)]);
+        assert_eq!(tree.links.groups(), 4);
         tree.forget_lone_links();
-        assert_eq!(tree.links, [(1, 1, 11), (2, 2, 12), (4, 1, 11), (5, 2, 12)]);
+        let kept: Vec<_> = tree.links.iter().collect();
+        assert_eq!(kept, [(1, 0), (2, 1), (4, 0), (5, 1)]);
+        assert_eq!(tree.links.groups(), 2);
+        assert_eq!(tree.links.group(4), Some(0));
+        assert_eq!(tree.links.group(3), None);
         let mut lone = Tree {
-            links: vec![(0, 1, 10)],
+            inodes: vec![(0, 1, 10)],
             ..Tree::default()
         };
+        lone.finish();
+        assert_eq!(
+            lone.links.group(0),
+            Some(0),
+            "a destination keeps a lone name"
+        );
         lone.forget_lone_links();
         assert!(lone.links.is_empty());
+        assert_eq!(lone.links.groups(), 0);
     }
 
     #[test]

@@ -587,23 +587,15 @@ pub fn plan_with<'t>(src: &'t Tree, dst: &'t Tree, config: &Config, known: &Know
         plan: Plan::new(src, dst, config),
         dirs: Vec::new(),
         open: Vec::new(),
-        leader_of: HashMap::new(),
-        leaders: HashSet::new(),
-        leader_dst: HashMap::new(),
-        rewritten: HashSet::new(),
-        dst_inodes: dst
-            .links
-            .iter()
-            .map(|&(j, dev, ino)| (j, (dev, ino)))
-            .collect(),
+        leaders: Vec::new(),
     };
     if config.hard_links {
-        let mut first: HashMap<(u64, u64), u32> = HashMap::new();
-        for &(i, dev, ino) in &src.links {
-            let leader = *first.entry((dev, ino)).or_insert(i);
-            if leader != i {
-                planner.leader_of.insert(i, leader);
-                planner.leaders.insert(leader);
+        planner.leaders = vec![Leader::default(); src.links.groups()];
+        // In index order, so each group's first name in path order leads it.
+        for (i, group) in src.links.iter() {
+            let leader = &mut planner.leaders[group as usize];
+            if leader.src == u32::MAX {
+                leader.src = i;
             }
         }
     }
@@ -743,14 +735,30 @@ struct Planner<'a, 't> {
     dirs: Vec<DirPair>,
     /// The chain of source directories (path, index in `dirs`) above the current path.
     open: Vec<(&'t Path, usize)>,
-    /// Hard links: every later name of a source file, with its first name (the leader).
-    leader_of: HashMap<u32, u32>,
-    /// The leaders, the destination entry each has, and those written again this run.
-    leaders: HashSet<u32>,
-    leader_dst: HashMap<u32, u32>,
-    rewritten: HashSet<u32>,
-    /// Device and inode of the destination files with several names.
-    dst_inodes: HashMap<u32, (u64, u64)>,
+    /// Hard links: for each group of the source's linked names, its leader (empty without
+    /// `config.hard_links`).
+    leaders: Vec<Leader>,
+}
+
+/// The first name in path order of a source file with several names: the others are made
+/// links to its copy.
+#[derive(Clone, Copy)]
+struct Leader {
+    src: u32,
+    /// The destination entry at its path (`u32::MAX`: none, or not yet met).
+    dst: u32,
+    /// Its copy is written this run, so each other name is linked to it anew.
+    rewritten: bool,
+}
+
+impl Default for Leader {
+    fn default() -> Leader {
+        Leader {
+            src: u32::MAX,
+            dst: u32::MAX,
+            rewritten: false,
+        }
+    }
 }
 
 impl<'t> Planner<'_, 't> {
@@ -799,11 +807,29 @@ impl<'t> Planner<'_, 't> {
         self.open.push((path, self.dirs.len() - 1));
     }
 
+    /// The group source entry `i` leads, if it is the first of several names of one file.
+    fn leads(&self, i: u32) -> Option<usize> {
+        let group = self.plan.src.links.group(i)? as usize;
+        (self.leaders.get(group)?.src == i).then_some(group)
+    }
+
+    /// The leader of source entry `i`, if it is a later name of a file with several.
+    fn follows(&self, i: u32) -> Option<u32> {
+        let group = self.plan.src.links.group(i)? as usize;
+        let leader = self.leaders.get(group)?.src;
+        (leader != i).then_some(leader)
+    }
+
+    /// Source entry `i`, if it leads a group, is written this run.
+    fn rewrites(&mut self, i: u32) {
+        if let Some(group) = self.leads(i) {
+            self.leaders[group].rewritten = true;
+        }
+    }
+
     fn transfer(&mut self, i: u32, reason: Reason) {
         self.writes_in_parent_of(self.plan.src_path(i));
-        if self.leaders.contains(&i) {
-            self.rewritten.insert(i);
-        }
+        self.rewrites(i);
         self.plan.transfers.push(Transfer { src: i, reason });
     }
 
@@ -823,12 +849,19 @@ impl<'t> Planner<'_, 't> {
         let Some(j) = j else {
             return self.hard_link(i, leader, Reason::New);
         };
-        let inode = |j: &u32| self.dst_inodes.get(j);
-        let linked = match (inode(&j), self.leader_dst.get(&leader).and_then(inode)) {
+        let group = self
+            .plan
+            .src
+            .links
+            .group(leader)
+            .expect("a leader is linked") as usize;
+        let Leader { dst, rewritten, .. } = self.leaders[group];
+        let inode = |j: u32| self.plan.dst.links.group(j);
+        let linked = match (inode(j), inode(dst)) {
             (Some(a), Some(b)) => a == b,
             _ => false,
         };
-        if linked && !self.rewritten.contains(&leader) {
+        if linked && !rewritten {
             self.plan.unchanged.add(self.src(i).size);
         } else {
             self.hard_link(i, leader, Reason::Link);
@@ -847,10 +880,10 @@ impl<'t> Planner<'_, 't> {
     /// source broke a hard link, so the copy is written again as a name of its own.
     fn shares_an_inode_it_should_not(&self, i: u32, j: u32) -> bool {
         // Most destinations have no file with several names: no lookup at all then.
-        !self.dst_inodes.is_empty()
+        !self.plan.dst.links.is_empty()
             && self.config.hard_links
-            && self.dst_inodes.contains_key(&j)
-            && !self.leaders.contains(&i)
+            && self.plan.dst.links.group(j).is_some()
+            && self.leads(i).is_none()
     }
 
     fn make_dir(&mut self, i: u32, replaces: Option<Tag>) {
@@ -887,10 +920,11 @@ impl<'t> Planner<'_, 't> {
         }
         match self.src(i).tag {
             Tag::Dir => self.make_dir(i, None),
-            Tag::File if self.leader_of.contains_key(&i) => {
-                self.follower(i, self.leader_of[&i], None)
-            }
-            Tag::File | Tag::Symlink | Tag::Special(_) => self.transfer(i, Reason::New),
+            Tag::File => match self.follows(i) {
+                Some(leader) => self.follower(i, leader, None),
+                None => self.transfer(i, Reason::New),
+            },
+            Tag::Symlink | Tag::Special(_) => self.transfer(i, Reason::New),
         }
     }
 
@@ -927,12 +961,13 @@ impl<'t> Planner<'_, 't> {
                 }),
             ),
             (Tag::Dir, other) => self.make_dir(i, Some(other)),
-            (Tag::File, Tag::File) if self.leader_of.contains_key(&i) => {
-                self.follower(i, self.leader_of[&i], Some(j));
+            (Tag::File, Tag::File) if self.follows(i).is_some() => {
+                let leader = self.follows(i).expect("just found");
+                self.follower(i, leader, Some(j));
             }
             (Tag::File, Tag::File) => {
-                if self.leaders.contains(&i) {
-                    self.leader_dst.insert(i, j);
+                if let Some(group) = self.leads(i) {
+                    self.leaders[group].dst = j;
                 }
                 let changed = self.changed.contains(&i);
                 match compare::files(src, dst, &self.config.compare, changed) {
@@ -964,9 +999,7 @@ impl<'t> Planner<'_, 't> {
             }
             (Tag::File | Tag::Symlink | Tag::Special(_), Tag::Dir) => {
                 self.writes_in_parent_of(self.plan.src_path(i));
-                if self.leaders.contains(&i) {
-                    self.rewritten.insert(i);
-                }
+                self.rewrites(i);
                 let reason = Reason::Type(Tag::Dir);
                 self.plan.replacements.push(Transfer { src: i, reason });
                 return Some(Below::Emptied(self.plan.replacements.len() - 1));

@@ -76,7 +76,7 @@ pub fn scan(root: &Path, filter: &Filter, one_fs: bool) -> Tree {
             .push(Error::new(Op::ReadDir, root, e.into())),
     }
     let mut tree = walker.tree;
-    tree.shrink();
+    tree.finish();
     debug!(
         root = %root.display(),
         entries = tree.entries.len(),

@@ -125,7 +125,7 @@ pub(crate) fn tree_of(mut listed: Vec<Listed>, filter: &Filter, root: RootMeta) 
         }
         tree.push_raw(&l.rel, l.tag, l.size, l.mtime, l.mode, l.target.as_deref());
     }
-    tree.shrink();
+    tree.finish();
     tree
 }
 
