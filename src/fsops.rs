@@ -639,7 +639,13 @@ pub fn link_from(
                 name,
                 path: &path,
             };
-            finish(at, &temp, held.other(), displaced, || Ok(()))
+            finish(at, &temp, held.other(), displaced, || Ok(()))?;
+            // A rename between two names of one inode does nothing and leaves both: the
+            // name was that file already, and the temporary goes.
+            match rustix::fs::unlinkat(dir, &temp, AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+                Err(e) => Err(e).at(Op::Remove, &path),
+            }
         })
     })
 }

@@ -566,6 +566,32 @@ fn a_hard_link_whose_first_name_cannot_be_copied_fails_with_it() {
 }
 
 #[test]
+fn a_name_already_linked_to_a_leader_that_failed_leaves_no_temporary() {
+    if !need_root("a folder another user owns") {
+        return;
+    }
+    let f = Fixture::new();
+    let a = f.write("src/d1/a", "old");
+    f.mkdir("src/d2");
+    fs::hard_link(&a, f.path("src/d2/b")).unwrap();
+    f.sync(&[]).expect(0);
+    let mut cmd = unprivileged(&f);
+    // The leader's folder is root's: its new copy fails, and b is linked to the copy it is a
+    // name of already.
+    std::os::unix::fs::chown(f.dst.join("d1"), Some(0), Some(0)).unwrap();
+    fs::write(&a, "new").unwrap();
+    let run = Run::from(cmd.arg(&f.src).arg(&f.dst).output().unwrap()).expect(1);
+    assert!(
+        run.stderr.contains("cannot create a temporary file"),
+        "{run:?}"
+    );
+    assert!(temporaries(&f.dst).is_empty(), "{:?}", temporaries(&f.dst));
+    assert_eq!(fs::read(f.dst.join("d2/b")).unwrap(), b"old");
+    f.sync(&[]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+}
+
+#[test]
 fn a_refused_setuid_bit_costs_the_bits_not_the_data() {
     if !need_root("a setuid file that keeps its owner") || !need_strace() {
         return;
