@@ -202,10 +202,10 @@ pub struct Tree {
     origins: Vec<(u64, u32)>,
     /// `-x`: the directories on another filesystem, listed but not entered (their paths).
     pub mount_points: Vec<std::path::PathBuf>,
-    /// While listing: (entry index, device, inode) of each regular file with more than one
-    /// name, the device as its place in `devices` (16 bytes a name instead of 24).
+    /// While listing: (entry index, link count, inode) of each regular file with more than one
+    /// name, kept apart by device (16 bytes a name): `inodes[n]` holds those on `devices[n]`.
     /// [`Tree::finish`] groups them into [`Tree::links`].
-    inodes: Vec<(u32, u32, u64)>,
+    inodes: Vec<Vec<(u32, u32, u64)>>,
     devices: Vec<u64>,
     /// The regular files that have more than one name, grouped by inode.
     pub links: Links,
@@ -305,27 +305,34 @@ pub fn merge<'t>(left: &'t Tree, right: &'t Tree) -> impl Iterator<Item = Pair> 
 /// The regular files of a tree that have more than one name, grouped by the inode they share:
 /// `(entry index, group)` in index order, where a group is a number standing for one inode
 /// (dense from 0). 8 bytes a linked name and nothing for the others: memory grows with linked
-/// files, not with the tree. In a destination a group may have a single name, its others
-/// lying outside the tree: that still tells that writing through it would change them.
+/// files, not with the tree. A group whose inode has more names than the tree holds has
+/// others outside it (another folder, a `--link-dest` snapshot, an excluded name): in a
+/// destination, changing that inode in place would change them too.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Links {
     names: Vec<(u32, u32)>,
-    groups: u32,
+    /// For each group, whether its inode has names outside the tree.
+    outside: Vec<bool>,
 }
 
 impl Links {
-    /// Group `(entry index, device, inode)` records by inode.
-    pub(crate) fn grouped(mut inodes: Vec<(u32, u32, u64)>) -> Links {
-        inodes.sort_unstable_by_key(|&(i, dev, ino)| (dev, ino, i));
-        let mut names = Vec::with_capacity(inodes.len());
-        let mut groups = 0;
-        for same in inodes.chunk_by(|a, b| (a.1, a.2) == (b.1, b.2)) {
-            names.extend(same.iter().map(|&(i, ..)| (i, groups)));
-            groups += 1;
+    /// Group `(entry index, link count, inode)` records by inode, one list per device.
+    pub(crate) fn grouped(devices: Vec<Vec<(u32, u32, u64)>>) -> Links {
+        let total = devices.iter().map(Vec::len).sum();
+        let mut names = Vec::with_capacity(total);
+        let mut outside = Vec::new();
+        for mut inodes in devices {
+            inodes.sort_unstable_by_key(|&(i, _, ino)| (ino, i));
+            for same in inodes.chunk_by(|a, b| a.2 == b.2) {
+                let group = outside.len() as u32;
+                names.extend(same.iter().map(|&(i, ..)| (i, group)));
+                // The largest count seen: a name made while listing adds to it.
+                let nlink = same.iter().map(|&(_, n, _)| n).max().unwrap_or(0);
+                outside.push(nlink as usize > same.len());
+            }
         }
-        drop(inodes);
         names.sort_unstable_by_key(|&(i, _)| i);
-        Links { names, groups }
+        Links { names, outside }
     }
 
     /// The group of entry `index`, if it is a linked file.
@@ -336,7 +343,12 @@ impl Links {
 
     /// How many groups there are: every group is below this.
     pub fn groups(&self) -> usize {
-        self.groups as usize
+        self.outside.len()
+    }
+
+    /// Whether the inode of `group` has names outside the tree.
+    pub fn outside(&self, group: u32) -> bool {
+        self.outside[group as usize]
     }
 
     pub fn is_empty(&self) -> bool {
@@ -355,12 +367,12 @@ impl Links {
         for &(_, g) in &self.names {
             renumber[g as usize] = (renumber[g as usize] + 1).min(2);
         }
-        let mut kept = 0;
-        for slot in &mut renumber {
+        let mut outside = Vec::new();
+        for (slot, &out) in renumber.iter_mut().zip(&self.outside) {
             *slot = match *slot {
                 2 => {
-                    kept += 1;
-                    kept - 1
+                    outside.push(out);
+                    outside.len() as u32 - 1
                 }
                 _ => u32::MAX,
             };
@@ -370,22 +382,22 @@ impl Links {
             *g != u32::MAX
         });
         self.names.shrink_to_fit();
-        self.groups = kept;
+        self.outside = outside;
     }
 
-    /// The same groups for a tree whose entry `i` became `moved[i]` (`u32::MAX`: gone).
+    /// The same groups for a tree whose entry `i` became `moved[i]` (`u32::MAX`: gone; its
+    /// group then has a name outside the tree).
     fn moved(&self, moved: &[u32]) -> Links {
-        let mut names: Vec<(u32, u32)> = self
-            .names
-            .iter()
-            .filter(|&&(i, _)| moved[i as usize] != u32::MAX)
-            .map(|&(i, g)| (moved[i as usize], g))
-            .collect();
-        names.sort_unstable_by_key(|&(i, _)| i);
-        Links {
-            names,
-            groups: self.groups,
+        let mut outside = self.outside.clone();
+        let mut names = Vec::with_capacity(self.names.len());
+        for &(i, g) in &self.names {
+            match moved[i as usize] {
+                u32::MAX => outside[g as usize] = true,
+                to => names.push((to, g)),
+            }
         }
+        names.sort_unstable_by_key(|&(i, _)| i);
+        Links { names, outside }
     }
 }
 
@@ -415,11 +427,12 @@ impl Tree {
                 Some(at) => at,
                 None => {
                     self.devices.push(dev);
+                    self.inodes.push(Vec::new());
                     self.devices.len() - 1
                 }
             };
-            self.inodes
-                .push((index, device as u32, u64::from(stat.st_ino)));
+            let nlink = u32::try_from(stat.st_nlink).unwrap_or(u32::MAX);
+            self.inodes[device].push((index, nlink, u64::from(stat.st_ino)));
         }
     }
 
@@ -671,16 +684,13 @@ mod tests {
 
     #[test]
     fn only_inodes_with_several_names_in_the_tree_stay_linked() {
-        // (index, device, inode): 1 and 4 share an inode, 0 and 3 have their other names
-        // elsewhere, 2 and 5 share one on another device with 3's inode number.
+        // (index, link count, inode) by device: 1 and 4 share an inode, 0 and 3 have their
+        // other names elsewhere, 2 and 5 share one on another device with 3's inode number,
+        // and a third name outside the tree.
         let mut tree = Tree {
             inodes: vec![
-                (0, 1, 10),
-                (1, 1, 11),
-                (2, 2, 12),
-                (3, 1, 12),
-                (4, 1, 11),
-                (5, 2, 12),
+                vec![(0, 2, 10), (1, 2, 11), (3, 3, 12), (4, 2, 11)],
+                vec![(2, 3, 12), (5, 3, 12)],
             ],
             ..Tree::default()
         };
@@ -688,14 +698,17 @@ mod tests {
         let all: Vec<_> = tree.links.iter().collect();
         assert_eq!(all, [(0, 0), (1, 1), (2, 3), (3, 2), (4, 1), (5, 3)]);
         assert_eq!(tree.links.groups(), 4);
+        let outside: Vec<_> = (0..4).map(|g| tree.links.outside(g)).collect();
+        assert_eq!(outside, [true, false, true, true]);
         tree.forget_lone_links();
         let kept: Vec<_> = tree.links.iter().collect();
         assert_eq!(kept, [(1, 0), (2, 1), (4, 0), (5, 1)]);
         assert_eq!(tree.links.groups(), 2);
+        assert!(!tree.links.outside(0) && tree.links.outside(1));
         assert_eq!(tree.links.group(4), Some(0));
         assert_eq!(tree.links.group(3), None);
         let mut lone = Tree {
-            inodes: vec![(0, 1, 10)],
+            inodes: vec![vec![(0, 2, 10)]],
             ..Tree::default()
         };
         lone.finish();

@@ -551,6 +551,7 @@ fn link_all(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Summa
         }
         let held = match link.reason {
             Reason::New => Held::Nothing,
+            Reason::Type(other) => Held::Other(other),
             _ => Held::Same,
         };
         let (rel, leader) = (plan.src_path(link.src), plan.src_path(link.leader));

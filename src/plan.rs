@@ -588,7 +588,11 @@ pub fn plan_with<'t>(src: &'t Tree, dst: &'t Tree, config: &Config, known: &Know
         dirs: Vec::new(),
         open: Vec::new(),
         leaders: Vec::new(),
+        owners: Vec::new(),
     };
+    if !dst.links.is_empty() {
+        planner.owners = owners(src, dst, config);
+    }
     if config.hard_links {
         planner.leaders = vec![Leader::default(); src.links.groups()];
         // In index order, so each group's first name in path order leads it.
@@ -738,6 +742,57 @@ struct Planner<'a, 't> {
     /// Hard links: for each group of the source's linked names, its leader (empty without
     /// `config.hard_links`).
     leaders: Vec<Leader>,
+    /// For each group of the destination's linked names, whose they are (see [`owners`]).
+    owners: Vec<u32>,
+}
+
+/// Marks of [`owners`]: the names of a destination group mirror no source group, or several.
+const ALONE: u32 = u32::MAX;
+const MIXED: u32 = u32::MAX - 1;
+
+/// For each group of the destination's linked names, the source group all its names in the
+/// tree mirror (with hard links kept); [`ALONE`] for a single name whose source is no linked
+/// file; [`MIXED`] for names of several source files. A name the run deletes counts for
+/// nothing; one it keeps (`--no-delete`, protected) is a name of its own.
+fn owners(src: &Tree, dst: &Tree, config: &Config) -> Vec<u32> {
+    const UNSET: u32 = u32::MAX - 2;
+    let mut owners = vec![UNSET; dst.links.groups()];
+    let protected = |path: &Path| config.protected.iter().any(|p| is_within(path, p));
+    for pair in merge(src, dst) {
+        let (i, j) = match pair {
+            Pair::Both(i, j) => (Some(i), j),
+            Pair::Right(j) if config.delete && !protected(dst.path_at(j)) => continue,
+            Pair::Right(j) => (None, j),
+            Pair::Left(_) => continue,
+        };
+        let Some(group) = dst.links.group(j) else {
+            continue;
+        };
+        let mirrors = i
+            .filter(|&i| config.hard_links && src.entries[i as usize].tag == Tag::File)
+            .and_then(|i| src.links.group(i))
+            .unwrap_or(ALONE);
+        let owner = &mut owners[group as usize];
+        *owner = match *owner {
+            UNSET => mirrors,
+            same if same == mirrors && same != ALONE => same,
+            _ => MIXED,
+        };
+    }
+    owners
+}
+
+/// Whether a destination file's inode is shared with names that are not its source's own.
+#[derive(Clone, Copy, PartialEq)]
+enum Shared {
+    /// Only with names of its own source group (or none at all): a change in place is right
+    /// for every name.
+    No,
+    /// With names outside the tree (another folder, a `--link-dest` snapshot, an excluded
+    /// name): left as it is, but never changed in place.
+    Outside,
+    /// With names in the tree that mirror other source files: the source broke the link.
+    Broken,
 }
 
 /// The first name in path order of a source file with several names: the others are made
@@ -876,14 +931,20 @@ impl<'t> Planner<'_, 't> {
         }
     }
 
-    /// A source file with no other name in SRC whose destination copy has other names: the
-    /// source broke a hard link, so the copy is written again as a name of its own.
-    fn shares_an_inode_it_should_not(&self, i: u32, j: u32) -> bool {
+    /// How the inode of destination file `j` is shared.
+    fn shared(&self, j: u32) -> Shared {
         // Most destinations have no file with several names: no lookup at all then.
-        !self.plan.dst.links.is_empty()
-            && self.config.hard_links
-            && self.plan.dst.links.group(j).is_some()
-            && self.leads(i).is_none()
+        if self.owners.is_empty() {
+            return Shared::No;
+        }
+        let Some(group) = self.plan.dst.links.group(j) else {
+            return Shared::No;
+        };
+        match self.owners[group as usize] {
+            MIXED => Shared::Broken,
+            _ if self.plan.dst.links.outside(group) => Shared::Outside,
+            _ => Shared::No,
+        }
     }
 
     fn make_dir(&mut self, i: u32, replaces: Option<Tag>) {
@@ -970,13 +1031,14 @@ impl<'t> Planner<'_, 't> {
                     self.leaders[group].dst = j;
                 }
                 let changed = self.changed.contains(&i);
+                let shared = self.shared(j);
                 match compare::files(src, dst, &self.config.compare, changed) {
                     // The source broke a hard link that DST still has (a time too coarse
                     // to tell, or the same time kept): written again, as a name of its own.
-                    Verdict::Unchanged if self.shares_an_inode_it_should_not(i, j) => {
+                    Verdict::Unchanged if shared == Shared::Broken && self.config.hard_links => {
                         self.transfer(i, Reason::Link)
                     }
-                    Verdict::Unchanged => self.unchanged_file(i, dst),
+                    Verdict::Unchanged => self.unchanged_file(i, dst, shared != Shared::No),
                     Verdict::KeepNewer => {
                         debug!(path = %self.plan.src_path(i).display(), "destination newer: kept");
                         self.plan.kept.push(i)
@@ -1017,13 +1079,14 @@ impl<'t> Planner<'_, 't> {
         let src = self.src(i);
         let mode = with_mode && self.plan.modes && self.plan.mode_for(i) != dst.mode;
         let mtime = !compare::same_time(src.mtime, dst.mtime, &self.config.compare);
-        self.fix_or_unchanged(i, dst, mode, mtime);
+        self.fix_or_unchanged(i, dst, mode, mtime, false);
     }
 
     /// Same content: fix the mode if it differs, and the time when it was not part of the
     /// comparison (`--checksum`; `--size-only`, as rsync does, where a time is set without
     /// writing the file again: not on a remote destination) and differs.
-    fn unchanged_file(&mut self, i: u32, dst: &Entry) {
+    /// `shared`: its inode has names that are not its own, which a fix would change too.
+    fn unchanged_file(&mut self, i: u32, dst: &Entry, shared: bool) {
         let src = self.src(i);
         let rule = &self.config.compare;
         let mode = self.plan.modes && self.plan.mode_for(i) != dst.mode;
@@ -1033,18 +1096,23 @@ impl<'t> Planner<'_, 't> {
             Method::SizeOnly => self.config.dst_url.is_none(),
         };
         let mtime = untimed && !compare::same_time(src.mtime, dst.mtime, rule);
-        self.fix_or_unchanged(i, dst, mode, mtime);
+        self.fix_or_unchanged(i, dst, mode, mtime, shared);
     }
 
     /// An entry whose contents are the same on both sides: a fix of what differs (the owner
-    /// too, where the run keeps it), or nothing at all.
-    fn fix_or_unchanged(&mut self, i: u32, dst: &Entry, mode: bool, mtime: bool) {
+    /// too, where the run keeps it), or nothing at all. When its inode is `shared` with names
+    /// that are not its own, what differs is written as a new file instead: a fix in place
+    /// would reach them.
+    fn fix_or_unchanged(&mut self, i: u32, dst: &Entry, mode: bool, mtime: bool, shared: bool) {
         let src = self.src(i);
         let owner = self
             .plan
             .chown(self.plan.src.owner(src), Some(self.plan.dst.owner(dst)));
         let xattrs = self.attrs_differ(i);
-        if mode || mtime || !owner.is_empty() || xattrs.is_some() {
+        let differs = mode || mtime || !owner.is_empty() || xattrs.is_some();
+        if differs && shared {
+            self.transfer(i, Reason::Link);
+        } else if differs {
             self.plan.fixes.push(Fix {
                 src: i,
                 mode,

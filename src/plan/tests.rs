@@ -341,7 +341,7 @@ fn a_hard_link_the_source_broke_is_broken_in_the_destination() {
     let src = tree(vec![file("a", 1, 100), file("b", 1, 100)]);
     let mut dst = build(vec![file("a", 1, 100), file("b", 1, 100)]);
     // DST's `a` and `b` are one inode; SRC's are two.
-    dst.links = Links::grouped(vec![(0, 1, 7), (1, 1, 7)]);
+    dst.links = Links::grouped(vec![vec![(0, 2, 7), (1, 2, 7)]]);
     let dst: &'static Tree = Box::leak(Box::new(dst));
     let plan = plan(src, dst, &config());
     assert_eq!(lines(&plan), [">f link   a", ">f link   b"]);

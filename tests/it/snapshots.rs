@@ -69,6 +69,40 @@ fn a_week_of_link_dest_snapshots_costs_only_what_changed() {
 }
 
 #[test]
+fn a_link_dest_snapshot_is_never_changed_through_a_later_one() {
+    let f = Fixture::new();
+    let a = f.write("src/a", "linked");
+    fs::hard_link(&a, f.path("src/b")).unwrap();
+    f.write("src/solo", "alone");
+    let (snap1, snap2) = (f.path("snaps/one"), f.path("snaps/two"));
+    let args = |snap: &Path| {
+        [
+            "-v".to_string(),
+            "--link-dest=../one".to_string(),
+            f.src.display().to_string(),
+            snap.display().to_string(),
+        ]
+    };
+    f.mkdir("snaps");
+    f.run([f.src.as_os_str(), snap1.as_os_str()]).expect(0);
+    f.run(args(&snap2)).expect(0);
+    // Run again: nothing to do, and no temporary left beside a name already linked.
+    assert_eq!(f.run(args(&snap2)).expect(0).stdout, "");
+    assert!(temporaries(&snap2).is_empty(), "{:?}", temporaries(&snap2));
+    let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+    assert_eq!(ino(&snap1.join("solo")), ino(&snap2.join("solo")));
+    // A mode changed in SRC: the new snapshot's copy is written anew, the old one untouched.
+    chmod(&a, 0o600);
+    let run = f.run(args(&snap2)).expect(0);
+    assert_eq!(run.stdout, ">f link   a\n>f link   b => a\n", "{run:?}");
+    assert_eq!(fs::metadata(snap1.join("a")).unwrap().mode() & 0o777, 0o644);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&snap2));
+    assert_eq!(ino(&snap2.join("a")), ino(&snap2.join("b")));
+    assert!(temporaries(&snap2).is_empty(), "{:?}", temporaries(&snap2));
+    assert_eq!(f.run(args(&snap2)).expect(0).stdout, "");
+}
+
+#[test]
 fn reflink_dest_copies_share_extents_with_the_earlier_snapshot() {
     for fs_kind in [Fs::Btrfs, Fs::Xfs] {
         let f = Fixture::new();

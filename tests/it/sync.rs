@@ -548,6 +548,76 @@ fn files_whose_other_names_lie_outside_the_source_are_copied_as_files_of_their_o
 }
 
 #[test]
+fn a_fix_in_place_never_reaches_a_name_outside_the_destination() {
+    let f = Fixture::new();
+    let a = f.write("src/a", "linked");
+    fs::hard_link(&a, f.path("src/b")).unwrap();
+    let c = f.write("src/c", "alone");
+    f.write("src/d", "left alone");
+    f.sync(&[]).expect(0);
+    // Each copy gets a name outside DST (as a snapshot or another folder gives it).
+    f.mkdir("outside");
+    for rel in ["a", "c", "d"] {
+        fs::hard_link(f.dst.join(rel), f.path(format!("outside/{rel}"))).unwrap();
+    }
+    let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
+    let before: Vec<u32> = ["a", "c", "d"]
+        .iter()
+        .map(|rel| mode(&f.path(format!("outside/{rel}"))))
+        .collect();
+    // Same contents, other permission bits: a chmod in place would change the outside names.
+    chmod(&a, 0o600);
+    chmod(&c, 0o600);
+    let run = f.sync(&["-v"]).expect(0);
+    assert_eq!(
+        run.stdout, ">f link   a\n>f link   c\n>f link   b => a\n",
+        "{run:?}"
+    );
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    let after: Vec<u32> = ["a", "c", "d"]
+        .iter()
+        .map(|rel| mode(&f.path(format!("outside/{rel}"))))
+        .collect();
+    assert_eq!(before, after, "a name outside DST was changed");
+    let ino = |p: std::path::PathBuf| fs::metadata(p).unwrap().ino();
+    assert_eq!(ino(f.dst.join("a")), ino(f.dst.join("b")));
+    assert_ne!(ino(f.dst.join("a")), ino(f.path("outside/a")));
+    assert_ne!(ino(f.dst.join("c")), ino(f.path("outside/c")));
+    // Nothing to change: the copy keeps its outside name.
+    assert_eq!(ino(f.dst.join("d")), ino(f.path("outside/d")));
+    assert_eq!(f.sync(&["-v"]).expect(0).stdout, "");
+}
+
+#[test]
+fn two_source_link_groups_merged_in_the_destination_are_split() {
+    let f = Fixture::new();
+    let a = f.write("src/a", "same bytes");
+    for rel in ["b", "c", "d"] {
+        fs::hard_link(&a, f.path(format!("src/{rel}"))).unwrap();
+    }
+    set_mtime(&a, 1_600_000_000, 0);
+    f.sync(&[]).expect(0);
+    // SRC splits into {a, b} and {c, d}: same contents, time and mode, two inodes.
+    let c = f.path("src/c");
+    fs::remove_file(&c).unwrap();
+    fs::remove_file(f.path("src/d")).unwrap();
+    fs::copy(&a, &c).unwrap();
+    set_mtime(&c, 1_600_000_000, 0);
+    fs::hard_link(&c, f.path("src/d")).unwrap();
+    f.sync(&[]).expect(0);
+    let ino = |rel: &str| fs::metadata(f.dst.join(rel)).unwrap().ino();
+    assert_eq!(ino("a"), ino("b"));
+    assert_eq!(ino("c"), ino("d"));
+    assert_ne!(ino("a"), ino("c"), "two source files left one inode");
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    // A fix on one group now reaches only its names, and the next run settles.
+    chmod(&a, 0o600);
+    assert_eq!(f.sync(&["-v"]).expect(0).stdout, ".f mode   a\n");
+    assert_eq!(fs::metadata(f.dst.join("c")).unwrap().mode() & 0o777, 0o644);
+    assert_eq!(f.sync(&["-v"]).expect(0).stdout, "");
+}
+
+#[test]
 fn a_hard_link_whose_first_name_cannot_be_copied_fails_with_it() {
     let f = Fixture::new();
     f.write("src/other", "o");
