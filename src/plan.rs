@@ -81,7 +81,8 @@ impl Transfer {
 pub struct HardLink {
     pub src: u32,
     pub leader: u32,
-    /// `New`, or `Link` when DST has a file there already.
+    /// `New`; `Link` when DST has a file there already; `Type` when it has a symlink or
+    /// special file there.
     pub reason: Reason,
 }
 
@@ -1065,6 +1066,13 @@ impl<'t> Planner<'_, 't> {
                 let reason = Reason::Type(Tag::Dir);
                 self.plan.replacements.push(Transfer { src: i, reason });
                 return Some(Below::Emptied(self.plan.replacements.len() - 1));
+            }
+            // A later name of a linked file where DST has a symlink or special file: linked
+            // in its place (a directory is emptied first, below: the name is copied then, and
+            // linked by the next run).
+            (Tag::File, other) if self.follows(i).is_some() => {
+                let leader = self.follows(i).expect("just found");
+                self.hard_link(i, leader, Reason::Type(other));
             }
             (Tag::File | Tag::Symlink | Tag::Special(_), other) => {
                 self.transfer(i, Reason::Type(other))

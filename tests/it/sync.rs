@@ -636,6 +636,32 @@ fn a_hard_link_whose_first_name_cannot_be_copied_fails_with_it() {
 }
 
 #[test]
+fn a_later_name_of_a_linked_file_takes_the_place_of_a_symlink_or_fifo_as_a_link() {
+    let f = Fixture::new();
+    let a = f.write("src/a", "linked");
+    fs::hard_link(&a, f.path("src/b")).unwrap();
+    fs::hard_link(&a, f.path("src/e")).unwrap();
+    let target = f.write("outside", "not to be written");
+    f.mkdir("dst");
+    std::os::unix::fs::symlink(&target, f.dst.join("b")).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(f.dst.join("e"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let run = f.sync(&["-v"]).expect(0);
+    assert_eq!(
+        run.stdout, "+f new    a\n>f link   b => a\n>f link   e => a\n",
+        "{run:?}"
+    );
+    let ino = |rel: &str| fs::symlink_metadata(f.dst.join(rel)).unwrap().ino();
+    assert_eq!((ino("a"), ino("a")), (ino("b"), ino("e")));
+    assert_eq!(fs::read(&target).unwrap(), b"not to be written");
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    assert_eq!(f.sync(&["-v"]).expect(0).stdout, "");
+}
+
+#[test]
 fn a_name_already_linked_to_a_leader_that_failed_leaves_no_temporary() {
     if !need_root("a folder another user owns") {
         return;
