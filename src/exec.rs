@@ -418,6 +418,7 @@ fn transfer(
                 xattrs: plan.xattrs,
                 sparse: plan.sparse,
                 modes: plan.modes,
+                own: t.reason == Reason::Link,
             };
             let (mut tries, mut cuts) = (0, 0);
             loop {

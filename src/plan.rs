@@ -744,36 +744,41 @@ struct Planner<'a, 't> {
     /// `config.hard_links`).
     leaders: Vec<Leader>,
     /// For each group of the destination's linked names, whose they are (see [`owners`]).
-    owners: Vec<u32>,
+    owners: Vec<(u32, bool)>,
 }
 
 /// Marks of [`owners`]: the names of a destination group mirror no source group, or several.
 const ALONE: u32 = u32::MAX;
 const MIXED: u32 = u32::MAX - 1;
 
-/// For each group of the destination's linked names, the source group all its names in the
-/// tree mirror (with hard links kept); [`ALONE`] for a single name whose source is no linked
-/// file; [`MIXED`] for names of several source files. A name the run deletes counts for
-/// nothing; one it keeps (`--no-delete`, protected) is a name of its own.
-fn owners(src: &Tree, dst: &Tree, config: &Config) -> Vec<u32> {
+/// For each group of the destination's linked names: the source group all its names in the
+/// tree mirror (with hard links kept), [`ALONE`] for a single name whose source is no linked
+/// file, or [`MIXED`] for names of several source files; and whether it has a name that
+/// mirrors nothing, which stays beside the mirror as a name outside it would: one the run
+/// deletes may be kept by `--backup-dir` or withheld, one it does not delete is kept
+/// (`--no-delete`, protected, below a skipped entry).
+fn owners(src: &Tree, dst: &Tree, config: &Config) -> Vec<(u32, bool)> {
     const UNSET: u32 = u32::MAX - 2;
-    let mut owners = vec![UNSET; dst.links.groups()];
-    let protected = |path: &Path| config.protected.iter().any(|p| is_within(path, p));
+    let mut owners = vec![(UNSET, false); dst.links.groups()];
     for pair in merge(src, dst) {
         let (i, j) = match pair {
-            Pair::Both(i, j) => (Some(i), j),
-            Pair::Right(j) if config.delete && !protected(dst.path_at(j)) => continue,
-            Pair::Right(j) => (None, j),
+            Pair::Both(i, j) => (i, j),
+            Pair::Right(j) => {
+                if let Some(group) = dst.links.group(j) {
+                    owners[group as usize].1 = true;
+                }
+                continue;
+            }
             Pair::Left(_) => continue,
         };
         let Some(group) = dst.links.group(j) else {
             continue;
         };
-        let mirrors = i
+        let mirrors = Some(i)
             .filter(|&i| config.hard_links && src.entries[i as usize].tag == Tag::File)
             .and_then(|i| src.links.group(i))
             .unwrap_or(ALONE);
-        let owner = &mut owners[group as usize];
+        let owner = &mut owners[group as usize].0;
         *owner = match *owner {
             UNSET => mirrors,
             same if same == mirrors && same != ALONE => same,
@@ -942,7 +947,8 @@ impl<'t> Planner<'_, 't> {
             return Shared::No;
         };
         match self.owners[group as usize] {
-            MIXED => Shared::Broken,
+            (MIXED, _) => Shared::Broken,
+            (_, true) => Shared::Outside,
             _ if self.plan.dst.links.outside(group) => Shared::Outside,
             _ => Shared::No,
         }

@@ -230,7 +230,8 @@ impl Destination for Local<'_> {
     ) -> std::result::Result<Copied, CopyError> {
         let displaced = self.displaced(rel)?;
         let base = self.base()?;
-        for prior in &self.priors {
+        // A copy to be a file of its own may be a reflinked one, never a hard link.
+        for prior in self.priors.iter().filter(|p| p.reflink || !expected.own) {
             // A hard link shares the owner too; a reflinked copy gets its own.
             let prior_base = prior.folder.base();
             if !fsops::same_as(prior_base, rel, src, &expected, !prior.reflink) {

@@ -135,6 +135,9 @@ pub struct Expected {
     pub sparse: bool,
     /// The destination keeps permission bits: set them (some that keep none refuse `chmod`).
     pub modes: bool,
+    /// The copy is to be a file of its own, not a hard link to an earlier snapshot's: it is
+    /// written to part it from the names it shared an inode with.
+    pub own: bool,
 }
 
 impl Expected {
@@ -157,6 +160,7 @@ impl Expected {
             xattrs: Xattrs::default(),
             sparse: false,
             modes: false,
+            own: false,
         }
     }
 }

@@ -103,6 +103,39 @@ fn a_link_dest_snapshot_is_never_changed_through_a_later_one() {
 }
 
 #[test]
+fn a_link_the_source_broke_is_not_made_again_from_a_snapshot() {
+    let f = Fixture::new();
+    let a = f.write("src/a", "linked");
+    fs::hard_link(&a, f.path("src/b")).unwrap();
+    f.mkdir("snaps");
+    let (snap1, snap2) = (f.path("snaps/one"), f.path("snaps/two"));
+    let args = [
+        "-v".to_string(),
+        "--link-dest=../one".to_string(),
+        f.src.display().to_string(),
+        snap2.display().to_string(),
+    ];
+    f.run([f.src.as_os_str(), snap1.as_os_str()]).expect(0);
+    f.run(&args).expect(0);
+    // SRC breaks the link, same contents, time and mode: b becomes a file of its own.
+    let b = f.path("src/b");
+    fs::remove_file(&b).unwrap();
+    fs::copy(&a, &b).unwrap();
+    let time = fs::metadata(&a).unwrap();
+    set_mtime(&b, time.mtime(), time.mtime_nsec() as u32);
+    f.run(&args).expect(0);
+    let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+    assert_ne!(
+        ino(&snap2.join("a")),
+        ino(&snap2.join("b")),
+        "linked again from the snapshot"
+    );
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&snap2));
+    assert_eq!(f.run(&args).expect(0).stdout, "", "the runs never settle");
+    assert_eq!(fs::metadata(snap1.join("a")).unwrap().nlink(), 2);
+}
+
+#[test]
 fn reflink_dest_copies_share_extents_with_the_earlier_snapshot() {
     for fs_kind in [Fs::Btrfs, Fs::Xfs] {
         let f = Fixture::new();

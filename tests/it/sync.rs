@@ -589,6 +589,40 @@ fn a_fix_in_place_never_reaches_a_name_outside_the_destination() {
 }
 
 #[test]
+fn a_name_a_run_keeps_beside_the_mirror_is_never_fixed_through_a_link() {
+    let mode = |p: std::path::PathBuf| fs::metadata(p).unwrap().mode() & 0o777;
+    // Deleted into a backup folder outside DST, then inside it; withheld by --max-delete.
+    for (case, extra) in [
+        ("backup", &["--backup-dir=../bk"][..]),
+        ("backup inside", &["--backup-dir=.old"][..]),
+        ("withheld", &["--max-delete=1"][..]),
+    ] {
+        let f = Fixture::new();
+        let a = f.write("src/a", "linked");
+        fs::hard_link(&a, f.path("src/b")).unwrap();
+        f.write("src/c", "c");
+        f.write("src/d", "d");
+        f.sync(&[]).expect(0);
+        fs::remove_file(f.path("src/b")).unwrap();
+        fs::remove_file(f.path("src/c")).unwrap();
+        fs::remove_file(f.path("src/d")).unwrap();
+        chmod(&a, 0o600);
+        let code = if case == "withheld" { 1 } else { 0 };
+        let run = f.sync(&[&["-v"][..], extra].concat()).expect(code);
+        let kept = match case {
+            "backup" => f.path("bk/b"),
+            "backup inside" => f.dst.join(".old/b"),
+            _ => f.dst.join("b"),
+        };
+        assert_eq!(mode(kept), 0o644, "{case}: what was kept changed: {run:?}");
+        assert_eq!(mode(f.dst.join("a")), 0o600, "{case}: {run:?}");
+        // The next run has nothing to do (the backup folder inside DST is no cause).
+        let again = f.sync(&[&["-v"][..], extra].concat()).expect(code);
+        assert!(!again.stdout.contains(" a\n"), "{case}: {again:?}");
+    }
+}
+
+#[test]
 fn two_source_link_groups_merged_in_the_destination_are_split() {
     let f = Fixture::new();
     let a = f.write("src/a", "same bytes");
