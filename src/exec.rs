@@ -419,6 +419,7 @@ fn transfer(
                 sparse: plan.sparse,
                 modes: plan.modes,
                 own: t.reason == Reason::Link,
+                contents: plan.contents,
             };
             let (mut tries, mut cuts) = (0, 0);
             loop {

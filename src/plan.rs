@@ -188,6 +188,9 @@ pub struct Plan<'t> {
     pub xattrs: Xattrs,
     /// Holes of sparse files are kept.
     pub sparse: bool,
+    /// Files are compared by contents (`--checksum`): an earlier snapshot's file stands for a
+    /// copy only with the same contents too.
+    pub contents: bool,
     /// The destination stores names with the characters FAT refuses.
     pub any_names: bool,
     /// DST does not exist and is created first.
@@ -236,6 +239,7 @@ impl<'t> Plan<'t> {
             modes: config.limits.modes,
             xattrs: config.xattrs,
             sparse: config.sparse,
+            contents: config.compare.method == Method::Checksum,
             any_names: config.limits.any_names,
             make_root: dst.root.is_none(),
             temps: Vec::new(),
@@ -795,7 +799,8 @@ enum Shared {
     /// for every name.
     No,
     /// With names outside the tree (another folder, a `--link-dest` snapshot, an excluded
-    /// name): left as it is, but never changed in place.
+    /// name) or kept beside the mirror (see [`owners`]): left as it is, but never changed in
+    /// place.
     Outside,
     /// With names in the tree that mirror other source files: the source broke the link.
     Broken,

@@ -137,6 +137,13 @@ impl<'a> Local<'a> {
     }
 }
 
+/// Whether two files have the same contents, read and hashed (`--checksum`); one that cannot
+/// be read is no match.
+fn same_contents(a: Source<'_>, b: Source<'_>) -> bool {
+    let (a, b) = rayon::join(|| checksum::hash(a), || checksum::hash(b));
+    matches!((a, b), (Ok(a), Ok(b)) if a == b)
+}
+
 impl Destination for Local<'_> {
     fn path(&self, rel: &Path) -> PathBuf {
         crate::fsops::joined(self.root, rel)
@@ -237,14 +244,15 @@ impl Destination for Local<'_> {
             if !fsops::same_as(prior_base, rel, src, &expected, !prior.reflink) {
                 continue;
             }
+            let from = Source {
+                origin: &prior.folder,
+                rel,
+            };
+            if expected.contents && !same_contents(src, from) {
+                continue;
+            }
             let taken = match prior.reflink {
-                true => {
-                    let from = Source {
-                        origin: &prior.folder,
-                        rel,
-                    };
-                    fsops::copy_file(from, base, rel, expected, held, displaced)
-                }
+                true => fsops::copy_file(from, base, rel, expected, held, displaced),
                 false => fsops::link_from(prior_base, rel, base, rel, held, displaced)
                     .map(|()| Copied::Done(0))
                     .map_err(CopyError::Io),

@@ -138,6 +138,9 @@ pub struct Expected {
     /// The copy is to be a file of its own, not a hard link to an earlier snapshot's: it is
     /// written to part it from the names it shared an inode with.
     pub own: bool,
+    /// An earlier snapshot's file stands for the copy only with the same contents, not only
+    /// the same size and time (`--checksum`).
+    pub contents: bool,
 }
 
 impl Expected {
@@ -161,6 +164,7 @@ impl Expected {
             sparse: false,
             modes: false,
             own: false,
+            contents: false,
         }
     }
 }

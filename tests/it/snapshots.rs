@@ -136,6 +136,34 @@ fn a_link_the_source_broke_is_not_made_again_from_a_snapshot() {
 }
 
 #[test]
+fn checksum_never_takes_a_snapshot_file_whose_contents_differ() {
+    let f = Fixture::new();
+    let a = f.write("src/a", "one");
+    set_mtime(&a, 1_600_000_000, 0);
+    f.write("src/b", "same");
+    f.mkdir("snaps");
+    let (snap1, snap2) = (f.path("snaps/one"), f.path("snaps/two"));
+    f.run([f.src.as_os_str(), snap1.as_os_str()]).expect(0);
+    // Same size and time as the snapshot's, other contents: only --checksum tells.
+    f.write("src/a", "ONE");
+    set_mtime(&a, 1_600_000_000, 0);
+    let args = [
+        "-c".to_string(),
+        "--link-dest=../one".to_string(),
+        f.src.display().to_string(),
+        snap2.display().to_string(),
+    ];
+    f.run(&args).expect(0);
+    assert_eq!(fs::read(snap2.join("a")).unwrap(), b"ONE");
+    assert_eq!(fs::read(snap1.join("a")).unwrap(), b"one");
+    let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+    assert_ne!(ino(&snap1.join("a")), ino(&snap2.join("a")));
+    // What is the same is still linked.
+    assert_eq!(ino(&snap1.join("b")), ino(&snap2.join("b")));
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&snap2));
+}
+
+#[test]
 fn reflink_dest_copies_share_extents_with_the_earlier_snapshot() {
     for fs_kind in [Fs::Btrfs, Fs::Xfs] {
         let f = Fixture::new();
