@@ -600,10 +600,11 @@ pub fn plan_with<'t>(src: &'t Tree, dst: &'t Tree, config: &Config, known: &Know
     }
     if config.hard_links {
         planner.leaders = vec![Leader::default(); src.links.groups()];
-        // In index order, so each group's first name in path order leads it.
+        // In index order, so each group's first name in path order leads it; a protected
+        // name (inside the backup folder) is never written, so never leads.
         for (i, group) in src.links.iter() {
             let leader = &mut planner.leaders[group as usize];
-            if leader.src == u32::MAX {
+            if leader.src == u32::MAX && !is_protected(config, src.path_at(i)) {
                 leader.src = i;
             }
         }
@@ -622,7 +623,7 @@ pub fn plan_with<'t>(src: &'t Tree, dst: &'t Tree, config: &Config, known: &Know
         planner.open.push((Path::new(""), 0));
     }
 
-    let protected = |path: &Path| config.protected.iter().any(|p| is_within(path, p));
+    let protected = |path: &Path| is_protected(config, path);
     // A destination directory at a path where SRC has something else: (its path, what becomes
     // of what is below it, whether anything is).
     let mut covered: Option<(&Path, Below, bool)> = None;
@@ -766,8 +767,8 @@ fn owners(src: &Tree, dst: &Tree, config: &Config) -> Vec<(u32, bool)> {
     let mut owners = vec![(UNSET, false); dst.links.groups()];
     for pair in merge(src, dst) {
         let (i, j) = match pair {
-            Pair::Both(i, j) => (i, j),
-            Pair::Right(j) => {
+            Pair::Both(i, j) if !is_protected(config, dst.path_at(j)) => (i, j),
+            Pair::Both(_, j) | Pair::Right(j) => {
                 if let Some(group) = dst.links.group(j) {
                     owners[group as usize].1 = true;
                 }
@@ -790,6 +791,12 @@ fn owners(src: &Tree, dst: &Tree, config: &Config) -> Vec<(u32, bool)> {
         };
     }
     owners
+}
+
+/// Whether `path` lies in what the run leaves alone on both sides (the backup folder inside
+/// DST).
+fn is_protected(config: &Config, path: &Path) -> bool {
+    config.protected.iter().any(|p| is_within(path, p))
 }
 
 /// Whether a destination file's inode is shared with names that are not its source's own.
@@ -815,6 +822,8 @@ struct Leader {
     dst: u32,
     /// Its copy is written this run, so each other name is linked to it anew.
     rewritten: bool,
+    /// Its destination file is newer and kept (`--update`): no other name is linked to it.
+    kept: bool,
 }
 
 impl Default for Leader {
@@ -823,6 +832,7 @@ impl Default for Leader {
             src: u32::MAX,
             dst: u32::MAX,
             rewritten: false,
+            kept: false,
         }
     }
 }
@@ -883,7 +893,7 @@ impl<'t> Planner<'_, 't> {
     fn follows(&self, i: u32) -> Option<u32> {
         let group = self.plan.src.links.group(i)? as usize;
         let leader = self.leaders.get(group)?.src;
-        (leader != i).then_some(leader)
+        (leader != i && leader != u32::MAX).then_some(leader)
     }
 
     /// Source entry `i`, if it leads a group, is written this run.
@@ -912,16 +922,37 @@ impl<'t> Planner<'_, 't> {
     /// For a later name of a linked source file at destination entry `j` (if any): nothing
     /// when DST already has it as a name of the leader's unchanged copy, else a link.
     fn follower(&mut self, i: u32, leader: u32, j: Option<u32>) {
-        let Some(j) = j else {
-            return self.hard_link(i, leader, Reason::New);
-        };
         let group = self
             .plan
             .src
             .links
             .group(leader)
             .expect("a leader is linked") as usize;
-        let Leader { dst, rewritten, .. } = self.leaders[group];
+        let Some(j) = j else {
+            // Its group's first name kept as newer (`--update`): a copy of its own.
+            return match self.leaders[group].kept {
+                true => self.transfer(i, Reason::New),
+                false => self.hard_link(i, leader, Reason::New),
+            };
+        };
+        let Leader {
+            dst,
+            rewritten,
+            kept,
+            ..
+        } = self.leaders[group];
+        // `--update`: a group whose first name was kept as newer is no link to it (that would
+        // give it the kept file's contents, not the source's): each later name is a file of
+        // its own, kept in turn when newer; so is a later name that is newer itself.
+        let newer = || {
+            let (src, dst) = (self.src(i), &self.plan.dst.entries[j as usize]);
+            self.config.compare.update
+                && dst.tag == Tag::File
+                && compare::files(src, dst, &self.config.compare, false) == Verdict::KeepNewer
+        };
+        if kept || newer() {
+            return self.file_pair(i, j);
+        }
         let inode = |j: u32| self.plan.dst.links.group(j);
         let linked = match (inode(j), inode(dst)) {
             (Some(a), Some(b)) => a == b,
@@ -1038,26 +1069,7 @@ impl<'t> Planner<'_, 't> {
                 let leader = self.follows(i).expect("just found");
                 self.follower(i, leader, Some(j));
             }
-            (Tag::File, Tag::File) => {
-                if let Some(group) = self.leads(i) {
-                    self.leaders[group].dst = j;
-                }
-                let changed = self.changed.contains(&i);
-                let shared = self.shared(j);
-                match compare::files(src, dst, &self.config.compare, changed) {
-                    // The source broke a hard link that DST still has (a time too coarse
-                    // to tell, or the same time kept): written again, as a name of its own.
-                    Verdict::Unchanged if shared == Shared::Broken && self.config.hard_links => {
-                        self.transfer(i, Reason::Link)
-                    }
-                    Verdict::Unchanged => self.unchanged_file(i, dst, shared != Shared::No),
-                    Verdict::KeepNewer => {
-                        debug!(path = %self.plan.src_path(i).display(), "destination newer: kept");
-                        self.plan.kept.push(i)
-                    }
-                    Verdict::Write(reason) => self.transfer(i, reason),
-                }
-            }
+            (Tag::File, Tag::File) => self.file_pair(i, j),
             (Tag::Symlink, Tag::Symlink) => {
                 if self.plan.src.target(src) != self.plan.dst.target(dst) {
                     self.transfer(i, Reason::Target);
@@ -1090,6 +1102,33 @@ impl<'t> Planner<'_, 't> {
             }
         }
         None
+    }
+
+    /// Decide source file `i` (not a later name of a linked file) against destination file
+    /// `j`.
+    fn file_pair(&mut self, i: u32, j: u32) {
+        let (src, dst) = (self.src(i), &self.plan.dst.entries[j as usize]);
+        if let Some(group) = self.leads(i) {
+            self.leaders[group].dst = j;
+        }
+        let changed = self.changed.contains(&i);
+        let shared = self.shared(j);
+        match compare::files(src, dst, &self.config.compare, changed) {
+            // The source broke a hard link that DST still has (a time too coarse to tell, or
+            // the same time kept): written again, as a name of its own.
+            Verdict::Unchanged if shared == Shared::Broken && self.config.hard_links => {
+                self.transfer(i, Reason::Link)
+            }
+            Verdict::Unchanged => self.unchanged_file(i, dst, shared != Shared::No),
+            Verdict::KeepNewer => {
+                debug!(path = %self.plan.src_path(i).display(), "destination newer: kept");
+                if let Some(group) = self.leads(i) {
+                    self.leaders[group].kept = true;
+                }
+                self.plan.kept.push(i)
+            }
+            Verdict::Write(reason) => self.transfer(i, reason),
+        }
     }
 
     /// A symlink or special file that is the same on both sides: fix its owner, mode (not a

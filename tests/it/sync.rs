@@ -623,6 +623,54 @@ fn a_name_a_run_keeps_beside_the_mirror_is_never_fixed_through_a_link() {
 }
 
 #[test]
+fn update_never_links_a_name_to_a_newer_file_it_kept() {
+    let f = Fixture::new();
+    let a = f.write("src/a", "aa");
+    fs::hard_link(&a, f.path("src/b")).unwrap();
+    set_mtime(&a, 1_600_000_000, 0);
+    f.sync(&[]).expect(0);
+    // DST's a is replaced by a newer file of its own: -u keeps it.
+    let kept = f.dst.join("a");
+    fs::remove_file(&kept).unwrap();
+    fs::write(&kept, "NEWER").unwrap();
+    set_mtime(&kept, 1_700_000_000, 0);
+    let run = f.sync(&["-u", "-v"]).expect(0);
+    assert_eq!(fs::read(&kept).unwrap(), b"NEWER", "{run:?}");
+    assert_eq!(fs::read(f.dst.join("b")).unwrap(), b"aa", "{run:?}");
+    assert_eq!(f.sync(&["-u", "-v"]).expect(0).stdout, "");
+    // Without -u the group is one file again.
+    f.sync(&[]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    let ino = |rel: &str| fs::metadata(f.dst.join(rel)).unwrap().ino();
+    assert_eq!(ino("a"), ino("b"));
+}
+
+#[test]
+fn a_link_group_with_a_name_in_the_backup_folder_is_mirrored_by_its_other_names() {
+    let f = Fixture::new();
+    // SRC has the backup folder's path too; its names are left alone on both sides.
+    let a = f.write("src/z/a", "linked");
+    f.mkdir("src/.old");
+    fs::hard_link(&a, f.path("src/.old/b")).unwrap();
+    fs::hard_link(&a, f.path("src/z/c")).unwrap();
+    set_mtime(&a, 1_600_000_000, 0);
+    f.sync(&["--backup-dir=.old"]).expect(0);
+    assert_eq!(fs::read(f.dst.join("z/a")).unwrap(), b"linked");
+    let ino = |rel: &str| fs::metadata(f.dst.join(rel)).unwrap().ino();
+    assert_eq!(ino("z/a"), ino("z/c"));
+    assert!(!f.dst.join(".old/b").exists());
+    // A name DST has in the backup folder, linked to the mirror's copy, keeps its mode.
+    fs::hard_link(f.dst.join("z/a"), f.dst.join(".old/b")).unwrap();
+    chmod(&a, 0o600);
+    let run = f.sync(&["-v", "--backup-dir=.old"]).expect(0);
+    let mode = |rel: &str| fs::metadata(f.dst.join(rel)).unwrap().mode() & 0o777;
+    assert_eq!((mode("z/a"), mode("z/c")), (0o600, 0o600), "{run:?}");
+    assert_eq!(mode(".old/b"), 0o644, "{run:?}");
+    assert_eq!(ino("z/a"), ino("z/c"));
+    assert_eq!(f.sync(&["-v", "--backup-dir=.old"]).expect(0).stdout, "");
+}
+
+#[test]
 fn two_source_link_groups_merged_in_the_destination_are_split() {
     let f = Fixture::new();
     let a = f.write("src/a", "same bytes");
