@@ -655,6 +655,22 @@ pub fn plan_with<'t>(src: &'t Tree, dst: &'t Tree, config: &Config, known: &Know
         emptied.push(t);
     }
 
+    // A backup folder inside DST may be made by this run, which changes its parent's time:
+    // when anything may be displaced into it, the parent's time is set again at the end.
+    let plan = &planner.plan;
+    let displaces = !plan.deletes.is_empty()
+        || !plan.replacements.is_empty()
+        || plan.transfers.iter().any(|t| t.reason != Reason::New)
+        || plan.links.iter().any(|l| l.reason != Reason::New);
+    if displaces && config.backup_dir.is_some() {
+        for parent in config.protected.iter().filter_map(|p| p.parent()) {
+            let path_of = |d: &DirPair| d.src.map_or(Path::new(""), |i| src.path_at(i));
+            if let Some(dir) = planner.dirs.iter_mut().find(|d| path_of(d) == parent) {
+                dir.written = true;
+            }
+        }
+    }
+
     let Planner { mut plan, dirs, .. } = planner;
     plan.deletes.reverse();
     // Removing a directory that held entries is a deletion too (its entries are counted among

@@ -671,6 +671,25 @@ fn a_link_group_with_a_name_in_the_backup_folder_is_mirrored_by_its_other_names(
 }
 
 #[test]
+fn a_backup_folder_made_inside_the_destination_leaves_its_parent_time_as_the_source_has_it() {
+    let f = Fixture::new();
+    f.write("src/x/a", "one");
+    set_mtime(&f.path("src/x"), 1_600_000_000, 0);
+    set_mtime(&f.src, 1_600_000_000, 0);
+    f.sync(&[]).expect(0);
+    f.write("src/x/a", "changed");
+    set_mtime(&f.path("src/x"), 1_600_000_000, 0);
+    let run = f.sync(&["-v", "--backup-dir=.old"]).expect(0);
+    assert_eq!(fs::read(f.dst.join(".old/x/a")).unwrap(), b"one", "{run:?}");
+    assert_eq!(
+        fs::metadata(&f.dst).unwrap().mtime(),
+        1_600_000_000,
+        "{run:?}"
+    );
+    assert_eq!(f.sync(&["-v", "--backup-dir=.old"]).expect(0).stdout, "");
+}
+
+#[test]
 fn two_source_link_groups_merged_in_the_destination_are_split() {
     let f = Fixture::new();
     let a = f.write("src/a", "same bytes");
