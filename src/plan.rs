@@ -689,12 +689,36 @@ pub fn plan_with<'t>(src: &'t Tree, dst: &'t Tree, config: &Config, known: &Know
     // A directory whose entries are not deleted (deletions withheld, or off) is not replaced:
     // replacing it would destroy them.
     if plan.withheld.is_some() || !config.delete {
+        let mut unplaced = Vec::new();
         for &index in emptied.iter().rev() {
             let t = plan.replacements.remove(index);
+            unplaced.push(t.src);
             match config.delete {
                 true => plan.held_back.push(t.src),
                 false => plan.blocked.push(t.src),
             }
+        }
+        // The other names of a linked file whose first name that was have no copy to be
+        // linked to: each is written as a file of its own (linked by a later run).
+        let before = plan.transfers.len();
+        if !unplaced.is_empty() {
+            plan.links.retain(|link| {
+                let keep = !unplaced.contains(&link.leader);
+                if !keep {
+                    let reason = match link.reason {
+                        Reason::Type(_) | Reason::New => link.reason,
+                        _ => Reason::Link,
+                    };
+                    plan.transfers.push(Transfer {
+                        src: link.src,
+                        reason,
+                    });
+                }
+                keep
+            });
+        }
+        if plan.transfers.len() > before {
+            plan.transfers.sort_by_key(|t| t.src);
         }
         plan.held_back.reverse();
         plan.blocked.reverse();

@@ -690,6 +690,27 @@ fn a_backup_folder_made_inside_the_destination_leaves_its_parent_time_as_the_sou
 }
 
 #[test]
+fn a_link_whose_first_name_cannot_replace_a_kept_directory_is_written_as_a_file() {
+    let f = Fixture::new();
+    let a = f.write("src/a", "aaaa");
+    fs::hard_link(&a, f.path("src/b")).unwrap();
+    // DST has a folder where the first name goes: it is kept, deletions being withheld.
+    f.write("dst/a/x", "kept");
+    f.write("dst/b", "old!");
+    let dry = f.sync(&["-v", "-n", "--max-delete=0"]).expect(1);
+    let run = f.sync(&["-v", "--max-delete=0"]).expect(1);
+    assert_eq!(dry.stdout, run.stdout, "the dry run said otherwise");
+    assert!(!run.stderr.contains("hard link"), "{run:?}");
+    assert!(run.stderr.contains("not replacing directory"), "{run:?}");
+    assert_eq!(fs::read(f.dst.join("a/x")).unwrap(), b"kept");
+    assert_eq!(fs::read(f.dst.join("b")).unwrap(), b"aaaa");
+    f.sync(&[]).expect(0);
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+    let ino = |rel: &str| fs::metadata(f.dst.join(rel)).unwrap().ino();
+    assert_eq!(ino("a"), ino("b"));
+}
+
+#[test]
 fn two_source_link_groups_merged_in_the_destination_are_split() {
     let f = Fixture::new();
     let a = f.write("src/a", "same bytes");
