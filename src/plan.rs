@@ -699,19 +699,16 @@ pub fn plan_with<'t>(src: &'t Tree, dst: &'t Tree, config: &Config, known: &Know
             }
         }
         // The other names of a linked file whose first name that was have no copy to be
-        // linked to: each is written as a file of its own (linked by a later run).
+        // linked to: a new one is written as a file of its own, one DST has is left as it is
+        // (a later run links them).
         let before = plan.transfers.len();
         if !unplaced.is_empty() {
             plan.links.retain(|link| {
                 let keep = !unplaced.contains(&link.leader);
-                if !keep {
-                    let reason = match link.reason {
-                        Reason::Type(_) | Reason::New => link.reason,
-                        _ => Reason::Link,
-                    };
+                if !keep && link.reason != Reason::Link {
                     plan.transfers.push(Transfer {
                         src: link.src,
-                        reason,
+                        reason: link.reason,
                     });
                 }
                 keep

@@ -690,20 +690,31 @@ fn a_backup_folder_made_inside_the_destination_leaves_its_parent_time_as_the_sou
 }
 
 #[test]
-fn a_link_whose_first_name_cannot_replace_a_kept_directory_is_written_as_a_file() {
+fn a_link_whose_first_name_cannot_replace_a_kept_directory_is_left_or_written_as_a_file() {
     let f = Fixture::new();
     let a = f.write("src/a", "aaaa");
     fs::hard_link(&a, f.path("src/b")).unwrap();
-    // DST has a folder where the first name goes: it is kept, deletions being withheld.
+    fs::hard_link(&a, f.path("src/c")).unwrap();
+    fs::hard_link(&a, f.path("src/n")).unwrap();
+    // DST has a folder where the first name goes: it is kept, deletions being withheld. b and
+    // c are there, linked together; n is not.
     f.write("dst/a/x", "kept");
     f.write("dst/b", "old!");
-    let dry = f.sync(&["-v", "-n", "--max-delete=0"]).expect(1);
-    let run = f.sync(&["-v", "--max-delete=0"]).expect(1);
+    fs::hard_link(f.dst.join("b"), f.dst.join("c")).unwrap();
+    let args = ["-v", "--max-delete=0", "--backup-dir=.old"];
+    let dry = f.sync(&[&["-n"][..], &args].concat()).expect(1);
+    let run = f.sync(&args).expect(1);
     assert_eq!(dry.stdout, run.stdout, "the dry run said otherwise");
+    assert_eq!(run.stdout, "+f new    n\n", "{run:?}");
     assert!(!run.stderr.contains("hard link"), "{run:?}");
     assert!(run.stderr.contains("not replacing directory"), "{run:?}");
     assert_eq!(fs::read(f.dst.join("a/x")).unwrap(), b"kept");
-    assert_eq!(fs::read(f.dst.join("b")).unwrap(), b"aaaa");
+    assert_eq!(fs::read(f.dst.join("n")).unwrap(), b"aaaa");
+    // What DST has is left as it is, run after run: no rewrite, no backup.
+    assert_eq!(f.sync(&args).expect(1).stdout, "");
+    let ino = |rel: &str| fs::metadata(f.dst.join(rel)).unwrap().ino();
+    assert_eq!(ino("b"), ino("c"));
+    assert!(!f.dst.join(".old/b").exists() && !f.dst.join(".old/c").exists());
     f.sync(&[]).expect(0);
     assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
     let ino = |rel: &str| fs::metadata(f.dst.join(rel)).unwrap().ino();
