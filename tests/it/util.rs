@@ -618,6 +618,30 @@ impl Paused {
     }
 }
 
+/// Run a `--checksum` comparison `args` (given its environment by `configure`) stopped at its
+/// first read of `big`, a 16 MiB source file, ask it to stop meanwhile, and check that it ended
+/// interrupted, with no error, without reading the rest of `big`.
+pub fn stopped_while_hashing<I, S>(big: &Path, configure: impl FnOnce(&mut Command), args: I)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut run = Paused::start_with("read", big, "1", configure, args);
+    assert!(run.stopped(), "big was never read");
+    run.signal("-INT");
+    run.resume();
+    let (run, log) = run.finish_traced();
+    let run = run.expect(130);
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(doc["status"], "interrupted", "{run:?}");
+    assert_eq!(doc["errors"], serde_json::json!([]), "a stop is no error");
+    // The rest of its 256 reads of 64 KiB is not made. The signal may be taken by another
+    // thread than the reader, which sets the stop only once it is scheduled: under load the
+    // reader may make a few reads more meanwhile.
+    let reads = log.matches("read(").count();
+    assert!(reads < 32, "{reads} reads of big in all:\n{log}");
+}
+
 /// Run `syncease ARGS` under strace, killed (SIGKILL) the `nth` time it makes `syscall`
 /// (optionally only on `path`): a kill at a point fixed by the count of calls, not by time.
 pub fn killed_at(syscall: &str, nth: u32, path: Option<&Path>, args: &[&OsStr]) -> Run {
