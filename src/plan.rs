@@ -933,6 +933,14 @@ impl<'t> Planner<'_, 't> {
         (leader != i && leader != u32::MAX).then_some(leader)
     }
 
+    /// The first name of source entry `i`'s group is kept as newer (`--update`).
+    fn kept_leader(&self, i: u32) -> bool {
+        let group = self.plan.src.links.group(i).map(|g| g as usize);
+        group
+            .and_then(|g| self.leaders.get(g))
+            .is_some_and(|l| l.kept)
+    }
+
     /// Source entry `i`, if it leads a group, is written this run.
     fn rewrites(&mut self, i: u32) {
         if let Some(group) = self.leads(i) {
@@ -1130,9 +1138,14 @@ impl<'t> Planner<'_, 't> {
             // A later name of a linked file where DST has a symlink or special file: linked
             // in its place (a directory is emptied first, below: the name is copied then, and
             // linked by the next run).
+            // A group whose first name is kept as newer (`--update`) is no link to it: the
+            // name is written as a file of its own.
             (Tag::File, other) if self.follows(i).is_some() => {
                 let leader = self.follows(i).expect("just found");
-                self.hard_link(i, leader, Reason::Type(other));
+                match self.kept_leader(i) {
+                    true => self.transfer(i, Reason::Type(other)),
+                    false => self.hard_link(i, leader, Reason::Type(other)),
+                }
             }
             (Tag::File | Tag::Symlink | Tag::Special(_), other) => {
                 self.transfer(i, Reason::Type(other))

@@ -646,6 +646,28 @@ fn update_never_links_a_name_to_a_newer_file_it_kept() {
 }
 
 #[test]
+fn update_never_links_a_name_in_place_of_a_symlink_to_a_newer_file_it_kept() {
+    let f = Fixture::new();
+    let a = f.write("src/a", "aa");
+    fs::hard_link(&a, f.path("src/b")).unwrap();
+    set_mtime(&a, 1_600_000_000, 0);
+    f.sync(&[]).expect(0);
+    let kept = f.dst.join("a");
+    fs::remove_file(&kept).unwrap();
+    fs::write(&kept, "NEWER").unwrap();
+    set_mtime(&kept, 1_700_000_000, 0);
+    // DST has a symlink where the later name goes.
+    fs::remove_file(f.dst.join("b")).unwrap();
+    std::os::unix::fs::symlink("a", f.dst.join("b")).unwrap();
+    let run = f.sync(&["-u", "-v"]).expect(0);
+    assert_eq!(fs::read(&kept).unwrap(), b"NEWER", "{run:?}");
+    let b = f.dst.join("b");
+    assert!(fs::symlink_metadata(&b).unwrap().is_file(), "{run:?}");
+    assert_eq!(fs::read(&b).unwrap(), b"aa", "{run:?}");
+    assert_eq!(f.sync(&["-u", "-v"]).expect(0).stdout, "");
+}
+
+#[test]
 fn a_link_group_with_a_name_in_the_backup_folder_is_mirrored_by_its_other_names() {
     let f = Fixture::new();
     // SRC has the backup folder's path too; its names are left alone on both sides.
