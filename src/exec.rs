@@ -143,13 +143,20 @@ fn announce(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) {
 }
 
 /// Under `--no-delete`, a file or link that would take the place of a directory holding
-/// entries is not mirrored: one error each. Returns how many.
+/// entries is not mirrored, nor is one that would take the place of a directory holding the
+/// backup folder: one error each. Returns how many.
 fn report_blocked(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> u64 {
-    for &i in &plan.blocked {
-        let cause = io::Error::other("--no-delete keeps the entries below it");
-        reporter.error(&Error::new(Op::Replace, roots.dst(plan.src_path(i)), cause));
+    let causes = [
+        (&plan.blocked, "--no-delete keeps the entries below it"),
+        (&plan.holds_backup, "the backup folder is inside it"),
+    ];
+    for (entries, cause) in causes {
+        for &i in entries {
+            let cause = io::Error::other(cause);
+            reporter.error(&Error::new(Op::Replace, roots.dst(plan.src_path(i)), cause));
+        }
     }
-    plan.blocked.len() as u64
+    (plan.blocked.len() + plan.holds_backup.len()) as u64
 }
 
 /// Withhold the plan's deletions (and directory replacements) for `reason`, when there are

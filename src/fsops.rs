@@ -25,9 +25,10 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{File, Permissions};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 
@@ -45,7 +46,40 @@ pub enum Displaced<'a> {
     /// It is gone.
     Destroy,
     /// It is kept in the backup directory `dir` at its relative path `rel` (`--backup-dir`).
-    Backup { dir: &'a Base, rel: &'a Path },
+    Backup { dir: BackupDir<'a>, rel: &'a Path },
+}
+
+/// The backup directory (`--backup-dir`), made and opened when the first entry is kept in it:
+/// a run that displaces nothing leaves no folder behind. One inside DST is reached (and its
+/// missing folders made) through DST's directory handles, never through a link.
+#[derive(Clone, Copy, Debug)]
+pub struct BackupDir<'a> {
+    /// Its handle, once opened.
+    pub opened: &'a OnceLock<Base>,
+    pub path: &'a Path,
+    /// DST and the backup directory's path below it, when it lies there.
+    pub inside: Option<(&'a Base, &'a Path)>,
+}
+
+impl<'a> BackupDir<'a> {
+    fn base(self) -> Result<&'a Base> {
+        if let Some(base) = self.opened.get() {
+            return Ok(base);
+        }
+        let base = match self.inside {
+            Some((dst, rel)) => dst
+                .in_new_dir(rel, |fd| rustix::io::fcntl_dupfd_cloexec(fd, 0))
+                .and_then(|fd| Ok(Base::from_fd(fd?, self.path))),
+            // Elsewhere its path is the user's, as the roots are: links on it are followed.
+            None => std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(self.path)
+                .and_then(|()| Base::open(self.path)),
+        };
+        let base = base.at(Op::MakeDir, self.path)?;
+        Ok(self.opened.get_or_init(|| base))
+    }
 }
 
 /// Make an entry under a fresh temporary name in the directory `dir` with `make`, trying the
@@ -751,6 +785,12 @@ pub fn exists_at(base: &Base, rel: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether `name` in `dir` is a directory (a link to one is not).
+fn is_dir(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
+    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|stat| rustix::fs::FileType::from_raw_mode(stat.st_mode).is_dir())
+}
+
 /// Whether `name` exists in `dir` (a link counts as itself).
 fn exists(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<bool> {
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -797,7 +837,12 @@ pub fn make_dir(
         if let Some(tag) = replaces {
             remove_at(at, tag, displaced)?;
         }
-        rustix::fs::mkdirat(dir, name, Mode::RWXU).at(Op::MakeDir, &path)
+        match rustix::fs::mkdirat(dir, name, Mode::RWXU) {
+            // Made meanwhile by this run (on the way to the backup folder) or by someone else:
+            // a real directory is taken as it is (it gets its mode and time at the end).
+            Err(rustix::io::Errno::EXIST) if is_dir(dir, name) => Ok(()),
+            made => made.at(Op::MakeDir, &path),
+        }
     })
 }
 
@@ -1086,7 +1131,8 @@ enum Keep {
 
 /// Keep the non-directory entry in the backup directory at `rel`, under the first free name:
 /// `rel`, else `rel.~N~`, so that no backup ever overwrites another.
-fn keep(at: At<'_>, backup: &Base, rel: &Path, how: Keep) -> Result<()> {
+fn keep(at: At<'_>, backup: BackupDir<'_>, rel: &Path, how: Keep) -> Result<()> {
+    let backup = backup.base()?;
     let slot_path = backup.path(rel);
     let (dir, name) = split(rel);
     let kept = backup.in_new_dir(dir, |to| {

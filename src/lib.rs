@@ -168,6 +168,10 @@ fn open_destination<'a>(
             .map_err(|e| Refusal::DestinationUnreadable(config.dst.clone(), e));
     }
     let mut local = Local::new(&config.dst, config.backup_dir.as_deref());
+    // Preflight found where the backup folder really is: inside DST, its one protected path.
+    if config.backup_dir.is_some() {
+        local.backup_inside = config.protected.first().map(|p| p.as_path());
+    }
     local.mkpath = config.mkpath;
     local.one_fs = config.one_file_system;
     for (dir, reflink) in &config.priors {

@@ -228,6 +228,9 @@ pub struct Plan<'t> {
     /// Source entries that would replace a non-empty destination directory under
     /// `--no-delete`: not mirrored (an error each), the directory and its contents kept.
     pub blocked: Vec<u32>,
+    /// Source entries that would replace a destination directory on the way to the backup
+    /// folder: not mirrored (an error each), the directory and the backups in it kept.
+    pub holds_backup: Vec<u32>,
 }
 
 impl<'t> Plan<'t> {
@@ -257,6 +260,7 @@ impl<'t> Plan<'t> {
             withheld: None,
             held_back: Vec::new(),
             blocked: Vec::new(),
+            holds_backup: Vec::new(),
         }
     }
 
@@ -624,6 +628,7 @@ pub fn plan_with<'t>(src: &'t Tree, dst: &'t Tree, config: &Config, known: &Know
     }
 
     let protected = |path: &Path| is_protected(config, path);
+    let holds_protected = |path: &Path| holds_protected(config, path);
     // A destination directory at a path where SRC has something else: (its path, what becomes
     // of what is below it, whether anything is).
     let mut covered: Option<(&Path, Below, bool)> = None;
@@ -642,7 +647,18 @@ pub fn plan_with<'t>(src: &'t Tree, dst: &'t Tree, config: &Config, known: &Know
         }
         match pair {
             Pair::Left(i) if !protected(src.path_at(i)) => planner.source_only(i),
-            Pair::Right(j) if !protected(dst.path_at(j)) => planner.destination_only(j),
+            // A folder DST has on the way to the backup folder holds it: left in place.
+            Pair::Right(j) if !protected(dst.path_at(j)) && !holds_protected(dst.path_at(j)) => {
+                planner.destination_only(j)
+            }
+            Pair::Both(i, j)
+                if holds_protected(src.path_at(i))
+                    && src.entries[i as usize].tag != Tag::Dir
+                    && dst.entries[j as usize].tag == Tag::Dir =>
+            {
+                planner.plan.holds_backup.push(i);
+                covered = Some((src.path_at(i), Below::Kept, false));
+            }
             Pair::Both(i, j) if !protected(src.path_at(i)) => {
                 covered = planner
                     .both(i, j)
@@ -662,11 +678,16 @@ pub fn plan_with<'t>(src: &'t Tree, dst: &'t Tree, config: &Config, known: &Know
         || !plan.replacements.is_empty()
         || plan.transfers.iter().any(|t| t.reason != Reason::New)
         || plan.links.iter().any(|l| l.reason != Reason::New);
+    // That is the nearest folder on its way that SRC has (the ones between may be made too).
     if displaces && config.backup_dir.is_some() {
-        for parent in config.protected.iter().filter_map(|p| p.parent()) {
+        for protected in &config.protected {
             let path_of = |d: &DirPair| d.src.map_or(Path::new(""), |i| src.path_at(i));
-            if let Some(dir) = planner.dirs.iter_mut().find(|d| path_of(d) == parent) {
-                dir.written = true;
+            let nearest = protected.ancestors().skip(1).find_map(|parent| {
+                let at = planner.dirs.iter().position(|d| path_of(d) == parent)?;
+                Some(at)
+            });
+            if let Some(at) = nearest {
+                planner.dirs[at].written = true;
             }
         }
     }
@@ -834,6 +855,15 @@ fn owners(src: &Tree, dst: &Tree, config: &Config) -> Vec<(u32, bool)> {
 /// DST).
 fn is_protected(config: &Config, path: &Path) -> bool {
     config.protected.iter().any(|p| is_within(path, p))
+}
+
+/// Whether `path` is a folder on the way to what the run leaves alone (it holds the backup
+/// folder).
+fn holds_protected(config: &Config, path: &Path) -> bool {
+    config
+        .protected
+        .iter()
+        .any(|p| p != path && is_within(p, path))
 }
 
 /// Whether a destination file's inode is shared with names that are not its source's own.

@@ -72,6 +72,9 @@ pub struct Local<'a> {
     pub root: &'a Path,
     /// `--backup-dir`: where overwritten and deleted entries go instead of being destroyed.
     pub backup: Option<&'a Path>,
+    /// Its path below the root, when it lies inside DST (its real path, links followed as
+    /// when the run began).
+    pub backup_inside: Option<&'a Path>,
     /// The run's lock on the root (see [`crate::lock`]): taken before the run when the root
     /// exists, else as soon as it is made; empty in a dry run.
     pub lock: OnceLock<Lock>,
@@ -102,6 +105,7 @@ impl<'a> Local<'a> {
         Local {
             root,
             backup,
+            backup_inside: None,
             lock: OnceLock::new(),
             base: OnceLock::new(),
             backup_base: OnceLock::new(),
@@ -122,18 +126,19 @@ impl<'a> Local<'a> {
     }
 
     fn displaced<'r>(&'r self, rel: &'r Path) -> Result<Displaced<'r>> {
-        let Some(dir) = self.backup else {
+        let Some(path) = self.backup else {
             return Ok(Displaced::Destroy);
         };
-        let base = match self.backup_base.get() {
-            Some(base) => base,
-            None => {
-                std::fs::create_dir_all(dir).map_err(|e| Error::new(Op::MakeDir, dir, e))?;
-                let base = Base::open(dir).map_err(|e| Error::new(Op::Open, dir, e))?;
-                self.backup_base.get_or_init(|| base)
-            }
+        let inside = match self.backup_inside {
+            Some(below) => Some((self.base()?, below)),
+            None => None,
         };
-        Ok(Displaced::Backup { dir: base, rel })
+        let dir = fsops::BackupDir {
+            opened: &self.backup_base,
+            path,
+            inside,
+        };
+        Ok(Displaced::Backup { dir, rel })
     }
 }
 

@@ -55,13 +55,19 @@ fn identity(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
 impl Base {
     /// Open the directory at `path` (the root given by the user: a link there is followed).
     pub fn open(path: &Path) -> io::Result<Base> {
-        static KEYS: AtomicU64 = AtomicU64::new(0);
         let fd = rustix::fs::open(path, handle_flags(), Mode::empty())?;
-        Ok(Base {
+        Ok(Base::from_fd(fd, path))
+    }
+
+    /// A base on a directory handle already open (one reached through another base), known
+    /// by `path` in messages.
+    pub fn from_fd(fd: OwnedFd, path: &Path) -> Base {
+        static KEYS: AtomicU64 = AtomicU64::new(0);
+        Base {
             fd,
             path: path.to_path_buf(),
             key: KEYS.fetch_add(1, Ordering::Relaxed),
-        })
+        }
     }
 
     /// The path of `rel` below the base, for messages.

@@ -1,6 +1,7 @@
 //! Never lose data (SPEC section 3): each rule proved by provoking the real failure.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -798,6 +799,120 @@ fn a_full_destination_stops_the_writes_with_one_error() {
         f.sync(&[]).expect(0);
         assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
     }
+}
+
+#[test]
+fn a_run_that_displaces_nothing_makes_no_backup_folder() {
+    let f = Fixture::new();
+    f.write("src/a", "a");
+    f.sync(&["--backup-dir=.old"]).expect(0);
+    f.write("src/b", "b");
+    f.sync(&["--backup-dir=../old"]).expect(0);
+    assert!(!f.dst.join(".old").exists());
+    assert!(!f.path("old").exists());
+}
+
+#[test]
+fn a_backup_folder_below_a_folder_the_run_makes_is_made_with_it() {
+    let f = Fixture::new();
+    f.write("src/f", "new");
+    set_mtime(&f.path("src/f"), 1_600_000_000, 0);
+    f.write("dst/f", "old");
+    f.write("src/sub/x", "x");
+    set_mtime(&f.path("src/sub"), 1_500_000_000, 0);
+    let run = f.sync(&["-v", "--backup-dir=sub/.old"]).expect(0);
+    assert_eq!(
+        fs::read(f.dst.join("sub/.old/f")).unwrap(),
+        b"old",
+        "{run:?}"
+    );
+    assert_eq!(fs::read(f.dst.join("sub/x")).unwrap(), b"x", "{run:?}");
+    let mtime = |p: &Path| fs::metadata(p).unwrap().mtime();
+    assert_eq!(mtime(&f.dst.join("sub")), 1_500_000_000, "{run:?}");
+    assert_eq!(
+        f.sync(&["-v", "--backup-dir=sub/.old"]).expect(0).stdout,
+        ""
+    );
+}
+
+#[test]
+fn the_folders_on_the_way_to_a_backup_folder_keep_their_times_and_stay() {
+    let f = Fixture::new();
+    f.write("src/f", "one");
+    f.mkdir("src/x");
+    f.sync(&[]).expect(0);
+    f.write("src/f", "two, longer");
+    set_mtime(&f.path("src/x"), 1_500_000_000, 0);
+    set_mtime(&f.src, 1_500_000_000, 0);
+    // x/y is made by the run, on the way to the backup folder: x's time is the source's.
+    let run = f.sync(&["-v", "--backup-dir=x/y/.old"]).expect(0);
+    assert_eq!(
+        fs::read(f.dst.join("x/y/.old/f")).unwrap(),
+        b"one",
+        "{run:?}"
+    );
+    let mtime = |p: &Path| fs::metadata(p).unwrap().mtime();
+    assert_eq!(mtime(&f.dst.join("x")), 1_500_000_000, "{run:?}");
+    // SRC has no x/y: it holds the backup folder, so it is never planned as gone.
+    let dry = f.sync(&["-n", "--backup-dir=x/y/.old"]).expect(0);
+    assert!(!dry.stdout.contains("gone"), "{dry:?}");
+    let again = f.sync(&["-v", "--backup-dir=x/y/.old"]).expect(0);
+    assert_eq!(again.stdout, "", "{again:?}");
+    assert!(!again.stderr.contains("warning"), "{again:?}");
+    assert!(f.dst.join("x/y/.old/f").exists());
+}
+
+#[test]
+fn a_backup_folder_inside_the_destination_is_never_made_through_a_link_swapped_in() {
+    let f = interruptible();
+    if !need_strace() {
+        return;
+    }
+    // DST has the folder the backup folder goes in; SRC has not (it is left alone).
+    f.mkdir("dst/keep");
+    let outside = f.path("outside");
+    fs::create_dir(&outside).unwrap();
+    let args = [
+        "-j".as_ref(),
+        "1".as_ref(),
+        "--backup-dir=keep/.old".as_ref(),
+        f.src.as_os_str(),
+        f.dst.as_os_str(),
+    ];
+    // Stopped as f2 is copied: f5, overwritten later, is the first entry kept.
+    let mut run = Paused::start("copy_file_range", &f.path("src/f2"), "1", args.to_vec());
+    assert!(run.stopped(), "f2 was never copied");
+    fs::rename(f.dst.join("keep"), f.path("moved")).unwrap();
+    std::os::unix::fs::symlink(&outside, f.dst.join("keep")).unwrap();
+    run.resume();
+    let run = run.finish().expect(1);
+    assert!(run.stderr.contains("no longer a directory"), "{run:?}");
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "{run:?}");
+    // What could not be kept was not overwritten.
+    assert_eq!(fs::read(f.dst.join("f5")).unwrap(), b"an old f5", "{run:?}");
+}
+
+#[test]
+fn a_backup_folder_is_never_emptied_into_itself() {
+    let f = Fixture::new();
+    // SRC has a file where the backup folder's path goes through a folder.
+    f.write("src/x", "a file");
+    f.write("src/a", "a");
+    f.write("dst/x/y/.old/precious", "kept");
+    f.write("dst/x/z", "z");
+    for dry in [true, false] {
+        let args = [if dry { "-n" } else { "-v" }, "--backup-dir=x/y/.old"];
+        let run = f.sync(&args).expect(1);
+        assert!(
+            run.stderr.contains("the backup folder is inside it"),
+            "{run:?}"
+        );
+        assert!(!run.stdout.contains("gone"), "{run:?}");
+    }
+    assert_eq!(fs::read(f.dst.join("x/y/.old/precious")).unwrap(), b"kept");
+    assert_eq!(fs::read(f.dst.join("x/z")).unwrap(), b"z");
+    assert!(!f.dst.join("x/y/.old/x").exists());
+    assert_eq!(fs::read(f.dst.join("a")).unwrap(), b"a");
 }
 
 #[test]

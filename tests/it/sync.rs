@@ -682,6 +682,7 @@ fn a_link_group_with_a_name_in_the_backup_folder_is_mirrored_by_its_other_names(
     assert_eq!(ino("z/a"), ino("z/c"));
     assert!(!f.dst.join(".old/b").exists());
     // A name DST has in the backup folder, linked to the mirror's copy, keeps its mode.
+    fs::create_dir_all(f.dst.join(".old")).unwrap();
     fs::hard_link(f.dst.join("z/a"), f.dst.join(".old/b")).unwrap();
     chmod(&a, 0o600);
     let run = f.sync(&["-v", "--backup-dir=.old"]).expect(0);
