@@ -446,11 +446,10 @@ fn probe(
     let limits = match dest.probe(sample) {
         Ok(limits) => limits?,
         Err(e) => {
-            let e = error::Error::new(error::Op::Probe, &config.dst, e);
-            match config.dry_run {
-                true => reporter.warning(&Warning::NotProbed(&e)),
-                false => dst.errors.push(e),
-            }
+            // Deletions are withheld, not knowing how the destination compares names: a
+            // dry run says so as the real run would.
+            dst.errors
+                .push(error::Error::new(error::Op::Probe, &config.dst, e));
             return None;
         }
     };

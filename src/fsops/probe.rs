@@ -55,7 +55,7 @@ pub fn probe(base: &Base, sample: Option<&OsStr>) -> std::io::Result<Limits> {
     }
     let mut file: Option<OwnedFd> = None;
     let flags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let name = new_temp('p', |name| {
+    let named = new_temp('p', |name| {
         file = Some(rustix::fs::openat(
             root,
             name,
@@ -63,7 +63,19 @@ pub fn probe(base: &Base, sample: Option<&OsStr>) -> std::io::Result<Limits> {
             Mode::RUSR | Mode::WUSR,
         )?);
         Ok(())
-    })?;
+    });
+    let name = match named {
+        // A root this run may not write in (read-only, or another's) on a filesystem of this
+        // kernel's own that holds everything: nothing to try, and nothing unknown.
+        Err(e) if no_write(&e) && holds_everything(root) => {
+            return Ok(Limits {
+                filesystem,
+                case_sensitive: sample.is_none_or(|name| !same_entry_otherwise_spelled(root, name)),
+                ..Limits::default()
+            });
+        }
+        named => named?,
+    };
     let file = file.expect("made with its name");
     let limits = Limits {
         filesystem,
@@ -97,6 +109,22 @@ pub fn probe(base: &Base, sample: Option<&OsStr>) -> std::io::Result<Limits> {
     };
     let _ = super::set_times_handle(root, &times);
     Ok(limits)
+}
+
+/// Whether an error making the probe says the root may not be written in.
+fn no_write(e: &std::io::Error) -> bool {
+    let errno = e.raw_os_error().map(Errno::from_raw_os_error);
+    matches!(errno, Some(Errno::ACCESS | Errno::PERM | Errno::ROFS))
+}
+
+/// Whether the root lies on a filesystem that holds everything a Linux tree has, with
+/// nanosecond times and names compared byte for byte (by its `statfs` magic number): ext2/3/4,
+/// XFS, btrfs, tmpfs, f2fs.
+// The field's type differs between platforms.
+#[allow(clippy::unnecessary_cast)]
+fn holds_everything(root: BorrowedFd<'_>) -> bool {
+    const NATIVE: [i64; 5] = [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994, 0xF2F5_2010];
+    rustix::fs::fstatfs(root).is_ok_and(|s| NATIVE.contains(&(s.f_type as i64)))
 }
 
 /// Whether a filesystem is mounted through FUSE (by its `statfs` magic number).

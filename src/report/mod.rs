@@ -35,8 +35,6 @@ pub enum Warning<'a> {
         dir: &'a Path,
         cause: &'a std::io::Error,
     },
-    /// A dry run could not probe the destination (a real run withholds deletions then).
-    NotProbed(&'a crate::error::Error),
     /// The S3 manifest could not be written: the next run reads object times with a HEAD each.
     Manifest(&'a crate::error::Error),
     /// The destination refused some extended attributes (the first: `name: cause`); the
@@ -99,10 +97,6 @@ impl fmt::Display for Warning<'_> {
                 "skipping {count} symlinks (the first: '{}'): the destination cannot store \
                  symlinks",
                 Escaped(first)
-            ),
-            Warning::NotProbed(e) => write!(
-                f,
-                "{e}: a real run would delete nothing, not knowing how the destination compares names"
             ),
             Warning::Manifest(e) => write!(
                 f,

@@ -864,7 +864,7 @@ fn xattr_set(path: &std::path::Path, name: &str, value: &[u8]) -> rustix::io::Re
 }
 
 #[test]
-fn a_destination_that_cannot_be_probed_has_nothing_deleted() {
+fn a_destination_root_that_cannot_be_written_is_known_by_its_filesystem() {
     if !need_root("an immutable destination root") {
         return;
     }
@@ -873,7 +873,7 @@ fn a_destination_that_cannot_be_probed_has_nothing_deleted() {
     f.write("dst/sub/keep", "k");
     f.write(
         "dst/sub/gone",
-        "deletable, were it known how DST compares names",
+        "deletable: DST is of a kind that compares names byte for byte",
     );
     let chattr = |flag: &str| {
         std::process::Command::new("chattr")
@@ -886,17 +886,44 @@ fn a_destination_that_cannot_be_probed_has_nothing_deleted() {
         not_tested("chattr +i on the temporary directory's filesystem");
         return;
     }
-    // Nothing can be made in the root, so neither probe file can.
-    let (run, dry) = (f.sync(&[]), f.sync(&["-n"]));
+    // Nothing can be made in the root, so no probe file can: the filesystem (tmpfs, ext4,
+    // XFS, btrfs) holds everything, and the dry run and the real run agree.
+    let (dry, run) = (f.sync(&["-n"]), f.sync(&["-v"]));
     chattr("-i");
-    let run = run.expect(1);
-    assert!(run.stderr.contains("cannot probe"), "{run:?}");
-    assert!(run.stderr.contains("deleting nothing"), "{run:?}");
-    assert!(f.dst.join("sub/gone").exists());
-    // A dry run, which changes nothing, says so and what the real run would do.
-    let dry = dry.expect(0);
+    let (dry, run) = (dry.expect(0), run.expect(0));
     assert!(
-        dry.stderr.contains("cannot probe") && dry.stderr.contains("a real run would delete"),
-        "{dry:?}"
+        dry.stdout.contains("gone") && run.stdout.contains("gone"),
+        "{dry:?} {run:?}"
     );
+    assert!(!f.dst.join("sub/gone").exists());
+    assert!(!run.stderr.contains("probe"), "{run:?}");
+}
+
+#[test]
+fn a_destination_that_cannot_be_probed_has_nothing_deleted_and_a_dry_run_says_so() {
+    let f = Fixture::new();
+    let Some(disk) = Mounted::new(&f, Fs::Exfat) else {
+        return;
+    };
+    let dst = disk.path().join("dst");
+    f.write("src/keep", "k");
+    fs::create_dir(&dst).unwrap();
+    fs::write(dst.join("keep"), "k").unwrap();
+    fs::write(
+        dst.join("gone"),
+        "to delete, were it known how DST compares names",
+    )
+    .unwrap();
+    let sync = |extra: &str| f.run([extra.as_ref(), f.src.as_os_str(), dst.as_os_str()]);
+    sync("-v").expect(0);
+    fs::write(dst.join("gone"), "again").unwrap();
+    disk.remount_read_only();
+    // exFAT through FUSE, read-only: nothing can be tried there and nothing is known of it.
+    for arg in ["-n", "-v"] {
+        let run = sync(arg).expect(1);
+        assert!(run.stderr.contains("cannot probe"), "{run:?}");
+        assert!(run.stderr.contains("deleting nothing"), "{run:?}");
+        assert!(!run.stdout.contains("gone"), "{run:?}");
+    }
+    assert!(dst.join("gone").exists());
 }

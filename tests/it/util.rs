@@ -929,6 +929,32 @@ impl<'f> Mounted<'f> {
         &self.image
     }
 
+    /// Mount it again read-only (a FUSE driver cannot remount: unmounted and mounted anew).
+    pub fn remount_read_only(&self) {
+        let done = match self.fs {
+            Fs::Exfat => {
+                let unmounted = Command::new("fusermount")
+                    .arg("-u")
+                    .arg(&self.dir)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                unmounted
+                    && Command::new("mount.exfat-fuse")
+                        .args(["-o", "ro"])
+                        .arg(&self.device)
+                        .arg(&self.dir)
+                        .status()
+                        .is_ok_and(|s| s.success())
+            }
+            _ => Command::new("mount")
+                .args(["-o", "remount,ro"])
+                .arg(&self.dir)
+                .status()
+                .is_ok_and(|s| s.success()),
+        };
+        assert!(done, "cannot mount {self:?} read-only");
+    }
+
     /// The loop device (`/dev/loopN`).
     pub fn device(&self) -> &str {
         &self.device
