@@ -311,28 +311,35 @@ pub fn merge<'t>(left: &'t Tree, right: &'t Tree) -> impl Iterator<Item = Pair> 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Links {
     names: Vec<(u32, u32)>,
-    /// For each group, whether its inode has names outside the tree.
-    outside: Vec<bool>,
+    /// For each group, the link count of its inode (the largest seen while listing, at most
+    /// [`MAX_COUNT`]), with [`OUTSIDE`] set when it has names outside the tree.
+    counts: Vec<u32>,
 }
+
+/// In a group's count: its inode has names outside the tree.
+const OUTSIDE: u32 = 1 << 31;
+/// The largest link count a group keeps: above it, the count is taken as this.
+const MAX_COUNT: u32 = OUTSIDE - 1;
 
 impl Links {
     /// Group `(entry index, link count, inode)` records by inode, one list per device.
     pub(crate) fn grouped(devices: Vec<Vec<(u32, u32, u64)>>) -> Links {
         let total = devices.iter().map(Vec::len).sum();
         let mut names = Vec::with_capacity(total);
-        let mut outside = Vec::new();
+        let mut counts = Vec::new();
         for mut inodes in devices {
             inodes.sort_unstable_by_key(|&(i, _, ino)| (ino, i));
             for same in inodes.chunk_by(|a, b| a.2 == b.2) {
-                let group = outside.len() as u32;
+                let group = counts.len() as u32;
                 names.extend(same.iter().map(|&(i, ..)| (i, group)));
                 // The largest count seen: a name made while listing adds to it.
                 let nlink = same.iter().map(|&(_, n, _)| n).max().unwrap_or(0);
-                outside.push(nlink as usize > same.len());
+                let outside = nlink as usize > same.len();
+                counts.push(nlink.min(MAX_COUNT) | if outside { OUTSIDE } else { 0 });
             }
         }
         names.sort_unstable_by_key(|&(i, _)| i);
-        Links { names, outside }
+        Links { names, counts }
     }
 
     /// The group of entry `index`, if it is a linked file.
@@ -343,12 +350,17 @@ impl Links {
 
     /// How many groups there are: every group is below this.
     pub fn groups(&self) -> usize {
-        self.outside.len()
+        self.counts.len()
     }
 
     /// Whether the inode of `group` has names outside the tree.
     pub fn outside(&self, group: u32) -> bool {
-        self.outside[group as usize]
+        self.counts[group as usize] & OUTSIDE != 0
+    }
+
+    /// The link count the inode of `group` was listed with.
+    pub fn count(&self, group: u32) -> u32 {
+        self.counts[group as usize] & MAX_COUNT
     }
 
     pub fn is_empty(&self) -> bool {
@@ -367,12 +379,12 @@ impl Links {
         for &(_, g) in &self.names {
             renumber[g as usize] = (renumber[g as usize] + 1).min(2);
         }
-        let mut outside = Vec::new();
-        for (slot, &out) in renumber.iter_mut().zip(&self.outside) {
+        let mut counts = Vec::new();
+        for (slot, &count) in renumber.iter_mut().zip(&self.counts) {
             *slot = match *slot {
                 2 => {
-                    outside.push(out);
-                    outside.len() as u32 - 1
+                    counts.push(count);
+                    counts.len() as u32 - 1
                 }
                 _ => u32::MAX,
             };
@@ -382,22 +394,22 @@ impl Links {
             *g != u32::MAX
         });
         self.names.shrink_to_fit();
-        self.outside = outside;
+        self.counts = counts;
     }
 
     /// The same groups for a tree whose entry `i` became `moved[i]` (`u32::MAX`: gone; its
     /// group then has a name outside the tree).
     fn moved(&self, moved: &[u32]) -> Links {
-        let mut outside = self.outside.clone();
+        let mut counts = self.counts.clone();
         let mut names = Vec::with_capacity(self.names.len());
         for &(i, g) in &self.names {
             match moved[i as usize] {
-                u32::MAX => outside[g as usize] = true,
+                u32::MAX => counts[g as usize] |= OUTSIDE,
                 to => names.push((to, g)),
             }
         }
         names.sort_unstable_by_key(|&(i, _)| i);
-        Links { names, outside }
+        Links { names, counts }
     }
 }
 

@@ -272,6 +272,7 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
                 source,
                 rel,
                 entry.tag,
+                fix.links,
                 remode.then_some(mode),
                 fix.mtime.then_some(entry.mtime),
                 fix.owner,

@@ -965,6 +965,33 @@ pub fn set_owner(dst: &Base, rel: &Path, owner: Chown) -> Result<()> {
     })
 }
 
+/// Refuse a change to the file `rel` below `dst` that has more than `links` names now (the
+/// count it was listed with): a name was linked to it outside the mirror meanwhile, and the
+/// change would reach it.
+pub fn check_links(dst: &Base, rel: &Path, links: u32) -> Result<()> {
+    let path = dst.path(rel);
+    let (dir, name) = split(rel);
+    let stat = dst
+        .in_dir(dir, |fd| {
+            rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW)
+        })
+        .and_then(|stat| Ok(stat?))
+        .at(Op::Stat, &path)?;
+    #[allow(clippy::useless_conversion)] // the field's type differs between platforms
+    let now = u64::from(stat.st_nlink);
+    match now > u64::from(links) {
+        true => Err(Error::new(
+            Op::Mirror,
+            &path,
+            io::Error::other(
+                "it was hard-linked elsewhere since it was listed: not changed through the link \
+                 (the next run writes it anew)",
+            ),
+        )),
+        false => Ok(()),
+    }
+}
+
 /// `fchownat` on `name` in `dir` without following a link (`""`: `dir` itself).
 fn chown_at(dir: BorrowedFd<'_>, name: &OsStr, owner: Chown) -> io::Result<()> {
     if owner.is_empty() {

@@ -91,6 +91,8 @@ pub struct HardLink {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fix {
     pub src: u32,
+    /// The link count of DST's file when listed (1 for one not linked).
+    pub links: u32,
     pub mode: bool,
     pub mtime: bool,
     /// The owner and group to set (where the run keeps them and they differ).
@@ -1149,14 +1151,14 @@ impl<'t> Planner<'_, 't> {
                 if self.plan.src.target(src) != self.plan.dst.target(dst) {
                     self.transfer(i, Reason::Target);
                 } else {
-                    self.same_node(i, dst, false);
+                    self.same_node(i, j, false);
                 }
             }
             // The same kind of special file, and for a device the same device number.
             (Tag::Special(a), Tag::Special(b))
                 if a == b && (!a.is_device() || src.size == dst.size) =>
             {
-                self.same_node(i, dst, true);
+                self.same_node(i, j, true);
             }
             (Tag::File | Tag::Symlink | Tag::Special(_), Tag::Dir) => {
                 self.writes_in_parent_of(self.plan.src_path(i));
@@ -1199,7 +1201,7 @@ impl<'t> Planner<'_, 't> {
             Verdict::Unchanged if shared == Shared::Broken && self.config.hard_links => {
                 self.transfer(i, Reason::Link)
             }
-            Verdict::Unchanged => self.unchanged_file(i, dst, shared != Shared::No),
+            Verdict::Unchanged => self.unchanged_file(i, j, shared != Shared::No),
             Verdict::KeepNewer => {
                 debug!(path = %self.plan.src_path(i).display(), "destination newer: kept");
                 if let Some(group) = self.leads(i) {
@@ -1213,19 +1215,19 @@ impl<'t> Planner<'_, 't> {
 
     /// A symlink or special file that is the same on both sides: fix its owner, mode (not a
     /// link's) and mtime where they differ.
-    fn same_node(&mut self, i: u32, dst: &Entry, with_mode: bool) {
-        let src = self.src(i);
+    fn same_node(&mut self, i: u32, j: u32, with_mode: bool) {
+        let (src, dst) = (self.src(i), &self.plan.dst.entries[j as usize]);
         let mode = with_mode && self.plan.modes && self.plan.mode_for(i) != dst.mode;
         let mtime = !compare::same_time(src.mtime, dst.mtime, &self.config.compare);
-        self.fix_or_unchanged(i, dst, mode, mtime, false);
+        self.fix_or_unchanged(i, j, mode, mtime, false);
     }
 
     /// Same content: fix the mode if it differs, and the time when it was not part of the
     /// comparison (`--checksum`; `--size-only`, as rsync does, where a time is set without
     /// writing the file again: not on a remote destination) and differs.
     /// `shared`: its inode has names that are not its own, which a fix would change too.
-    fn unchanged_file(&mut self, i: u32, dst: &Entry, shared: bool) {
-        let src = self.src(i);
+    fn unchanged_file(&mut self, i: u32, j: u32, shared: bool) {
+        let (src, dst) = (self.src(i), &self.plan.dst.entries[j as usize]);
         let rule = &self.config.compare;
         let mode = self.plan.modes && self.plan.mode_for(i) != dst.mode;
         let untimed = match rule.method {
@@ -1234,15 +1236,15 @@ impl<'t> Planner<'_, 't> {
             Method::SizeOnly => self.config.dst_url.is_none(),
         };
         let mtime = untimed && !compare::same_time(src.mtime, dst.mtime, rule);
-        self.fix_or_unchanged(i, dst, mode, mtime, shared);
+        self.fix_or_unchanged(i, j, mode, mtime, shared);
     }
 
     /// An entry whose contents are the same on both sides: a fix of what differs (the owner
     /// too, where the run keeps it), or nothing at all. When its inode is `shared` with names
     /// that are not its own, what differs is written as a new file instead: a fix in place
     /// would reach them.
-    fn fix_or_unchanged(&mut self, i: u32, dst: &Entry, mode: bool, mtime: bool, shared: bool) {
-        let src = self.src(i);
+    fn fix_or_unchanged(&mut self, i: u32, j: u32, mode: bool, mtime: bool, shared: bool) {
+        let (src, dst) = (self.src(i), &self.plan.dst.entries[j as usize]);
         let owner = self
             .plan
             .chown(self.plan.src.owner(src), Some(self.plan.dst.owner(dst)));
@@ -1251,8 +1253,10 @@ impl<'t> Planner<'_, 't> {
         if differs && shared {
             self.transfer(i, Reason::Link);
         } else if differs {
+            let links = self.plan.dst.links.group(j);
             self.plan.fixes.push(Fix {
                 src: i,
+                links: links.map_or(1, |group| self.plan.dst.links.count(group)),
                 mode,
                 mtime,
                 owner,

@@ -305,11 +305,15 @@ impl Destination for Local<'_> {
         _src: Source<'_>,
         rel: &Path,
         tag: Tag,
+        links: u32,
         mode: Option<u16>,
         mtime: Option<Mtime>,
         owner: Chown,
     ) -> Result<()> {
         let base = self.base()?;
+        if tag == Tag::File {
+            fsops::check_links(base, rel, links)?;
+        }
         // The owner first: a chown clears setuid and setgid bits, which the mode then sets.
         if !owner.is_empty() {
             fsops::set_owner(base, rel, owner)?;

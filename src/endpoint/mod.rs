@@ -524,11 +524,15 @@ pub trait Destination: Sync {
 
     /// Give an entry whose contents are already right its owner, mode and/or mtime. `src` is
     /// the source file, for destinations that can only change metadata by writing again.
+    /// `links` is the link count the file had when DST was listed: a file that has more names
+    /// now was linked elsewhere meanwhile, and a change through it would reach them.
+    #[allow(clippy::too_many_arguments)]
     fn fix(
         &self,
         src: Source<'_>,
         rel: &Path,
         tag: Tag,
+        links: u32,
         mode: Option<u16>,
         mtime: Option<Mtime>,
         owner: Chown,

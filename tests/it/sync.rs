@@ -589,6 +589,42 @@ fn a_fix_in_place_never_reaches_a_name_outside_the_destination() {
 }
 
 #[test]
+fn a_file_linked_elsewhere_during_the_run_is_never_fixed_through_the_link() {
+    if !need_strace() {
+        return;
+    }
+    let f = Fixture::new();
+    let a = f.write("src/a", "same contents");
+    f.write("src/b", "b");
+    // A first name fixed while a new name is linked to it: no reason to leave it alone.
+    let p = f.write("src/p", "pair");
+    f.sync(&[]).expect(0);
+    fs::hard_link(&p, f.path("src/q")).unwrap();
+    chmod(&p, 0o600);
+    chmod(&a, 0o600);
+    f.write("src/z", big_content(1, 0, 256 << 10));
+    let outside = f.path("outside");
+    // Stopped as z is copied: DST was listed, the fixes come after the copies.
+    let args = ["-v", "-j", "1"].map(std::ffi::OsStr::new);
+    let args = [&args[..], &[f.src.as_os_str(), f.dst.as_os_str()]].concat();
+    let mut run = Paused::start("copy_file_range", &f.path("src/z"), "1", args);
+    assert!(run.stopped(), "z was never copied");
+    fs::hard_link(f.dst.join("a"), &outside).unwrap();
+    run.resume();
+    let run = run.finish().expect(1);
+    let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
+    assert!(run.stderr.contains("hard-linked elsewhere"), "{run:?}");
+    assert_eq!(mode(&outside), 0o644, "{run:?}");
+    assert_eq!(mode(&f.dst.join("p")), 0o600, "{run:?}");
+    assert_eq!(mode(&f.dst.join("q")), 0o600, "{run:?}");
+    // The next run knows of the outside name: the file is written anew.
+    let again = f.sync(&["-v"]).expect(0);
+    assert_eq!(again.stdout, ">f link   a\n", "{again:?}");
+    assert_eq!(mode(&outside), 0o644);
+    assert_eq!(mode(&f.dst.join("a")), 0o600);
+}
+
+#[test]
 fn a_name_a_run_keeps_beside_the_mirror_is_never_fixed_through_a_link() {
     let mode = |p: std::path::PathBuf| fs::metadata(p).unwrap().mode() & 0o777;
     // Deleted into a backup folder outside DST, then inside it; withheld by --max-delete.

@@ -1112,6 +1112,7 @@ impl Destination for Sftp {
         _src: Source<'_>,
         rel: &Path,
         tag: Tag,
+        _links: u32,
         mode: Option<u16>,
         mtime: Option<Mtime>,
         _owner: Chown,

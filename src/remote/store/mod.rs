@@ -1497,6 +1497,7 @@ impl Destination for Store {
         src: Source<'_>,
         rel: &Path,
         tag: Tag,
+        _links: u32,
         _mode: Option<u16>,
         mtime: Option<Mtime>,
         _owner: Chown,
