@@ -900,6 +900,51 @@ fn a_destination_root_that_cannot_be_written_is_known_by_its_filesystem() {
 }
 
 #[test]
+fn a_root_that_cannot_be_written_on_a_filesystem_of_whole_seconds_is_compared_so() {
+    let f = Fixture::new();
+    f.write("src/sub/a", "a");
+    set_mtime(&f.path("src/sub/a"), 1_600_000_000, 123_456_789);
+    set_mtime(&f.path("src/sub"), 1_600_000_000, 0);
+    if !is_root() {
+        not_tested("needs root to mount an image and hand folders to another user");
+        return;
+    }
+    let bin = handed_to(&f, NOBODY);
+    let Some(disk) = Mounted::new(&f, Fs::Ext4Seconds) else {
+        return;
+    };
+    // Both roots are read-only (the run opens one up only to write in it): the user may
+    // write in sub only.
+    let dst = disk.path().join("dst");
+    fs::create_dir_all(dst.join("sub")).unwrap();
+    for dir in [&dst, &dst.join("sub")] {
+        std::os::unix::fs::chown(dir, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    chmod(&f.src, 0o555);
+    chmod(&dst, 0o555);
+    set_mtime(&dst, 1_600_000_000, 0);
+    set_mtime(&f.src, 1_600_000_000, 0);
+    let sync = || {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&bin)
+            .arg("-v")
+            .arg(&f.src)
+            .arg(&dst)
+            .output()
+            .unwrap();
+        Run::from(out)
+    };
+    let first = sync().expect(0);
+    assert_eq!(first.stdout, "+f new    sub/a\n", "{first:?}");
+    // The copy kept whole seconds: the next run has nothing to do.
+    let again = sync().expect(0);
+    assert_eq!(again.stdout, "", "{again:?}");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(&dst).unwrap().mode() & 0o777, 0o555);
+}
+
+#[test]
 fn a_destination_that_cannot_be_probed_has_nothing_deleted_and_a_dry_run_says_so() {
     let f = Fixture::new();
     let Some(disk) = Mounted::new(&f, Fs::Exfat) else {

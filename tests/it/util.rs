@@ -749,6 +749,8 @@ pub enum Fs {
     /// exFAT through its FUSE driver (`mount.exfat-fuse`), never the kernel's.
     Exfat,
     Vfat,
+    /// ext4 with inodes of 128 bytes (as ext2/3 made them): whole seconds only.
+    Ext4Seconds,
 }
 
 impl Fs {
@@ -756,7 +758,7 @@ impl Fs {
 
     pub fn name(self) -> &'static str {
         match self {
-            Fs::Ext4 => "ext4",
+            Fs::Ext4 | Fs::Ext4Seconds => "ext4",
             Fs::Xfs => "xfs",
             Fs::Btrfs => "btrfs",
             Fs::Exfat => "exfat",
@@ -772,7 +774,7 @@ impl Fs {
             Fs::Xfs => 300 * MIB,
             // Well above mkfs.btrfs's minimum, with room for its metadata profiles.
             Fs::Btrfs => 256 * MIB,
-            Fs::Ext4 | Fs::Exfat | Fs::Vfat => 64 * MIB,
+            Fs::Ext4 | Fs::Ext4Seconds | Fs::Exfat | Fs::Vfat => 64 * MIB,
         }
     }
 
@@ -782,6 +784,7 @@ impl Fs {
             // 256-byte inodes: small ext4 filesystems otherwise may get 128-byte ones, which
             // keep whole seconds only.
             Fs::Ext4 => ("mkfs.ext4", "e2fsprogs", &["-q", "-F", "-I", "256"]),
+            Fs::Ext4Seconds => ("mkfs.ext4", "e2fsprogs", &["-q", "-F", "-I", "128"]),
             Fs::Xfs => ("mkfs.xfs", "xfsprogs", &["-q", "-f"]),
             Fs::Btrfs => ("mkfs.btrfs", "btrfs-progs", &["-q", "-f"]),
             Fs::Exfat => ("mkfs.exfat", "exfatprogs", &[]),
