@@ -302,7 +302,15 @@ impl<'t> Plan<'t> {
     /// What to change so that an entry owned by `have` (`None`: one this run creates) gets the
     /// owner and group of a source entry owned by `src`, as far as the run keeps them.
     pub fn chown(&self, src: Owner, have: Option<Owner>) -> Chown {
-        let have = have.or(self.ownership.creator);
+        // Only root gives an entry away, and only its owner changes its group: as a user, an
+        // entry another user owns keeps both (no compare that could never converge).
+        let creator = self.ownership.creator;
+        if let (Some(have), Some(creator)) = (have, creator) {
+            if creator.uid != 0 && have.uid != creator.uid {
+                return Chown::default();
+            }
+        }
+        let have = have.or(creator);
         let differs = |pick: fn(Owner) -> u32| have.is_none_or(|h| pick(h) != pick(src));
         Chown {
             uid: (self.ownership.keeps_owner(src.uid) && differs(|o| o.uid)).then_some(src.uid),

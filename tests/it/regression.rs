@@ -503,6 +503,49 @@ fn a_user_keeps_the_groups_it_is_in_and_no_others() {
 }
 
 #[test]
+fn a_user_leaves_the_owner_and_group_of_entries_another_user_owns() {
+    use std::os::unix::fs::lchown;
+    let f = Fixture::new();
+    if !need_root("to run as a user over entries root owns") {
+        return;
+    }
+    f.write("src/a", "same");
+    f.write("dst/a", "same");
+    let bin = handed_to(&f, NOBODY);
+    // DST and its file are root's (DST open to all, as a shared folder is); SRC is the user's.
+    for path in [&f.dst, &f.dst.join("a")] {
+        lchown(path, Some(0), Some(0)).unwrap();
+    }
+    for root in [&f.src, &f.dst] {
+        chmod(root, 0o777);
+    }
+    for path in [
+        f.src.join("a"),
+        f.dst.join("a"),
+        f.src.clone(),
+        f.dst.clone(),
+    ] {
+        set_mtime(&path, 1_600_000_000, 0);
+    }
+    let run = || {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&bin)
+            .arg("-v")
+            .arg(&f.src)
+            .arg(&f.dst)
+            .output()
+            .unwrap();
+        Run::from(out)
+    };
+    // Only root could change them: nothing to do, and no error run after run.
+    for _ in 0..2 {
+        let run = run().expect(0);
+        assert_eq!(run.stdout, "", "{run:?}");
+    }
+}
+
+#[test]
 fn a_users_own_setuid_program_keeps_its_bits() {
     use std::os::unix::fs::MetadataExt;
     let f = Fixture::new();
