@@ -147,13 +147,21 @@ fn announce(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) {
 /// backup folder: one error each. Returns how many.
 fn report_blocked(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> u64 {
     let causes = [
-        (&plan.blocked, "--no-delete keeps the entries below it"),
-        (&plan.holds_backup, "the backup folder is inside it"),
+        (
+            &plan.blocked,
+            Op::Replace,
+            "--no-delete keeps the entries below it",
+        ),
+        (
+            &plan.holds_backup,
+            Op::Mirror,
+            "the backup folder's path goes through it",
+        ),
     ];
-    for (entries, cause) in causes {
+    for (entries, op, cause) in causes {
         for &i in entries {
             let cause = io::Error::other(cause);
-            reporter.error(&Error::new(Op::Replace, roots.dst(plan.src_path(i)), cause));
+            reporter.error(&Error::new(op, roots.dst(plan.src_path(i)), cause));
         }
     }
     (plan.blocked.len() + plan.holds_backup.len()) as u64

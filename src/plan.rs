@@ -656,6 +656,12 @@ pub fn plan_with<'t>(src: &'t Tree, dst: &'t Tree, config: &Config, known: &Know
             emptied.push(t);
         }
         match pair {
+            // Where the backup folder's path goes through, only a folder can be made.
+            Pair::Left(i)
+                if holds_protected(src.path_at(i)) && src.entries[i as usize].tag != Tag::Dir =>
+            {
+                planner.plan.holds_backup.push(i)
+            }
             Pair::Left(i) if !protected(src.path_at(i)) => planner.source_only(i),
             // A folder DST has on the way to the backup folder holds it: left in place.
             Pair::Right(j) if !protected(dst.path_at(j)) && !holds_protected(dst.path_at(j)) => {
@@ -711,6 +717,9 @@ pub fn plan_with<'t>(src: &'t Tree, dst: &'t Tree, config: &Config, known: &Know
         Some(Withheld::SourceErrors(src.errors.len()))
     } else if !dst.errors.is_empty() {
         Some(Withheld::DestinationErrors(dst.errors.len()))
+    } else if !plan.holds_backup.is_empty() {
+        // Known failures now: a dry run says what the real run will withhold.
+        Some(Withheld::Failed(plan.holds_backup.len() as u64))
     } else {
         match config.max_delete {
             Some(max) if planned > max => Some(Withheld::MaxDelete { planned, max }),

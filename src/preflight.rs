@@ -10,7 +10,7 @@
 use std::fmt;
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use crate::config::Config;
 use crate::endpoint::is_temporary;
@@ -207,7 +207,7 @@ pub fn check(config: &Config) -> Result<Checked, Refusal> {
     let Some(src_real) = src_real else {
         // A remote source cannot overlap a local destination.
         let protected = match &config.backup_dir {
-            Some(backup) => check_backup(backup, None, &dst_real)?,
+            Some(backup) => check_backup(backup, None, (dst, &dst_real))?,
             None => Vec::new(),
         };
         return Ok(Checked { protected });
@@ -234,7 +234,7 @@ pub fn check(config: &Config) -> Result<Checked, Refusal> {
         });
     }
     let protected = match &config.backup_dir {
-        Some(backup) => check_backup(backup, Some(&src_real), &dst_real)?,
+        Some(backup) => check_backup(backup, Some(&src_real), (dst, &dst_real))?,
         None => Vec::new(),
     };
     Ok(Checked { protected })
@@ -357,11 +357,25 @@ fn below(path: &Path, id: (u64, u64)) -> bool {
 
 /// The backup directory may be anywhere but in SRC, and must not hold SRC or DST; inside DST it
 /// is left out of the mirror.
-fn check_backup(backup: &Path, src: Option<&Path>, dst: &Path) -> Result<Vec<PathBuf>, Refusal> {
+/// `dst` is DST as given and its real path.
+fn check_backup(
+    backup: &Path,
+    src: Option<&Path>,
+    (given, dst): (&Path, &Path),
+) -> Result<Vec<PathBuf>, Refusal> {
     let overlaps = |reason| Refusal::BackupOverlaps {
         backup: backup.to_path_buf(),
         reason,
     };
+    // Named below DST (as a relative one always is): inside it, whatever lies on its way. It
+    // is reached through DST's handles, which never follow a link there out of DST.
+    let given = std::path::absolute(given).unwrap_or_else(|_| given.to_path_buf());
+    if let Ok(rel) = backup.strip_prefix(&given) {
+        let plain = rel.components().all(|c| matches!(c, Component::Normal(_)));
+        if plain && !rel.as_os_str().is_empty() {
+            return Ok(vec![rel.to_path_buf()]);
+        }
+    }
     match fs::metadata(backup) {
         Ok(meta) if !meta.is_dir() => return Err(Refusal::BackupNotDir(backup.to_path_buf())),
         _ => {}

@@ -68,13 +68,16 @@ pub fn probe(base: &Base, sample: Option<&OsStr>) -> std::io::Result<Limits> {
         // A root this run may not write in (read-only, or another's) on a filesystem of this
         // kernel's own that holds everything: nothing to try, and nothing unknown but the
         // time resolution (ext2/3 inodes of 128 bytes keep whole seconds), told by the root's
-        // own time: one on a whole second is taken as that.
+        // own time and its first entry's: both on a whole second are taken as that.
         Err(e) if no_write(&e) && holds_everything(root) => {
+            let sample_nsec = sample
+                .and_then(|name| rustix::fs::statat(root, name, AtFlags::SYMLINK_NOFOLLOW).ok())
+                .map_or(0, |stat| stat.st_mtime_nsec);
             return Ok(Limits {
                 filesystem,
                 case_sensitive: sample.is_none_or(|name| !same_entry_otherwise_spelled(root, name)),
-                time_resolution_ns: match before.st_mtime_nsec {
-                    0 => 1_000_000_000,
+                time_resolution_ns: match (before.st_mtime_nsec, sample_nsec) {
+                    (0, 0) => 1_000_000_000,
                     _ => 1,
                 },
                 ..Limits::default()

@@ -893,6 +893,40 @@ fn a_backup_folder_inside_the_destination_is_never_made_through_a_link_swapped_i
 }
 
 #[test]
+fn a_backup_folder_named_below_the_destination_never_follows_a_symlink_out_of_it() {
+    let f = Fixture::new();
+    f.write("src/k", "k");
+    f.write("dst/k", "k");
+    f.write("dst/del", "to be kept in the backup");
+    let outside = f.mkdir("outside");
+    // DST has a link to elsewhere on the backup folder's way (SRC has nothing there).
+    std::os::unix::fs::symlink(&outside, f.dst.join("a")).unwrap();
+    let run = f.sync(&["-v", "--backup-dir=a/b/.old"]).expect(1);
+    assert!(run.stderr.contains("no longer a directory"), "{run:?}");
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "{run:?}");
+    assert_eq!(
+        fs::read(f.dst.join("del")).unwrap(),
+        b"to be kept in the backup"
+    );
+}
+
+#[test]
+fn a_source_file_on_the_backup_folders_way_is_an_error_in_a_dry_run_too() {
+    let f = Fixture::new();
+    f.write("src/k", "k");
+    f.write("dst/k", "k");
+    f.write("src/a", "a file where the backup folder's path goes");
+    f.write("dst/del", "to be kept in the backup");
+    for arg in ["-n", "-v"] {
+        let run = f.sync(&[arg, "--backup-dir=a/b/.old"]).expect(1);
+        assert!(run.stderr.contains("path goes through it"), "{run:?}");
+        assert!(!run.stdout.contains("gone"), "{run:?}");
+    }
+    assert!(!f.dst.join("a").exists());
+    assert!(f.dst.join("del").exists());
+}
+
+#[test]
 fn a_backup_folder_is_never_emptied_into_itself() {
     let f = Fixture::new();
     // SRC has a file where the backup folder's path goes through a folder.
@@ -903,10 +937,7 @@ fn a_backup_folder_is_never_emptied_into_itself() {
     for dry in [true, false] {
         let args = [if dry { "-n" } else { "-v" }, "--backup-dir=x/y/.old"];
         let run = f.sync(&args).expect(1);
-        assert!(
-            run.stderr.contains("the backup folder is inside it"),
-            "{run:?}"
-        );
+        assert!(run.stderr.contains("path goes through it"), "{run:?}");
         assert!(!run.stdout.contains("gone"), "{run:?}");
     }
     assert_eq!(fs::read(f.dst.join("x/y/.old/precious")).unwrap(), b"kept");
