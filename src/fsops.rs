@@ -965,30 +965,71 @@ pub fn set_owner(dst: &Base, rel: &Path, owner: Chown) -> Result<()> {
     })
 }
 
-/// Refuse a change to the file `rel` below `dst` that has more than `links` names now (the
-/// count it was listed with): a name was linked to it outside the mirror meanwhile, and the
-/// change would reach it.
-pub fn check_links(dst: &Base, rel: &Path, links: u32) -> Result<()> {
+/// Give the regular file `rel` below `dst` its owner, then mode, then mtime, all through one
+/// handle of the file itself, unless it has more than `links` names now (the count it was
+/// listed with): a name was linked to it outside the mirror meanwhile, and the change would
+/// reach it. A chown drops setuid and setgid bits, which the mode then sets.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn fix_file(
+    dst: &Base,
+    rel: &Path,
+    links: u32,
+    owner: Chown,
+    mode: Option<u32>,
+    mtime: Option<Mtime>,
+) -> Result<()> {
     let path = dst.path(rel);
-    let (dir, name) = split(rel);
-    let stat = dst
-        .in_dir(dir, |fd| {
-            rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW)
-        })
-        .and_then(|stat| Ok(stat?))
-        .at(Op::Stat, &path)?;
-    #[allow(clippy::useless_conversion)] // the field's type differs between platforms
-    let now = u64::from(stat.st_nlink);
-    match now > u64::from(links) {
-        true => Err(Error::new(
-            Op::Mirror,
-            &path,
-            io::Error::other(
+    at_parent(dst, rel, Op::Mirror, |dir, name| {
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let entry = rustix::fs::openat(dir, name, flags, Mode::empty()).at(Op::Stat, &path)?;
+        let stat = rustix::fs::fstat(&entry).at(Op::Stat, &path)?;
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
+            let cause = io::Error::other("something else took the file's place: left alone");
+            return Err(Error::new(Op::Mirror, &path, cause));
+        }
+        #[allow(clippy::useless_conversion)] // the field's type differs between platforms
+        if u64::from(stat.st_nlink) > u64::from(links) {
+            let cause = io::Error::other(
                 "it was hard-linked elsewhere since it was listed: not changed through the link \
                  (the next run writes it anew)",
-            ),
-        )),
-        false => Ok(()),
+            );
+            return Err(Error::new(Op::Mirror, &path, cause));
+        }
+        if !owner.is_empty() {
+            let uid = owner.uid.map(rustix::fs::Uid::from_raw);
+            let gid = owner.gid.map(rustix::fs::Gid::from_raw);
+            chown_handle(entry.as_fd(), uid, gid).at(Op::SetOwner, &path)?;
+        }
+        if let Some(mode) = mode {
+            chmod_handle(entry.as_fd(), mode).at(Op::SetPermissions, &path)?;
+        }
+        match mtime {
+            Some(mtime) => {
+                set_times_handle(entry.as_fd(), &times(mtime, Tag::File)).at(Op::SetTimes, &path)
+            }
+            None => Ok(()),
+        }
+    })
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn fix_file(
+    dst: &Base,
+    rel: &Path,
+    _links: u32,
+    owner: Chown,
+    mode: Option<u32>,
+    mtime: Option<Mtime>,
+) -> Result<()> {
+    if !owner.is_empty() {
+        set_owner(dst, rel, owner)?;
+    }
+    if let Some(mode) = mode {
+        set_mode(dst, rel, mode)?;
+    }
+    match mtime {
+        Some(mtime) => set_mtime(dst, rel, mtime, Tag::File),
+        None => Ok(()),
     }
 }
 

@@ -312,7 +312,7 @@ impl Destination for Local<'_> {
     ) -> Result<()> {
         let base = self.base()?;
         if tag == Tag::File {
-            fsops::check_links(base, rel, links)?;
+            return fsops::fix_file(base, rel, links, owner, mode.map(u32::from), mtime);
         }
         // The owner first: a chown clears setuid and setgid bits, which the mode then sets.
         if !owner.is_empty() {
