@@ -658,18 +658,24 @@ fn a_name_a_run_keeps_beside_the_mirror_is_never_fixed_through_a_link() {
     }
 }
 
-#[test]
-fn update_never_links_a_name_to_a_newer_file_it_kept() {
-    let f = Fixture::new();
+/// SRC's a and b linked, mirrored; then DST's a replaced by a newer file of its own (which
+/// -u keeps), returned.
+fn linked_pair_with_a_newer_first_name(f: &Fixture) -> std::path::PathBuf {
     let a = f.write("src/a", "aa");
     fs::hard_link(&a, f.path("src/b")).unwrap();
     set_mtime(&a, 1_600_000_000, 0);
     f.sync(&[]).expect(0);
-    // DST's a is replaced by a newer file of its own: -u keeps it.
     let kept = f.dst.join("a");
     fs::remove_file(&kept).unwrap();
     fs::write(&kept, "NEWER").unwrap();
     set_mtime(&kept, 1_700_000_000, 0);
+    kept
+}
+
+#[test]
+fn update_never_links_a_name_to_a_newer_file_it_kept() {
+    let f = Fixture::new();
+    let kept = linked_pair_with_a_newer_first_name(&f);
     let run = f.sync(&["-u", "-v"]).expect(0);
     assert_eq!(fs::read(&kept).unwrap(), b"NEWER", "{run:?}");
     assert_eq!(fs::read(f.dst.join("b")).unwrap(), b"aa", "{run:?}");
@@ -684,14 +690,7 @@ fn update_never_links_a_name_to_a_newer_file_it_kept() {
 #[test]
 fn update_never_links_a_name_in_place_of_a_symlink_to_a_newer_file_it_kept() {
     let f = Fixture::new();
-    let a = f.write("src/a", "aa");
-    fs::hard_link(&a, f.path("src/b")).unwrap();
-    set_mtime(&a, 1_600_000_000, 0);
-    f.sync(&[]).expect(0);
-    let kept = f.dst.join("a");
-    fs::remove_file(&kept).unwrap();
-    fs::write(&kept, "NEWER").unwrap();
-    set_mtime(&kept, 1_700_000_000, 0);
+    let kept = linked_pair_with_a_newer_first_name(&f);
     // DST has a symlink where the later name goes.
     fs::remove_file(f.dst.join("b")).unwrap();
     std::os::unix::fs::symlink("a", f.dst.join("b")).unwrap();
