@@ -1012,27 +1012,6 @@ pub fn fix_file(
     })
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub fn fix_file(
-    dst: &Base,
-    rel: &Path,
-    _links: u32,
-    owner: Chown,
-    mode: Option<u32>,
-    mtime: Option<Mtime>,
-) -> Result<()> {
-    if !owner.is_empty() {
-        set_owner(dst, rel, owner)?;
-    }
-    if let Some(mode) = mode {
-        set_mode(dst, rel, mode)?;
-    }
-    match mtime {
-        Some(mtime) => set_mtime(dst, rel, mtime, Tag::File),
-        None => Ok(()),
-    }
-}
-
 /// `fchownat` on `name` in `dir` without following a link (`""`: `dir` itself).
 fn chown_at(dir: BorrowedFd<'_>, name: &OsStr, owner: Chown) -> io::Result<()> {
     if owner.is_empty() {

@@ -656,24 +656,22 @@ pub fn plan_with<'t>(src: &'t Tree, dst: &'t Tree, config: &Config, known: &Know
             emptied.push(t);
         }
         match pair {
-            // Where the backup folder's path goes through, only a folder can be made.
-            Pair::Left(i)
+            // Where the backup folder's path goes through, only a folder can be made; a DST
+            // folder there, and all below it, stays.
+            Pair::Left(i) | Pair::Both(i, _)
                 if holds_protected(src.path_at(i)) && src.entries[i as usize].tag != Tag::Dir =>
             {
-                planner.plan.holds_backup.push(i)
+                planner.plan.holds_backup.push(i);
+                if let Pair::Both(_, j) = pair {
+                    if dst.entries[j as usize].tag == Tag::Dir {
+                        covered = Some((src.path_at(i), Below::Kept, false));
+                    }
+                }
             }
             Pair::Left(i) if !protected(src.path_at(i)) => planner.source_only(i),
             // A folder DST has on the way to the backup folder holds it: left in place.
             Pair::Right(j) if !protected(dst.path_at(j)) && !holds_protected(dst.path_at(j)) => {
                 planner.destination_only(j)
-            }
-            Pair::Both(i, j)
-                if holds_protected(src.path_at(i))
-                    && src.entries[i as usize].tag != Tag::Dir
-                    && dst.entries[j as usize].tag == Tag::Dir =>
-            {
-                planner.plan.holds_backup.push(i);
-                covered = Some((src.path_at(i), Below::Kept, false));
             }
             Pair::Both(i, j) if !protected(src.path_at(i)) => {
                 covered = planner
@@ -698,10 +696,8 @@ pub fn plan_with<'t>(src: &'t Tree, dst: &'t Tree, config: &Config, known: &Know
     if displaces && config.backup_dir.is_some() {
         for protected in &config.protected {
             let path_of = |d: &DirPair| d.src.map_or(Path::new(""), |i| src.path_at(i));
-            let nearest = protected.ancestors().skip(1).find_map(|parent| {
-                let at = planner.dirs.iter().position(|d| path_of(d) == parent)?;
-                Some(at)
-            });
+            let nearest = (protected.ancestors().skip(1))
+                .find_map(|parent| planner.dirs.iter().position(|d| path_of(d) == parent));
             if let Some(at) = nearest {
                 planner.dirs[at].written = true;
             }

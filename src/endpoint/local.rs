@@ -311,10 +311,14 @@ impl Destination for Local<'_> {
         owner: Chown,
     ) -> Result<()> {
         let base = self.base()?;
+        // A file through one handle of its own, its link count checked on it (`O_PATH`).
+        #[cfg(any(target_os = "linux", target_os = "android"))]
         if tag == Tag::File {
             return fsops::fix_file(base, rel, links, owner, mode.map(u32::from), mtime);
         }
-        // The owner first: a chown clears setuid and setgid bits, which the mode then sets.
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let _ = links; // no handle to read it on without opening the file
+                       // The owner first: a chown clears setuid and setgid bits, which the mode then sets.
         if !owner.is_empty() {
             fsops::set_owner(base, rel, owner)?;
         }

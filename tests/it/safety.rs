@@ -912,18 +912,24 @@ fn a_backup_folder_named_below_the_destination_never_follows_a_symlink_out_of_it
 
 #[test]
 fn a_source_file_on_the_backup_folders_way_is_an_error_in_a_dry_run_too() {
-    let f = Fixture::new();
-    f.write("src/k", "k");
-    f.write("dst/k", "k");
-    f.write("src/a", "a file where the backup folder's path goes");
-    f.write("dst/del", "to be kept in the backup");
-    for arg in ["-n", "-v"] {
-        let run = f.sync(&[arg, "--backup-dir=a/b/.old"]).expect(1);
-        assert!(run.stderr.contains("path goes through it"), "{run:?}");
-        assert!(!run.stdout.contains("gone"), "{run:?}");
+    // DST has nothing there, or a file of its own.
+    for dst_has in [None, Some("DST's a")] {
+        let f = Fixture::new();
+        f.write("src/k", "k");
+        f.write("dst/k", "k");
+        f.write("src/a", "a file where the backup folder's path goes");
+        f.write("dst/del", "to be kept in the backup");
+        if let Some(content) = dst_has {
+            f.write("dst/a", content);
+        }
+        for arg in ["-n", "-v"] {
+            let run = f.sync(&[arg, "--backup-dir=a/b/.old"]).expect(1);
+            assert!(run.stderr.contains("path goes through it"), "{run:?}");
+            assert!(!run.stdout.contains("gone"), "{run:?}");
+        }
+        assert_eq!(fs::read(f.dst.join("a")).ok(), dst_has.map(|c| c.into()));
+        assert!(f.dst.join("del").exists());
     }
-    assert!(!f.dst.join("a").exists());
-    assert!(f.dst.join("del").exists());
 }
 
 #[test]

@@ -588,6 +588,41 @@ fn a_fix_in_place_never_reaches_a_name_outside_the_destination() {
     assert_eq!(f.sync(&["-v"]).expect(0).stdout, "");
 }
 
+/// `syncease -v -j 1 SRC DST` with `meanwhile` done after DST was listed and before the
+/// fixes: while a new file z (added here) is copied.
+fn between_listing_and_fixes(f: &Fixture, meanwhile: impl FnOnce()) -> Run {
+    f.write("src/z", big_content(1, 0, 256 << 10));
+    let args = ["-v", "-j", "1"].map(std::ffi::OsStr::new);
+    let args = [&args[..], &[f.src.as_os_str(), f.dst.as_os_str()]].concat();
+    let mut run = Paused::start("copy_file_range", &f.path("src/z"), "1", args);
+    assert!(run.stopped(), "z was never copied");
+    meanwhile();
+    run.resume();
+    run.finish()
+}
+
+#[test]
+fn a_file_a_symlink_replaced_during_the_run_is_never_fixed_through_it() {
+    if !need_strace() {
+        return;
+    }
+    let f = Fixture::new();
+    let a = f.write("src/a", "same contents");
+    f.sync(&[]).expect(0);
+    chmod(&a, 0o600);
+    let outside = f.write("outside", "not DST's");
+    let run = between_listing_and_fixes(&f, || {
+        fs::remove_file(f.dst.join("a")).unwrap();
+        std::os::unix::fs::symlink(&outside, f.dst.join("a")).unwrap();
+    });
+    let run = run.expect(1);
+    assert!(run.stderr.contains("took the file's place"), "{run:?}");
+    assert_eq!(fs::metadata(&outside).unwrap().mode() & 0o7777, 0o644);
+    // The next run replaces the link with the file.
+    f.sync(&[]).expect(0);
+    assert!(fs::symlink_metadata(f.dst.join("a")).unwrap().is_file());
+}
+
 #[test]
 fn a_file_linked_elsewhere_during_the_run_is_never_fixed_through_the_link() {
     if !need_strace() {
@@ -602,16 +637,9 @@ fn a_file_linked_elsewhere_during_the_run_is_never_fixed_through_the_link() {
     fs::hard_link(&p, f.path("src/q")).unwrap();
     chmod(&p, 0o600);
     chmod(&a, 0o600);
-    f.write("src/z", big_content(1, 0, 256 << 10));
     let outside = f.path("outside");
-    // Stopped as z is copied: DST was listed, the fixes come after the copies.
-    let args = ["-v", "-j", "1"].map(std::ffi::OsStr::new);
-    let args = [&args[..], &[f.src.as_os_str(), f.dst.as_os_str()]].concat();
-    let mut run = Paused::start("copy_file_range", &f.path("src/z"), "1", args);
-    assert!(run.stopped(), "z was never copied");
-    fs::hard_link(f.dst.join("a"), &outside).unwrap();
-    run.resume();
-    let run = run.finish().expect(1);
+    let run = between_listing_and_fixes(&f, || fs::hard_link(f.dst.join("a"), &outside).unwrap());
+    let run = run.expect(1);
     let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
     assert!(run.stderr.contains("hard-linked elsewhere"), "{run:?}");
     assert_eq!(mode(&outside), 0o644, "{run:?}");
