@@ -367,15 +367,6 @@ fn check_backup(
         backup: backup.to_path_buf(),
         reason,
     };
-    // Named below DST (as a relative one always is): inside it, whatever lies on its way. It
-    // is reached through DST's handles, which never follow a link there out of DST.
-    let given = std::path::absolute(given).unwrap_or_else(|_| given.to_path_buf());
-    if let Ok(rel) = backup.strip_prefix(&given) {
-        let plain = rel.components().all(|c| matches!(c, Component::Normal(_)));
-        if plain && !rel.as_os_str().is_empty() {
-            return Ok(vec![rel.to_path_buf()]);
-        }
-    }
     match fs::metadata(backup) {
         Ok(meta) if !meta.is_dir() => return Err(Refusal::BackupNotDir(backup.to_path_buf())),
         _ => {}
@@ -394,6 +385,16 @@ fn check_backup(
     if contains(dst) {
         return Err(overlaps("is or contains the destination"));
     }
+    // Named below DST (as a relative one always is): inside it, whatever lies on its way (the
+    // checks above still follow a link there, so one into SRC is refused). It is reached
+    // through DST's handles, which never follow a link out of DST.
+    let given = std::path::absolute(given).unwrap_or_else(|_| given.to_path_buf());
+    if let Ok(rel) = backup.strip_prefix(&given) {
+        let plain = rel.components().all(|c| matches!(c, Component::Normal(_)));
+        if plain && !rel.as_os_str().is_empty() {
+            return Ok(vec![rel.to_path_buf()]);
+        }
+    }
     Ok(real
         .strip_prefix(dst)
         .map(|rel| vec![rel.to_path_buf()])
@@ -411,7 +412,13 @@ fn resolve_nearest(path: &Path) -> io::Result<PathBuf> {
             Ok(real) => {
                 return Ok(missing.iter().rev().fold(real, |acc, part| acc.join(part)));
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // Missing, or below a file (no such folder either).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
                 missing.push(existing.file_name().ok_or(e)?.to_os_string());
                 existing = existing
                     .parent()

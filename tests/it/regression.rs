@@ -240,6 +240,25 @@ impl Drop for Bind {
 }
 
 #[test]
+fn a_backup_folder_named_below_the_destination_is_refused_where_a_bind_mount_leads_into_the_source()
+{
+    let f = Fixture::new();
+    if !need_root("to bind-mount a directory") {
+        return;
+    }
+    f.write("src/k", "k");
+    f.write("dst/k", "k");
+    f.write("dst/del", "to be kept in the backup");
+    // DST/x is SRC, seen through a bind mount: a backup folder there would be inside SRC.
+    let _bind = Bind::mount(&f.src, &f.dst.join("x"));
+    let src_before = snapshot(&f.src);
+    let run = f.sync(&["--backup-dir=x/.old"]).expect(2);
+    assert!(run.stderr.contains("is inside the source"), "{run:?}");
+    assert_eq!(src_before, snapshot(&f.src));
+    assert!(f.dst.join("del").exists());
+}
+
+#[test]
 fn one_tree_seen_through_a_bind_mount_is_refused_like_the_same_path() {
     let f = Fixture::new();
     if !need_root("to bind-mount a directory") {
