@@ -209,6 +209,10 @@ pub struct Tree {
     devices: Vec<u64>,
     /// The regular files that have more than one name, grouped by inode.
     pub links: Links,
+    /// The device and inode of each directory of a local listing, with its entry index
+    /// ([`ROOT`] for the root): two listings that share a directory (a bind mount of one
+    /// side inside the other) overlap. Empty for a remote listing.
+    pub dir_ids: Vec<(u64, u64, u32)>,
     /// Entries of a remote listing that cannot be mirrored as they are named (a key with a
     /// `..` part, an object hidden by a folder of its name): left out, each with why. Neither
     /// copied nor deleted: they are warnings, not errors of the listing.
@@ -315,6 +319,9 @@ pub struct Links {
     /// [`MAX_COUNT`]), with [`OUTSIDE`] set when it has names outside the tree.
     counts: Vec<u32>,
 }
+
+/// The index [`Tree::dir_ids`] gives the root.
+pub const ROOT: u32 = u32::MAX;
 
 /// In a group's count: its inode has names outside the tree.
 const OUTSIDE: u32 = 1 << 31;
@@ -430,6 +437,12 @@ impl Tree {
             uid: stat.st_uid,
             gid: stat.st_gid,
         });
+        #[allow(clippy::useless_conversion)] // the field types differ between platforms
+        if tag == Tag::Dir {
+            let index = self.entries.len() as u32 - 1;
+            let id = (u64::from(stat.st_dev), u64::from(stat.st_ino), index);
+            self.dir_ids.push(id);
+        }
         #[allow(clippy::useless_conversion)] // the field types differ between platforms
         if tag == Tag::File && u64::from(stat.st_nlink) > 1 {
             let index = self.entries.len() as u32 - 1;
@@ -601,6 +614,29 @@ impl Tree {
         tree.owner_index = self.owner_index;
         tree.links = self.links.moved(&moved);
         tree
+    }
+
+    /// The topmost directory `other` holds that this listing holds too, the same device and
+    /// inode under two names (as a bind mount of one side inside the other makes): its index
+    /// here and in `other` ([`ROOT`] for a root). Only local listings know.
+    pub fn shared_dir(&self, other: &Tree) -> Option<(u32, u32)> {
+        if self.dir_ids.is_empty() || other.dir_ids.is_empty() {
+            return None;
+        }
+        let here: std::collections::HashMap<(u64, u64), u32> = (self.dir_ids.iter())
+            .map(|&(dev, ino, index)| ((dev, ino), index))
+            .collect();
+        // Listed in path order: the first found is the topmost.
+        (other.dir_ids.iter())
+            .find_map(|&(dev, ino, there)| here.get(&(dev, ino)).map(|&index| (index, there)))
+    }
+
+    /// The path of entry `index` below `root`; `root` itself for [`ROOT`].
+    pub fn path_below(&self, root: &Path, index: u32) -> std::path::PathBuf {
+        match index {
+            ROOT => root.to_path_buf(),
+            _ => root.join(self.path_at(index)),
+        }
     }
 
     /// The listing without the entries strictly below any of `dirs` (the directories stay).

@@ -253,6 +253,15 @@ fn mirror(
         if let Some(signal) = interrupt::requested() {
             return stopped(config, reporter, started, signal);
         }
+        // One folder listed on both sides (a bind mount of one inside the other): syncing
+        // through it would change SRC, or delete from it.
+        if let Some((s, d)) = src.shared_dir(&dst) {
+            return refuse(Refusal::MountedTwice {
+                src: src.path_below(&config.src, s),
+                dst: dst.path_below(&config.dst, d),
+            });
+        }
+        (src.dir_ids, dst.dir_ids) = (Vec::new(), Vec::new());
         // Only names within SRC make a group of hard links to keep (in DST, a name outside it
         // still tells that a copy shares its inode).
         src.forget_lone_links();

@@ -40,6 +40,11 @@ pub enum Refusal {
         src: PathBuf,
         dst: PathBuf,
     },
+    /// A folder of SRC is a folder of DST too, mounted a second time (found while listing).
+    MountedTwice {
+        src: PathBuf,
+        dst: PathBuf,
+    },
     EmptySource {
         src: PathBuf,
         dst: PathBuf,
@@ -108,6 +113,13 @@ impl fmt::Display for Refusal {
             Overlap { src, dst } => write!(
                 f,
                 "source '{}' and destination '{}' overlap: one is inside the other",
+                Escaped(src),
+                Escaped(dst)
+            ),
+            MountedTwice { src, dst } => write!(
+                f,
+                "source folder '{}' and destination folder '{}' are one folder, mounted twice \
+                 (as by a bind mount): the mirror would change the source through it",
                 Escaped(src),
                 Escaped(dst)
             ),

@@ -60,6 +60,7 @@ pub fn scan(root: &Path, filter: &Filter, one_fs: bool) -> Tree {
         mode: mode_of(&root_meta),
         owner: Owner::of(&root_meta),
     });
+    (tree.dir_ids).push((root_meta.dev(), root_meta.ino(), crate::entry::ROOT));
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let one_fs = one_fs.then_some(root_meta.dev());
     let mut walker = Walker {

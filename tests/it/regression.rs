@@ -259,6 +259,57 @@ fn a_backup_folder_named_below_the_destination_is_refused_where_a_bind_mount_lea
 }
 
 #[test]
+fn a_bind_mount_of_the_source_inside_the_destination_never_deletes_from_the_source() {
+    let f = Fixture::new();
+    if !need_root("to bind-mount a directory") {
+        return;
+    }
+    f.write("src/k", "k");
+    f.write("src/sub/photo.jpg", "photo");
+    f.write("dst/k", "k");
+    f.write("dst/old", "old");
+    // DST/x is SRC, and DST/sub/y is SRC/sub: listed in DST, their entries are ones SRC has
+    // not got at those paths, so deleting them would delete SRC's own files.
+    let _whole = Bind::mount(&f.src, &f.dst.join("x"));
+    let _part = Bind::mount(&f.src.join("sub"), &f.dst.join("nested/y"));
+    let src_before = snapshot(&f.src);
+    let dst_before = snapshot(&f.dst);
+    for options in [&[][..], &["--no-delete"], &["-x"], &["--delete-excluded"]] {
+        let run = f.sync(options).expect(2);
+        assert!(run.stderr.contains("mounted twice"), "{options:?}: {run:?}");
+        assert!(
+            run.stderr
+                .contains(&format!("'{}'", f.dst.join("nested/y").display())),
+            "{options:?}: {run:?}"
+        );
+        assert_eq!(src_before, snapshot(&f.src), "{options:?}");
+        assert_eq!(dst_before, snapshot(&f.dst), "{options:?}");
+    }
+}
+
+#[test]
+fn a_bind_mount_of_the_destination_inside_the_source_is_refused() {
+    let f = Fixture::new();
+    if !need_root("to bind-mount a directory") {
+        return;
+    }
+    f.write("src/k", "new");
+    f.write("dst/k", "old");
+    f.write("dst/only", "kept");
+    // SRC/x is DST: its copy would be written into DST while DST is read as SRC.
+    let _bind = Bind::mount(&f.dst, &f.src.join("x"));
+    let dst_before = snapshot(&f.dst);
+    let run = f.sync(&[]).expect(2);
+    assert!(run.stderr.contains("mounted twice"), "{run:?}");
+    assert!(
+        run.stderr
+            .contains(&format!("'{}'", f.src.join("x").display())),
+        "{run:?}"
+    );
+    assert_eq!(dst_before, snapshot(&f.dst));
+}
+
+#[test]
 fn one_tree_seen_through_a_bind_mount_is_refused_like_the_same_path() {
     let f = Fixture::new();
     if !need_root("to bind-mount a directory") {
