@@ -9,7 +9,7 @@
 use std::cmp::Ordering;
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::Error;
 
@@ -213,6 +213,8 @@ pub struct Tree {
     /// ([`ROOT`] for the root): two listings that share a directory (a bind mount of one
     /// side inside the other) overlap. Empty for a remote listing.
     pub dir_ids: Vec<(u64, u64, u32)>,
+    /// The device, inode and path of each directory the filter left out (not entered).
+    pub left_out: Vec<(u64, u64, PathBuf)>,
     /// Entries of a remote listing that cannot be mirrored as they are named (a key with a
     /// `..` part, an object hidden by a folder of its name): left out, each with why. Neither
     /// copied nor deleted: they are warnings, not errors of the listing.
@@ -616,27 +618,30 @@ impl Tree {
         tree
     }
 
-    /// The topmost directory `other` holds that this listing holds too, the same device and
-    /// inode under two names (as a bind mount of one side inside the other makes): its index
-    /// here and in `other` ([`ROOT`] for a root). Only local listings know.
-    pub fn shared_dir(&self, other: &Tree) -> Option<(u32, u32)> {
+    /// The topmost directory `other` lists that this listing holds too — listed, or left out
+    /// by the filter — the same device and inode under two names, as a bind mount of one side
+    /// inside the other makes: its path here and in `other` (empty for a root). Only local
+    /// listings know.
+    pub fn shared_dir(&self, other: &Tree) -> Option<(PathBuf, PathBuf)> {
         if self.dir_ids.is_empty() || other.dir_ids.is_empty() {
             return None;
         }
-        let here: std::collections::HashMap<(u64, u64), u32> = (self.dir_ids.iter())
-            .map(|&(dev, ino, index)| ((dev, ino), index))
+        let path = |tree: &Tree, index: u32| match index {
+            ROOT => PathBuf::new(),
+            _ => tree.path_at(index).to_path_buf(),
+        };
+        let mut here: std::collections::HashMap<(u64, u64), PathBuf> = (self.dir_ids.iter())
+            .map(|&(dev, ino, index)| ((dev, ino), path(self, index)))
             .collect();
+        here.extend(
+            self.left_out
+                .iter()
+                .map(|(dev, ino, p)| ((*dev, *ino), p.clone())),
+        );
         // Listed in path order: the first found is the topmost.
-        (other.dir_ids.iter())
-            .find_map(|&(dev, ino, there)| here.get(&(dev, ino)).map(|&index| (index, there)))
-    }
-
-    /// The path of entry `index` below `root`; `root` itself for [`ROOT`].
-    pub fn path_below(&self, root: &Path, index: u32) -> std::path::PathBuf {
-        match index {
-            ROOT => root.to_path_buf(),
-            _ => root.join(self.path_at(index)),
-        }
+        (other.dir_ids.iter()).find_map(|&(dev, ino, there)| {
+            (here.get(&(dev, ino))).map(|mine| (mine.clone(), path(other, there)))
+        })
     }
 
     /// The listing without the entries strictly below any of `dirs` (the directories stay).

@@ -255,13 +255,23 @@ fn mirror(
         }
         // One folder listed on both sides (a bind mount of one inside the other): syncing
         // through it would change SRC, or delete from it.
+        // A folder the filters leave out of SRC counts: it is not to be deleted either.
         if let Some((s, d)) = src.shared_dir(&dst) {
+            let below = |root: &std::path::Path, rel: std::path::PathBuf| match rel
+                .as_os_str()
+                .is_empty()
+            {
+                true => root.to_path_buf(),
+                false => root.join(rel),
+            };
             return refuse(Refusal::MountedTwice {
-                src: src.path_below(&config.src, s),
-                dst: dst.path_below(&config.dst, d),
+                src: below(&config.src, s),
+                dst: below(&config.dst, d),
             });
         }
-        (src.dir_ids, dst.dir_ids) = (Vec::new(), Vec::new());
+        for tree in [&mut src, &mut dst] {
+            (tree.dir_ids, tree.left_out) = (Vec::new(), Vec::new());
+        }
         // Only names within SRC make a group of hard links to keep (in DST, a name outside it
         // still tells that a copy shares its inode).
         src.forget_lone_links();

@@ -288,6 +288,28 @@ fn a_bind_mount_of_the_source_inside_the_destination_never_deletes_from_the_sour
 }
 
 #[test]
+fn a_bind_mount_of_a_source_folder_the_filters_leave_out_is_never_emptied() {
+    let f = Fixture::new();
+    if !need_root("to bind-mount a directory") {
+        return;
+    }
+    f.write("src/k", "k");
+    f.write("src/cache/blob", "not to be mirrored, not to be lost");
+    f.write("dst/k", "k");
+    // SRC/cache is left out of the mirror; DST/x shows it again under a name not left out.
+    let _bind = Bind::mount(&f.src.join("cache"), &f.dst.join("x"));
+    let src_before = snapshot(&f.src);
+    let run = f.sync(&["--exclude=/cache"]).expect(2);
+    assert!(run.stderr.contains("mounted twice"), "{run:?}");
+    assert!(
+        run.stderr
+            .contains(&format!("'{}'", f.src.join("cache").display())),
+        "{run:?}"
+    );
+    assert_eq!(src_before, snapshot(&f.src));
+}
+
+#[test]
 fn a_bind_mount_of_the_destination_inside_the_source_is_refused() {
     let f = Fixture::new();
     if !need_root("to bind-mount a directory") {
