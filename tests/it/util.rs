@@ -565,6 +565,14 @@ impl Paused {
             if let Some(&last) = signalled.get(self.stops) {
                 if log[last..].contains("stopped by SIGSTOP") {
                     self.stops += 1;
+                    // A thread in the middle of a call completes it before it stops too.
+                    while !self.all_stopped() {
+                        assert!(
+                            started.elapsed() < Duration::from_secs(120),
+                            "never stopped"
+                        );
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
                     return true;
                 }
             }
@@ -580,6 +588,22 @@ impl Paused {
     }
 
     /// The PID of the syncease process (strace's child).
+    /// Whether every thread of the run is stopped (the state after the name in each
+    /// `/proc/PID/task/TID/stat`: `t` or `T`).
+    fn all_stopped(&self) -> bool {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return true;
+        };
+        tasks.flatten().all(|task| {
+            let stat = fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.trim_start().chars().next());
+            state.is_none_or(|c| c == 't' || c == 'T')
+        })
+    }
+
     pub fn pid(&self) -> u32 {
         let children = format!("/proc/{0}/task/{0}/children", self.strace.id());
         fs::read_to_string(children)
