@@ -213,8 +213,6 @@ pub struct Tree {
     /// ([`ROOT`] for the root): two listings that share a directory (a bind mount of one
     /// side inside the other) overlap. Empty for a remote listing.
     pub dir_ids: Vec<(u64, u64, u32)>,
-    /// The device, inode and path of each directory the filter left out (not entered).
-    pub left_out: Vec<(u64, u64, PathBuf)>,
     /// Entries of a remote listing that cannot be mirrored as they are named (a key with a
     /// `..` part, an object hidden by a folder of its name): left out, each with why. Neither
     /// copied nor deleted: they are warnings, not errors of the listing.
@@ -618,10 +616,9 @@ impl Tree {
         tree
     }
 
-    /// The topmost directory `other` lists that this listing holds too — listed, or left out
-    /// by the filter — the same device and inode under two names, as a bind mount of one side
-    /// inside the other makes: its path here and in `other` (empty for a root). Only local
-    /// listings know.
+    /// The topmost directory `other` lists that this listing lists too, the same device and
+    /// inode under two names, as a bind mount of one side inside the other makes: its path here
+    /// and in `other` (empty for a root). Only local listings know.
     pub fn shared_dir(&self, other: &Tree) -> Option<(PathBuf, PathBuf)> {
         if self.dir_ids.is_empty() || other.dir_ids.is_empty() {
             return None;
@@ -630,17 +627,22 @@ impl Tree {
             ROOT => PathBuf::new(),
             _ => tree.path_at(index).to_path_buf(),
         };
-        let mut here: std::collections::HashMap<(u64, u64), PathBuf> = (self.dir_ids.iter())
-            .map(|&(dev, ino, index)| ((dev, ino), path(self, index)))
+        let here: std::collections::HashMap<(u64, u64), u32> = (self.dir_ids.iter())
+            .map(|&(dev, ino, index)| ((dev, ino), index))
             .collect();
-        here.extend(
-            self.left_out
-                .iter()
-                .map(|(dev, ino, p)| ((*dev, *ino), p.clone())),
-        );
+        // With `-x`, one filesystem mounted at the same place on both sides is entered on
+        // neither: nothing is copied into it or deleted from it.
+        let apart = |(mine, there): &(PathBuf, PathBuf)| {
+            mine != there
+                || !self.mount_points.contains(mine)
+                || !other.mount_points.contains(there)
+        };
         // Listed in path order: the first found is the topmost.
         (other.dir_ids.iter()).find_map(|&(dev, ino, there)| {
-            (here.get(&(dev, ino))).map(|mine| (mine.clone(), path(other, there)))
+            let pair = here
+                .get(&(dev, ino))
+                .map(|&mine| (path(self, mine), path(other, there)));
+            pair.filter(apart)
         })
     }
 

@@ -26,6 +26,7 @@ pub mod flatten;
 pub mod fsops;
 pub mod interrupt;
 pub mod lock;
+pub mod mounts;
 pub mod plan;
 pub mod preflight;
 pub mod remote;
@@ -255,7 +256,6 @@ fn mirror(
         }
         // One folder listed on both sides (a bind mount of one inside the other): syncing
         // through it would change SRC, or delete from it.
-        // A folder the filters leave out of SRC counts: it is not to be deleted either.
         if let Some((s, d)) = src.shared_dir(&dst) {
             let below = |root: &std::path::Path, rel: std::path::PathBuf| match rel
                 .as_os_str()
@@ -270,7 +270,7 @@ fn mirror(
             });
         }
         for tree in [&mut src, &mut dst] {
-            (tree.dir_ids, tree.left_out) = (Vec::new(), Vec::new());
+            tree.dir_ids = Vec::new();
         }
         // Only names within SRC make a group of hard links to keep (in DST, a name outside it
         // still tells that a copy shares its inode).

@@ -15,6 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use crate::config::Config;
 use crate::endpoint::is_temporary;
 use crate::entry::{is_within, merge, Pair, Tag, Tree};
+use crate::mounts::Reach;
 use crate::plan::Escaped;
 
 /// Why a run was refused.
@@ -40,7 +41,8 @@ pub enum Refusal {
         src: PathBuf,
         dst: PathBuf,
     },
-    /// A folder of SRC is a folder of DST too, mounted a second time (found while listing).
+    /// A folder of SRC is a folder of DST too, mounted a second time (found in the table of
+    /// mounts, or while listing).
     MountedTwice {
         src: PathBuf,
         dst: PathBuf,
@@ -245,10 +247,40 @@ pub fn check(config: &Config) -> Result<Checked, Refusal> {
             dst: dst.clone(),
         });
     }
+    // Through the table of mounts: a folder of one side mounted a second time inside the
+    // other, which the ancestors of the roots do not show (and a listing only where it enters
+    // that folder: not where the filters or `-x` leave it out of SRC).
+    let mounts = crate::mounts::Mounts::read();
+    let src_reach = mounts.reach(&src_real);
+    let shared = |root: &Path| {
+        let reach = mounts.reach(root);
+        let rel = |r: &Reach, root: &Path| r.seen_at.strip_prefix(root).ok().map(Path::to_owned);
+        (reach.iter()).find_map(|d| {
+            // With `-x`, one filesystem mounted at the same place on both sides is entered on
+            // neither: nothing is copied into it or deleted from it.
+            let apart = |s: &&Reach| {
+                !(config.one_file_system && s.other_fs && d.other_fs)
+                    || rel(s, &src_real) != rel(d, root)
+            };
+            src_reach.iter().filter(apart).find_map(|s| s.meets(d))
+        })
+    };
+    if let Some((src, dst)) = shared(&dst_real) {
+        return Err(Refusal::MountedTwice { src, dst });
+    }
     let protected = match &config.backup_dir {
         Some(backup) => check_backup(backup, Some(&src_real), (dst, &dst_real))?,
         None => Vec::new(),
     };
+    if let Some(backup) = &config.backup_dir {
+        let real = resolve_nearest(backup).unwrap_or_else(|_| backup.clone());
+        if shared(&real).is_some() {
+            return Err(Refusal::BackupOverlaps {
+                backup: backup.clone(),
+                reason: "is inside the source, mounted a second time (as by a bind mount)",
+            });
+        }
+    }
     Ok(Checked { protected })
 }
 

@@ -271,11 +271,6 @@ impl Walker<'_> {
         };
         let tag = tag_of(stat);
         if !self.filter.allows(rel, tag == Tag::Dir) {
-            if tag == Tag::Dir {
-                #[allow(clippy::useless_conversion)] // the field types differ between platforms
-                let id = (u64::from(stat.st_dev), u64::from(stat.st_ino));
-                self.tree.left_out.push((id.0, id.1, rel.to_path_buf()));
-            }
             return None;
         }
         let target = match &child.target {

@@ -152,26 +152,17 @@ fn filesystem_name(root: BorrowedFd<'_>, stat: &rustix::fs::Stat) -> String {
     let mount_id = statx(root, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID)
         .ok()
         .filter(|s| StatxFlags::from_bits_retain(s.stx_mask).contains(StatxFlags::MNT_ID))
-        .map(|s| s.stx_mnt_id.to_string());
+        .map(|s| s.stx_mnt_id);
     let device = format!(
         "{}:{}",
         rustix::fs::major(stat.st_dev),
         rustix::fs::minor(stat.st_dev)
     );
-    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    // `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS...] - TYPE SOURCE OPTIONS`; the last
-    // mount of a device is the one in effect.
-    let fs_type = |line: &str| Some(line.split(" - ").nth(1)?.split(' ').next()?.to_owned());
-    let by = |field: usize, value: &str| {
-        table
-            .lines()
-            .rev()
-            .find(|line| line.split(' ').nth(field) == Some(value))
-            .and_then(fs_type)
-    };
+    let table = crate::mounts::Mounts::read();
     mount_id
-        .and_then(|id| by(0, &id))
-        .or_else(|| by(2, &device))
+        .and_then(|id| table.by_id(id))
+        .or_else(|| table.by_device(&device))
+        .map(|mount| mount.fs_type.clone())
         .unwrap_or_else(|| match rustix::fs::fstatfs(root) {
             Ok(s) if is_fuse(&s) => String::from("fuse"),
             _ => String::from("unknown"),

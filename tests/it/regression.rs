@@ -1,6 +1,7 @@
 //! One test per data-loss bug found by attacking the tool, named after the behaviour it keeps.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 
 use crate::util::*;
 
@@ -217,8 +218,11 @@ fn a_source_entry_that_is_skipped_never_deletes_the_directory_at_its_path() {
 struct Bind(std::path::PathBuf);
 
 impl Bind {
+    /// Mount `from` (a folder or a file) at `at`, made as a folder where nothing is.
     fn mount(from: &std::path::Path, at: &std::path::Path) -> Bind {
-        fs::create_dir_all(at).unwrap();
+        if fs::symlink_metadata(at).is_err() {
+            fs::create_dir_all(at).unwrap();
+        }
         let made = std::process::Command::new("mount")
             .arg("--bind")
             .arg(from)
@@ -253,7 +257,7 @@ fn a_backup_folder_named_below_the_destination_is_refused_where_a_bind_mount_lea
     let _bind = Bind::mount(&f.src, &f.dst.join("x"));
     let src_before = snapshot(&f.src);
     let run = f.sync(&["--backup-dir=x/.old"]).expect(2);
-    assert!(run.stderr.contains("is inside the source"), "{run:?}");
+    assert!(run.stderr.contains("mounted twice"), "{run:?}");
     assert_eq!(src_before, snapshot(&f.src));
     assert!(f.dst.join("del").exists());
 }
@@ -279,7 +283,7 @@ fn a_bind_mount_of_the_source_inside_the_destination_never_deletes_from_the_sour
         assert!(run.stderr.contains("mounted twice"), "{options:?}: {run:?}");
         assert!(
             run.stderr
-                .contains(&format!("'{}'", f.dst.join("nested/y").display())),
+                .contains(&format!("'{}'", f.dst.join("x").display())),
             "{options:?}: {run:?}"
         );
         assert_eq!(src_before, snapshot(&f.src), "{options:?}");
@@ -294,16 +298,220 @@ fn a_bind_mount_of_a_source_folder_the_filters_leave_out_is_never_emptied() {
         return;
     }
     f.write("src/k", "k");
+    f.write("src/a/f2", "new");
     f.write("src/cache/blob", "not to be mirrored, not to be lost");
+    let old = f.write("src/cache/f2", "older, in the source");
+    set_mtime(&old, 1_500_000_000, 0);
     f.write("dst/k", "k");
-    // SRC/cache is left out of the mirror; DST/x shows it again under a name not left out.
-    let _bind = Bind::mount(&f.src.join("cache"), &f.dst.join("x"));
     let src_before = snapshot(&f.src);
-    let run = f.sync(&["--exclude=/cache"]).expect(2);
+    let refused = |run: Run, dst: &std::path::Path| {
+        assert!(run.stderr.contains("mounted twice"), "{run:?}");
+        let (src, dst) = (f.src.join("cache"), dst.display());
+        assert!(
+            run.stderr.contains(&format!(
+                "'{}' and destination folder '{dst}'",
+                src.display()
+            )),
+            "{run:?}"
+        );
+        assert_eq!(src_before, snapshot(&f.src));
+    };
+    // SRC/cache is left out of the mirror; DST/x shows it again under a name not left out,
+    // whose entries would be deleted.
+    {
+        let _bind = Bind::mount(&f.src.join("cache"), &f.dst.join("x"));
+        refused(f.sync(&["--exclude=/cache"]).expect(2), &f.dst.join("x"));
+    }
+    // DST/a shows it where SRC has a folder: SRC/a/f2 would be written over SRC/cache/f2,
+    // even without deletions.
+    {
+        let _bind = Bind::mount(&f.src.join("cache"), &f.dst.join("a"));
+        let run = f.sync(&["--no-delete", "--exclude=/cache"]).expect(2);
+        refused(run, &f.dst.join("a"));
+    }
+    // The destination root itself is SRC/cache.
+    let alias = f.path("alias");
+    let _bind = Bind::mount(&f.src.join("cache"), &alias);
+    let exclude = std::ffi::OsStr::new("--exclude=/cache");
+    let run = f.run([f.src.as_os_str(), alias.as_os_str(), exclude]);
+    refused(run.expect(2), &alias);
+}
+
+#[test]
+fn a_backup_folder_mounted_from_a_source_folder_is_refused() {
+    let f = Fixture::new();
+    if !need_root("to bind-mount a directory") {
+        return;
+    }
+    f.write("src/f1", "v1");
+    f.write("src/c/x", "the source's own");
+    f.sync(&[]).expect(0);
+    f.write("src/f1", "v2, longer");
+    let src_before = snapshot(&f.src);
+    // Outside DST, and inside it (where the filters leave SRC/c out of the listing).
+    let outside = f.path("bk");
+    for (at, option) in [
+        (outside.clone(), outside.clone()),
+        (f.dst.join("bk"), "bk".into()),
+    ] {
+        let _bind = Bind::mount(&f.src.join("c"), &at);
+        let option = format!("--backup-dir={}", option.display());
+        let run = f.sync(&[option.as_str(), "--exclude=/c"]).expect(2);
+        // Inside DST, the mount is found there first.
+        let why = [
+            "is inside the source, mounted a second time",
+            "mounted twice",
+        ];
+        assert!(why.iter().any(|w| run.stderr.contains(w)), "{run:?}");
+        assert_eq!(src_before, snapshot(&f.src));
+    }
+}
+
+#[test]
+fn a_source_file_mounted_over_a_destination_file_is_never_changed() {
+    let f = Fixture::new();
+    if !need_root("to bind-mount a file") {
+        return;
+    }
+    let h = f.write("src/h", "same");
+    chmod(&h, 0o600);
+    set_mtime(&h, 1_500_000_000, 0);
+    let other = f.write("src/other", "same");
+    std::os::unix::fs::chown(&other, Some(1234), Some(1234)).unwrap();
+    set_mtime(&other, 1_600_000_000, 0);
+    f.sync(&[]).expect(0);
+    // DST/h is SRC/other: a mode, owner or time fix of h would change SRC/other.
+    let _bind = Bind::mount(&other, &f.dst.join("h"));
+    let src_before = snapshot(&f.src);
+    let run = f.sync(&["-c"]).expect(2);
+    assert!(run.stderr.contains("mounted twice"), "{run:?}");
+    assert_eq!(src_before, snapshot(&f.src));
+    let meta = fs::metadata(&other).unwrap();
+    assert_eq!((meta.mode() & 0o7777, meta.uid()), (0o644, 1234));
+}
+
+#[test]
+fn an_overlay_in_the_destination_that_writes_into_the_source_is_refused() {
+    let f = Fixture::new();
+    if !need_root("to mount an overlay") {
+        return;
+    }
+    f.write("src/f1", "1");
+    f.write("src/a/f2", "the source's own");
+    f.mkdir("lower");
+    f.mkdir("work");
+    f.sync(&[]).expect(0);
+    // DST/y is an overlay whose upper layer, where every change goes, is SRC/a.
+    let y = f.dst.join("y");
+    fs::create_dir(&y).unwrap();
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        f.path("lower").display(),
+        f.src.join("a").display(),
+        f.path("work").display()
+    );
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &options])
+        .arg(&y)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount -t overlay");
+    let _overlay = Bind(y.clone());
+    let src_before = snapshot(&f.src);
+    let run = f.sync(&[]).expect(2);
+    assert!(run.stderr.contains("mounted twice"), "{run:?}");
+    assert!(
+        run.stderr.contains(&format!("'{}'", y.display())),
+        "{run:?}"
+    );
+    drop(_overlay);
+    assert_eq!(src_before, snapshot(&f.src));
+}
+
+#[test]
+fn a_mount_x_leaves_out_of_the_source_is_never_emptied_through_the_destination() {
+    let f = Fixture::new();
+    if !need_root("to mount a tmpfs") {
+        return;
+    }
+    // SRC/m is another filesystem, which -x does not enter; DST/y shows a folder of it again.
+    let other = f.path("other");
+    fs::create_dir(&other).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount -t tmpfs");
+    let _other = Bind(other.clone());
+    f.write("other/data/sub/kept", "precious");
+    f.write("src/k", "k");
+    let _m = Bind::mount(&other.join("data"), &f.src.join("m"));
+    // DST is on that filesystem too, so -x enters DST/y.
+    let dst = other.join("dst");
+    let args = ["-x", "-q"].map(std::ffi::OsStr::new);
+    let run =
+        |dst: &std::path::Path| f.run([&args[..], &[f.src.as_os_str(), dst.as_os_str()]].concat());
+    run(&dst).expect(0);
+    let _y = Bind::mount(&other.join("data/sub"), &dst.join("y"));
+    let run = run(&dst).expect(2);
+    assert!(run.stderr.contains("mounted twice"), "{run:?}");
+    assert_eq!(fs::read(other.join("data/sub/kept")).unwrap(), b"precious");
+}
+
+#[test]
+fn one_mount_at_the_same_place_on_both_sides_is_left_alone_with_x() {
+    let f = Fixture::new();
+    if !need_root("to mount a tmpfs") {
+        return;
+    }
+    let shared = f.path("shared");
+    fs::create_dir(&shared).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&shared)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount -t tmpfs");
+    let _shared = Bind(shared.clone());
+    f.write("shared/inside", "neither side's");
+    f.write("src/f1", "1");
+    f.sync(&[]).expect(0);
+    // Two chroots with one filesystem bound in at the same place: -x enters neither.
+    let _in_src = Bind::mount(&shared, &f.src.join("m"));
+    let _in_dst = Bind::mount(&shared, &f.dst.join("m"));
+    let run = f.sync(&["-x", "-v"]).expect(0);
+    assert!(!run.stdout.contains("inside"), "{run:?}");
+    assert_eq!(fs::read(shared.join("inside")).unwrap(), b"neither side's");
+    // Without -x both are entered: one folder on both sides.
+    f.sync(&[]).expect(2);
+}
+
+#[test]
+fn a_bind_mount_made_after_the_checks_is_refused_before_anything_changes() {
+    if !need_root("to bind-mount a directory") || !need_strace() {
+        return;
+    }
+    let f = Fixture::new();
+    f.write("src/k", "k");
+    f.write("src/sub/photo.jpg", "photo");
+    f.write("dst/k", "k");
+    let src_before = snapshot(&f.src);
+    // Stopped when DST is opened to be locked, after the table of mounts was read.
+    let args = [f.src.as_os_str(), f.dst.as_os_str()];
+    let mut run = Paused::start("openat", &f.dst, "1", args);
+    assert!(run.stopped(), "DST was never opened");
+    let _bind = Bind::mount(&f.src.join("sub"), &f.dst.join("x"));
+    // Each thread stops at its first opening of DST: the listing's too.
+    run.resume();
+    while run.stopped() {
+        run.resume();
+    }
+    let run = run.finish().expect(2);
     assert!(run.stderr.contains("mounted twice"), "{run:?}");
     assert!(
         run.stderr
-            .contains(&format!("'{}'", f.src.join("cache").display())),
+            .contains(&format!("'{}'", f.dst.join("x").display())),
         "{run:?}"
     );
     assert_eq!(src_before, snapshot(&f.src));
