@@ -28,6 +28,17 @@ pub struct Place {
     path: PathBuf,
 }
 
+impl Place {
+    /// A place that is not known (an overlay's upper layer given as a relative path): taken
+    /// to meet every other.
+    fn anywhere() -> Place {
+        Place {
+            device: String::new(),
+            path: PathBuf::from("/"),
+        }
+    }
+}
+
 /// Where a tree reaches: a place, and the path it is seen at below the tree's root.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reach {
@@ -42,6 +53,9 @@ impl Reach {
     /// share, as seen from each (this one's path first).
     pub fn meets(&self, other: &Reach) -> Option<(PathBuf, PathBuf)> {
         let (mine, theirs) = (&self.place, &other.place);
+        if mine.device.is_empty() || theirs.device.is_empty() {
+            return Some((self.seen_at.clone(), other.seen_at.clone()));
+        }
         if mine.device != theirs.device {
             return None;
         }
@@ -81,7 +95,7 @@ impl Mounts {
             let upper = (fields.get(dash + 3).copied().unwrap_or_default())
                 .split(|&b| b == b',')
                 .find_map(|option| option.strip_prefix(b"upperdir="))
-                .map(unescape);
+                .map(|upper| unescape_option(&unescape(upper)));
             Some(Mount {
                 id: text(fields.first()?).parse().ok()?,
                 device: text(fields.get(2)?),
@@ -126,12 +140,22 @@ impl Mounts {
         let mut reach = Vec::new();
         let mut add = |place: Place, seen_at: &Path, mount: &Mount| {
             let other_fs = mount.device != on.device;
-            // Written through an overlay, a path lands in its upper layer.
-            let upper = (mount.upper.as_deref()).and_then(|upper| {
-                let (top, _) = self.place(upper)?;
-                let inside = place.path.strip_prefix(&mount.root).ok()?;
-                let path = top.path.join(inside);
-                Some(Place { path, ..top })
+            // Written through an overlay, a path lands in its upper layer. The table shows it
+            // as it was given when mounted: resolved here, and where that cannot be done
+            // (a relative path, one through /proc), taken to be anywhere.
+            let upper = (mount.upper.as_deref()).map(|upper| {
+                let resolved = (upper.is_absolute() && !upper.starts_with("/proc"))
+                    .then(|| std::fs::canonicalize(upper).ok())
+                    .flatten();
+                let top = resolved.and_then(|upper| Some(self.place(&upper)?.0));
+                let inside = place.path.strip_prefix(&mount.root).ok();
+                match (top, inside) {
+                    (Some(top), Some(inside)) => Place {
+                        path: top.path.join(inside),
+                        ..top
+                    },
+                    _ => Place::anywhere(),
+                }
             });
             for place in std::iter::once(place).chain(upper) {
                 let seen_at = seen_at.to_path_buf();
@@ -143,8 +167,11 @@ impl Mounts {
             }
         };
         add(own, root, on);
+        // A mount hidden by a later one over it (or over a folder above it) is out of reach:
+        // what is seen at its place is another mount.
+        let visible = |mount: &Mount| mount_id(&mount.point) == Some(mount.id);
         for mount in &self.0 {
-            if mount.point != root && mount.point.starts_with(root) {
+            if mount.point != root && mount.point.starts_with(root) && visible(mount) {
                 let place = Place {
                     device: mount.device.clone(),
                     path: mount.root.clone(),
@@ -169,6 +196,20 @@ pub fn mount_id(path: &Path) -> Option<u64> {
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 pub fn mount_id(_path: &Path) -> Option<u64> {
     None
+}
+
+/// An overlay's option value: a comma or backslash in a path is written after a backslash.
+fn unescape_option(value: &Path) -> PathBuf {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let mut out = Vec::new();
+    let mut bytes = value.as_os_str().as_bytes().iter();
+    while let Some(&b) = bytes.next() {
+        match b {
+            b'\\' => out.extend(bytes.next()),
+            _ => out.push(b),
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 /// A path field of the table: space, tab, newline and backslash are written `\ooo`.
@@ -203,7 +244,7 @@ mod tests {
 22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
 40 22 0:35 / /dev/shm rw,nosuid - tmpfs tmpfs rw,size=100k
 41 22 8:1 /home/a/photos /mnt/with\\040space rw - ext4 /dev/sda1 rw
-42 22 0:50 / /srv/merged rw - overlay overlay rw,lowerdir=/lo,upperdir=/home/a/up,workdir=/w
+42 22 0:50 / /srv/merged rw - overlay overlay rw,lowerdir=/lo,upperdir=/home/a/up\\134\\054x,workdir=/w
 bad line
 ";
 
@@ -226,7 +267,8 @@ bad line
         );
         assert_eq!(mounts.by_device("0:35").unwrap().fs_type, "tmpfs");
         let overlay = mounts.by_id(42).unwrap();
-        assert_eq!(overlay.upper.as_deref(), Some(Path::new("/home/a/up")));
+        // A comma in an overlay's path is escaped twice: for the option, then for the table.
+        assert_eq!(overlay.upper.as_deref(), Some(Path::new("/home/a/up,x")));
         assert_eq!(mounts.by_id(22).unwrap().upper, None);
     }
 

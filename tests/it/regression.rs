@@ -399,33 +399,58 @@ fn an_overlay_in_the_destination_that_writes_into_the_source_is_refused() {
     f.write("src/f1", "1");
     f.write("src/a/f2", "the source's own");
     f.mkdir("lower");
-    f.mkdir("work");
     f.sync(&[]).expect(0);
-    // DST/y is an overlay whose upper layer, where every change goes, is SRC/a.
-    let y = f.dst.join("y");
-    fs::create_dir(&y).unwrap();
-    let options = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        f.path("lower").display(),
-        f.src.join("a").display(),
-        f.path("work").display()
-    );
+    std::os::unix::fs::symlink(&f.src, f.path("alias")).unwrap();
+    // DST/yN is an overlay whose upper layer, where every change goes, is SRC/a. The table of
+    // mounts shows that path as it was given: plain, relative, or through a symlink.
+    let src = f.src.display().to_string();
+    for (n, upper) in [format!("{src}/a"), "src/a".into(), "alias/a".into()]
+        .iter()
+        .enumerate()
+    {
+        f.mkdir(format!("work{n}"));
+        let y = f.dst.join(format!("y{n}"));
+        fs::create_dir(&y).unwrap();
+        let options = format!("lowerdir=lower,upperdir={upper},workdir=work{n}");
+        let mounted = std::process::Command::new("mount")
+            .current_dir(f.path(""))
+            .args(["-t", "overlay", "overlay", "-o", &options])
+            .arg(&y)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mount -t overlay -o {options}");
+        let overlay = Bind(y.clone());
+        let src_before = snapshot(&f.src);
+        let run = f.sync(&[]).expect(2);
+        assert!(run.stderr.contains("mounted twice"), "{upper}: {run:?}");
+        assert!(
+            run.stderr.contains(&format!("'{}'", y.display())),
+            "{upper}: {run:?}"
+        );
+        drop(overlay);
+        assert_eq!(src_before, snapshot(&f.src), "{upper}");
+    }
+}
+
+#[test]
+fn a_mount_hidden_under_a_later_one_is_no_reason_to_refuse() {
+    let f = Fixture::new();
+    if !need_root("to mount a tmpfs") {
+        return;
+    }
+    // SRC/m is DST, bound there and then hidden: a tmpfs mounted over SRC itself.
+    fs::create_dir_all(&f.dst).unwrap();
+    let _bind = Bind::mount(&f.dst, &f.src.join("m"));
     let mounted = std::process::Command::new("mount")
-        .args(["-t", "overlay", "overlay", "-o", &options])
-        .arg(&y)
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&f.src)
         .status()
         .unwrap();
-    assert!(mounted.success(), "mount -t overlay");
-    let _overlay = Bind(y.clone());
-    let src_before = snapshot(&f.src);
-    let run = f.sync(&[]).expect(2);
-    assert!(run.stderr.contains("mounted twice"), "{run:?}");
-    assert!(
-        run.stderr.contains(&format!("'{}'", y.display())),
-        "{run:?}"
-    );
-    drop(_overlay);
-    assert_eq!(src_before, snapshot(&f.src));
+    assert!(mounted.success(), "mount -t tmpfs");
+    let _over = Bind(f.src.clone());
+    f.write("src/f1", "1");
+    f.sync(&[]).expect(0);
+    assert_eq!(fs::read(f.dst.join("f1")).unwrap(), b"1");
 }
 
 #[test]
