@@ -257,16 +257,9 @@ fn mirror(
         // One folder listed on both sides (a bind mount of one inside the other): syncing
         // through it would change SRC, or delete from it.
         if let Some((s, d)) = src.shared_dir(&dst) {
-            let below = |root: &std::path::Path, rel: std::path::PathBuf| match rel
-                .as_os_str()
-                .is_empty()
-            {
-                true => root.to_path_buf(),
-                false => root.join(rel),
-            };
             return refuse(Refusal::MountedTwice {
-                src: below(&config.src, s),
-                dst: below(&config.dst, d),
+                src: origin.path(&s),
+                dst: dest.path(&d),
             });
         }
         for tree in [&mut src, &mut dst] {

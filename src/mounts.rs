@@ -59,11 +59,7 @@ impl Reach {
         if mine.device != theirs.device {
             return None;
         }
-        // Never a trailing slash for the place itself.
-        let join = |seen_at: &Path, below: &Path| match below.as_os_str().is_empty() {
-            true => seen_at.to_path_buf(),
-            false => seen_at.join(below),
-        };
+        let join = crate::fsops::joined;
         if let Ok(below) = theirs.path.strip_prefix(&mine.path) {
             return Some((join(&self.seen_at, below), other.seen_at.clone()));
         }
@@ -121,8 +117,8 @@ impl Mounts {
     /// The place of `path` (a real path; the part that does not exist yet is taken as named),
     /// and the mount it lies on; `None` when the table does not tell.
     fn place(&self, path: &Path) -> Option<(Place, &Mount)> {
-        let existing = path.ancestors().find(|a| a.symlink_metadata().is_ok())?;
-        let mount = self.by_id(mount_id(existing)?)?;
+        let id = path.ancestors().find_map(mount_id)?;
+        let mount = self.by_id(id)?;
         let below = path.strip_prefix(&mount.point).ok()?;
         let place = Place {
             device: mount.device.clone(),
@@ -183,18 +179,33 @@ impl Mounts {
     }
 }
 
-/// The mount a path lies on (not following a final symlink).
-#[cfg(any(target_os = "linux", target_os = "android"))]
+/// The mount a path lies on (not following a final symlink); `None` where it does not exist
+/// or the kernel does not tell.
 pub fn mount_id(path: &Path) -> Option<u64> {
-    use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
-    let stat = statx(CWD, path, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::MNT_ID).ok()?;
+    use rustix::fs::{AtFlags, CWD};
+    mount_id_at(CWD, path, AtFlags::SYMLINK_NOFOLLOW)
+}
+
+/// [`mount_id`] of `path` relative to `dir` (`""` with `AT_EMPTY_PATH`: `dir` itself).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn mount_id_at(
+    dir: impl std::os::fd::AsFd,
+    path: &Path,
+    flags: rustix::fs::AtFlags,
+) -> Option<u64> {
+    use rustix::fs::{statx, StatxFlags};
+    let stat = statx(dir, path, flags, StatxFlags::MNT_ID).ok()?;
     StatxFlags::from_bits_retain(stat.stx_mask)
         .contains(StatxFlags::MNT_ID)
         .then_some(stat.stx_mnt_id)
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub fn mount_id(_path: &Path) -> Option<u64> {
+pub fn mount_id_at(
+    _dir: impl std::os::fd::AsFd,
+    _path: &Path,
+    _flags: rustix::fs::AtFlags,
+) -> Option<u64> {
     None
 }
 

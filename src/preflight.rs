@@ -252,20 +252,21 @@ pub fn check(config: &Config) -> Result<Checked, Refusal> {
     // that folder: not where the filters or `-x` leave it out of SRC).
     let mounts = crate::mounts::Mounts::read();
     let src_reach = mounts.reach(&src_real);
-    let shared = |root: &Path| {
-        let reach = mounts.reach(root);
+    // With `-x`, one filesystem mounted at the same place on both sides is entered on neither:
+    // nothing is copied into it or deleted from it (DST only: a backup is written anywhere).
+    let same_place = |s: &Reach, d: &Reach, root: &Path| {
         let rel = |r: &Reach, root: &Path| r.seen_at.strip_prefix(root).ok().map(Path::to_owned);
+        config.one_file_system && s.other_fs && d.other_fs && rel(s, &src_real) == rel(d, root)
+    };
+    let shared = |root: &Path, left_alone: bool| {
+        let reach = mounts.reach(root);
         (reach.iter()).find_map(|d| {
-            // With `-x`, one filesystem mounted at the same place on both sides is entered on
-            // neither: nothing is copied into it or deleted from it.
-            let apart = |s: &&Reach| {
-                !(config.one_file_system && s.other_fs && d.other_fs)
-                    || rel(s, &src_real) != rel(d, root)
-            };
-            src_reach.iter().filter(apart).find_map(|s| s.meets(d))
+            (src_reach.iter())
+                .filter(|s| !(left_alone && same_place(s, d, root)))
+                .find_map(|s| s.meets(d))
         })
     };
-    if let Some((src, dst)) = shared(&dst_real) {
+    if let Some((src, dst)) = shared(&dst_real, true) {
         return Err(Refusal::MountedTwice { src, dst });
     }
     let protected = match &config.backup_dir {
@@ -274,7 +275,7 @@ pub fn check(config: &Config) -> Result<Checked, Refusal> {
     };
     if let Some(backup) = &config.backup_dir {
         let real = resolve_nearest(backup).unwrap_or_else(|_| backup.clone());
-        if shared(&real).is_some() {
+        if shared(&real, false).is_some() {
             return Err(Refusal::BackupOverlaps {
                 backup: backup.clone(),
                 reason: "is inside the source, mounted a second time (as by a bind mount)",

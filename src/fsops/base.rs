@@ -119,11 +119,14 @@ impl Base {
 }
 
 /// `root.join(rel)` in one allocation: a copy names its source and its target for messages,
-/// and `join` grows its buffer once more for each.
+/// and `join` grows its buffer once more for each. An empty `rel` is `root` itself, with no
+/// trailing slash.
 pub fn joined(root: &Path, rel: &Path) -> PathBuf {
     let mut path = PathBuf::with_capacity(root.as_os_str().len() + 1 + rel.as_os_str().len());
     path.push(root);
-    path.push(rel);
+    if !rel.as_os_str().is_empty() {
+        path.push(rel);
+    }
     path
 }
 

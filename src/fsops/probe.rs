@@ -148,11 +148,7 @@ fn is_fuse(stat: &rustix::fs::StatFs) -> bool {
 /// not the one the table shows), else of its device.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn filesystem_name(root: BorrowedFd<'_>, stat: &rustix::fs::Stat) -> String {
-    use rustix::fs::{statx, StatxFlags};
-    let mount_id = statx(root, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID)
-        .ok()
-        .filter(|s| StatxFlags::from_bits_retain(s.stx_mask).contains(StatxFlags::MNT_ID))
-        .map(|s| s.stx_mnt_id);
+    let mount_id = crate::mounts::mount_id_at(root, std::path::Path::new(""), AtFlags::EMPTY_PATH);
     let device = format!(
         "{}:{}",
         rustix::fs::major(stat.st_dev),

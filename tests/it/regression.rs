@@ -234,6 +234,20 @@ impl Bind {
     }
 }
 
+impl Bind {
+    /// Mount a small tmpfs at `at` (made where nothing is), undone when dropped.
+    fn tmpfs(at: &std::path::Path) -> Bind {
+        fs::create_dir_all(at).unwrap();
+        let made = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mount -t tmpfs");
+        Bind(at.to_path_buf())
+    }
+}
+
 impl Drop for Bind {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount")
@@ -441,13 +455,7 @@ fn a_mount_hidden_under_a_later_one_is_no_reason_to_refuse() {
     // SRC/m is DST, bound there and then hidden: a tmpfs mounted over SRC itself.
     fs::create_dir_all(&f.dst).unwrap();
     let _bind = Bind::mount(&f.dst, &f.src.join("m"));
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&f.src)
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "mount -t tmpfs");
-    let _over = Bind(f.src.clone());
+    let _over = Bind::tmpfs(&f.src);
     f.write("src/f1", "1");
     f.sync(&[]).expect(0);
     assert_eq!(fs::read(f.dst.join("f1")).unwrap(), b"1");
@@ -461,14 +469,7 @@ fn a_mount_x_leaves_out_of_the_source_is_never_emptied_through_the_destination()
     }
     // SRC/m is another filesystem, which -x does not enter; DST/y shows a folder of it again.
     let other = f.path("other");
-    fs::create_dir(&other).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&other)
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "mount -t tmpfs");
-    let _other = Bind(other.clone());
+    let _other = Bind::tmpfs(&other);
     f.write("other/data/sub/kept", "precious");
     f.write("src/k", "k");
     let _m = Bind::mount(&other.join("data"), &f.src.join("m"));
@@ -491,14 +492,7 @@ fn one_mount_at_the_same_place_on_both_sides_is_left_alone_with_x() {
         return;
     }
     let shared = f.path("shared");
-    fs::create_dir(&shared).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&shared)
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "mount -t tmpfs");
-    let _shared = Bind(shared.clone());
+    let _shared = Bind::tmpfs(&shared);
     f.write("shared/inside", "neither side's");
     f.write("src/f1", "1");
     f.sync(&[]).expect(0);
