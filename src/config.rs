@@ -156,6 +156,9 @@ pub struct Config {
     /// Relative paths left out of the mirror on both sides (the backup directory when it lies
     /// inside DST). Set by preflight.
     pub protected: Vec<PathBuf>,
+    /// The mounts there were when preflight began: a folder mounted on since is never
+    /// entered. Set by preflight.
+    pub mounts: crate::mounts::Present,
     /// Who owns what the run writes, and which owners and groups it keeps.
     pub ownership: Ownership,
     /// Whether the destination can hold symlinks; when not, the source's are skipped with a
@@ -278,6 +281,7 @@ impl Config {
             filter: Filter::default(),
             flatten: false,
             protected: Vec::new(),
+            mounts: crate::mounts::Present::default(),
             ownership: Ownership::default(),
             symlinks: true,
             byte_names: true,

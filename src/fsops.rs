@@ -59,6 +59,8 @@ pub struct BackupDir<'a> {
     pub path: &'a Path,
     /// DST and the backup directory's path below it, when it lies there.
     pub inside: Option<(&'a Base, &'a Path)>,
+    /// The mounts there were when the run began: a folder mounted on since is not entered.
+    pub present: &'a crate::mounts::Present,
 }
 
 impl<'a> BackupDir<'a> {
@@ -69,13 +71,13 @@ impl<'a> BackupDir<'a> {
         let base = match self.inside {
             Some((dst, rel)) => dst
                 .in_new_dir(rel, |fd| rustix::io::fcntl_dupfd_cloexec(fd, 0))
-                .and_then(|fd| Ok(Base::from_fd(fd?, self.path))),
+                .and_then(|fd| Ok(Base::from_fd(fd?, self.path, self.present.clone()))),
             // Elsewhere its path is the user's, as the roots are: links on it are followed.
             None => std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(self.path)
-                .and_then(|()| Base::open(self.path)),
+                .and_then(|()| Base::open(self.path, self.present.clone())),
         };
         let base = base.at(Op::MakeDir, self.path)?;
         Ok(self.opened.get_or_init(|| base))
@@ -905,7 +907,10 @@ pub fn copy_xattrs(src: Source<'_>, dst: &Base, rel: &Path, which: Xattrs) -> Re
     };
     let path = dst.path(rel);
     let (dir, name) = split(rel);
-    let done = dst.in_dir(dir, |fd| xattr::replace_at(fd, name, &attrs, which));
+    let done = dst.in_dir(dir, |fd| {
+        not_mounted_since(dst, fd, name)?;
+        xattr::replace_at(fd, name, &attrs, which)
+    });
     done.and_then(|done| done).at(Op::SetXattrs, &path)
 }
 
@@ -961,6 +966,7 @@ pub fn set_owner(dst: &Base, rel: &Path, owner: Chown) -> Result<()> {
         return chown_at(dst.as_fd(), OsStr::new(""), owner).at(Op::SetOwner, &path);
     }
     at_parent(dst, rel, Op::SetOwner, |dir, name| {
+        not_mounted_since(dst, dir, name).at(Op::SetOwner, &path)?;
         chown_at(dir, name, owner).at(Op::SetOwner, &path)
     })
 }
@@ -978,17 +984,26 @@ pub fn fix_file(
     mode: Option<u32>,
     mtime: Option<Mtime>,
 ) -> Result<()> {
+    use rustix::fs::StatxFlags;
     let path = dst.path(rel);
     at_parent(dst, rel, Op::Mirror, |dir, name| {
         let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let entry = rustix::fs::openat(dir, name, flags, Mode::empty()).at(Op::Stat, &path)?;
-        let stat = rustix::fs::fstat(&entry).at(Op::Stat, &path)?;
-        if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
+        // One call for the type, the link count and the mount the handle is on.
+        let wanted = StatxFlags::TYPE | StatxFlags::NLINK | StatxFlags::MNT_ID;
+        let stat =
+            rustix::fs::statx(&entry, "", AtFlags::EMPTY_PATH, wanted).at(Op::Stat, &path)?;
+        if rustix::fs::FileType::from_raw_mode(stat.stx_mode.into())
+            != rustix::fs::FileType::RegularFile
+        {
             let cause = io::Error::other("something else took the file's place: left alone");
             return Err(Error::new(Op::Mirror, &path, cause));
         }
-        #[allow(clippy::useless_conversion)] // the field's type differs between platforms
-        if u64::from(stat.st_nlink) > u64::from(links) {
+        let mount_told = StatxFlags::from_bits_retain(stat.stx_mask).contains(StatxFlags::MNT_ID);
+        if mount_told && !dst.present().allows(stat.stx_mnt_id) {
+            return Err(Error::new(Op::Mirror, &path, base::mounted_since(name)));
+        }
+        if stat.stx_nlink > links {
             let cause = io::Error::other(
                 "it was hard-linked elsewhere since it was listed: not changed through the link \
                  (the next run writes it anew)",
@@ -1057,6 +1072,7 @@ pub fn set_mode(dst: &Base, rel: &Path, mode: u32) -> Result<()> {
         return chmod_handle(dst.as_fd(), mode).at(Op::SetPermissions, &path);
     }
     at_parent(dst, rel, Op::SetPermissions, |dir, name| {
+        not_mounted_since(dst, dir, name).at(Op::SetPermissions, &path)?;
         chmod_at(dir, name, mode).at(Op::SetPermissions, &path)
     })
 }
@@ -1069,8 +1085,23 @@ pub fn set_mtime(dst: &Base, rel: &Path, mtime: Mtime, tag: Tag) -> Result<()> {
         return set_times_at(dst.as_fd(), OsStr::new(""), mtime, tag).at(Op::SetTimes, &path);
     }
     at_parent(dst, rel, Op::SetTimes, |dir, name| {
+        not_mounted_since(dst, dir, name).at(Op::SetTimes, &path)?;
         set_times_at(dir, name, mtime, tag).at(Op::SetTimes, &path)
     })
+}
+
+/// An error for the entry `name` in `dir` when a filesystem was mounted on it since the run
+/// began: a change to it would reach the root of that filesystem (a source folder or file
+/// bound there), not what the listing saw. `""` (the directory itself) was checked when it
+/// was entered.
+fn not_mounted_since(base: &Base, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    if name.is_empty() {
+        return Ok(());
+    }
+    match crate::mounts::mount_id_at(dir, Path::new(name), AtFlags::SYMLINK_NOFOLLOW) {
+        Some(id) if !base.present().allows(id) => Err(base::mounted_since(name)),
+        _ => Ok(()),
+    }
 }
 
 fn timespec(mtime: Mtime) -> Timespec {

@@ -82,6 +82,7 @@ fn settled(config: &Config, checked: preflight::Checked) -> Config {
     let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let mut settled = Config {
         protected: checked.protected,
+        mounts: checked.mounts,
         ..config.clone()
     };
     if config.src_url.is_none() {
@@ -175,6 +176,7 @@ fn open_destination<'a>(
     }
     local.mkpath = config.mkpath;
     local.one_fs = config.one_file_system;
+    local.present = config.mounts.clone();
     for (dir, reflink) in &config.priors {
         match Folder::open(dir, false) {
             Ok(folder) => local.priors.push(endpoint::Prior {

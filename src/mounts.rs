@@ -5,6 +5,7 @@
 //! table is empty and nothing is known.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One line of the table.
 #[derive(Clone, Debug, PartialEq)]
@@ -176,6 +177,28 @@ impl Mounts {
             }
         }
         reach
+    }
+}
+
+/// The mounts there were when a run began, by ID. A folder on any other was mounted during
+/// the run, over what the run had listed: the run never goes into it (its deletions would
+/// reach whatever was mounted there, a source folder bound there among them). Empty where the
+/// table cannot be read: then nothing is known and nothing is refused.
+#[derive(Clone, Debug, Default)]
+pub struct Present(Arc<[u64]>);
+
+impl Present {
+    /// The IDs of the mounts in `table`.
+    pub fn of(table: &Mounts) -> Present {
+        let mut ids: Vec<u64> = table.0.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        Present(ids.into())
+    }
+
+    /// Whether a folder on the mount `id` may be entered: it was there when the run began,
+    /// or the kernel does not tell mounts apart (`id` 0), or the table was not read.
+    pub fn allows(&self, id: u64) -> bool {
+        id == 0 || self.0.is_empty() || self.0.binary_search(&id).is_ok()
     }
 }
 

@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use crate::config::Config;
 use crate::endpoint::is_temporary;
 use crate::entry::{is_within, merge, Pair, Tag, Tree};
-use crate::mounts::Reach;
+use crate::mounts::{Mounts, Present, Reach};
 use crate::plan::Escaped;
 
 /// Why a run was refused.
@@ -170,6 +170,8 @@ impl std::error::Error for Refusal {}
 pub struct Checked {
     /// Relative paths inside the mirror that must be left alone (a backup directory in DST).
     pub protected: Vec<PathBuf>,
+    /// The mounts there were when the checks began.
+    pub mounts: Present,
 }
 
 /// Check the roots: a local one must be a readable directory (SRC) or a directory or a name
@@ -179,6 +181,10 @@ pub struct Checked {
 pub fn check(config: &Config) -> Result<Checked, Refusal> {
     let src = &config.src;
     let dst = &config.dst;
+    // Read first: a mount made after this is one the checks did not see, and no local side
+    // enters it (see [`Present`]).
+    let mounts = Mounts::read();
+    let present = Present::of(&mounts);
     let src_real = match config.src_url {
         None => Some(check_source(src)?),
         Some(_) => None,
@@ -197,6 +203,7 @@ pub fn check(config: &Config) -> Result<Checked, Refusal> {
         }
         return Ok(Checked {
             protected: Vec::new(),
+            mounts: present,
         });
     }
     let dst_real = match fs::metadata(dst) {
@@ -224,7 +231,10 @@ pub fn check(config: &Config) -> Result<Checked, Refusal> {
             Some(backup) => check_backup(backup, None, (dst, &dst_real))?,
             None => Vec::new(),
         };
-        return Ok(Checked { protected });
+        return Ok(Checked {
+            protected,
+            mounts: present,
+        });
     };
 
     // By path, and by device and inode: one tree seen through two paths (a bind mount, a
@@ -250,7 +260,6 @@ pub fn check(config: &Config) -> Result<Checked, Refusal> {
     // Through the table of mounts: a folder of one side mounted a second time inside the
     // other, which the ancestors of the roots do not show (and a listing only where it enters
     // that folder: not where the filters or `-x` leave it out of SRC).
-    let mounts = crate::mounts::Mounts::read();
     let src_reach = mounts.reach(&src_real);
     // With `-x`, one filesystem mounted at the same place on both sides is entered on neither:
     // nothing is copied into it or deleted from it (DST only: a backup is written anywhere).
@@ -282,7 +291,10 @@ pub fn check(config: &Config) -> Result<Checked, Refusal> {
             });
         }
     }
-    Ok(Checked { protected })
+    Ok(Checked {
+        protected,
+        mounts: present,
+    })
 }
 
 /// The guards on the listings, as the planner will see them (after filters and `--flatten`):

@@ -15,6 +15,7 @@ use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
 use crate::fsops::{self, Base, Displaced, Node};
 use crate::lock::{self, Lock};
+use crate::mounts::Present;
 use crate::xattrs::{self, Differs};
 
 /// A folder on a local filesystem as the side a run reads: listed by [`crate::scan`], its
@@ -28,11 +29,12 @@ pub struct Folder {
 }
 
 impl Folder {
-    /// Open the folder at `root` (which exists).
+    /// Open the folder at `root` (which exists). It is only read: a mount made below it
+    /// during the run (an automount its listing triggered) is read like the rest.
     pub fn open(root: &Path, one_fs: bool) -> std::io::Result<Folder> {
         Ok(Folder {
             root: root.to_path_buf(),
-            base: Base::open(root)?,
+            base: Base::open(root, Present::default())?,
             one_fs,
         })
     }
@@ -88,6 +90,8 @@ pub struct Local<'a> {
     pub one_fs: bool,
     /// Earlier snapshots to take unchanged files from (`--link-dest`, `--reflink-dest`).
     pub priors: Vec<Prior>,
+    /// The mounts there were when the run began: a folder mounted on since is not entered.
+    pub present: Present,
 }
 
 /// An earlier snapshot: a file unchanged against it is taken from it rather than copied from
@@ -112,6 +116,7 @@ impl<'a> Local<'a> {
             mkpath: false,
             one_fs: false,
             priors: Vec::new(),
+            present: Present::default(),
         }
     }
 
@@ -121,7 +126,8 @@ impl<'a> Local<'a> {
         if let Some(base) = self.base.get() {
             return Ok(base);
         }
-        let base = Base::open(self.root).map_err(|e| Error::new(Op::Open, self.root, e))?;
+        let base = Base::open(self.root, self.present.clone())
+            .map_err(|e| Error::new(Op::Open, self.root, e))?;
         Ok(self.base.get_or_init(|| base))
     }
 
@@ -137,6 +143,7 @@ impl<'a> Local<'a> {
             opened: &self.backup_base,
             path,
             inside,
+            present: &self.present,
         };
         Ok(Displaced::Backup { dir, rel })
     }

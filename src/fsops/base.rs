@@ -10,6 +10,10 @@
 //! to the base). Work in path order therefore opens each directory about once per worker, the
 //! cursor holds one descriptor whatever the depth, and nothing recurses: the only depth limit
 //! is the filesystem's.
+//!
+//! A directory that became a mount point after the run began (its mount is not among
+//! [`Present`]) is not entered either: what the listing saw there is hidden under another
+//! filesystem, and a deletion through it would reach that filesystem's files.
 
 use std::cell::RefCell;
 use std::ffi::OsStr;
@@ -21,6 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{Mode, OFlags};
 
+use crate::mounts::Present;
+
 /// A directory this run writes in, opened once, with the path it was given (for messages).
 #[derive(Debug)]
 pub struct Base {
@@ -28,6 +34,8 @@ pub struct Base {
     path: PathBuf,
     /// Tells this base's cursors from those of another.
     key: u64,
+    /// The mounts there were when the run began: no other is entered.
+    present: Present,
 }
 
 /// How a directory below a base is opened: a handle to walk through (no read permission
@@ -46,28 +54,60 @@ fn handle_flags() -> OFlags {
     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC
 }
 
-/// A directory's device and inode.
-fn identity(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+/// A directory's device, inode and mount (0 where the kernel does not tell).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Id {
+    dev: u64,
+    ino: u64,
+    mount: u64,
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn identity(fd: BorrowedFd<'_>) -> io::Result<Id> {
+    use rustix::fs::{AtFlags, StatxFlags};
+    let wanted = StatxFlags::INO | StatxFlags::MNT_ID;
+    let stat = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, wanted)?;
+    let told = StatxFlags::from_bits_retain(stat.stx_mask).contains(StatxFlags::MNT_ID);
+    Ok(Id {
+        dev: rustix::fs::makedev(stat.stx_dev_major, stat.stx_dev_minor),
+        ino: stat.stx_ino,
+        mount: if told { stat.stx_mnt_id } else { 0 },
+    })
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn identity(fd: BorrowedFd<'_>) -> io::Result<Id> {
     let stat = rustix::fs::fstat(fd)?;
-    Ok((stat.st_dev, stat.st_ino))
+    Ok(Id {
+        dev: stat.st_dev as u64,
+        ino: stat.st_ino as u64,
+        mount: 0,
+    })
 }
 
 impl Base {
-    /// Open the directory at `path` (the root given by the user: a link there is followed).
-    pub fn open(path: &Path) -> io::Result<Base> {
+    /// Open the directory at `path` (the root given by the user: a link there is followed);
+    /// below it, only the `present` mounts are entered.
+    pub fn open(path: &Path, present: Present) -> io::Result<Base> {
         let fd = rustix::fs::open(path, handle_flags(), Mode::empty())?;
-        Ok(Base::from_fd(fd, path))
+        Ok(Base::from_fd(fd, path, present))
     }
 
     /// A base on a directory handle already open (one reached through another base), known
     /// by `path` in messages.
-    pub fn from_fd(fd: OwnedFd, path: &Path) -> Base {
+    pub fn from_fd(fd: OwnedFd, path: &Path, present: Present) -> Base {
         static KEYS: AtomicU64 = AtomicU64::new(0);
         Base {
             fd,
             path: path.to_path_buf(),
             key: KEYS.fetch_add(1, Ordering::Relaxed),
+            present,
         }
+    }
+
+    /// The mounts this base enters.
+    pub fn present(&self) -> &Present {
+        &self.present
     }
 
     /// The path of `rel` below the base, for messages.
@@ -139,6 +179,15 @@ pub(crate) fn plain(path: &[u8]) -> bool {
             .all(|part| !part.is_empty() && part != b"." && part != b"..")
 }
 
+/// The error for an entry `name` that a filesystem was mounted on since the run began.
+pub(crate) fn mounted_since(name: &OsStr) -> io::Error {
+    io::Error::other(format!(
+        "a filesystem was mounted on '{}' during the run: left alone (what was listed there is \
+         hidden under it)",
+        crate::plan::Escaped(Path::new(name))
+    ))
+}
+
 /// The error for a path that is not [`plain`].
 pub(crate) fn not_plain() -> io::Error {
     io::Error::new(
@@ -166,8 +215,8 @@ struct Cursor {
     /// its components ends in it: paths are compared as bytes, never component by component.
     path: Vec<u8>,
     ends: Vec<usize>,
-    /// Device and inode of the base and of each directory on the way.
-    ids: Vec<(u64, u64)>,
+    /// Device, inode and mount of the base and of each directory on the way.
+    ids: Vec<Id>,
 }
 
 impl Cursor {
@@ -203,7 +252,7 @@ impl Cursor {
                 .iter()
                 .position(|&b| b == b'/')
                 .map_or(target.len(), |n| at + n);
-            self.down(OsStr::from_bytes(&target[at..next]), create)?;
+            self.down(OsStr::from_bytes(&target[at..next]), create, &base.present)?;
             at = next + 1;
         }
         Ok(())
@@ -225,8 +274,9 @@ impl Cursor {
         Ok(())
     }
 
-    /// One step down, into `name`, never through a link.
-    fn down(&mut self, name: &OsStr, create: bool) -> io::Result<()> {
+    /// One step down, into `name`, never through a link, nor into a filesystem mounted there
+    /// since the run began.
+    fn down(&mut self, name: &OsStr, create: bool, present: &Present) -> io::Result<()> {
         let opened = match rustix::fs::openat(&self.fd, name, open_flags(), Mode::empty()) {
             Err(rustix::io::Errno::NOENT) if create => {
                 match rustix::fs::mkdirat(&self.fd, name, Mode::RWXU) {
@@ -248,7 +298,12 @@ impl Cursor {
             ),
             e => e.into(),
         })?;
-        self.ids.push(identity(fd.as_fd())?);
+        let id = identity(fd.as_fd())?;
+        let here = self.ids[self.ids.len() - 1];
+        if id.mount != here.mount && !present.allows(id.mount) {
+            return Err(mounted_since(name));
+        }
+        self.ids.push(id);
         if !self.path.is_empty() {
             self.path.push(b'/');
         }

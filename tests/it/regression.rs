@@ -537,6 +537,65 @@ fn a_bind_mount_made_after_the_checks_is_refused_before_anything_changes() {
 }
 
 #[test]
+fn a_mount_made_during_the_run_is_never_deleted_through() {
+    if !need_root("to bind-mount a directory") || !need_strace() {
+        return;
+    }
+    let f = Fixture::new();
+    f.write("src/photos/old.jpg", "precious");
+    f.write("src/k", "k");
+    f.write("dst/k", "k");
+    // Listed in DST alone: x and x/old.jpg are to be deleted.
+    f.write("dst/x/old.jpg", "stale");
+    let mut bind = None;
+    let mut src_before = None;
+    let run = between_listing_and_fixes(&f, || {
+        src_before = Some(snapshot(&f.src));
+        bind = Some(Bind::mount(&f.src.join("photos"), &f.dst.join("x")));
+    });
+    let run = run.expect(1);
+    assert_eq!(src_before.unwrap(), snapshot(&f.src), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("a filesystem was mounted on 'x' during the run"),
+        "{run:?}"
+    );
+    assert!(f.dst.join("photos/old.jpg").is_file());
+    drop(bind);
+    // Once the mount is gone, the next run deletes what was listed there.
+    f.sync(&[]).expect(0);
+    assert!(!f.dst.join("x").exists());
+}
+
+#[test]
+fn a_file_or_folder_mounted_on_during_the_run_never_gets_its_fixes() {
+    if !need_root("to bind-mount a file") || !need_strace() {
+        return;
+    }
+    let f = Fixture::new();
+    let a = f.write("src/a", "same contents");
+    let d = f.mkdir("src/d");
+    f.sync(&[]).expect(0);
+    chmod(&a, 0o600);
+    chmod(&d, 0o700);
+    let outside_file = f.write("outside/file", "not DST's");
+    let outside_dir = f.mkdir("outside/dir");
+    let mode = |p: &std::path::Path| fs::metadata(p).unwrap().mode() & 0o7777;
+    let before = (mode(&outside_file), mode(&outside_dir));
+    let mut binds = Vec::new();
+    let run = between_listing_and_fixes(&f, || {
+        binds.push(Bind::mount(&outside_file, &f.dst.join("a")));
+        binds.push(Bind::mount(&outside_dir, &f.dst.join("d")));
+    });
+    let run = run.expect(1);
+    for name in ["a", "d"] {
+        let said = format!("a filesystem was mounted on '{name}' during the run");
+        assert!(run.stderr.contains(&said), "{run:?}");
+    }
+    assert_eq!(before, (mode(&outside_file), mode(&outside_dir)));
+}
+
+#[test]
 fn a_bind_mount_of_the_destination_inside_the_source_is_refused() {
     let f = Fixture::new();
     if !need_root("to bind-mount a directory") {

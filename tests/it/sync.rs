@@ -588,19 +588,6 @@ fn a_fix_in_place_never_reaches_a_name_outside_the_destination() {
     assert_eq!(f.sync(&["-v"]).expect(0).stdout, "");
 }
 
-/// `syncease -v -j 1 SRC DST` with `meanwhile` done after DST was listed and before the
-/// fixes: while a new file z (added here) is copied.
-fn between_listing_and_fixes(f: &Fixture, meanwhile: impl FnOnce()) -> Run {
-    f.write("src/z", big_content(1, 0, 256 << 10));
-    let args = ["-v", "-j", "1"].map(std::ffi::OsStr::new);
-    let args = [&args[..], &[f.src.as_os_str(), f.dst.as_os_str()]].concat();
-    let mut run = Paused::start("copy_file_range", &f.path("src/z"), "1", args);
-    assert!(run.stopped(), "z was never copied");
-    meanwhile();
-    run.resume();
-    run.finish()
-}
-
 #[test]
 fn a_file_a_symlink_replaced_during_the_run_is_never_fixed_through_it() {
     if !need_strace() {

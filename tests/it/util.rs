@@ -1145,3 +1145,16 @@ pub fn tree_xattrs(root: &Path) -> BTreeMap<PathBuf, BTreeMap<String, Vec<u8>>> 
         .filter(|(_, attrs)| !attrs.is_empty())
         .collect()
 }
+
+/// `syncease -v -j 1 SRC DST` with `meanwhile` done after DST was listed and before the
+/// fixes and deletions: while a new file z (added here) is copied.
+pub fn between_listing_and_fixes(f: &Fixture, meanwhile: impl FnOnce()) -> Run {
+    f.write("src/z", big_content(1, 0, 256 << 10));
+    let args = ["-v", "-j", "1"].map(std::ffi::OsStr::new);
+    let args = [&args[..], &[f.src.as_os_str(), f.dst.as_os_str()]].concat();
+    let mut run = Paused::start("copy_file_range", &f.path("src/z"), "1", args);
+    assert!(run.stopped(), "z was never copied");
+    meanwhile();
+    run.resume();
+    run.finish()
+}
