@@ -1296,6 +1296,10 @@ fn a_destination_root_that_cannot_be_written_is_known_by_its_filesystem() {
         "dst/sub/gone",
         "deletable: DST is of a kind that compares names byte for byte",
     );
+    // The roots as the mirror has them: a root whose time differs would be fixed, which an
+    // immutable root refuses (their times came from the clock's tick, one apart under load).
+    set_mtime(&f.src, 1_600_000_000, 123_456_789);
+    set_mtime(&f.dst, 1_600_000_000, 123_456_789);
     let chattr = |flag: &str| {
         std::process::Command::new("chattr")
             .arg(flag)
