@@ -958,19 +958,6 @@ fn remove_at(at: At<'_>, tag: Tag, displaced: Displaced<'_>) -> Result<()> {
     }
 }
 
-/// Give the entry `rel` below `dst` ("" is `dst` itself) an owner and group, never through a
-/// link (a link itself gets them).
-pub fn set_owner(dst: &Base, rel: &Path, owner: Chown) -> Result<()> {
-    let path = dst.path(rel);
-    if rel.as_os_str().is_empty() {
-        return chown_at(dst.as_fd(), OsStr::new(""), owner).at(Op::SetOwner, &path);
-    }
-    at_parent(dst, rel, Op::SetOwner, |dir, name| {
-        not_mounted_since(dst, dir, name).at(Op::SetOwner, &path)?;
-        chown_at(dir, name, owner).at(Op::SetOwner, &path)
-    })
-}
-
 /// Give the regular file `rel` below `dst` its owner, then mode, then mtime, all through one
 /// handle of the file itself, unless it has more than `links` names now (the count it was
 /// listed with): a name was linked to it outside the mirror meanwhile, and the change would
@@ -993,15 +980,17 @@ pub fn fix_file(
         let wanted = StatxFlags::TYPE | StatxFlags::NLINK | StatxFlags::MNT_ID;
         let stat =
             rustix::fs::statx(&entry, "", AtFlags::EMPTY_PATH, wanted).at(Op::Stat, &path)?;
+        if !dst
+            .present()
+            .allows(crate::mounts::told(&stat).unwrap_or(0))
+        {
+            return Err(Error::new(Op::Mirror, &path, base::mounted_since(name)));
+        }
         if rustix::fs::FileType::from_raw_mode(stat.stx_mode.into())
             != rustix::fs::FileType::RegularFile
         {
             let cause = io::Error::other("something else took the file's place: left alone");
             return Err(Error::new(Op::Mirror, &path, cause));
-        }
-        let mount_told = StatxFlags::from_bits_retain(stat.stx_mask).contains(StatxFlags::MNT_ID);
-        if mount_told && !dst.present().allows(stat.stx_mnt_id) {
-            return Err(Error::new(Op::Mirror, &path, base::mounted_since(name)));
         }
         if stat.stx_nlink > links {
             let cause = io::Error::other(
@@ -1065,29 +1054,38 @@ fn chown_handle(
     Ok(rustix::fs::fchown(fd, uid, gid)?)
 }
 
-/// Set the permission bits of the file or directory `rel` below `dst` ("" is `dst` itself).
-pub fn set_mode(dst: &Base, rel: &Path, mode: u32) -> Result<()> {
+/// Give the entry `rel` below `dst` ("" is `dst` itself) its owner, then mode, then mtime,
+/// never through a link (a symlink itself gets its owner and time). A chown drops setuid and
+/// setgid bits, which the mode then sets; the access time is set to now (some FUSE drivers
+/// ignore a change that leaves it alone). On Linux a regular file goes through [`fix_file`].
+pub fn fix_entry(
+    dst: &Base,
+    rel: &Path,
+    tag: Tag,
+    owner: Chown,
+    mode: Option<u32>,
+    mtime: Option<Mtime>,
+) -> Result<()> {
     let path = dst.path(rel);
+    let fix = |dir: BorrowedFd<'_>, name: &OsStr| -> Result<()> {
+        not_mounted_since(dst, dir, name).at(Op::Mirror, &path)?;
+        chown_at(dir, name, owner).at(Op::SetOwner, &path)?;
+        if let Some(mode) = mode {
+            match name.is_empty() {
+                true => chmod_handle(dir, mode),
+                false => chmod_at(dir, name, mode),
+            }
+            .at(Op::SetPermissions, &path)?;
+        }
+        match mtime {
+            Some(mtime) => set_times_at(dir, name, mtime, tag).at(Op::SetTimes, &path),
+            None => Ok(()),
+        }
+    };
     if rel.as_os_str().is_empty() {
-        return chmod_handle(dst.as_fd(), mode).at(Op::SetPermissions, &path);
+        return fix(dst.as_fd(), OsStr::new(""));
     }
-    at_parent(dst, rel, Op::SetPermissions, |dir, name| {
-        not_mounted_since(dst, dir, name).at(Op::SetPermissions, &path)?;
-        chmod_at(dir, name, mode).at(Op::SetPermissions, &path)
-    })
-}
-
-/// Set the mtime of the entry `rel` below `dst` ("" is `dst` itself); the access time is set
-/// to now (some FUSE drivers ignore a change that leaves it alone).
-pub fn set_mtime(dst: &Base, rel: &Path, mtime: Mtime, tag: Tag) -> Result<()> {
-    let path = dst.path(rel);
-    if rel.as_os_str().is_empty() {
-        return set_times_at(dst.as_fd(), OsStr::new(""), mtime, tag).at(Op::SetTimes, &path);
-    }
-    at_parent(dst, rel, Op::SetTimes, |dir, name| {
-        not_mounted_since(dst, dir, name).at(Op::SetTimes, &path)?;
-        set_times_at(dir, name, mtime, tag).at(Op::SetTimes, &path)
-    })
+    at_parent(dst, rel, Op::Mirror, fix)
 }
 
 /// An error for the entry `name` in `dir` when a filesystem was mounted on it since the run

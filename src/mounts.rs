@@ -217,7 +217,13 @@ pub fn mount_id_at(
     flags: rustix::fs::AtFlags,
 ) -> Option<u64> {
     use rustix::fs::{statx, StatxFlags};
-    let stat = statx(dir, path, flags, StatxFlags::MNT_ID).ok()?;
+    told(&statx(dir, path, flags, StatxFlags::MNT_ID).ok()?)
+}
+
+/// The mount ID a `statx` that asked for it got, when the kernel told it.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn told(stat: &rustix::fs::Statx) -> Option<u64> {
+    use rustix::fs::StatxFlags;
     StatxFlags::from_bits_retain(stat.stx_mask)
         .contains(StatxFlags::MNT_ID)
         .then_some(stat.stx_mnt_id)

@@ -233,7 +233,8 @@ impl Destination for Local<'_> {
     }
 
     fn open_dir(&self, rel: &Path, mode: u16) -> Result<()> {
-        fsops::set_mode(self.base()?, rel, u32::from(mode) | 0o700)
+        let mode = Some(u32::from(mode) | 0o700);
+        fsops::fix_entry(self.base()?, rel, Tag::Dir, Chown::default(), mode, None)
     }
 
     fn make_dir(&self, rel: &Path, replaces: Option<Tag>) -> Result<()> {
@@ -325,17 +326,7 @@ impl Destination for Local<'_> {
         }
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         let _ = links; // no handle to read it on without opening the file
-                       // The owner first: a chown clears setuid and setgid bits, which the mode then sets.
-        if !owner.is_empty() {
-            fsops::set_owner(base, rel, owner)?;
-        }
-        if let Some(mode) = mode {
-            fsops::set_mode(base, rel, u32::from(mode))?;
-        }
-        match mtime {
-            Some(mtime) => fsops::set_mtime(base, rel, mtime, tag),
-            None => Ok(()),
-        }
+        fsops::fix_entry(base, rel, tag, owner, mode.map(u32::from), mtime)
     }
 
     fn copy_xattrs(&self, src: Source<'_>, rel: &Path, which: Xattrs) -> Result<()> {
@@ -370,13 +361,7 @@ impl Destination for Local<'_> {
         mtime: Mtime,
         owner: Chown,
     ) -> Result<()> {
-        let base = self.base()?;
-        if !owner.is_empty() {
-            fsops::set_owner(base, rel, owner)?;
-        }
-        if let Some(mode) = mode {
-            fsops::set_mode(base, rel, u32::from(mode))?;
-        }
-        fsops::set_mtime(base, rel, mtime, Tag::Dir)
+        let mode = mode.map(u32::from);
+        fsops::fix_entry(self.base()?, rel, Tag::Dir, owner, mode, Some(mtime))
     }
 }

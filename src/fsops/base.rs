@@ -67,11 +67,10 @@ fn identity(fd: BorrowedFd<'_>) -> io::Result<Id> {
     use rustix::fs::{AtFlags, StatxFlags};
     let wanted = StatxFlags::INO | StatxFlags::MNT_ID;
     let stat = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, wanted)?;
-    let told = StatxFlags::from_bits_retain(stat.stx_mask).contains(StatxFlags::MNT_ID);
     Ok(Id {
         dev: rustix::fs::makedev(stat.stx_dev_major, stat.stx_dev_minor),
         ino: stat.stx_ino,
-        mount: if told { stat.stx_mnt_id } else { 0 },
+        mount: crate::mounts::told(&stat).unwrap_or(0),
     })
 }
 
