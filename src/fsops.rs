@@ -977,7 +977,7 @@ pub fn fix_file(
         let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let entry = rustix::fs::openat(dir, name, flags, Mode::empty()).at(Op::Stat, &path)?;
         // One call for the type, the link count and the mount the handle is on.
-        let wanted = StatxFlags::TYPE | StatxFlags::NLINK | StatxFlags::MNT_ID;
+        let wanted = StatxFlags::TYPE | StatxFlags::NLINK | crate::mounts::KEY;
         let stat =
             rustix::fs::statx(&entry, "", AtFlags::EMPTY_PATH, wanted).at(Op::Stat, &path)?;
         if !dst
@@ -1096,7 +1096,7 @@ fn not_mounted_since(base: &Base, dir: BorrowedFd<'_>, name: &OsStr) -> io::Resu
     if name.is_empty() {
         return Ok(());
     }
-    match crate::mounts::mount_id_at(dir, Path::new(name), AtFlags::SYMLINK_NOFOLLOW) {
+    match crate::mounts::key_at(dir, Path::new(name), AtFlags::SYMLINK_NOFOLLOW) {
         Some(id) if !base.present().allows(id) => Err(base::mounted_since(name)),
         _ => Ok(()),
     }

@@ -180,23 +180,31 @@ impl Mounts {
     }
 }
 
-/// The mounts there were when a run began, by ID. A folder on any other was mounted during
-/// the run, over what the run had listed: the run never goes into it (its deletions would
-/// reach whatever was mounted there, a source folder bound there among them). Empty where the
-/// table cannot be read: then nothing is known and nothing is refused.
+/// The mounts there were when a run began, by [`KEY`]. A folder on any other was mounted
+/// during the run, over what the run had listed: the run never goes into it (its deletions
+/// would reach whatever was mounted there, a source folder bound there among them). Empty
+/// where the table cannot be read: then nothing is known and nothing is refused.
 #[derive(Clone, Debug, Default)]
 pub struct Present(Arc<[u64]>);
 
 impl Present {
-    /// The IDs of the mounts in `table`.
+    /// The mounts in `table` that can be reached (seen at their mount point), each by the key
+    /// read there: the table's IDs are given again once a mount is gone, so a mount made
+    /// during the run could take the ID of one unmounted meanwhile.
     pub fn of(table: &Mounts) -> Present {
-        let mut ids: Vec<u64> = table.0.iter().map(|m| m.id).collect();
+        use rustix::fs::{AtFlags, CWD};
+        let key = |m: &Mount| {
+            let seen = mount_id(&m.point) == Some(m.id);
+            seen.then(|| key_at(CWD, &m.point, AtFlags::SYMLINK_NOFOLLOW))?
+        };
+        let mut ids: Vec<u64> = table.0.iter().filter_map(key).collect();
         ids.sort_unstable();
         Present(ids.into())
     }
 
-    /// Whether a folder on the mount `id` may be entered: it was there when the run began,
-    /// or the kernel does not tell mounts apart (`id` 0), or the table was not read.
+    /// Whether a folder on the mount keyed `id` ([`KEY`]) may be entered: it was there when
+    /// the run began, or the kernel does not tell mounts apart (`id` 0), or the table was not
+    /// read.
     pub fn allows(&self, id: u64) -> bool {
         id == 0 || self.0.is_empty() || self.0.binary_search(&id).is_ok()
     }
@@ -220,12 +228,33 @@ pub fn mount_id_at(
     told(&statx(dir, path, flags, StatxFlags::MNT_ID).ok()?)
 }
 
-/// The mount ID a `statx` that asked for it got, when the kernel told it.
+/// What `statx` is asked for to key a mount: the ID no other mount is ever given (Linux 6.8,
+/// `STATX_MNT_ID_UNIQUE`), or where the kernel has none, the table's.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub const KEY: rustix::fs::StatxFlags =
+    rustix::fs::StatxFlags::MNT_ID.union(rustix::fs::StatxFlags::from_bits_retain(0x4000));
+
+/// The [`KEY`] of the mount `path` relative to `dir` lies on.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn key_at(dir: impl std::os::fd::AsFd, path: &Path, flags: rustix::fs::AtFlags) -> Option<u64> {
+    told(&rustix::fs::statx(dir, path, flags, KEY).ok()?)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn key_at(
+    _dir: impl std::os::fd::AsFd,
+    _path: &Path,
+    _flags: rustix::fs::AtFlags,
+) -> Option<u64> {
+    None
+}
+
+/// The mount ID (or [`KEY`]) a `statx` that asked for it got, when the kernel told it.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub fn told(stat: &rustix::fs::Statx) -> Option<u64> {
     use rustix::fs::StatxFlags;
     StatxFlags::from_bits_retain(stat.stx_mask)
-        .contains(StatxFlags::MNT_ID)
+        .intersects(KEY)
         .then_some(stat.stx_mnt_id)
 }
 

@@ -65,7 +65,7 @@ struct Id {
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn identity(fd: BorrowedFd<'_>) -> io::Result<Id> {
     use rustix::fs::{AtFlags, StatxFlags};
-    let wanted = StatxFlags::INO | StatxFlags::MNT_ID;
+    let wanted = StatxFlags::INO | crate::mounts::KEY;
     let stat = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, wanted)?;
     Ok(Id {
         dev: rustix::fs::makedev(stat.stx_dev_major, stat.stx_dev_minor),
