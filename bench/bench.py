@@ -14,8 +14,9 @@ Scenarios (seeded, so every run generates the same trees):
 
 Phases: initial (empty DST), no-op (DST up to date), incremental (after a mutation that modifies
 1 % of the files, adds 1 % and deletes 1 %). Tools run interleaved (A B A B ...) for each round
-and the median of the rounds is reported. cp, tar and xcp cannot delete, so they only take part
-in the initial copy; two `find -printf` at once (one per tree) stat every entry of both trees, the floor for a
+and the median of the rounds is reported; a ratio is the median of the round-by-round ratios
+(syncease's time over the other tool's in the same round). cp, tar and xcp cannot delete, so
+they only take part in the initial copy; two `find -printf` at once (one per tree) stat every entry of both trees, the floor for a
 no-op run. Every result is checked against the source (type, bytes, mode, mtime in nanoseconds,
 link target) in the first round: a fast wrong answer is marked, never counted as a win (cpz
 keeps no times, so its copies are checked without them: it is a limit for the per-file cost,
@@ -23,7 +24,9 @@ not a mirror). Peak RSS comes from GNU time. The page cache is warmed by reading
 before each timed run; with --cold (root) the page, dentry and inode caches are dropped
 instead, as a nightly backup finds them: run it on a real filesystem, such as a fresh ext4 on a
 loop device. The report gives the noise, the median spread of the rounds, and says when it is
-too high (above 20 %) for the figures to be quoted.
+too high (above 20 %) for the figures to be quoted; when it is, but the round-by-round ratios
+spread no more than 20 % (a slow spell of the machine slows every tool of its round), it says
+the ratios can still be quoted.
 
     python3 bench/bench.py --scratch /mnt/ext4-loop --scenarios small --rounds 5 --cold
 """
@@ -366,15 +369,61 @@ def noise(results):
     return median(spreads)
 
 
+def others(times):
+    """Of the tools timed in one phase (tool -> median seconds), the fastest that is neither
+    syncease nor rsync: what "best other" is compared with."""
+    rest = {k: v for k, v in times.items() if k not in ("syncease", "rsync")}
+    return min(rest, key=rest.get) if rest else None
+
+
+def paired(results, name, phase, tool):
+    """syncease's time over `tool`'s, round by round (the tools of a round run one after the
+    other, so a slow spell of the machine that lasts a round slows both alike): the ratios."""
+    mine = results.get((name, phase, "syncease"), [])
+    theirs = results.get((name, phase, tool), [])
+    return [a[0] / b[0] for a, b in zip(mine, theirs) if b[0] > 0]
+
+
+def paired_noise(results, scenarios):
+    """The median, over every (scenario, phase) and every ratio the report gives, of the
+    spread of the round-by-round ratios: how far the ratios are from one round to the next,
+    the machine's slow spells mostly cancelled."""
+    spreads = []
+    for name in scenarios:
+        for phase in ("initial", "no-op", "incremental"):
+            times = {
+                tool: median([s for s, _, _ in runs])
+                for (n, p, tool), runs in results.items()
+                if n == name and p == phase
+            }
+            for tool in ("rsync", others(times)):
+                ratios = paired(results, name, phase, tool) if tool else []
+                if len(ratios) > 1 and median(ratios) > 0:
+                    spreads.append((max(ratios) - min(ratios)) / median(ratios))
+    return median(spreads)
+
+
 def report(results, scenarios, entries, machine):
     tools = ["syncease", "rsync", "xcp", "cpz", "cp -a", "tar|tar", "find"]
-    spread = noise(results)
+    spread, ratio_spread = noise(results), paired_noise(results, scenarios)
     if math.isnan(spread):
         verdict = "Noise: unknown with one round: not to be quoted."
-    elif spread > 0.2:
-        verdict = f"Noise: the median spread of the rounds is {spread * 100:.0f} %: too noisy to quote."
+    elif spread <= 0.2:
+        verdict = (
+            f"Noise: the median spread of the rounds is {spread * 100:.0f} % (of the ratios,"
+            f" paired round by round, {ratio_spread * 100:.0f} %): quotable."
+        )
+    elif ratio_spread <= 0.2:
+        verdict = (
+            f"Noise: the median spread of the rounds is {spread * 100:.0f} %: the times are too"
+            f" noisy to quote; that of the ratios, paired round by round, is"
+            f" {ratio_spread * 100:.0f} %: the ratios are quotable."
+        )
     else:
-        verdict = f"Noise: the median spread of the rounds is {spread * 100:.0f} %: quotable."
+        verdict = (
+            f"Noise: the median spread of the rounds is {spread * 100:.0f} %, that of the ratios"
+            f" paired round by round {ratio_spread * 100:.0f} %: too noisy to quote."
+        )
     lines = [
         machine,
         verdict
@@ -397,10 +446,9 @@ def report(results, scenarios, entries, machine):
                 ok = all(ok for _, _, ok in runs)
                 times[tool] = t
                 cells.append(f"{t:.3f} s" + ("" if ok else " ✗"))
-            sync = times.get("syncease", math.nan)
-            ratio = sync / times["rsync"] if "rsync" in times else math.nan
-            others = [v for k, v in times.items() if k not in ("syncease", "rsync")]
-            best = sync / min(others) if others else math.nan
+            best_tool = others(times)
+            ratio = median(paired(results, name, phase, "rsync"))
+            best = median(paired(results, name, phase, best_tool)) if best_tool else math.nan
 
             def rss(tool):
                 runs = results.get((name, phase, tool))
@@ -437,7 +485,7 @@ def describe_machine(scratch):
     cpz = has_cpz and subprocess.run(["cpz", "--version"], capture_output=True, text=True).stdout.strip()
     return (
         f"Machine: {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, scratch on {fs}; "
-        f"{rsync.splitlines()[0].strip()}; {xcp or 'no xcp'}; {cpz or 'no cpz'}; medians of the rounds, "
+        f"{rsync.splitlines()[0].strip()}; {xcp or 'no xcp'}; {cpz or 'no cpz'}; medians of the rounds (ratios: of the rounds' ratios), "
         f"start-up overhead ({OVERHEAD * 1000:.1f} ms) subtracted"
     )
 
