@@ -358,11 +358,14 @@ def median(values):
     return statistics.median(values) if values else math.nan
 
 
-def noise(results):
-    """The median, over every (scenario, phase, tool), of the spread of its rounds
-    ((max - min) / median): how far one round is from another on this machine now."""
+def noise(results, scenarios):
+    """The median, over every (scenario, phase, tool) of the scenarios given, of the spread
+    of its rounds ((max - min) / median): how far one round is from another on this machine
+    now."""
     spreads = []
-    for runs in results.values():
+    for (name, _, _), runs in results.items():
+        if name not in scenarios:
+            continue
         times = [s for s, _, _ in runs]
         if len(times) > 1 and median(times) > 0:
             spreads.append((max(times) - min(times)) / median(times))
@@ -405,7 +408,7 @@ def paired_noise(results, scenarios):
 
 def report(results, scenarios, entries, machine):
     tools = ["syncease", "rsync", "xcp", "cpz", "cp -a", "tar|tar", "find"]
-    spread, ratio_spread = noise(results), paired_noise(results, scenarios)
+    spread, ratio_spread = noise(results, scenarios), paired_noise(results, scenarios)
     if math.isnan(spread):
         verdict = "Noise: unknown with one round: not to be quoted."
     elif spread <= 0.2:
