@@ -427,13 +427,21 @@ def report(results, scenarios, entries, machine):
             f"Noise: the median spread of the rounds is {spread * 100:.0f} %, that of the ratios"
             f" paired round by round {ratio_spread * 100:.0f} %: too noisy to quote."
         )
+    if len(scenarios) > 1 and not math.isnan(spread):
+        quiet = [n for n in scenarios if noise(results, [n]) <= 0.2]
+        verdict += (
+            " Scenarios whose own noise is at most 20 %, quotable by themselves: "
+            + (", ".join(quiet) if quiet else "none")
+            + "."
+        )
     lines = [
         machine,
         verdict
         + (" Caches dropped before every timed command (--cold)." if COLD else "")
         + " cpz keeps no file times (a limit for the per-file cost, not a mirror).",
         "",
-        "| scenario | phase | " + " | ".join(tools) + " | syncease / rsync | syncease / best other |"
+        "| scenario | phase | " + " | ".join(t.replace("|", "\\|") for t in tools)
+        + " | syncease / rsync | syncease / best other |"
         " peak RSS syncease | peak RSS rsync |",
         "|---" * (len(tools) + 6) + "|",
     ]
@@ -461,7 +469,8 @@ def report(results, scenarios, entries, machine):
                 return "—" if math.isnan(x) else f"{x:.2f} ×"
 
             lines.append(
-                f"| {name} ({entries[name]:,} entries) | {phase} | " + " | ".join(cells)
+                f"| {name} ({entries[name]:,} entries; noise {noise(results, [name]) * 100:.0f} %)"
+                + f" | {phase} | " + " | ".join(cells)
                 + f" | {times_cell(ratio)} | {times_cell(best)} | {rss('syncease')}"
                 + f" | {rss('rsync')} |"
             )
