@@ -406,6 +406,11 @@ def paired_noise(results, scenarios):
     return median(spreads)
 
 
+def percent(x):
+    """A spread as a percentage; unknown after one round."""
+    return "unknown" if math.isnan(x) else f"{x * 100:.0f} %"
+
+
 def report(results, scenarios, entries, machine):
     tools = ["syncease", "rsync", "xcp", "cpz", "cp -a", "tar|tar", "find"]
     spread, ratio_spread = noise(results, scenarios), paired_noise(results, scenarios)
@@ -469,7 +474,7 @@ def report(results, scenarios, entries, machine):
                 return "—" if math.isnan(x) else f"{x:.2f} ×"
 
             lines.append(
-                f"| {name} ({entries[name]:,} entries; noise {noise(results, [name]) * 100:.0f} %)"
+                f"| {name} ({entries[name]:,} entries; noise {percent(noise(results, [name]))})"
                 + f" | {phase} | " + " | ".join(cells)
                 + f" | {times_cell(ratio)} | {times_cell(best)} | {rss('syncease')}"
                 + f" | {rss('rsync')} |"
