@@ -407,33 +407,35 @@ def paired_noise(results, scenarios):
 
 
 def percent(x):
-    """A spread as a percentage; unknown after one round."""
-    return "unknown" if math.isnan(x) else f"{x * 100:.0f} %"
+    """A spread as a percentage, to a tenth (so that one just over the 20 % line does not read
+    as 20 %); unknown after one round."""
+    return "unknown" if math.isnan(x) else f"{x * 100:.1f} %"
 
 
 def report(results, scenarios, entries, machine):
     tools = ["syncease", "rsync", "xcp", "cpz", "cp -a", "tar|tar", "find"]
     spread, ratio_spread = noise(results, scenarios), paired_noise(results, scenarios)
+    own = {name: noise(results, [name]) for name in scenarios}
     if math.isnan(spread):
         verdict = "Noise: unknown with one round: not to be quoted."
     elif spread <= 0.2:
         verdict = (
-            f"Noise: the median spread of the rounds is {spread * 100:.0f} % (of the ratios,"
-            f" paired round by round, {ratio_spread * 100:.0f} %): quotable."
+            f"Noise: the median spread of the rounds is {percent(spread)} (of the ratios,"
+            f" paired round by round, {percent(ratio_spread)}): quotable."
         )
     elif ratio_spread <= 0.2:
         verdict = (
-            f"Noise: the median spread of the rounds is {spread * 100:.0f} %: the times are too"
+            f"Noise: the median spread of the rounds is {percent(spread)}: the times are too"
             f" noisy to quote; that of the ratios, paired round by round, is"
-            f" {ratio_spread * 100:.0f} %: the ratios are quotable."
+            f" {percent(ratio_spread)}: the ratios are quotable."
         )
     else:
         verdict = (
-            f"Noise: the median spread of the rounds is {spread * 100:.0f} %, that of the ratios"
-            f" paired round by round {ratio_spread * 100:.0f} %: too noisy to quote."
+            f"Noise: the median spread of the rounds is {percent(spread)}, that of the ratios"
+            f" paired round by round {percent(ratio_spread)}: too noisy to quote."
         )
     if len(scenarios) > 1 and not math.isnan(spread):
-        quiet = [n for n in scenarios if noise(results, [n]) <= 0.2]
+        quiet = [name for name in scenarios if own[name] <= 0.2]
         verdict += (
             " Scenarios whose own noise is at most 20 %, quotable by themselves: "
             + (", ".join(quiet) if quiet else "none")
@@ -474,7 +476,7 @@ def report(results, scenarios, entries, machine):
                 return "—" if math.isnan(x) else f"{x:.2f} ×"
 
             lines.append(
-                f"| {name} ({entries[name]:,} entries; noise {percent(noise(results, [name]))})"
+                f"| {name} ({entries[name]:,} entries; noise {percent(own[name])})"
                 + f" | {phase} | " + " | ".join(cells)
                 + f" | {times_cell(ratio)} | {times_cell(best)} | {rss('syncease')}"
                 + f" | {rss('rsync')} |"
