@@ -346,15 +346,22 @@ pub fn execute(plan: &Plan<'_>, roots: Roots<'_>, reporter: &dyn Reporter) -> Su
 
 /// Files at least this large are scheduled one by one, largest first.
 const BIG: u64 = 1 << 20;
-/// Smaller files are claimed in runs of up to this many, in path order; in shorter runs when
-/// there are too few for every worker to have several (a remote destination's worker may
-/// spend milliseconds on each file: a run of 64 would leave the others idle).
-const RUN: usize = 64;
+/// Smaller files are claimed in runs of up to this many, in path order, each ending where its
+/// directory's files do.
+const RUN: usize = 256;
+
+/// The longest run to claim when `left` files are still unclaimed: shorter as the queue
+/// empties, so that every worker still has several to take (a remote destination's worker may
+/// spend milliseconds on each file: a long run claimed last would leave the others idle).
+fn longest_run(left: usize, workers: usize) -> usize {
+    (left / (workers * 4).max(1)).clamp(1, RUN)
+}
 
 /// Write every file and link on all workers from a shared queue. Big files go first, largest
 /// first, one at a time (longest-processing-time-first: one big file found late cannot leave
-/// the other workers idle at the end); the many small ones follow in path order, in runs, so
-/// each worker stays in one directory and the workers rarely contend for the same one.
+/// the other workers idle at the end); the many small ones follow in path order, a directory
+/// at a time, so a worker writes in a directory alone (two creating in one wait on its lock)
+/// and keeps its handle on it.
 fn write_all(
     plan: &Plan<'_>,
     list: &[Transfer],
@@ -369,18 +376,18 @@ fn write_all(
     let in_order = InOrder::new(list.len(), reporter, &item);
     let (next_big, next_small) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let workers = rayon::current_num_threads().min(list.len());
-    let run_len = (small.len() / (workers * 4).max(1)).clamp(1, RUN);
+    let longest = |left| longest_run(left, workers);
+    let same_dir = |a: usize, b: usize| {
+        let dir = |k: usize| parent_bytes(plan.src_path(list[small[k]].src));
+        dir(a) == dir(b)
+    };
     let worker = || {
         let mut summary = Summary::default();
         while let Some(&i) = big.get(next_big.fetch_add(1, Ordering::Relaxed)) {
             summary = summary.merge(transfer(plan, list, i, roots, reporter, &in_order, halt));
         }
-        loop {
-            let start = next_small.fetch_add(run_len, Ordering::Relaxed);
-            let Some(run) = small.get(start..(start + run_len).min(small.len())) else {
-                break;
-            };
-            for &i in run {
+        while let Some(run) = claim_run(&next_small, small.len(), longest, same_dir) {
+            for &i in &small[run] {
                 summary = summary.merge(transfer(plan, list, i, roots, reporter, &in_order, halt));
             }
         }
@@ -391,6 +398,36 @@ fn write_all(
         .with_max_len(1)
         .map(|_| worker())
         .reduce(Summary::default, Summary::merge)
+}
+
+/// The directory part of a path below a root, as bytes (empty for the root itself).
+fn parent_bytes(path: &Path) -> &[u8] {
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+    &bytes[..bytes.iter().rposition(|&b| b == b'/').unwrap_or(0)]
+}
+
+/// Claim the next run of the `len` queued items from `next`: at most `longest(unclaimed)`,
+/// all in the directory of the first (`same_dir` tells). `None` once all are claimed.
+fn claim_run(
+    next: &AtomicUsize,
+    len: usize,
+    longest: impl Fn(usize) -> usize,
+    same_dir: impl Fn(usize, usize) -> bool,
+) -> Option<std::ops::Range<usize>> {
+    let mut start = next.load(Ordering::Relaxed);
+    loop {
+        if start >= len {
+            return None;
+        }
+        let limit = start + longest(len - start).clamp(1, len - start);
+        let end = (start + 1..limit)
+            .find(|&k| !same_dir(start, k))
+            .unwrap_or(limit);
+        match next.compare_exchange_weak(start, end, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return Some(start..end),
+            Err(now) => start = now,
+        }
+    }
 }
 
 /// Write `list[i]` (a file or symlink); a source that changes while being read is tried once
@@ -720,4 +757,78 @@ impl<'a> InOrder<'a> {
 
 fn is_not_empty(e: &Error) -> bool {
     e.op == Op::Remove && e.source.kind() == io::ErrorKind::DirectoryNotEmpty
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The runs claimed from `paths`, in turns, each as its paths.
+    fn runs<'p>(paths: &[&'p str], max: usize) -> Vec<Vec<&'p str>> {
+        let next = AtomicUsize::new(0);
+        let dir = |k: usize| parent_bytes(Path::new(paths[k]));
+        let same_dir = |a: usize, b: usize| dir(a) == dir(b);
+        std::iter::from_fn(|| claim_run(&next, paths.len(), |_| max, same_dir))
+            .map(|run| paths[run].to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn a_run_ends_where_its_directory_does_or_at_its_length() {
+        let paths = ["a", "b", "d/x", "d/y", "d/z", "d/e/1", "d/f", "g/1"];
+        assert_eq!(
+            runs(&paths, 64),
+            [
+                vec!["a", "b"],
+                vec!["d/x", "d/y", "d/z"],
+                vec!["d/e/1"],
+                vec!["d/f"],
+                vec!["g/1"],
+            ]
+        );
+        assert_eq!(
+            runs(&paths, 2),
+            [
+                vec!["a", "b"],
+                vec!["d/x", "d/y"],
+                vec!["d/z"],
+                vec!["d/e/1"],
+                vec!["d/f"],
+                vec!["g/1"],
+            ]
+        );
+        assert!(runs(&[], 64).is_empty());
+    }
+
+    #[test]
+    fn runs_shorten_as_the_queue_empties() {
+        assert_eq!(longest_run(100_000, 8), RUN);
+        assert_eq!(longest_run(1_000, 8), 31);
+        assert_eq!(longest_run(100, 8), 3);
+        assert_eq!(longest_run(5, 8), 1);
+        assert_eq!(longest_run(5, 0), 5);
+    }
+
+    #[test]
+    fn workers_claiming_at_once_get_every_item_once() {
+        let paths: Vec<String> = (0..10_000).map(|i| format!("d{}/f{i}", i / 37)).collect();
+        let next = AtomicUsize::new(0);
+        let dir = |k: usize| parent_bytes(Path::new(&paths[k]));
+        let claimed: Vec<usize> = (0..8)
+            .into_par_iter()
+            .with_max_len(1)
+            .flat_map_iter(|_| {
+                let mut mine = Vec::new();
+                let same_dir = |a: usize, b: usize| dir(a) == dir(b);
+                while let Some(run) = claim_run(&next, paths.len(), |_| 16, same_dir) {
+                    assert!(run.len() <= 16 && run.clone().all(|k| dir(k) == dir(run.start)));
+                    mine.extend(run);
+                }
+                mine
+            })
+            .collect();
+        let mut sorted = claimed.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..paths.len()).collect::<Vec<_>>());
+    }
 }
