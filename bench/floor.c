@@ -43,13 +43,19 @@ static void die(const char *what, const char *name) {
     exit(1);
 }
 
+// Append `d` to the growing list `*list` of `*n` (room for `*room`); under `lock`.
+static void append(struct dir ***list, size_t *n, size_t *room, struct dir *d) {
+    if (*n == *room) {
+        *room = *room ? *room * 2 : 1024;
+        *list = realloc(*list, *room * sizeof **list);
+        if (!*list) die("realloc", "");
+    }
+    (*list)[(*n)++] = d;
+}
+
 static void push(struct dir *d) {
     pthread_mutex_lock(&lock);
-    if (queued == cap) {
-        cap = cap ? cap * 2 : 1024;
-        queue = realloc(queue, cap * sizeof *queue);
-    }
-    queue[queued++] = d;
+    append(&queue, &queued, &cap, d);
     pthread_cond_signal(&more);
     pthread_mutex_unlock(&lock);
 }
@@ -119,11 +125,7 @@ static void *worker(void *arg) {
         list(d);
         pthread_mutex_lock(&lock);
         busy--;
-        if (ndone == capdone) {
-            capdone = capdone ? capdone * 2 : 1024;
-            done = realloc(done, capdone * sizeof *done);
-        }
-        done[ndone++] = d;
+        append(&done, &ndone, &capdone, d);
         pthread_cond_broadcast(&more);
         pthread_mutex_unlock(&lock);
     }
