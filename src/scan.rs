@@ -231,8 +231,13 @@ impl Walker<'_> {
     fn list(&mut self, dir: BorrowedFd<'_>, rel: &Path) -> Vec<Child> {
         let mut names = Vec::new();
         if let Err(e) = read_names(dir, &mut names) {
-            // A directory that vanished since it was seen is simply gone; the root is not.
-            if e.kind() != io::ErrorKind::NotFound || rel.as_os_str().is_empty() {
+            // A directory removed since it was seen is simply gone: it reads as ENOENT, and it
+            // has no links left. The root never is, nor is a directory that still has links,
+            // whatever its filesystem said: taken for empty, it would have its copy emptied.
+            let gone = e.kind() == io::ErrorKind::NotFound
+                && !rel.as_os_str().is_empty()
+                && rustix::fs::fstat(dir).is_ok_and(|s| s.st_nlink == 0);
+            if !gone {
                 self.tree
                     .errors
                     .push(Error::new(Op::ReadDir, self.root.join(rel), e));
@@ -309,6 +314,25 @@ mod tests {
             .collect();
         // `a-b` and `a.c` sort before `a/` bytewise, but the walk is in path order.
         assert_eq!(paths, ["a", "a/x", "a/x/f", "a/x/y", "a-b", "a.c", "b"]);
+    }
+
+    #[test]
+    fn a_folder_removed_since_it_was_opened_is_gone_not_an_error() {
+        let root = tempfile::tempdir().unwrap();
+        let sub = root.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd = rustix::fs::open(&sub, flags, Mode::empty()).unwrap();
+        std::fs::remove_dir(&sub).unwrap();
+        let filter = Filter::default();
+        let mut walker = Walker {
+            root: root.path(),
+            filter: &filter,
+            tree: Tree::default(),
+            one_fs: None,
+        };
+        assert!(walker.list(fd.as_fd(), Path::new("sub")).is_empty());
+        assert!(walker.tree.errors.is_empty(), "{:?}", walker.tree.errors);
     }
 
     #[test]

@@ -108,6 +108,54 @@ fn a_source_root_that_cannot_be_opened_is_a_refusal_not_an_empty_tree() {
     assert!(before == state(&f), "DST changed");
 }
 
+/// Run syncease on the fixture with the first `getdents64` on `dir` failing with ENOENT, as a
+/// filesystem may answer for a directory that is still there.
+fn with_dir_read_failing(f: &Fixture, dir: &std::path::Path, args: &[&str]) -> Run {
+    let mut cmd = std::process::Command::new("strace");
+    cmd.args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=getdents64"])
+        .args(["-e", "inject=getdents64:error=ENOENT:when=1", "-P"])
+        .arg(dir)
+        .arg(assert_cmd::cargo::cargo_bin("syncease"))
+        .args(args)
+        .arg(&f.src)
+        .arg(&f.dst);
+    Run::from(cmd.output().unwrap())
+}
+
+#[test]
+fn a_source_root_whose_reading_fails_is_never_taken_for_empty() {
+    let f = Fixture::new();
+    f.write("src/a", "1");
+    f.write("src/sub/b", "2");
+    f.sync(&[]).expect(0);
+    if !need_strace() {
+        return;
+    }
+    let before = state(&f);
+    // Even told that an empty source may empty DST.
+    let run = with_dir_read_failing(&f, &f.src, &["--allow-empty-source"]).expect(2);
+    let cause = format!("cannot read source '{}'", f.src.display());
+    assert!(run.stderr.contains(&cause), "{run:?}");
+    assert!(before == state(&f), "DST changed");
+}
+
+#[test]
+fn a_folder_whose_reading_fails_but_still_exists_keeps_its_copy() {
+    let f = Fixture::new();
+    f.write("src/a", "1");
+    f.write("src/sub/b", "2");
+    f.sync(&[]).expect(0);
+    if !need_strace() {
+        return;
+    }
+    // Its files, modes and times (the folder's own time is set again, to the same value).
+    let before = Manifest::of(&f.dst);
+    let run = with_dir_read_failing(&f, &f.path("src/sub"), &[]).expect(1);
+    assert!(run.stderr.contains("sub"), "{run:?}");
+    assert!(run.stderr.contains("No such file or directory"), "{run:?}");
+    assert!(before == Manifest::of(&f.dst), "DST changed");
+}
+
 #[test]
 fn naming_the_source_folder_itself_as_rsync_users_do_is_refused() {
     // `syncease photos backup/`, meant as "into backup/": nothing in backup/ is in photos/.
