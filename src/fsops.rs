@@ -293,7 +293,7 @@ fn copy_unnamed(
             UNNAMED.store(false, Ordering::Relaxed);
             match from {
                 // Copied at explicit offsets: it is read again from its start as it is.
-                Opened::File(_) => Ok(None),
+                Opened::File(_) | Opened::Empty => Ok(None),
                 // A stream cannot be read again: the copy is tried again from a new one (with
                 // a named temporary, as from now on).
                 Opened::Stream(_) => Err(CopyError::Changed),
@@ -314,6 +314,7 @@ fn fill(
     let written = match from {
         Opened::File(file) => copy_contents(file, to, expected.size, expected.sparse),
         Opened::Stream(stream) => write_stream(&mut stream.bytes, to),
+        Opened::Empty => Ok(0),
     };
     let written = match written {
         Ok(written) => written,

@@ -63,6 +63,11 @@ impl Origin for Folder {
     }
 
     fn open(&self, rel: &Path, expected: Expected) -> Result<Option<(Opened, Expected)>> {
+        // Nothing to read, and no attributes to read with it: opening the file would only
+        // tell what the listing told.
+        if expected.size == 0 && !expected.fresh && !expected.xattrs.any() {
+            return Ok(Some((Opened::Empty, expected)));
+        }
         let opened = fsops::open_source(&self.base, rel, expected)?;
         Ok(opened.map(|(file, expected)| (Opened::File(file), expected)))
     }

@@ -234,6 +234,9 @@ pub enum Opened {
     /// server's checksum where it gives one), and in [`changed`] when the file was replaced
     /// since it was listed.
     Stream(Stream),
+    /// A local file listed as empty: there is nothing to read, so it is not opened, and its
+    /// copy is the file as it was listed (a change since is a new mtime, copied next run).
+    Empty,
 }
 
 /// The bytes of a remote file, and their MD5 when the server gave it beforehand (an upload
@@ -249,6 +252,7 @@ impl std::fmt::Debug for Opened {
         match self {
             Opened::File(file) => f.debug_tuple("File").field(file).finish(),
             Opened::Stream(stream) => f.debug_tuple("Stream").field(&stream.md5).finish(),
+            Opened::Empty => f.write_str("Empty"),
         }
     }
 }
@@ -259,7 +263,7 @@ impl Opened {
     pub fn still_holds(&self, expected: &Expected, read: u64) -> io::Result<bool> {
         match self {
             Opened::File(file) => expected.still_holds(file, read),
-            Opened::Stream(_) => Ok(read == expected.size),
+            Opened::Stream(_) | Opened::Empty => Ok(read == expected.size),
         }
     }
 }
@@ -269,6 +273,7 @@ impl Read for Opened {
         match self {
             Opened::File(file) => file.read(buf),
             Opened::Stream(stream) => stream.bytes.read(buf),
+            Opened::Empty => Ok(0),
         }
     }
 }

@@ -356,6 +356,42 @@ fn an_unreadable_file_fails_alone_and_is_named() {
 }
 
 #[test]
+fn an_empty_file_is_copied_without_opening_its_source() {
+    let f = Fixture::new();
+    let empty = f.write("src/sub/empty", "");
+    f.write("src/sub/full", "x");
+    chmod(&empty, 0o640);
+    set_mtime(&empty, 1_500_000_000, 7);
+    if !need_strace() {
+        return;
+    }
+    let trace = f.path("openat.trace");
+    let mut cmd = std::process::Command::new("strace");
+    cmd.args(["-f", "-qq", "-e", "trace=openat", "-o"])
+        .arg(&trace)
+        .arg(assert_cmd::cargo::cargo_bin("syncease"))
+        .arg(&f.src)
+        .arg(&f.dst);
+    Run::from(cmd.output().unwrap()).expect(0);
+    let trace = fs::read_to_string(&trace).unwrap();
+    assert!(trace.contains("\"full\", O_RDONLY"), "{trace}");
+    assert!(!trace.contains("\"empty\""), "{trace}");
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+}
+
+#[test]
+fn an_unreadable_empty_file_is_mirrored_all_the_same() {
+    let f = Fixture::new();
+    let locked = f.write("src/locked", "");
+    f.write("src/ok", "1");
+    chmod(&locked, 0o000);
+    // Nothing in it is hidden from the copy: the listing told all there is.
+    let run = run_unprivileged(&f, [&f.src, &f.dst]).expect(0);
+    assert!(run.stderr.contains("2 copied"), "{run:?}");
+    assert_same(&Manifest::of(&f.src), &Manifest::of(&f.dst));
+}
+
+#[test]
 fn missing_dst_parent_is_refused() {
     let f = Fixture::new();
     f.write("src/a", "a");

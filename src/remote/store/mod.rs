@@ -962,6 +962,7 @@ impl Store {
         let md5 = match &mut file {
             Opened::File(file) => Some(file_md5(file).map_err(UploadError::Read)?),
             Opened::Stream(stream) => stream.md5,
+            Opened::Empty => Some(Md5::digest([]).into()),
         };
         let md5 = md5.map(|md5| base64::engine::general_purpose::STANDARD.encode(md5));
         if let Some(md5) = &md5 {
