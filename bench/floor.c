@@ -3,9 +3,9 @@
 // it was read, and gives every file and directory its mode and time. It walks SRC (one
 // getdents pass and one fstatat an entry), makes each directory, copies each regular file
 // through an unnamed temporary (O_TMPFILE, copy_file_range, fstat of the source, futimens,
-// linkat), then gives every directory its mode and time. Directories are taken from a shared
-// queue and their files copied as they are listed, on THREADS threads (default 2), so the walk
-// overlaps the copies and no listing is kept.
+// linkat; a file listed as empty is not opened), then gives every directory its mode and
+// time. Directories are taken from a shared queue and their files copied as they are listed,
+// on THREADS threads (default 2), so the walk overlaps the copies and no listing is kept.
 //
 // It is a yardstick for the bench's small and huge trees (plain files and directories whose
 // modes let their owner in), not a tool: no filters, links, owners or deletions, and it stops
@@ -61,8 +61,12 @@ static void push(struct dir *d) {
 }
 
 static void copy(int sdir, int ddir, const char *name, const struct stat *st) {
-    int from = openat(sdir, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    if (from < 0) die("open", name);
+    // A file listed as empty has nothing to read: the copy is the file as listed.
+    int from = -1;
+    if (st->st_size > 0) {
+        from = openat(sdir, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (from < 0) die("open", name);
+    }
     int to = openat(ddir, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, st->st_mode & 0777);
     if (to < 0) die("O_TMPFILE", name);
     loff_t in = 0, out = 0;
@@ -71,14 +75,15 @@ static void copy(int sdir, int ddir, const char *name, const struct stat *st) {
         if (n <= 0) die("copy_file_range", name);
     }
     struct stat after;
-    if (fstat(from, &after) || after.st_size != st->st_size ||
-        after.st_mtim.tv_sec != st->st_mtim.tv_sec || after.st_mtim.tv_nsec != st->st_mtim.tv_nsec)
+    if (from >= 0 && (fstat(from, &after) || after.st_size != st->st_size ||
+                      after.st_mtim.tv_sec != st->st_mtim.tv_sec ||
+                      after.st_mtim.tv_nsec != st->st_mtim.tv_nsec))
         die("changed", name);
     struct timespec times[2] = {{.tv_nsec = UTIME_OMIT}, st->st_mtim};
     if (futimens(to, times)) die("futimens", name);
     if (linkat(to, "", ddir, name, AT_EMPTY_PATH)) die("linkat", name);
     close(to);
-    close(from);
+    if (from >= 0) close(from);
 }
 
 static void list(struct dir *d) {
