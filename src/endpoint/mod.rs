@@ -384,8 +384,9 @@ pub trait Origin: Sync {
 
     /// Open the file `rel` for reading, as `expected` says (its size and mtime taken as they
     /// are now when `expected.fresh`); `None` when it is gone since it was listed. A link or
-    /// a FIFO found in its place is an error, never followed or waited on. Never called from
-    /// within an async runtime.
+    /// a FIFO found in its place is an error, never followed or waited on. A file listed as
+    /// empty may be given as [`Opened::Empty`] without being looked at again. Never called
+    /// from within an async runtime.
     fn open(&self, rel: &Path, expected: Expected) -> Result<Option<(Opened, Expected)>>;
 
     /// Where its root is (see [`Place`]); `None` where that cannot be told.
