@@ -292,7 +292,8 @@ fn copy_unnamed(
             debug!(dst = %at.path.display(), error = %e, "unnamed temporaries unusable");
             UNNAMED.store(false, Ordering::Relaxed);
             match from {
-                // Copied at explicit offsets: it is read again from its start as it is.
+                // Copied at explicit offsets (or nothing to read): it is read again from its
+                // start as it is.
                 Opened::File(_) | Opened::Empty => Ok(None),
                 // A stream cannot be read again: the copy is tried again from a new one (with
                 // a named temporary, as from now on).
